@@ -1,0 +1,103 @@
+"""Small Brevitas MLPs with fixed-point (power-of-two scale) quantizers, and a QONNX export helper.
+
+torch and brevitas are optional dependencies of nn2aie: they are imported inside the functions, and a missing
+package is reported as a typed nn2aie error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nn2aie.errors import IllegalConfigError
+
+_INSTALL_HINT = "install the optional dependencies: pip install 'nn2aie[brevitas]' (torch, brevitas, onnxoptimizer)"
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise IllegalConfigError(f"python package {module.split('.')[0]}",
+                                 f"cannot import {module}: {exc}", _INSTALL_HINT) from exc
+
+
+def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20, weight_bit_width: int = 8,
+                      relu_bits: int = 8, signed_relu: bool = False, batch: int = 64, bias_bits: int = 32) -> Any:
+    """A Brevitas MLP ``sizes[0] -> ... -> sizes[-1]`` with power-of-two (fixed-point) quantizers, in eval mode.
+
+    Layout: QuantIdentity (Int8ActPerTensorFixedPoint) -> [QuantLinear -> QuantReLU]* -> QuantLinear ->
+    QuantIdentity (Int8ActPerTensorFixedPoint, returns a plain float tensor). Weights use
+    Int8WeightPerTensorFixedPoint with ``weight_bit_width`` bits, biases Int32Bias (or Int16Bias with
+    ``bias_bits=16``), hidden activations Uint8ActPerTensorFixedPoint (Int8ActPerTensorFixedPoint when
+    ``signed_relu``) with ``relu_bits`` bits. The model is trained for ``train_steps`` SGD steps on seeded
+    synthetic regression data so that weights and activation scales move away from their initial values.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise IllegalConfigError("make_brevitas_mlp", f"sizes {sizes} must list at least two positive widths",
+                                 "pass e.g. [16, 64, 32, 32, 5]")
+    if bias_bits not in (16, 32):
+        raise IllegalConfigError("make_brevitas_mlp", f"bias_bits={bias_bits} is not supported", "use 16 or 32")
+    torch = _require("torch")
+    qnn = _require("brevitas.nn")
+    quant = _require("brevitas.quant")
+
+    torch.manual_seed(seed)
+    bias_quant = quant.Int32Bias if bias_bits == 32 else quant.Int16Bias
+    relu_quant = quant.Int8ActPerTensorFixedPoint if signed_relu else quant.Uint8ActPerTensorFixedPoint
+    linear_kw = dict(weight_quant=quant.Int8WeightPerTensorFixedPoint, weight_bit_width=weight_bit_width,
+                     bias=True, bias_quant=bias_quant, return_quant_tensor=True)
+    layers: list[Any] = [qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint, return_quant_tensor=True)]
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(qnn.QuantLinear(k, n, **linear_kw))
+        if i < len(sizes) - 2:
+            layers.append(qnn.QuantReLU(act_quant=relu_quant, bit_width=relu_bits, return_quant_tensor=True))
+    layers.append(qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint, return_quant_tensor=False))
+    model = torch.nn.Sequential(*layers)
+
+    # seeded synthetic task: a random smooth target of a scaled Gaussian input
+    gen = torch.Generator().manual_seed(seed + 1)
+    target_w = torch.randn(sizes[0], sizes[-1], generator=gen) / max(1.0, sizes[0] ** 0.5)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(train_steps):
+            x = torch.randn(batch, sizes[0], generator=gen) * 2.0
+            y = torch.tanh(x @ target_w) * 4.0
+            loss = torch.mean((model(x) - y) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def export_brevitas_qonnx(module: Any, in_features: int, **export_kwargs: Any) -> Any:
+    """Export ``module`` with ``brevitas.export.export_qonnx`` (batch 1) and return the ``onnx.ModelProto``.
+
+    The export goes to a temporary directory that is removed afterwards (external data is loaded into the
+    proto first); the exporter's console chatter is swallowed. Extra keyword arguments go to export_qonnx.
+    """
+    torch = _require("torch")
+    export = _require("brevitas.export")
+    _require("onnxoptimizer")
+    import onnx
+
+    example = torch.randn(1, int(in_features))
+    with tempfile.TemporaryDirectory(prefix="nn2aie_brevitas_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        sink = io.StringIO()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            export.export_qonnx(module, example, str(path), **export_kwargs)
+        model = onnx.load(str(path), load_external_data=True)
+    return model

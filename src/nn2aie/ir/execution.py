@@ -1,0 +1,61 @@
+"""Execution IR: per logical op, which kernel variant runs it, with which tiling and parallelism."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class DenseExec:
+    """How one dense op runs: a rectangle of ``cas_length`` x ``cas_num`` tiles.
+
+    The reduction K is split into ``cas_length`` slices of ``k_slice`` along a cascade chain; the outputs N into
+    ``cas_num`` parallel chains of ``n_slice`` columns. Slices are multiples of the mmul shape; zero padding fills
+    K up to ``cas_length * k_slice`` and N up to ``cas_num * n_slice``.
+    """
+
+    op: str
+    k: int
+    n: int
+    batch: int  # rows per kernel invocation (graph iteration), multiple of mmul_m
+    a_dtype: str  # activation container, e.g. int8
+    w_dtype: str
+    out_dtype: str
+    acc: str  # acc32 | acc64
+    mmul: tuple[int, int, int]  # (M, K, N) of aie::mmul
+    shift: int  # SRS shift: accumulator frac - output frac
+    rounding: str  # AIE-ML rounding mode of the tile
+    saturation: str  # AIE-ML saturation mode of the tile
+    clamp_lo: int  # after SRS: clamp to the output type's codes (and 0 for ReLU)
+    clamp_hi: int
+    relu: bool
+    has_bias: bool
+    cas_length: int = 1
+    cas_num: int = 1
+    k_slice: int = 0
+    n_slice: int = 0
+    n_accumulators: int = 1  # register blocking: independent accumulators along N
+    override: bool = False  # parallelism given by the user
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def k_padded(self) -> int:
+        return self.cas_length * self.k_slice
+
+    @property
+    def n_padded(self) -> int:
+        return self.cas_num * self.n_slice
+
+    @property
+    def tiles(self) -> int:
+        return self.cas_length * self.cas_num
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["mmul"] = list(self.mmul)
+        d["tiles"] = self.tiles
+        return d

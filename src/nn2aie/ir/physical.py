@@ -1,0 +1,200 @@
+"""Physical IR: tile coordinates, per-tile memory maps, memory-tile buffers with their DMA descriptors, PLIOs.
+
+This plan is the single source for codegen, the emulator and (later) the cycle model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nn2aie.ir.execution import DenseExec
+from nn2aie.ir.tiling import TilingDescriptor
+
+
+@dataclass
+class BufferAlloc:
+    """One buffer in a compute tile's data memory (byte offset from the module base)."""
+
+    name: str
+    offset: int
+    size: int
+    bank: int
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "offset": self.offset, "size": self.size, "bank": self.bank}
+
+
+@dataclass
+class Kernel:
+    """One compute-tile kernel instance: a slice of one layer."""
+
+    name: str
+    layer: str
+    chain: int  # index along N (0..cas_num-1)
+    position: int  # index along the cascade (0..cas_length-1)
+    role: str  # single | first | middle | last
+    col: int
+    row: int
+    k_start: int  # slice of the padded reduction dimension
+    n_start: int  # slice of the padded output dimension
+    weights: np.ndarray  # packed in the order the kernel reads them, container dtype
+    bias: np.ndarray | None  # int32 codes at the accumulator LSB (first/single only)
+    memory: list[BufferAlloc] = field(default_factory=list)
+
+    @property
+    def has_output(self) -> bool:
+        return self.role in ("single", "last")
+
+    @property
+    def has_cascade_in(self) -> bool:
+        return self.role in ("middle", "last")
+
+    @property
+    def has_cascade_out(self) -> bool:
+        return self.role in ("first", "middle")
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "layer": self.layer, "chain": self.chain, "position": self.position,
+            "role": self.role, "tile": [self.col, self.row], "k_start": self.k_start, "n_start": self.n_start,
+            "weight_bytes": int(self.weights.nbytes), "bias_bytes": int(self.bias.nbytes) if self.bias is not None else 0,
+            "memory": [b.to_json() for b in self.memory],
+        }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a stream starts or ends: a kernel's buffer port or a PLIO."""
+
+    kind: str  # "kernel" | "plio"
+    name: str
+
+    def to_json(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass
+class Access:
+    """One port of a shared buffer: who is on the other side (several endpoints = a stream broadcast to all
+    of them), and the descriptor that orders the data."""
+
+    endpoints: list[Endpoint]
+    tiling: TilingDescriptor
+
+    def to_json(self) -> dict:
+        return {"endpoints": [e.to_json() for e in self.endpoints], "tiling": self.tiling.to_json()}
+
+
+@dataclass
+class SharedBuffer:
+    """A memory-tile buffer re-tiling a tensor between producers and consumers (double buffered)."""
+
+    name: str
+    tensor: str  # logical tensor it carries
+    dtype: str
+    dims: tuple[int, ...]  # dimension 0 innermost: (columns, rows)
+    col: int
+    row: int  # memory-tile row (0 = the row next to the array interface)
+    writers: list[Access]
+    readers: list[Access]
+    col_start: int = 0  # first logical column of the tensor this buffer holds
+    num_buffers: int = 2
+
+    @property
+    def bytes(self) -> int:
+        return int(np.prod(self.dims)) * dtype_bytes(self.dtype) * self.num_buffers
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "tensor": self.tensor, "dtype": self.dtype, "dims": list(self.dims),
+                "memtile": [self.col, self.row], "col_start": self.col_start, "bytes": self.bytes,
+                "writers": [w.to_json() for w in self.writers], "readers": [r.to_json() for r in self.readers]}
+
+
+@dataclass
+class DirectLink:
+    """Producer output buffer handed straight to the consumer input: layouts already agree."""
+
+    tensor: str
+    src: str  # kernel name
+    dst: str
+
+    def to_json(self) -> dict:
+        return {"tensor": self.tensor, "src": self.src, "dst": self.dst}
+
+
+@dataclass
+class Plio:
+    name: str
+    direction: str  # "in" | "out"
+    tensor: str
+    dtype: str
+    bits: int
+    freq_mhz: float
+    col: int
+    row_width: int  # elements per logical row on the wire (padded to whole 32-bit words)
+    file: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "direction": self.direction, "tensor": self.tensor, "dtype": self.dtype,
+                "bits": self.bits, "freq_mhz": self.freq_mhz, "column": self.col, "row_width": self.row_width,
+                "file": self.file}
+
+
+@dataclass
+class PhysicalPlan:
+    device: str
+    graph_name: str
+    batch: int
+    layers: list[DenseExec]
+    kernels: list[Kernel]
+    shared_buffers: list[SharedBuffer]
+    direct_links: list[DirectLink]
+    plios: list[Plio]
+    input_tensor: str
+    output_tensor: str
+    tensor_types: dict[str, Any]  # tensor name -> FixedType (graph IO and layer boundaries)
+    notes: list[str] = field(default_factory=list)
+
+    def kernels_of(self, layer: str) -> list[Kernel]:
+        return [k for k in self.kernels if k.layer == layer]
+
+    def kernel(self, name: str) -> Kernel:
+        for k in self.kernels:
+            if k.name == name:
+                return k
+        raise KeyError(name)
+
+    def layer(self, op: str) -> DenseExec:
+        for layer in self.layers:
+            if layer.op == op:
+                return layer
+        raise KeyError(op)
+
+    def to_json(self) -> dict:
+        return {
+            "device": self.device, "graph": self.graph_name, "batch": self.batch,
+            "input": self.input_tensor, "output": self.output_tensor,
+            "tensor_types": {k: v.to_json() for k, v in sorted(self.tensor_types.items())},
+            "layers": [layer.to_json() for layer in self.layers],
+            "kernels": [k.to_json() for k in self.kernels],
+            "shared_buffers": [s.to_json() for s in self.shared_buffers],
+            "direct_links": [d.to_json() for d in self.direct_links],
+            "plios": [p.to_json() for p in self.plios],
+            "notes": self.notes,
+        }
+
+
+_DTYPE_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}
+_NUMPY = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32,
+          "uint32": np.uint32, "int64": np.int64}
+
+
+def dtype_bytes(dtype: str) -> int:
+    return _DTYPE_BYTES[dtype]
+
+
+def numpy_dtype(dtype: str):
+    return _NUMPY[dtype]

@@ -1,0 +1,2 @@
+"""Dense (fully connected) kernel family: semantics.py (bit-exact contract), templates/ (AIE C++), and the
+parameters both share."""

@@ -1,0 +1,108 @@
+"""Bit-exact model of ONE dense tile kernel: the arithmetic contract of templates/dense_kernel.cc.j2.
+
+Per invocation a tile holds a [batch, k_slice] input window and a [k_slice, n_slice] weight slice and computes,
+for every (row block m, column group g), ``n_accumulators`` aie::mmul accumulators:
+
+    acc = bias (first/single) | cascade-in (middle/last)
+    for k_blk: acc[j] += A[m, k_blk] @ B[k_blk, g*NB + j]          (exact integer, acc32/acc64 lanes)
+    single/last:  y = clamp(srs(acc, shift, rounding, saturation), lo, hi)   -> output buffer
+    first/middle: acc -> cascade-out
+
+Layouts (shared with the C++ template and the DMA descriptors):
+- input/output windows: blocks of mmul_m x mmul_k (input) / mmul_m x mmul_n (output), row-major inside a block,
+  blocks ordered row-block major (``BlockLayout``);
+- cascade words: one accumulator block (mmul_m x mmul_n lanes) per (m, n_blk), in the same block order;
+- weights: packed by ``pack_weights`` in the order the kernel loads them: (group, k_blk, j), each block
+  mmul_k x mmul_n row-major.
+Accumulation order does not change the result: lanes are exact integers and the accumulator width is chosen so
+no partial sum can overflow (see passes/precision.py). The NumPy model therefore uses BLAS in float32 or
+float64, whichever is provably exact for the slice (``product_dtype``), and sums cascades in float64
+(exact below 2**53).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nn2aie.ir.execution import DenseExec
+from nn2aie.ir.tiling import BlockLayout
+from nn2aie.numerics import srs
+
+_BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
+
+
+def input_layout(e: DenseExec) -> BlockLayout:
+    return BlockLayout(e.batch, e.k_slice, e.mmul[0], e.mmul[1])
+
+
+def output_layout(e: DenseExec) -> BlockLayout:
+    return BlockLayout(e.batch, e.n_slice, e.mmul[0], e.mmul[2])
+
+
+def pack_weights(e: DenseExec, w_slice: np.ndarray) -> np.ndarray:
+    """[k_slice, n_slice] -> 1-D in kernel load order (group, k_blk, j, kk, nn)."""
+    _, mk, mn = e.mmul
+    kb, nb, nacc = e.k_slice // mk, e.n_slice // mn, e.n_accumulators
+    blocks = w_slice.reshape(kb, mk, nb // nacc, nacc, mn)  # [k_blk, kk, g, j, nn]
+    return np.ascontiguousarray(blocks.transpose(2, 0, 3, 1, 4)).reshape(-1)
+
+
+def unpack_weights(e: DenseExec, packed: np.ndarray) -> np.ndarray:
+    _, mk, mn = e.mmul
+    kb, nb, nacc = e.k_slice // mk, e.n_slice // mn, e.n_accumulators
+    blocks = packed.reshape(nb // nacc, kb, nacc, mk, mn)  # [g, k_blk, j, kk, nn]
+    return blocks.transpose(1, 3, 0, 2, 4).reshape(e.k_slice, e.n_slice)
+
+
+def _code_bound(dtype: str) -> int:
+    bits = _BITS[dtype]
+    return (1 << bits) - 1 if dtype.startswith("u") else 1 << (bits - 1)
+
+
+def product_dtype(e: DenseExec) -> type:
+    """float32 when one tile's dot products are provably exact in float32 (|sum| < 2**24), else float64
+    (exact below 2**53, guaranteed for every supported type pair and slice size)."""
+    bound = e.k_slice * _code_bound(e.a_dtype) * _code_bound(e.w_dtype)
+    return np.float32 if bound < 2**24 else np.float64
+
+
+def input_matrix(e: DenseExec, a_window: np.ndarray) -> np.ndarray:
+    """Input window [iters, batch*k_slice] (buffer order) -> [iters*batch, k_slice] in the product dtype."""
+    iters = a_window.shape[0]
+    a = input_layout(e).from_blocks(a_window).reshape(iters * e.batch, e.k_slice)
+    return a.astype(product_dtype(e))
+
+
+def weight_matrix(e: DenseExec, packed_weights: np.ndarray) -> np.ndarray:
+    return unpack_weights(e, packed_weights).astype(product_dtype(e))
+
+
+def run_tile_logical(e: DenseExec, role: str, a_mat: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
+                     cascade_in: np.ndarray | None) -> np.ndarray:
+    """The tile's arithmetic on logical matrices: returns [iters, batch, n_slice] accumulator lanes (float64,
+    exact integers) for first/middle tiles, or output codes (int64) for single/last tiles."""
+    acc = (a_mat @ w_mat).astype(np.float64).reshape(-1, e.batch, e.n_slice)
+    if role in ("single", "first"):
+        if bias is not None:
+            acc += bias.astype(np.float64)[None, None, :]
+    else:
+        acc += cascade_in
+    if role in ("first", "middle"):
+        return acc
+    y = srs(acc.astype(np.int64), e.shift, _BITS[e.out_dtype], not e.out_dtype.startswith("u"), e.rounding,
+            e.saturation)
+    return np.clip(y, e.clamp_lo, e.clamp_hi)
+
+
+def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.ndarray,
+             bias: np.ndarray | None, cascade_in: np.ndarray | None) -> np.ndarray:
+    """One invocation per leading index of ``a_window`` ([iters, batch*k_slice], buffer order).
+
+    Returns the output window ([iters, batch*n_slice] codes, buffer order) for single/last tiles, or the cascade
+    words ([iters, batch*n_slice] int64 accumulator lanes, block order) for first/middle tiles.
+    """
+    cas = None
+    if cascade_in is not None:
+        cas = output_layout(e).from_blocks(cascade_in).astype(np.float64)
+    out = run_tile_logical(e, role, input_matrix(e, a_window), weight_matrix(e, packed_weights), bias, cas)
+    return output_layout(e).to_blocks(out.astype(np.int64))

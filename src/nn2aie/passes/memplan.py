@@ -1,0 +1,187 @@
+"""Memory plan: every tensor between layers (and the graph's input and output) gets a route.
+
+- A **direct hand-off** when one producer tile feeds one consumer tile and their buffer layouts agree.
+- Otherwise a **memory-tile shared buffer** holding the tensor as a row-major [rows, columns] array: each
+  producer chain writes its column slice with a descriptor that undoes its block layout; each consumer cascade
+  position reads its column slice with a descriptor that builds the block layout its mmul loads (zero padding
+  past the written columns comes from ``boundary_dimension``). One read port is broadcast to all chains of the
+  consumer that need the same slice.
+- A buffer whose writers or readers exceed a memory tile's DMA channels is split at columns where no slice
+  straddles the cut, one memory tile per part.
+- Graph input and output cross the array interface on PLIOs (rows padded to whole 32-bit words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nn2aie.devices import Device
+from nn2aie.errors import DoesNotFitError, UnsupportedOpError
+from nn2aie.ir.execution import DenseExec, ceil_div
+from nn2aie.ir.physical import Access as PortAccess
+from nn2aie.ir.physical import DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
+from nn2aie.ir.tiling import TilingDescriptor, Traversal
+
+
+@dataclass
+class SliceSpec:
+    """A column slice [start, start+width) of the tensor, moved by one port."""
+
+    start: int
+    width: int
+    endpoints: list[Endpoint]
+    block: tuple[int, int] | None  # (block_rows, block_cols) of the tile-side layout; None = linear rows
+
+    @property
+    def end(self) -> int:
+        return self.start + self.width
+
+
+def _descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], rows: int,
+                boundary: int | None) -> TilingDescriptor:
+    bound = (boundary, rows) if boundary is not None and spec.end - base > boundary else None
+    if spec.block is None:
+        return TilingDescriptor(dims, (spec.width, rows), (spec.start - base, 0), (), bound)
+    br, bc = spec.block
+    return TilingDescriptor(
+        dims, (bc, br), (spec.start - base, 0),
+        (Traversal(0, bc, spec.width // bc), Traversal(1, br, rows // br)), bound)
+
+
+def _valid_cuts(specs: list[SliceSpec]) -> set[int]:
+    ends = {s.end for s in specs}
+    return {c for c in ends if not any(s.start < c < s.end for s in specs)}
+
+
+def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, total: int, channels: int,
+            where: str) -> list[tuple[int, int]]:
+    """Column ranges [s, e) each served by one memory tile (flexible PLIO sides are given as None)."""
+    fixed = [s for s in (writers or []) + (readers or [])]
+    cuts = sorted(_valid_cuts(fixed) | {total}) if fixed else [total]
+    cuts = [c for c in cuts if c <= total]
+    groups, start = [], 0
+    while start < total:
+        best = None
+        for c in cuts:
+            if c <= start:
+                continue
+            nw = sum(1 for s in writers or [] if start <= s.start < c)
+            nr = sum(1 for s in readers or [] if start <= s.start < c)
+            if nw <= channels and nr <= channels:
+                best = c
+            else:
+                break
+        if best is None:
+            raise DoesNotFitError(
+                where, f"more than {channels} producer or consumer slices share columns that cannot be split "
+                "across memory tiles", "choose cas_num/cas_length overrides whose slice widths divide evenly")
+        groups.append((start, best))
+        start = best
+    return groups
+
+
+class MemoryPlanner:
+    def __init__(self, device: Device, batch: int, plio_bits: int, pl_freq_mhz: float):
+        self.device = device
+        self.batch = batch
+        self.plio_bits = plio_bits
+        self.pl_freq_mhz = pl_freq_mhz
+        self.channels = min(device.fact("memtile_dma_channels").values())
+        self.free_memtiles = [(c, r) for r in range(device.memtile_rows) for c in range(device.columns)]
+        self.shared: list[SharedBuffer] = []
+        self.links: list[DirectLink] = []
+        self.plios: list[Plio] = []
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _take_memtile(self, near_col: float, where: str) -> tuple[int, int]:
+        if not self.free_memtiles:
+            raise DoesNotFitError(where, f"all {self.device.columns * self.device.memtile_rows} memory tiles "
+                                  "are in use", "use fewer layers or a larger device")
+        best = min(self.free_memtiles, key=lambda t: (t[1], abs(t[0] - near_col), t[0]))
+        self.free_memtiles.remove(best)
+        return best
+
+    def _word_elems(self, dtype: str) -> int:
+        return max(1, 4 // dtype_bytes(dtype))
+
+    # -- routes -----------------------------------------------------------------------------------------
+    def route(self, tensor: str, dtype: str, producer: DenseExec | None, prod_kernels: list[Kernel],
+              consumer: DenseExec | None, cons_kernels: list[Kernel], logical_width: int) -> None:
+        rows = self.batch
+        where = f"tensor {tensor}"
+        if producer is not None and consumer is not None and self._direct(producer, consumer):
+            self.links.append(DirectLink(tensor, prod_kernels[-1].name, cons_kernels[0].name))
+            return
+        word = self._word_elems(dtype)
+        writers = readers = None
+        if producer is not None:
+            writers = [SliceSpec(k.n_start, producer.n_slice, [Endpoint("kernel", k.name)],
+                                 (producer.mmul[0], producer.mmul[2]))
+                       for k in prod_kernels if k.has_output]
+            written = producer.n_padded
+        else:
+            written = ceil_div(logical_width, word) * word  # host pads rows to whole 32-bit words
+        if consumer is not None:
+            readers = []
+            for pos in range(consumer.cas_length):
+                eps = [Endpoint("kernel", k.name) for k in cons_kernels if k.position == pos]
+                readers.append(SliceSpec(pos * consumer.k_slice, consumer.k_slice, eps,
+                                         (consumer.mmul[0], consumer.mmul[1])))
+            total = max(written, consumer.k_padded)
+        else:
+            total = written
+        for gi, (s, e) in enumerate(_groups(writers, readers, total, self.channels, where)):
+            name = f"{tensor}_mt{gi}" if e - s < total else f"{tensor}_mt"
+            g_written = min(e, written) - s
+            dims = (e - s, rows)
+            if writers is None:
+                plio = self._plio("in", tensor, dtype, gi, g_written)
+                w_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
+            else:
+                w_specs = [w for w in writers if s <= w.start < e]
+            if readers is None:
+                plio = self._plio("out", tensor, dtype, gi, g_written)
+                r_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
+            else:
+                r_specs = [r for r in readers if s <= r.start < e]
+            w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
+            r_acc = [PortAccess(r.endpoints, _descriptor(r, s, dims, rows, g_written)) for r in r_specs]
+            cols = [self._col_of(ep, prod_kernels + cons_kernels) for spec in w_specs + r_specs
+                    for ep in spec.endpoints]
+            cols = [c for c in cols if c is not None]
+            near = sum(cols) / len(cols) if cols else 0.0
+            mc, mr = self._take_memtile(near, where)
+            for p in self.plios:
+                if p.col < 0:
+                    p.col = mc
+            self.shared.append(SharedBuffer(name, tensor, dtype, dims, mc, mr, w_acc, r_acc, col_start=s))
+
+    def _plio(self, direction: str, tensor: str, dtype: str, index: int, width: int) -> Plio:
+        name = f"plio_{direction}{len([p for p in self.plios if p.direction == direction])}"
+        plio = Plio(name=name, direction=direction, tensor=tensor, dtype=dtype, bits=self.plio_bits,
+                    freq_mhz=self.pl_freq_mhz, col=-1, row_width=width, file=f"data/{name}.txt")
+        self.plios.append(plio)
+        return plio
+
+    @staticmethod
+    def _col_of(ep: Endpoint, kernels: list[Kernel]) -> int | None:
+        for k in kernels:
+            if k.name == ep.name:
+                return k.col
+        return None
+
+    @staticmethod
+    def _direct(p: DenseExec, c: DenseExec) -> bool:
+        return (p.cas_num == 1 and c.cas_length == 1 and c.cas_num == 1 and p.n_slice == c.k_slice and p.batch == c.batch
+                and p.mmul[0] == c.mmul[0] and p.mmul[2] == c.mmul[1] and p.out_dtype == c.a_dtype)
+
+
+def check_chain(ops_in_order: list, graph) -> None:
+    """This version routes straight chains: each activation feeds exactly one dense op."""
+    for op in ops_in_order:
+        users = graph.consumers(op.outputs[0])
+        if len(users) > 1 or (op.outputs[0] in graph.outputs and users):
+            raise UnsupportedOpError(
+                f"tensor {graph.tensor(op.outputs[0]).origin or op.outputs[0]}",
+                "feeds several consumers (a branching graph); this version maps straight layer chains",
+                "export a sequential MLP; branching graphs are planned for a later release")

@@ -1,0 +1,132 @@
+"""Choose each dense layer's rectangle: cas_length (K split along a cascade) x cas_num (N split over chains).
+
+Default: the fewest tiles whose per-tile memory fits (weights within ``max_weight_bytes``, everything within
+the tile's data memory), slices aligned to the mmul shape (which also keeps every DMA row a whole number of
+32-bit words). Ties prefer shorter cascades (lower latency), then fewer chains. A per-layer override
+``{"cas_length": L, "cas_num": C}`` is honoured or refused with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nn2aie.devices import Device
+from nn2aie.errors import DoesNotFitError, IllegalConfigError
+from nn2aie.ir.execution import DenseExec, ceil_div
+from nn2aie.ir.physical import dtype_bytes
+
+ALIGN = 32  # bytes: 256-bit vector loads must be aligned (AM020, AIE-API)
+
+
+def _aligned(n: int) -> int:
+    return ceil_div(n, ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class TileBuffers:
+    """Byte sizes of the buffers one tile of a layer needs (ping/pong counted separately)."""
+
+    weights: int
+    bias: int
+    input: int  # one of the two ping/pong buffers
+    output: int  # one of the two ping/pong buffers (0 for cascade-only tiles)
+    stack: int
+    heap: int
+
+    def items(self) -> list[tuple[str, int]]:
+        out = [("weights", self.weights)]
+        if self.bias:
+            out.append(("bias", self.bias))
+        out += [("in_ping", self.input), ("in_pong", self.input)]
+        if self.output:
+            out += [("out_ping", self.output), ("out_pong", self.output)]
+        out += [("stack", self.stack), ("heap", self.heap)]
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(_aligned(size) for _, size in self.items())
+
+
+def tile_buffers(e: DenseExec, device: Device, role: str, k_slice: int, n_slice: int) -> TileBuffers:
+    return TileBuffers(
+        weights=k_slice * n_slice * dtype_bytes(e.w_dtype),
+        bias=n_slice * 4 if (e.has_bias and role in ("single", "first")) else 0,
+        input=e.batch * k_slice * dtype_bytes(e.a_dtype),
+        output=e.batch * n_slice * dtype_bytes(e.out_dtype) if role in ("single", "last") else 0,
+        stack=int(device.fact("stack_bytes_default")),
+        heap=int(device.fact("heap_bytes_default")),
+    )
+
+
+def _fits(e: DenseExec, device: Device, length: int, k_slice: int, n_slice: int, max_weight_bytes: int) -> str:
+    """'' when a (length, k_slice, n_slice) split fits, else the reason it does not."""
+    weights = k_slice * n_slice * dtype_bytes(e.w_dtype)
+    if weights > max_weight_bytes:
+        return f"{weights} B of weights per tile exceed the {max_weight_bytes} B limit"
+    roles = ["single"] if length == 1 else ["first", "last"]
+    for role in roles:
+        need = tile_buffers(e, device, role, k_slice, n_slice).total
+        if need > device.data_memory_bytes:
+            return f"a {role} tile needs {need} B of data memory, the tile has {device.data_memory_bytes} B"
+    return ""
+
+
+def _split(total_blocks: int, parts: int) -> int | None:
+    """Blocks per slice when ``total_blocks`` are cut into ``parts`` non-empty slices, else None."""
+    per = ceil_div(total_blocks, parts)
+    if (parts - 1) * per >= total_blocks:
+        return None  # the last slice would be empty
+    return per
+
+
+def choose_parallelism(e: DenseExec, device: Device, max_weight_bytes: int,
+                       override: dict | None = None) -> DenseExec:
+    _, mk, mn = e.mmul
+    kb, nb = ceil_div(e.k, mk), ceil_div(e.n, mn)
+    max_len, max_num = device.columns, device.compute_rows
+
+    def configure(length: int, num: int) -> tuple[int, int] | str:
+        k_per = _split(kb, length)
+        n_per = _split(nb, num)
+        if k_per is None or n_per is None:
+            return f"K={e.k} or N={e.n} is too small to give every tile a non-empty slice"
+        reason = _fits(e, device, length, k_per * mk, n_per * mn, max_weight_bytes)
+        return reason or (k_per * mk, n_per * mn)
+
+    if override:
+        length, num = int(override.get("cas_length", 1)), int(override.get("cas_num", 1))
+        if not (1 <= length <= max_len and 1 <= num <= max_num):
+            raise IllegalConfigError(
+                f"layer {e.op}", f"cas_length={length}, cas_num={num} outside 1..{max_len} x 1..{max_num} on "
+                f"{device.name}", "choose a smaller rectangle")
+        got = configure(length, num)
+        if isinstance(got, str):
+            raise IllegalConfigError(f"layer {e.op}", f"cas_length={length}, cas_num={num}: {got}",
+                                     "choose more tiles, or drop the override to let nn2aie choose")
+        e.cas_length, e.cas_num, e.override = length, num, True
+        e.k_slice, e.n_slice = got
+        return _finish(e)
+
+    candidates = sorted((length * num, length, num) for length in range(1, max_len + 1)
+                         for num in range(1, max_num + 1))
+    last_reason = ""
+    for _, length, num in candidates:
+        got = configure(length, num)
+        if isinstance(got, str):
+            last_reason = got
+            continue
+        e.cas_length, e.cas_num = length, num
+        e.k_slice, e.n_slice = got
+        return _finish(e)
+    raise DoesNotFitError(
+        f"layer {e.op} ({e.k}x{e.n})", f"no rectangle of at most {max_len}x{max_num} tiles fits ({last_reason})",
+        "use narrower weights, a smaller batch, or a device with more tiles")
+
+
+def _finish(e: DenseExec) -> DenseExec:
+    # register blocking must divide the slice's column blocks
+    nblk = e.n_slice // e.mmul[2]
+    while nblk % e.n_accumulators:
+        e.n_accumulators //= 2
+    return e

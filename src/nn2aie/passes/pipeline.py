@@ -1,0 +1,162 @@
+"""The ordered pass list: logical graph -> execution plan -> physical plan. Each pass is named; the plan is
+checked after every pass, and ``dump_after`` returns the state after a named pass as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
+from nn2aie.errors import IllegalConfigError, UnsupportedOpError
+from nn2aie.ir.execution import DenseExec
+from nn2aie.ir.logical import Graph
+from nn2aie.ir.physical import Kernel, PhysicalPlan
+from nn2aie.passes.memplan import MemoryPlanner, check_chain
+from nn2aie.passes.parallelism import choose_parallelism
+from nn2aie.passes.partition import partition_layer
+from nn2aie.passes.placement import place
+from nn2aie.passes.precision import plan_precision
+from nn2aie.passes.verify import verify_plan
+
+
+@dataclass
+class CompileOptions:
+    device: str = DEFAULT_DEVICE
+    batch: int = 4  # rows per graph iteration (one aie::mmul row block)
+    plio_bits: int = 128
+    pl_freq_mhz: float | None = None  # default: the part's catalogued PL clock
+    max_weight_bytes: int | None = None  # per tile; default one data-memory bank
+    overrides: dict[str, dict] = field(default_factory=dict)  # layer name -> {"cas_length": L, "cas_num": C}
+
+    def validate(self, device: Device) -> None:
+        if self.batch < 1 or self.batch % 4:
+            raise IllegalConfigError("option batch", f"batch {self.batch} is not a positive multiple of 4",
+                                     "use 4, 8, 12, ... (the aie::mmul row block is 4)")
+        if self.plio_bits not in device.fact("plio_bits"):
+            raise IllegalConfigError("option plio_bits", f"{self.plio_bits}-bit PLIO does not exist",
+                                     "use 32, 64 or 128")
+        if self.max_weight_bytes is not None and not (64 <= self.max_weight_bytes <= device.data_memory_bytes):
+            raise IllegalConfigError("option max_weight_bytes", f"{self.max_weight_bytes} B is outside "
+                                     f"64..{device.data_memory_bytes}", "use at most the tile's data memory")
+        for name, ov in self.overrides.items():
+            if not isinstance(ov, dict) or set(ov) - {"cas_length", "cas_num"}:
+                raise IllegalConfigError(f"override for layer {name}", f"unknown keys in {ov!r}",
+                                         "give {\"cas_length\": L, \"cas_num\": C}")
+
+
+@dataclass
+class State:
+    graph: Graph
+    device: Device
+    options: CompileOptions
+    layers: list[DenseExec] = field(default_factory=list)
+    kernels: list[Kernel] = field(default_factory=list)
+    plan: PhysicalPlan | None = None
+
+    def to_json(self) -> dict:
+        if self.plan is not None:
+            return self.plan.to_json()
+        out: dict = {"graph": self.graph.to_json(with_data=False)}
+        if self.layers:
+            out["layers"] = [e.to_json() for e in self.layers]
+        if self.kernels:
+            out["kernels"] = [k.to_json() for k in self.kernels]
+        return out
+
+
+def _legalise(s: State) -> None:
+    s.graph.verify()
+    if len(s.graph.inputs) != 1 or len(s.graph.outputs) != 1:
+        raise UnsupportedOpError(f"graph {s.graph.name}", "the model must have exactly one input and one output",
+                                 "export a single-input, single-output model")
+    if not s.graph.ops:
+        raise UnsupportedOpError(f"graph {s.graph.name}", "contains no dense layer", "nothing to compile")
+    check_chain(s.graph.ops, s.graph)
+    unknown = set(s.options.overrides) - {op.name for op in s.graph.ops}
+    if unknown:
+        raise IllegalConfigError(f"override for {sorted(unknown)[0]}", "no layer of that name",
+                                 f"layers are: {', '.join(op.name for op in s.graph.ops)}")
+
+
+def _precision(s: State) -> None:
+    s.layers = [plan_precision(s.graph, op, s.device, s.options.batch) for op in s.graph.ops]
+
+
+def _parallelism(s: State) -> None:
+    limit = s.options.max_weight_bytes or s.device.bank_bytes
+    for e in s.layers:
+        choose_parallelism(e, s.device, limit, s.options.overrides.get(e.op))
+
+
+def _partition(s: State) -> None:
+    s.kernels = []
+    for i, (op, e) in enumerate(zip(s.graph.ops, s.layers, strict=True)):
+        s.kernels += partition_layer(s.graph, op, e, s.device, f"l{i}")
+
+
+def _place(s: State) -> None:
+    place(s.layers, s.kernels, s.device)
+
+
+def _memory_plan(s: State) -> None:
+    o = s.options
+    mp = MemoryPlanner(s.device, o.batch, o.plio_bits, o.pl_freq_mhz or s.device.pl_clock_mhz_default)
+    g = s.graph
+    ops = g.ops
+    types = {}
+    for i, op in enumerate(ops):
+        x, y = op.inputs[0], op.outputs[0]
+        types[x], types[y] = g.tensor(x).type, g.tensor(y).type
+        mine = [k for k in s.kernels if k.layer == op.name]
+        if i == 0:
+            mp.route(x, s.layers[0].a_dtype, None, [], s.layers[0], mine, g.tensor(x).shape[-1])
+        prev_kernels = mine
+        if i + 1 < len(ops):
+            nxt = [k for k in s.kernels if k.layer == ops[i + 1].name]
+            mp.route(y, s.layers[i].out_dtype, s.layers[i], prev_kernels, s.layers[i + 1], nxt,
+                     g.tensor(y).shape[-1])
+        else:
+            mp.route(y, s.layers[i].out_dtype, s.layers[i], prev_kernels, None, [], g.tensor(y).shape[-1])
+    s.plan = PhysicalPlan(
+        device=s.device.name, graph_name=g.name, batch=o.batch, layers=s.layers, kernels=s.kernels,
+        shared_buffers=mp.shared, direct_links=mp.links, plios=mp.plios, input_tensor=g.inputs[0],
+        output_tensor=g.outputs[0], tensor_types=types)
+
+
+def _check(s: State) -> None:
+    assert s.plan is not None
+    verify_plan(s.plan, s.device)
+
+
+PASSES: list[tuple[str, Callable[[State], None]]] = [
+    ("legalise", _legalise),
+    ("precision", _precision),
+    ("parallelism", _parallelism),
+    ("partition", _partition),
+    ("place", _place),
+    ("memory-plan", _memory_plan),
+    ("legality-check", _check),
+]
+PASS_NAMES = [name for name, _ in PASSES]
+
+
+def compile_graph(graph: Graph, options: CompileOptions | None = None, dump_after: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> tuple[PhysicalPlan, str | None]:
+    """Run every pass; returns the physical plan and (if asked) the JSON dump after ``dump_after``."""
+    options = options or CompileOptions()
+    device = get_target_device(options.device)
+    options.validate(device)
+    if dump_after is not None and dump_after not in PASS_NAMES:
+        raise IllegalConfigError("option dump-after", f"no pass named {dump_after!r}",
+                                 f"passes are: {', '.join(PASS_NAMES)}")
+    state = State(graph, device, options)
+    dump = None
+    for name, fn in PASSES:
+        if progress:
+            progress(name)
+        fn(state)
+        if name == dump_after:
+            dump = json.dumps(state.to_json(), indent=1, sort_keys=True)
+    assert state.plan is not None
+    return state.plan, dump

@@ -1,0 +1,48 @@
+"""Test helpers: random logical graphs built directly in the IR (no frontend involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nn2aie.ir.logical import Graph, Op, Tensor
+from nn2aie.ir.types import FixedType
+
+
+def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_unsigned: bool = True,
+                     bias: bool = True) -> Graph:
+    """A dense chain with random int8 weights; hidden layers ReLU into unsigned codes."""
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, Tensor] = {}
+    ops: list[Op] = []
+    x_type = FixedType(act_bits, 5 if act_bits == 8 else 11, True)
+    tensors["x0"] = Tensor("x0", (sizes[0],), x_type)
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        last = i == len(sizes) - 2
+        w_type = FixedType(8, 7, True)
+        w = rng.integers(-128, 128, size=(k, n))
+        tensors[f"w{i}"] = Tensor(f"w{i}", (k, n), w_type, w)
+        inputs = [f"x{i}", f"w{i}"]
+        in_frac = tensors[f"x{i}"].type.frac
+        if bias:
+            b_type = FixedType(32, in_frac + 7, True)
+            tensors[f"b{i}"] = Tensor(f"b{i}", (n,), b_type, rng.integers(-(1 << 12), 1 << 12, size=n))
+            inputs.append(f"b{i}")
+        # output frac chosen so a typical accumulator lands mid-range
+        typical = np.sqrt(k) * 64 * 64 * (2 ** (act_bits - 8))
+        shift = max(0, int(np.round(np.log2(typical / 32))))
+        out_frac = in_frac + 7 - shift
+        signed = last or not hidden_unsigned
+        y_type = FixedType(act_bits, out_frac, signed)
+        tensors[f"x{i + 1}"] = Tensor(f"x{i + 1}", (n,), y_type)
+        ops.append(Op(f"dense{i}", "dense", inputs, [f"x{i + 1}"], {"activation": "linear" if last else "relu"}))
+    return Graph("random_mlp", tensors, ops, ["x0"], [f"x{len(sizes) - 1}"], {"framework": "test"})
+
+
+def random_codes(graph: Graph, n: int, seed: int = 1) -> np.ndarray:
+    """Input codes covering the whole range, with extremes."""
+    rng = np.random.default_rng(seed)
+    t = graph.tensor(graph.inputs[0]).type
+    x = rng.integers(t.min_code, t.max_code + 1, size=(n, graph.tensor(graph.inputs[0]).shape[-1]))
+    x[: min(n, 4)] = t.max_code
+    x[min(n, 4): min(n, 8)] = t.min_code
+    return x
