@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -101,7 +101,8 @@ def get_device(name: str = DEFAULT_DEVICE) -> Device:
     key = name.lower()
     if key not in parts:
         raise IllegalConfigError(
-            f"device '{name}'", "not in the catalog", f"choose one of: {', '.join(part_names())} (see `nn2aie devices`)")
+            f"device '{name}'", "not in the catalog",
+            f"choose one of: {', '.join(part_names())} (see `nn2aie devices`)")
     p = parts[key]
     dev = Device(
         name=key, generation=p["generation"], board=p.get("board", ""), columns=p["columns"],

@@ -60,7 +60,8 @@ class Kernel:
         return {
             "name": self.name, "layer": self.layer, "chain": self.chain, "position": self.position,
             "role": self.role, "tile": [self.col, self.row], "k_start": self.k_start, "n_start": self.n_start,
-            "weight_bytes": int(self.weights.nbytes), "bias_bytes": int(self.bias.nbytes) if self.bias is not None else 0,
+            "weight_bytes": int(self.weights.nbytes),
+            "bias_bytes": int(self.bias.nbytes) if self.bias is not None else 0,
             "memory": [b.to_json() for b in self.memory],
         }
 

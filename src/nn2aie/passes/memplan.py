@@ -172,8 +172,9 @@ class MemoryPlanner:
 
     @staticmethod
     def _direct(p: DenseExec, c: DenseExec) -> bool:
-        return (p.cas_num == 1 and c.cas_length == 1 and c.cas_num == 1 and p.n_slice == c.k_slice and p.batch == c.batch
-                and p.mmul[0] == c.mmul[0] and p.mmul[2] == c.mmul[1] and p.out_dtype == c.a_dtype)
+        return (p.cas_num == 1 and c.cas_length == 1 and c.cas_num == 1 and p.n_slice == c.k_slice
+                and p.batch == c.batch and p.mmul[0] == c.mmul[0] and p.mmul[2] == c.mmul[1]
+                and p.out_dtype == c.a_dtype)
 
 
 def check_chain(ops_in_order: list, graph) -> None:

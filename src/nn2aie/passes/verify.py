@@ -29,7 +29,7 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
     # every kernel: memory map inside its module, no overlaps, alignment
     for k in plan.kernels:
         spans = sorted((b.offset, b.offset + b.size, b.name) for b in k.memory)
-        for (s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:], strict=False):
+        for (_s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:], strict=False):
             if s1 < e0:
                 raise _internal(f"kernel {k.name}", f"buffers {n0} and {n1} overlap")
         if spans and spans[-1][1] > device.data_memory_bytes:
