@@ -80,6 +80,17 @@ def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, to
     return groups
 
 
+def boundary_feasible(producer: DenseExec, consumer: DenseExec, channels: int) -> bool:
+    """Can the tensor between these two layers be split over memory tiles within the DMA channel limits?"""
+    writers = [SliceSpec(c * producer.n_slice, producer.n_slice, [], None) for c in range(producer.cas_num)]
+    readers = [SliceSpec(p * consumer.k_slice, consumer.k_slice, [], None) for p in range(consumer.cas_length)]
+    try:
+        _groups(writers, readers, max(producer.n_padded, consumer.k_padded), channels, "")
+    except DoesNotFitError:
+        return False
+    return True
+
+
 class MemoryPlanner:
     def __init__(self, device: Device, batch: int, plio_bits: int, pl_freq_mhz: float):
         self.device = device

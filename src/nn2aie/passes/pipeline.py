@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
-from nn2aie.errors import IllegalConfigError, UnsupportedOpError
+from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph
 from nn2aie.ir.physical import Kernel, PhysicalPlan
-from nn2aie.passes.memplan import MemoryPlanner, check_chain
+from nn2aie.passes.memplan import MemoryPlanner, boundary_feasible, check_chain
 from nn2aie.passes.parallelism import choose_parallelism
 from nn2aie.passes.partition import partition_layer
 from nn2aie.passes.placement import place
@@ -89,6 +89,39 @@ def _parallelism(s: State) -> None:
         choose_parallelism(e, s.device, limit, s.options.overrides.get(e.op))
 
 
+def _legalise_boundaries(s: State) -> None:
+    """Where a producer's chains and a consumer's cascade positions cannot share memory tiles within the DMA
+    channel limit, lengthen the consumer's cascade (or, if it is fixed by an override, the producer's) until the
+    tensor can be split at columns where no slice straddles a cut."""
+    limit = s.options.max_weight_bytes or s.device.bank_bytes
+    channels = min(s.device.fact("memtile_dma_channels").values())
+    for prod, cons in zip(s.layers, s.layers[1:]):
+        if boundary_feasible(prod, cons, channels):
+            continue
+        target, fixed = (cons, prod) if not cons.override else (prod, cons)
+        if target.override:
+            raise DoesNotFitError(
+                f"tensor between layers {prod.op} and {cons.op}",
+                f"{prod.cas_num} producer chains and {cons.cas_length} consumer cascade positions cannot be "
+                f"served by memory tiles with {channels} DMA channels each",
+                "pick overrides whose slices line up (e.g. consumer cas_length dividing producer cas_num)")
+        for length in range(target.cas_length + 1, s.device.columns + 1):
+            num = target.cas_num if target is cons else max(1, -(-target.tiles // length))
+            try:
+                choose_parallelism(target, s.device, limit, {"cas_length": length, "cas_num": num})
+            except IllegalConfigError:
+                continue
+            target.override = False
+            if boundary_feasible(prod, cons, channels):
+                target.notes.append(f"cascade lengthened to {length} so the tensor to/from {fixed.op} can be "
+                                    "split over memory tiles")
+                break
+        else:
+            raise DoesNotFitError(f"tensor between layers {prod.op} and {cons.op}",
+                                  "no split over memory tiles respects the DMA channel limits",
+                                  "set cas_length/cas_num of both layers explicitly")
+
+
 def _partition(s: State) -> None:
     s.kernels = []
     for i, (op, e) in enumerate(zip(s.graph.ops, s.layers, strict=True)):
@@ -133,6 +166,7 @@ PASSES: list[tuple[str, Callable[[State], None]]] = [
     ("legalise", _legalise),
     ("precision", _precision),
     ("parallelism", _parallelism),
+    ("legalise-boundaries", _legalise_boundaries),
     ("partition", _partition),
     ("place", _place),
     ("memory-plan", _memory_plan),

@@ -1,0 +1,221 @@
+"""High-level API used by the CLI and by users: compile a model to a project, emulate it, check it.
+
+    from nn2aie.api import compile_model, emulate
+    result = compile_model("jet.onnx", "out/jet")
+    y = emulate("jet.onnx", x_float)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from nn2aie import __version__
+from nn2aie.errors import BadFileError, IllegalConfigError
+from nn2aie.frontends.loader import LoadedModel, load_model
+from nn2aie.ir.physical import PhysicalPlan
+from nn2aie.ir.types import FixedType
+from nn2aie.numerics import quantize_float
+from nn2aie.passes.pipeline import CompileOptions, compile_graph
+from nn2aie.sim.emulator import Emulator
+
+PROJECT_MARKER = "nn2aie-project.json"  # identifies a directory nn2aie wrote (safe to replace)
+DEFAULT_PROJECT_EVENTS = 64
+
+
+@dataclass
+class Compiled:
+    model: LoadedModel
+    plan: PhysicalPlan
+    options: CompileOptions
+    dump: str | None = None
+
+    @property
+    def input_type(self) -> FixedType:
+        return self.plan.tensor_types[self.plan.input_tensor]
+
+    @property
+    def output_type(self) -> FixedType:
+        return self.plan.tensor_types[self.plan.output_tensor]
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Float inputs -> input codes, exactly as the model's input quantizer (round half even, saturate)."""
+        x = np.asarray(x)
+        k = self.plan.layers[0].k
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != k:
+            raise IllegalConfigError("inputs", f"expected an array of shape [events, {k}], got {list(x.shape)}",
+                                     f"save one row of {k} features per event")
+        if not np.all(np.isfinite(x)):
+            raise IllegalConfigError("inputs", "contain NaN or infinite values", "clean the inputs first")
+        t = self.input_type
+        return quantize_float(x, t.frac, t.width, t.signed, t.min_code, t.max_code)
+
+    def dequantize(self, codes: np.ndarray) -> np.ndarray:
+        return (codes.astype(np.float64) * self.output_type.lsb).astype(np.float32)
+
+    def emulate_codes(self, codes: np.ndarray) -> np.ndarray:
+        return Emulator(self.plan).run(codes)
+
+    def emulate(self, x: np.ndarray) -> np.ndarray:
+        return self.dequantize(self.emulate_codes(self.quantize(x)))
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.reference(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+    def summary(self, checked: dict | None = None) -> dict:
+        plan = self.plan
+        g = self.model.graph
+        layers = []
+        for e, op in zip(plan.layers, g.ops, strict=True):
+            layers.append({
+                "name": op.name, "k": e.k, "n": e.n, "activation": "relu" if e.relu else "linear",
+                "input_type": g.tensor(op.inputs[0]).type.describe(),
+                "weight_type": g.tensor(op.inputs[1]).type.describe(),
+                "output_type": g.tensor(op.outputs[0]).type.describe(),
+                "mmul": "x".join(map(str, e.mmul)), "acc": e.acc, "shift": e.shift, "rounding": e.rounding,
+                "saturation": e.saturation, "cas_length": e.cas_length, "cas_num": e.cas_num, "tiles": e.tiles,
+                "k_slice": e.k_slice, "n_slice": e.n_slice, "override": e.override,
+                "tiles_at": sorted([k.col, k.row] for k in plan.kernels_of(e.op)),
+            })
+        return {
+            "generator": f"nn2aie {__version__}",
+            "model": {"name": g.name, "framework": self.model.framework, "file": g.source.get("file", "")},
+            "device": plan.device, "batch": plan.batch,
+            "options": {k: v for k, v in asdict(self.options).items() if k != "overrides"}
+            | {"overrides": dict(sorted(self.options.overrides.items()))},
+            "tiles_used": len(plan.kernels),
+            "memory_tiles_used": len(plan.shared_buffers),
+            "plios": [p.to_json() for p in plan.plios],
+            "layers": layers,
+            "input_type": self.input_type.describe(),
+            "output_type": self.output_type.describe(),
+            "bit_exact_check": checked or {},
+        }
+
+
+def compile_loaded(model: LoadedModel, options: CompileOptions | None = None, dump_after: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> Compiled:
+    options = options or CompileOptions()
+    plan, dump = compile_graph(model.graph, options, dump_after=dump_after, progress=progress)
+    return Compiled(model, plan, options, dump)
+
+
+def compile_path(model_path: str | pathlib.Path, options: CompileOptions | None = None,
+                 dump_after: str | None = None, progress: Callable[[str], None] | None = None) -> Compiled:
+    return compile_loaded(load_model(model_path), options, dump_after, progress)
+
+
+def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, seed: int = 0) -> np.ndarray:
+    """Seeded inputs spanning the input type's whole range (including saturating values), as floats."""
+    rng = np.random.default_rng(seed)
+    t = compiled.input_type
+    k = compiled.plan.layers[0].k
+    span = (t.max_code - t.min_code + 1) * t.lsb
+    x = rng.uniform(t.min_code * t.lsb - span / 4, t.max_code * t.lsb + span / 4, size=(events, k))
+    return x.astype(np.float32)
+
+
+def check_bit_exact(compiled: Compiled, x: np.ndarray) -> dict:
+    """Emulate the placed design and run the source framework on the same float inputs; compare exactly."""
+    ours = compiled.emulate(x)
+    ref = compiled.reference(x)
+    if ref.shape != ours.shape:
+        ref = ref.reshape(ours.shape)
+    equal_rows = np.all(ours == ref, axis=1)
+    first_bad = None
+    if not equal_rows.all():
+        i = int(np.argmin(equal_rows))
+        j = int(np.argmax(ours[i] != ref[i]))
+        first_bad = {"event": i, "output": j, "nn2aie": float(ours[i, j]), "reference": float(ref[i, j])}
+    return {"events": int(x.shape[0]), "matching_events": int(equal_rows.sum()),
+            "outputs": int(ours.size), "matching_outputs": int((ours == ref).sum()),
+            "reference": compiled.model.framework, "bit_exact": bool(np.array_equal(ours, ref)),
+            "first_mismatch": first_bad}
+
+
+# -- project output (atomic) ------------------------------------------------------------------------------
+def _is_nn2aie_project(path: pathlib.Path) -> bool:
+    return (path / PROJECT_MARKER).is_file()
+
+
+def prepare_output(out_dir: pathlib.Path, force: bool) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise IllegalConfigError(f"output {out_dir}", "exists and is not a directory", "choose another -o path")
+        if any(out_dir.iterdir()) and not _is_nn2aie_project(out_dir) and not force:
+            raise IllegalConfigError(f"output {out_dir}", "is a non-empty directory that nn2aie did not write",
+                                     "choose an empty or new directory, or pass --force to replace it")
+
+
+def write_project_atomic(compiled: Compiled, out_dir: str | pathlib.Path, x: np.ndarray | None = None,
+                         force: bool = False, checked: dict | None = None) -> dict:
+    """Write the Vitis project into a temporary sibling directory, then move it into place.
+
+    An error (or an interrupt) leaves any previous project untouched and no partial directory behind.
+    """
+    from nn2aie.codegen.project import write_project
+
+    out_dir = pathlib.Path(out_dir)
+    prepare_output(out_dir, force)
+    if x is None:
+        x = default_inputs(compiled)
+    codes = compiled.quantize(x)
+    expected = compiled.emulate_codes(codes)
+    summary = compiled.summary(checked)
+    summary["project_events"] = int(codes.shape[0])
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write_project(compiled.plan, tmp, codes, expected, summary)
+        _write_provenance(compiled, tmp)
+        backup = None
+        if out_dir.exists():
+            backup = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(backup)
+        tmp.rename(out_dir)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _write_provenance(compiled: Compiled, out: pathlib.Path) -> None:
+    """What `nn2aie simulate DIR` needs to rebuild the same plan: the source model and the options."""
+    src = out / "nn2aie"
+    src.mkdir(exist_ok=True)
+    (src / "model.onnx").write_bytes(compiled.model.proto.SerializeToString(deterministic=True))
+    options = asdict(compiled.options)
+    (src / "options.json").write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
+    marker = {"generator": "nn2aie", "version": __version__, "framework": compiled.model.framework}
+    (out / PROJECT_MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+
+
+def load_project(project_dir: str | pathlib.Path) -> Compiled:
+    """Rebuild the compiled design of a project directory (and check it matches the plan written there)."""
+    d = pathlib.Path(project_dir)
+    if not _is_nn2aie_project(d):
+        raise BadFileError(f"directory {d}", "is not an nn2aie project (no nn2aie-project.json)",
+                           "pass a directory written by `nn2aie compile`, or the model file itself")
+    try:
+        options = CompileOptions(**json.loads((d / "nn2aie" / "options.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise BadFileError(f"{d / 'nn2aie' / 'options.json'}", f"unreadable ({exc})", "recompile the project") from None
+    compiled = compile_path(d / "nn2aie" / "model.onnx", options)
+    plan_file = d / "plan.json"
+    if plan_file.is_file():
+        stored = json.loads(plan_file.read_text())
+        if stored != json.loads(json.dumps(compiled.plan.to_json())):
+            raise BadFileError(f"{plan_file}", "does not match the plan rebuilt from the project's model",
+                               "the project was edited or written by another nn2aie version: recompile it")
+    return compiled

@@ -1,0 +1,294 @@
+"""The ``nn2aie`` command.
+
+Errors from nn2aie are printed as one paragraph and exit with code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from importlib import resources
+
+import click
+import numpy as np
+
+from nn2aie import __version__
+from nn2aie.errors import BadFileError, IllegalConfigError, Nn2aieError
+from nn2aie.passes.pipeline import PASS_NAMES, CompileOptions
+
+EXAMPLES = {"jet_tagger": "jet_tagger_qdq.onnx"}
+
+
+class _State:
+    debug = False
+    quiet = False
+
+
+def _say(msg: str = "") -> None:
+    if not _State.quiet:
+        click.echo(msg)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Nn2aieError as exc:
+        if _State.debug:
+            raise
+        click.echo(f"nn2aie: {exc}", err=True)
+        sys.exit(2)
+
+
+def _parse_override(values: tuple[str, ...]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for v in values:
+        try:
+            name, rect = v.rsplit("=", 1)
+            length, num = (int(p) for p in rect.lower().split("x"))
+        except ValueError:
+            raise IllegalConfigError(f"--parallel {v!r}", "expected LAYER=LxC (cas_length x cas_num)",
+                                     "e.g. --parallel dense1=4x2") from None
+        out[name] = {"cas_length": length, "cas_num": num}
+    return out
+
+
+def _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config) -> CompileOptions:
+    overrides: dict[str, dict] = {}
+    if config:
+        try:
+            data = json.loads(pathlib.Path(config).read_text())
+        except (OSError, ValueError) as exc:
+            raise BadFileError(f"config {config}", f"unreadable JSON ({exc})", "fix the file") from None
+        if not isinstance(data, dict) or set(data) - {"layers"}:
+            raise IllegalConfigError(f"config {config}", "expected {\"layers\": {NAME: {\"cas_length\": L, "
+                                     "\"cas_num\": C}}}", "see docs/cli.md")
+        overrides.update(data.get("layers", {}))
+    overrides.update(_parse_override(parallel))
+    return CompileOptions(device=device, batch=batch, plio_bits=plio_bits, pl_freq_mhz=pl_freq,
+                          max_weight_bytes=max_weight_bytes, overrides=overrides)
+
+
+def _load_inputs(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BadFileError(f"inputs {path}", f"cannot be read as a .npy array ({exc})",
+                           "save inputs with numpy.save(path, array) as a float [events, features] array") from None
+    return x
+
+
+compile_options = [
+    click.option("--device", default="xcve2802", show_default=True, help="Target part (see `nn2aie devices`)."),
+    click.option("--batch", default=4, show_default=True, help="Events per graph iteration (multiple of 4)."),
+    click.option("--plio-bits", default=128, show_default=True, type=click.Choice(["32", "64", "128"]),
+                 callback=lambda c, p, v: int(v), help="PLIO width."),
+    click.option("--pl-freq", default=None, type=float, help="PL clock of the PLIOs in MHz (default: catalog)."),
+    click.option("--max-weight-bytes", default=None, type=int,
+                 help="Weight bytes allowed per tile (default: one 16 KB bank)."),
+    click.option("--parallel", multiple=True, metavar="LAYER=LxC",
+                 help="Force a layer's cas_length x cas_num, e.g. --parallel dense1=4x2 (repeatable)."),
+    click.option("--config", type=click.Path(dir_okay=False), default=None,
+                 help="JSON file {\"layers\": {NAME: {\"cas_length\": L, \"cas_num\": C}}}."),
+]
+
+
+def with_compile_options(fn):
+    for opt in reversed(compile_options):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nn2aie")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors and requested output.")
+def main(debug: bool, quiet: bool) -> None:
+    """Compile quantized neural networks (ONNX QDQ, QONNX/Brevitas) into AMD AIE-ML projects, bit-exact.
+
+    \b
+    Examples:
+      nn2aie demo
+      nn2aie compile model.onnx -o build/model
+      nn2aie simulate build/model --inputs x.npy -o y.npy
+      nn2aie devices
+    """
+    _State.debug, _State.quiet = debug, quiet
+
+
+@main.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def devices_cmd(as_json: bool) -> None:
+    """List the device catalog."""
+    from nn2aie.devices import get_device, part_names
+
+    rows = [get_device(n).summary() for n in part_names()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'part':<11} {'generation':<10} {'board':<10} {'cols x rows':<11} {'tiles':>5} {'memtiles':>8} "
+               f"{'AIE MHz':>7}  target")
+    for r in rows:
+        click.echo(f"{r['name']:<11} {r['generation']:<10} {r['board'][:10]:<10} "
+                   f"{str(r['columns']) + ' x ' + str(r['compute_rows']):<11} {r['tiles']:>5} {r['memtiles']:>8} "
+                   f"{r['aie_clock_mhz']:>7.0f}  {'yes' if r['supported'] else 'catalogued only'}")
+
+
+def _compile_and_write(model, out, options, inputs, check, dump_after, force, json_out):
+    from nn2aie.api import check_bit_exact, compile_path, default_inputs, write_project_atomic
+    from nn2aie.report.text import placement_picture
+
+    t0 = time.perf_counter()
+    compiled = compile_path(model, options, dump_after=dump_after)
+    if compiled.dump is not None:
+        click.echo(compiled.dump)
+    x = _load_inputs(inputs)
+    x_check = x if x is not None else default_inputs(compiled, events=1000, seed=1)
+    checked = check_bit_exact(compiled, x_check) if check else None
+    summary = write_project_atomic(compiled, out, x, force=force, checked=checked)
+    elapsed = time.perf_counter() - t0
+    if json_out:
+        click.echo(json.dumps(summary, indent=1, sort_keys=True))
+    else:
+        _say(f"compiled {model} -> {out} in {elapsed:.2f} s")
+        _say(f"device {compiled.plan.device}: {summary['tiles_used']} compute tiles, "
+             f"{summary['memory_tiles_used']} memory-tile buffers, {len(compiled.plan.plios)} PLIOs")
+        for layer in summary["layers"]:
+            _say(f"  {layer['name']:<16} {layer['k']:>5}x{layer['n']:<5} {layer['cas_length']}x{layer['cas_num']} "
+                 f"tiles  mmul {layer['mmul']} {layer['acc']}  {layer['input_type']} -> {layer['output_type']}")
+        _say(placement_picture(compiled.plan))
+        if checked:
+            _say(_bit_exact_line(checked))
+    return compiled, summary
+
+
+def _bit_exact_line(checked: dict) -> str:
+    line = (f"bit-exact: {checked['matching_outputs']}/{checked['outputs']} outputs match the reference "
+            f"({checked['reference']}, {checked['events']} events)")
+    if not checked["bit_exact"]:
+        line += f"; first mismatch {checked['first_mismatch']}"
+    return line
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Project directory to write (replaced atomically).")
+@with_compile_options
+@click.option("--inputs", type=click.Path(dir_okay=False), default=None,
+              help="Float inputs (.npy, [events, features]) for the project's PLIO files and the bit-exact check.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare the emulated design with the source framework's execution.")
+@click.option("--dump-after", type=click.Choice(PASS_NAMES), default=None, help="Print the plan after a pass.")
+@click.option("--force", is_flag=True, help="Replace a non-empty directory nn2aie did not write.")
+@click.option("--json", "json_out", is_flag=True, help="Print the summary as JSON.")
+def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, inputs, check,
+                dump_after, force, json_out) -> None:
+    """Compile MODEL (.onnx: QDQ or QONNX) into a Vitis AIE-ML project in DIR, with summary.json.
+
+    \b
+    Example:
+      nn2aie compile jet.onnx -o build/jet --parallel dense1=4x2
+    """
+    def go():
+        options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+        _, summary = _compile_and_write(model, out, options, inputs, check, dump_after, force, json_out)
+        checked = summary.get("bit_exact_check") or {}
+        if checked and not checked["bit_exact"]:
+            sys.exit(1)
+
+    _run(go)
+
+
+@main.command("simulate")
+@click.argument("target", type=click.Path())
+@click.option("--inputs", required=True, type=click.Path(dir_okay=False), help="Float inputs .npy [events, features].")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="Write dequantized outputs (.npy); integer codes go to the same name with .codes.npy.")
+@with_compile_options
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare with the source framework's own execution.")
+@click.option("--json", "json_out", is_flag=True, help="Print the result as JSON.")
+def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, check,
+                 json_out) -> None:
+    """Emulate the placed design of TARGET (a model file or a project directory), bit-exact.
+
+    \b
+    Example:
+      nn2aie simulate build/jet --inputs x.npy -o y.npy
+    """
+    def go():
+        from nn2aie.api import check_bit_exact, compile_path, load_project
+
+        path = pathlib.Path(target)
+        if path.is_dir():
+            compiled = load_project(path)
+        else:
+            options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+            compiled = compile_path(path, options)
+        x = _load_inputs(inputs)
+        t0 = time.perf_counter()
+        codes = compiled.emulate_codes(compiled.quantize(x))
+        elapsed = time.perf_counter() - t0
+        y = compiled.dequantize(codes)
+        result: dict = {"events": int(codes.shape[0]), "emulation_s": round(elapsed, 3),
+                        "events_per_s": round(codes.shape[0] / max(elapsed, 1e-9))}
+        if out:
+            np.save(out, y)
+            np.save(str(pathlib.Path(out).with_suffix("")) + ".codes.npy", codes)
+            result["output"] = out
+        if check:
+            result["check"] = check_bit_exact(compiled, x)
+        if json_out:
+            click.echo(json.dumps(result, indent=1, sort_keys=True))
+        else:
+            _say(f"emulated {result['events']} events in {elapsed:.2f} s ({result['events_per_s']} events/s)"
+                 + (f"; outputs written to {out}" if out else ""))
+            if check:
+                _say(_bit_exact_line(result["check"]))
+        if check and not result["check"]["bit_exact"]:
+            sys.exit(1)
+
+    _run(go)
+
+
+@main.command("demo")
+@click.option("-o", "--output", "out", default="nn2aie_demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where to write the demo project.")
+@click.option("--events", default=1000, show_default=True, help="Random events for the bit-exact check.")
+@click.option("--example", default="jet_tagger", type=click.Choice(sorted(EXAMPLES)), show_default=True)
+def demo_cmd(out: str, events: int, example: str) -> None:
+    """Compile, emulate and report a bundled example model (no arguments needed)."""
+    def go():
+        model = resources.files("nn2aie.examples").joinpath(EXAMPLES[example])
+        with resources.as_file(model) as path:
+            _say(f"nn2aie demo: bundled {example} model ({path.name}), ONNX QDQ, checked against onnxruntime")
+            from nn2aie.api import check_bit_exact, compile_path, default_inputs
+
+            compiled = compile_path(path, CompileOptions())
+            x = default_inputs(compiled, events=events, seed=1)
+            checked = check_bit_exact(compiled, x)
+            from nn2aie.api import write_project_atomic
+            from nn2aie.report.text import placement_picture
+
+            summary = write_project_atomic(compiled, out, None, force=False, checked=checked)
+            _say(f"project written to {out}/ (Vitis AIE-ML project: src/graph.h, kernels, data, Makefile)")
+            _say(f"tiles used: {summary['tiles_used']} compute tiles of {compiled.plan.device} "
+                 f"+ {summary['memory_tiles_used']} memory-tile buffers")
+            for layer in summary["layers"]:
+                _say(f"  {layer['name']:<10} {layer['k']:>4}->{layer['n']:<4} {layer['cas_length']}x"
+                     f"{layer['cas_num']} tiles at {layer['tiles_at']}")
+            _say("placement:")
+            _say(placement_picture(compiled.plan))
+            _say(_bit_exact_line(checked))
+            if not checked["bit_exact"]:
+                sys.exit(1)
+
+    _run(go)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,43 @@
+"""Plain-text reports: the layer table and a picture of the placement on the array."""
+
+from __future__ import annotations
+
+import string
+
+from nn2aie.devices import get_device
+from nn2aie.ir.physical import PhysicalPlan
+
+_LETTERS = string.ascii_uppercase + string.ascii_lowercase + string.digits
+
+
+def layer_letter(index: int) -> str:
+    return _LETTERS[index % len(_LETTERS)]
+
+
+def placement_picture(plan: PhysicalPlan, max_columns: int | None = None) -> str:
+    """Compute rows top (highest) to bottom, then memory-tile rows (M) and the PLIO row (I/O)."""
+    dev = get_device(plan.device)
+    cols = dev.columns
+    used_cols = max([k.col for k in plan.kernels] + [sb.col for sb in plan.shared_buffers] + [0]) + 1
+    shown = min(cols, max(used_cols + 1, 8) if max_columns is None else max_columns)
+    grid = [["." for _ in range(shown)] for _ in range(dev.compute_rows)]
+    index = {e.op: i for i, e in enumerate(plan.layers)}
+    for k in plan.kernels:
+        if k.col < shown:
+            grid[k.row][k.col] = layer_letter(index[k.layer])
+    mem = [["." for _ in range(shown)] for _ in range(dev.memtile_rows)]
+    for sb in plan.shared_buffers:
+        if sb.col < shown:
+            mem[sb.row][sb.col] = "M"
+    io = ["." for _ in range(shown)]
+    for p in plan.plios:
+        if 0 <= p.col < shown:
+            io[p.col] = "i" if p.direction == "in" and io[p.col] == "." else ("o" if io[p.col] == "." else "x")
+    lines = [f"compute row {r:>2} | " + " ".join(grid[r]) for r in reversed(range(dev.compute_rows))]
+    lines += [f"memtile row {r:>2} | " + " ".join(mem[r]) for r in reversed(range(dev.memtile_rows))]
+    lines.append("PLIO (shim)    | " + " ".join(io))
+    lines.append("column         | " + " ".join(str(c % 10) for c in range(shown)))
+    legend = ", ".join(f"{layer_letter(i)}={e.op}" for i, e in enumerate(plan.layers))
+    lines.append(f"legend: {legend}; M=memory-tile buffer; i/o=PLIO in/out"
+                 + (f"; columns {shown}..{cols - 1} unused" if shown < cols else ""))
+    return "\n".join(lines)
