@@ -23,7 +23,7 @@ def test_consumer_starts_next_to_producer():
     for e in plan.layers:
         cols = [k.col for k in plan.kernels_of(e.op)]
         spans.append((min(cols), max(cols)))
-    for (_, prev_end), (start, _) in zip(spans, spans[1:]):
+    for (_, prev_end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start == prev_end + 1
 
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nn2aie.ir.evaluate import evaluate
+from nn2aie.ir.execution import ceil_div
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator, Trace
 
@@ -50,10 +51,10 @@ def test_random_shapes_and_splits(sizes, length, num, seed):
     graph = random_mlp_graph(sizes, seed=seed)
     op = graph.ops[0]
     k, n = graph.tensor(op.inputs[1]).shape
-    length = min(length, -(-k // 8))
-    num = min(num, -(-n // 8))
+    kb, nb = ceil_div(k, 8), ceil_div(n, 8)
+    length, num = min(length, kb), min(num, nb)
     # keep the split only when every slice is non-empty (otherwise the chooser refuses it)
-    if (length - 1) * -(-(-(-k // 8)) // length) >= -(-k // 8) or (num - 1) * -(-(-(-n // 8)) // num) >= -(-n // 8):
+    if (length - 1) * ceil_div(kb, length) >= kb or (num - 1) * ceil_div(nb, num) >= nb:
         length, num = 1, 1
     check(graph, CompileOptions(overrides={op.name: {"cas_length": length, "cas_num": num}}), n=64, seed=seed)
 

@@ -95,7 +95,7 @@ def _legalise_boundaries(s: State) -> None:
     tensor can be split at columns where no slice straddles a cut."""
     limit = s.options.max_weight_bytes or s.device.bank_bytes
     channels = min(s.device.fact("memtile_dma_channels").values())
-    for prod, cons in zip(s.layers, s.layers[1:]):
+    for prod, cons in zip(s.layers, s.layers[1:], strict=False):
         if boundary_feasible(prod, cons, channels):
             continue
         target, fixed = (cons, prod) if not cons.override else (prod, cons)
