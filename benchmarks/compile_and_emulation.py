@@ -1,0 +1,128 @@
+"""Benchmark: compile time of four models and emulation throughput next to onnxruntime, in one run.
+
+    python benchmarks/compile_and_emulation.py [--events 100000] [--repeats 3] [--out benchmarks/results]
+
+Writes ``compile_emulation.md`` and ``compile_emulation.json``. Models are ONNX QDQ MLPs built with
+``nn2aie.examples.builders.make_qdq_mlp`` (seeded int8 weights, power-of-two scales). Compile time is wall time
+of the whole `nn2aie compile` path without the optional bit-exact check: frontend, all passes, and writing the
+project (kernels, graph, weights, PLIO data for 64 events) to a temporary directory; the median of the repeats.
+Emulation: events/s of nn2aie's placed-design emulator versus onnxruntime (CPU execution provider, default
+session options, one session reused) on the same model and the same float inputs; both include input
+quantisation and output dequantisation; the bit-exactness of the two outputs is checked on the same run.
+Targets (issue 2): compile <= 1 s (jet tagger), <= 3 s (largest); emulation >= 0.5 x onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from nn2aie import __version__
+from nn2aie.api import compile_loaded, default_inputs, write_project_atomic
+from nn2aie.examples.builders import make_qdq_mlp
+from nn2aie.frontends.loader import load_model
+
+MODELS = {
+    "jet tagger 16-64-32-32-5": [16, 64, 32, 32, 5],
+    "MLP 384-256-200-10": [384, 256, 200, 10],
+    "autoencoder 640-128-128-128-8-128-128-128-640": [640, 128, 128, 128, 8, 128, 128, 128, 640],
+    "MLP 1024-1024-1024-1024": [1024, 1024, 1024, 1024],
+}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "onnxruntime": ort.__version__, "nn2aie": __version__, "platform": platform.platform()}
+
+
+def time_compile(sizes: list[int], repeats: int) -> tuple[float, int]:
+    proto = make_qdq_mlp(sizes, seed=7)
+    times, tiles = [], 0
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = pathlib.Path(tmp) / "model.onnx"
+            path.write_bytes(proto.SerializeToString())
+            t0 = time.perf_counter()
+            compiled = compile_loaded(load_model(path))
+            write_project_atomic(compiled, pathlib.Path(tmp) / "project")
+            times.append(time.perf_counter() - t0)
+            tiles = len(compiled.plan.kernels)
+    return statistics.median(times), tiles
+
+
+def time_emulation(sizes: list[int], events: int) -> dict:
+    proto = make_qdq_mlp(sizes, seed=7)
+    compiled = compile_loaded(load_model(proto))
+    x = default_inputs(compiled, events=events, seed=11)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x[:64]})  # warm-up
+    t0 = time.perf_counter()
+    ref = sess.run(None, {name: x})[0]
+    t_ort = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ours = compiled.emulate(x)
+    t_emu = time.perf_counter() - t0
+    return {"events": events, "nn2aie_events_per_s": events / t_emu, "ort_events_per_s": events / t_ort,
+            "ratio": t_ort / t_emu, "bit_exact_vs_ort_default": bool(np.array_equal(ours, ref))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    rows = []
+    for label, sizes in MODELS.items():
+        print(f"{label}: compiling ...", file=sys.stderr)
+        t_compile, tiles = time_compile(sizes, args.repeats)
+        print(f"{label}: emulating {args.events} events ...", file=sys.stderr)
+        emu = time_emulation(sizes, args.events)
+        rows.append({"model": label, "tiles": tiles, "compile_s": t_compile, **emu})
+    result = {"date": datetime.date.today().isoformat(), "machine": machine(), "rows": rows,
+              "device": "xcve2802 (nn2aie defaults: batch 4, 128-bit PLIO, <= 16 KB weights per tile)"}
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compile_emulation.json").write_text(json.dumps(result, indent=1) + "\n")
+    m = result["machine"]
+    lines = [
+        "# Compile time and emulation throughput",
+        "",
+        f"Date {result['date']}; machine: {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+        f"NumPy {m['numpy']}, onnxruntime {m['onnxruntime']}, nn2aie {m['nn2aie']}.",
+        f"Target {result['device']}. Regenerate: `python benchmarks/compile_and_emulation.py`.",
+        "Compile = frontend + passes + project writing, median of repeats. Emulation = placed-design emulator "
+        f"vs onnxruntime (default session options) on the same {args.events} float inputs, quantisation included.",
+        "",
+        "| model | tiles | compile (s) | nn2aie events/s | onnxruntime events/s | ratio | bit-exact vs ORT |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['tiles']} | {r['compile_s']:.2f} | {r['nn2aie_events_per_s']:,.0f} | "
+                     f"{r['ort_events_per_s']:,.0f} | {r['ratio']:.2f} | {'yes' if r['bit_exact_vs_ort_default'] else 'NO'} |")
+    (out / "compile_emulation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
