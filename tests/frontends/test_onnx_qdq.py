@@ -94,7 +94,8 @@ def test_optimized_session_matches():
     """ORT_ENABLE_ALL fuses QDQ MatMul into com.microsoft.QGemm (integer GEMM); results stay identical."""
     for kw in ({}, dict(relu_after_dq=True), dict(act_bits=16, in_frac=12, w_max=7)):
         model = make_qdq_mlp(JET if "act_bits" not in kw else [16, 32, 8], **kw)
-        x = float_inputs(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value, 5, 600)
+        xt = load_qdq(model).tensor("x")
+        x = float_inputs(xt.shape[-1], xt.type.frac, 600)
         assert np.array_equal(run_reference(model, x), run_reference(model, x, optimize=True))
 
 

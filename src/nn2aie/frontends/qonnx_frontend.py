@@ -1,0 +1,661 @@
+"""QONNX frontend: MLPs exported by Brevitas ``export_qonnx`` with fixed-point (power-of-two) quantizers.
+
+Accepted graph (after Identity/Dropout pass-through and folding of constant sub-graphs)::
+
+    input -> Quant -> { Gemm | MatMul [-> Add bias] } -> [Relu] -> Quant [-> Relu] [-> Quant] -> ... -> Quant
+
+Weights are ``Quant(initializer)`` (optionally followed by Transpose/Identity), biases ``Quant(initializer)`` or a
+float initializer exactly representable at the accumulator's LSB (input scale x weight scale). Each
+Gemm/MatMul becomes one logical ``dense`` op with integer weight codes ``[K, N]``, bias codes at
+``frac = x_frac + w_frac`` and its output typed by the activation Quant that follows it.
+
+Semantics of QONNX ``Quant`` (qonnx ``int_quant``): ``q = round(clip(x / scale + zeropt, lo, hi))``,
+output ``(q - zeropt) * scale``; with integer bounds clip-then-round equals round-then-clip, which is what the
+logical IR does (round with the mapped mode, then saturate).
+
+Exactness of the reference: QONNX (onnxruntime inside ``execute_onnx``) and Brevitas compute Gemm/MatMul in
+float32, exact while every partial sum stays below 2**24 accumulator LSBs; ``load_qonnx`` checks the sufficient
+bound per layer and records ``graph.source['reference_exact']`` = ``'yes'`` / ``'no'`` (as the QDQ frontend does).
+
+``run_reference`` executes the model with ``qonnx.core.onnx_exec.execute_onnx`` (the source framework's own
+execution) on a batch of float inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from nn2aie.errors import BadFileError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.frontends.onnx_common import (
+    ModelLike,
+    attr,
+    constants,
+    consumers_map,
+    identifier,
+    load_onnx,
+    node_where,
+    producers_map,
+    real_inputs,
+    topological_order,
+    unique,
+    value_shape,
+)
+from nn2aie.ir.logical import Graph, Op, Tensor
+from nn2aie.ir.types import FixedType
+
+QUANT_OP_TYPES = ("Quant", "IntQuant")
+PASS_THROUGH_OPS = ("Identity", "Dropout")
+SUPPORTED_TEXT = ("supported: Quant (per-tensor, power-of-two scale, zero point 0) on the input, weights, biases "
+                  "and activations; Gemm / MatMul (+ Add bias); Relu; Identity / Dropout; constant sub-graphs")
+FIXED_POINT_HINT = ("export with brevitas.quant.fixed_point quantizers, e.g. Int8WeightPerTensorFixedPoint / "
+                    "Int8ActPerTensorFixedPoint")
+
+# QONNX rounding_mode -> ap_fixed rounding of the logical IR (None: no equivalent, refused for activations)
+ROUNDING_TO_AP: dict[str, str | None] = {
+    "ROUND": "RND_CONV",       # np.round: half to even
+    "HALF_EVEN": "RND_CONV",
+    "FLOOR": "TRN",
+    "DOWN": "TRN_ZERO",        # np.fix: toward zero
+    "HALF_UP": "RND_INF",      # sign(x) * floor(|x| + 0.5): ties away from zero
+    "HALF_DOWN": "RND_ZERO",   # sign(x) * ceil(|x| - 0.5): ties toward zero
+    "CEIL": None,
+    "UP": None,                # away from zero
+}
+MAX_ACT_BITS = 16
+MAX_WEIGHT_BITS = 16
+MAX_BIAS_BITS = 32
+FLOAT32_EXACT = 2**24  # every integer below this is exactly representable in float32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# parsed Quant parameters
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuantSpec:
+    node: onnx.NodeProto
+    width: int
+    frac: int
+    signed: bool
+    narrow: bool
+    rounding_mode: str
+
+    @property
+    def where(self) -> str:
+        return node_where(self.node)
+
+    @property
+    def lo(self) -> int:
+        if not self.signed:
+            return 0
+        return -(1 << (self.width - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def hi(self) -> int:
+        if not self.signed:
+            return (1 << self.width) - 1 - (1 if self.narrow else 0)
+        return (1 << (self.width - 1)) - 1
+
+    def fixed_type(self, rounding: str = "RND_CONV") -> FixedType:
+        return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding=rounding, overflow="SAT",
+                         narrow=self.narrow)
+
+
+def round_codes(values: np.ndarray, mode: str) -> np.ndarray:
+    """QONNX rounding functions (qonnx ``resolve_rounding_mode``), on float64 values."""
+    v = np.asarray(values, dtype=np.float64)
+    if mode in ("ROUND", "HALF_EVEN"):
+        return np.round(v)
+    if mode == "FLOOR":
+        return np.floor(v)
+    if mode == "CEIL":
+        return np.ceil(v)
+    if mode == "DOWN":
+        return np.fix(v)
+    if mode == "UP":
+        return np.sign(v) * np.ceil(np.abs(v))
+    if mode == "HALF_UP":
+        return np.sign(v) * np.floor(np.abs(v) + 0.5)
+    if mode == "HALF_DOWN":
+        return np.sign(v) * np.ceil(np.abs(v) - 0.5)
+    raise ValueError(mode)
+
+
+def quantize_constant(values: np.ndarray, spec: QuantSpec) -> np.ndarray:
+    """Integer codes QONNX ``Quant`` gives a constant: round(clip(x / scale)), exactly (power-of-two scale)."""
+    scaled = np.ldexp(np.asarray(values, dtype=np.float64), spec.frac)  # x / 2**-frac, exact in float64
+    return round_codes(np.clip(scaled, spec.lo, spec.hi), spec.rounding_mode).astype(np.int64)
+
+
+def _power_of_two_exponent(s: float) -> int | None:
+    if not (math.isfinite(s) and s > 0):
+        return None
+    mantissa, exponent = math.frexp(s)
+    return exponent - 1 if mantissa == 0.5 else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# importer
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class _Param:
+    """A constant operand of a layer: integer codes (with their Quant) or a raw float array."""
+
+    values: np.ndarray
+    spec: QuantSpec | None
+    origin: str
+
+
+@dataclass
+class _Layer:
+    node: onnx.NodeProto
+    x_ir: str
+    x_type: FixedType
+    weight: np.ndarray  # int codes [K, N]
+    w_spec: QuantSpec
+    op_name: str
+    w_name: str
+    bias: _Param | None = None
+    bias_node: onnx.NodeProto | None = None  # node that added the bias (Gemm or Add)
+    chain: list[tuple[str, onnx.NodeProto, QuantSpec | None]] = field(default_factory=list)
+
+
+def _is_quant(node: onnx.NodeProto) -> bool:
+    return node.op_type in QUANT_OP_TYPES
+
+
+class _QonnxImporter:
+    def __init__(self, proto: onnx.ModelProto, file: str):
+        self.proto = proto
+        self.file = file
+        self.g = proto.graph
+        self.nodes = topological_order(self.g)
+        self.consts: dict[str, np.ndarray] = constants(self.g)
+        self.producer = producers_map(self.nodes)
+        self.consumers = consumers_map(self.nodes)
+        self.tensors: dict[str, Tensor] = {}
+        self.ops: list[Op] = []
+        self.taken: set[str] = set()
+        self.inputs: list[str] = []
+        self.reference_exact = True
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _fold_constants(self) -> None:
+        """Evaluate standard-domain nodes whose inputs are all constant (Transpose/Reshape/Cast of weights...)."""
+        from onnx.reference import ReferenceEvaluator
+
+        for node in self.nodes:
+            if _is_quant(node) or node.domain not in ("", "ai.onnx") or node.op_type == "Constant":
+                continue
+            if any(o in self.consts for o in node.output):
+                continue
+            ins = [i for i in node.input if i]
+            if not ins or not all(i in self.consts for i in ins):
+                continue
+            try:
+                results = ReferenceEvaluator(node).run(None, {i: self.consts[i] for i in ins})
+            except Exception:  # leave it to the structural checks, which name the node
+                continue
+            for name, value in zip(node.output, results, strict=False):
+                self.consts[name] = np.asarray(value)
+
+    def _const(self, name: str) -> np.ndarray | None:
+        t = name
+        while t not in self.consts:
+            node = self.producer.get(t)
+            if node is None or node.op_type not in PASS_THROUGH_OPS:
+                return None
+            t = node.input[0]
+        return self.consts[t]
+
+    def _check_op_types(self) -> None:
+        for node in self.nodes:
+            if _is_quant(node) or node.op_type in ("Gemm", "MatMul", "Add", "Relu", "Constant") + PASS_THROUGH_OPS:
+                continue
+            if all(o in self.consts for o in node.output):
+                continue  # folded constant sub-graph
+            if node.op_type == "Transpose":
+                continue  # checked where used (only on constant weights)
+            hint = SUPPORTED_TEXT
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                hint = "this is an ONNX QDQ model: load it with nn2aie.frontends.onnx_qdq.load_qdq"
+            elif node.op_type in ("Trunc", "BipolarQuant", "MultiThreshold", "FloatQuant"):
+                hint = f"{node.op_type} is not supported yet; {SUPPORTED_TEXT}"
+            raise UnsupportedOpError(node_where(node),
+                                     f"operator {node.op_type} is not supported by the QONNX frontend", hint)
+
+    def parse_quant(self, node: onnx.NodeProto, role: str) -> QuantSpec:
+        where = node_where(node)
+        if len(node.input) < 4:
+            raise BadFileError(where, f"Quant has {len(node.input)} inputs, expected 4 (x, scale, zeropt, bitwidth)",
+                               "re-export the model with Brevitas export_qonnx")
+        scale, zeropt, bitwidth = (self._const(node.input[i]) for i in (1, 2, 3))
+        for value, what in ((scale, "scale"), (zeropt, "zero point"), (bitwidth, "bit width")):
+            if value is None:
+                raise UnsupportedQuantizationError(where, f"the {what} is not a constant",
+                                                   "export with fixed (eval-mode) quantization parameters")
+        scale = np.asarray(scale, dtype=np.float64)
+        flat = scale.ravel()
+        if flat.size == 0:
+            raise BadFileError(where, "empty scale tensor", "re-export the model")
+        if flat.size > 1 and not np.all(flat == flat[0]):
+            raise UnsupportedQuantizationError(
+                where, f"per-channel scale ({flat.size} values, shape {list(scale.shape)}) is not supported yet",
+                "use per-tensor quantizers, e.g. Int8WeightPerTensorFixedPoint instead of "
+                "Int8WeightPerChannelFixedPoint")
+        s = float(flat[0])
+        exponent = _power_of_two_exponent(s)
+        if exponent is None:
+            raise UnsupportedQuantizationError(where, f"scale {s:.6g} is not a power of two", FIXED_POINT_HINT)
+        zp = np.asarray(zeropt, dtype=np.float64).ravel()
+        if np.any(zp != 0):
+            raise UnsupportedQuantizationError(
+                where, f"zero point {zp[np.nonzero(zp)[0][0]]:.6g} is not zero (asymmetric quantization)",
+                "use symmetric quantizers with zero point 0, e.g. the brevitas.quant.fixed_point presets")
+        bw = np.asarray(bitwidth, dtype=np.float64).ravel()
+        if bw.size != 1 or not float(bw[0]).is_integer():
+            raise UnsupportedQuantizationError(where, f"bit width {bw.tolist()} is not a single integer",
+                                               "use a fixed integer bit width")
+        width = int(bw[0])
+        signed_attr, narrow_attr = attr(node, "signed"), attr(node, "narrow")
+        if signed_attr is None or narrow_attr is None:
+            raise BadFileError(where, "Quant lacks the required 'signed' / 'narrow' attributes",
+                               "re-export the model with Brevitas export_qonnx")
+        signed, narrow = bool(signed_attr), bool(narrow_attr)
+        mode = attr(node, "rounding_mode", "ROUND")
+        mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+        if mode not in ROUNDING_TO_AP:
+            raise UnsupportedQuantizationError(where, f"rounding_mode {mode} is unknown",
+                                               f"use one of {', '.join(ROUNDING_TO_AP)}")
+        limit = {"bias": MAX_BIAS_BITS, "weight": MAX_WEIGHT_BITS}.get(role, MAX_ACT_BITS)
+        if width > limit:
+            raise UnsupportedQuantizationError(
+                where, f"{role} bit width {width} is above {limit}",
+                f"quantize {role}s to at most {limit} bits (AIE-ML kernels use int8/int16 operands)")
+        if width < (2 if signed else 1):
+            raise UnsupportedQuantizationError(where, f"{'signed ' if signed else ''}bit width {width} is too small "
+                                               "(1-bit signed Quant is bipolar in QONNX)",
+                                               "use at least 2 bits for signed values")
+        return QuantSpec(node, width, -exponent, signed, narrow, mode)
+
+    def act_rounding(self, spec: QuantSpec) -> str:
+        ap = ROUNDING_TO_AP[spec.rounding_mode]
+        if ap is None:
+            raise UnsupportedQuantizationError(
+                spec.where, f"rounding_mode {spec.rounding_mode} on an activation is not supported yet",
+                "use ROUND (Brevitas default, half to even) or FLOOR for activation quantizers")
+        return ap
+
+    def resolve_param(self, name: str, role: str) -> _Param | None:
+        """Constant operand ``name``: Quant(constant) codes (through Identity/Transpose) or a float constant."""
+        perms: list[list[int] | None] = []
+        t = name
+        while True:
+            if t in self.consts:
+                values = self.consts[t]
+                spec = None
+                origin = t
+                break
+            node = self.producer.get(t)
+            if node is None:
+                return None
+            if node.op_type in PASS_THROUGH_OPS:
+                t = node.input[0]
+                continue
+            if node.op_type == "Transpose":
+                perms.append(attr(node, "perm"))
+                t = node.input[0]
+                continue
+            if _is_quant(node):
+                x = self._const(node.input[0])
+                if x is None:
+                    return None
+                spec = self.parse_quant(node, role)
+                values = quantize_constant(x, spec)
+                origin = node.input[0]
+                break
+            return None
+        for perm in reversed(perms):
+            values = np.transpose(values, perm) if perm is not None else np.transpose(values)
+        return _Param(np.asarray(values), spec, origin)
+
+    def _add_tensor(self, name: str, shape: tuple[int, ...], ftype: FixedType, data: np.ndarray | None,
+                    origin: str) -> str:
+        ir_name = unique(name, self.taken)
+        self.tensors[ir_name] = Tensor(ir_name, shape, ftype, None if data is None else data.astype(np.int64),
+                                       origin)
+        return ir_name
+
+    # -- layers --------------------------------------------------------------------------------------------
+    def start_layer(self, node: onnx.NodeProto, x_ir: str, x_type: FixedType) -> _Layer:
+        where = node_where(node)
+        if node.op_type == "Gemm":
+            for name, want in (("alpha", 1.0), ("beta", 1.0)):
+                value = attr(node, name, 1.0)
+                if value != want and not (name == "beta" and len(node.input) < 3):
+                    raise UnsupportedOpError(where, f"Gemm with {name}={value} is not supported",
+                                             "export a plain linear layer (alpha = beta = 1)")
+            if attr(node, "transA", 0):
+                raise UnsupportedOpError(where, "Gemm with transA=1 is not supported",
+                                         "the activation must be the first, untransposed operand")
+        w_param = self.resolve_param(node.input[1], "weight")
+        if w_param is None:
+            raise UnsupportedOpError(where, f"weights {node.input[1]} are not a constant",
+                                     "the second operand must be a (quantized) weight initializer")
+        if w_param.spec is None:
+            raise UnsupportedQuantizationError(
+                where, f"weights {w_param.origin} are float (no Quant node on them)",
+                "quantize the weights, e.g. QuantLinear(weight_quant=Int8WeightPerTensorFixedPoint); keep the weight "
+                "Quant nodes (qonnx cleanup_model with preserve_qnt_ops=True, the default)")
+        w = w_param.values
+        if node.op_type == "Gemm" and attr(node, "transB", 0):
+            w = w.T
+        if w.ndim != 2:
+            raise UnsupportedOpError(where, f"weights of shape {list(w.shape)} are not a matrix",
+                                     "only dense layers (2-D weights) are supported")
+        k, n = w.shape
+        x_width = self.tensors[x_ir].shape[-1]
+        if x_width != k:
+            raise BadFileError(where, f"weights have {k} input features but the incoming activation has {x_width}",
+                               "re-export the model")
+        idx = len(self.ops)
+        op_name = unique(identifier(node.name, f"dense{idx}") if node.name else f"dense{idx}", self.taken)
+        w_name = self._add_tensor(f"{op_name}_w", (k, n), w_param.spec.fixed_type(), w, w_param.origin)
+        layer = _Layer(node, x_ir, x_type, w, w_param.spec, op_name, w_name)
+        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+            self.attach_bias(layer, node, node.input[2])
+        return layer
+
+    def attach_bias(self, layer: _Layer, node: onnx.NodeProto, name: str) -> None:
+        where = node_where(node)
+        if layer.bias is not None:
+            raise UnsupportedOpError(where, "a second bias on one layer is not supported",
+                                     "use a single bias per Gemm/MatMul")
+        param = self.resolve_param(name, "bias")
+        if param is None:
+            raise UnsupportedOpError(where, f"bias {name} is not a constant",
+                                     "only constant (quantized or float) biases are supported")
+        n = layer.weight.shape[1]
+        values = np.asarray(param.values)
+        if values.size == 1:
+            values = np.full(n, values.ravel()[0])
+        if values.size != n or (values.ndim > 1 and values.shape[-1] != n):
+            raise UnsupportedOpError(where, f"bias of shape {list(values.shape)} does not broadcast as a [{n}] vector",
+                                     "use a per-output-feature bias")
+        layer.bias = _Param(values.reshape(n), param.spec, param.origin)
+        layer.bias_node = node
+
+    def bias_codes(self, layer: _Layer) -> tuple[np.ndarray, FixedType] | None:
+        """Bias codes and type at the accumulator's LSB (frac = x_frac + w_frac)."""
+        if layer.bias is None:
+            return None
+        acc_frac = layer.x_type.frac + layer.w_spec.frac
+        p = layer.bias
+        if p.spec is None:  # float bias: must sit exactly on the accumulator grid
+            scaled = np.ldexp(np.asarray(p.values, dtype=np.float64), acc_frac)
+            if not np.all(np.isfinite(scaled)) or not np.all(scaled == np.round(scaled)):
+                raise UnsupportedQuantizationError(
+                    node_where(layer.bias_node),
+                    f"float bias {p.origin} is not exactly representable at the accumulator LSB 2^{-acc_frac} "
+                    "(input scale x weight scale)",
+                    "quantize the bias, e.g. QuantLinear(bias_quant=Int32Bias)")
+            codes = scaled.astype(np.int64)
+            if np.abs(codes).max(initial=0) >= 2**31:
+                raise UnsupportedQuantizationError(node_where(layer.bias_node),
+                                                   f"float bias {p.origin} does not fit 32 bits at the accumulator "
+                                                   f"LSB 2^{-acc_frac}", "quantize the bias with Int32Bias")
+            return codes, FixedType(32, acc_frac, True)
+        spec = p.spec
+        shift = acc_frac - spec.frac
+        codes = p.values.astype(np.int64)
+        width = spec.width
+        if shift > 0:  # coarser than the accumulator: exact left shift
+            codes = codes << np.int64(shift)
+            width = spec.width + shift
+        elif shift < 0:  # finer: only if every code is a multiple of the step
+            step = np.int64(1) << np.int64(-shift)
+            if np.any(codes % step != 0):
+                raise UnsupportedQuantizationError(
+                    spec.where, f"bias scale 2^{-spec.frac} is finer than the accumulator LSB 2^{-acc_frac} "
+                    "(input scale x weight scale)",
+                    "quantize the bias with Int32Bias / Int16Bias (scale = input scale x weight scale)")
+            codes = codes // step
+        if width > MAX_BIAS_BITS:
+            if np.abs(codes).max(initial=0) >= 2**31:
+                raise UnsupportedQuantizationError(spec.where, f"bias codes at the accumulator LSB 2^{-acc_frac} "
+                                                   "do not fit 32 bits", "use a smaller bias or Int32Bias")
+            width = MAX_BIAS_BITS
+        return codes, FixedType(width, acc_frac, spec.signed, narrow=spec.narrow and shift == 0)
+
+    def finish_layer(self, layer: _Layer, out_onnx: str, next_node: onnx.NodeProto | None) -> tuple[str, FixedType]:
+        """Emit the dense op for ``layer``; its output type comes from the Quant/Relu chain that followed it."""
+        lwhere = node_where(layer.node)
+        quants = [spec for kind, _, spec in layer.chain if kind == "quant" and spec is not None]
+        relu = any(kind == "relu" for kind, _, _ in layer.chain)
+        if not quants:
+            if next_node is not None:
+                raise UnsupportedQuantizationError(
+                    node_where(next_node),
+                    f"its input {next_node.input[0]} is a float tensor: there is no Quant node between "
+                    f"{lwhere} and it",
+                    "add an activation quantizer between the layers (QuantReLU / QuantIdentity with a fixed-point "
+                    "act_quant, e.g. Uint8ActPerTensorFixedPoint)")
+            raise UnsupportedQuantizationError(
+                lwhere, "the graph output is a float accumulator: there is no Quant node after the last layer",
+                "add an output quantizer, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) after the last "
+                "QuantLinear")
+        y_type = self.merge_quants(quants, relu)
+        k, n = layer.weight.shape
+        inputs = [layer.x_ir, layer.w_name]
+        bias = self.bias_codes(layer)
+        if bias is not None:
+            codes, b_type = bias
+            inputs.append(self._add_tensor(f"{layer.op_name}_b", (n,), b_type, codes, layer.bias.origin))
+        self._check_float32_exact(layer, bias)
+        y_ir = self._add_tensor(f"{layer.op_name}_out", (n,), y_type, None, out_onnx)
+        self.ops.append(Op(layer.op_name, "dense", inputs, [y_ir], {"activation": "relu" if relu else "linear"}))
+        return y_ir, y_type
+
+    def merge_quants(self, quants: list[QuantSpec], relu: bool) -> FixedType:
+        """One type equal to a chain of same-scale Quants (and Relus, which commute with them)."""
+        first = quants[0]
+        rounding = self.act_rounding(first)
+        for q in quants[1:]:
+            if q.frac != first.frac:
+                raise UnsupportedQuantizationError(
+                    q.where, f"re-quantizes an activation of scale 2^{-first.frac} to scale 2^{-q.frac} "
+                    "(double rounding)", "use a single activation quantizer per layer output")
+        if relu:
+            chosen = min(quants, key=lambda q: q.hi)  # relu: codes in [0, min hi]
+        else:
+            lo, hi = max(q.lo for q in quants), min(q.hi for q in quants)
+            matching = [q for q in quants if (q.lo, q.hi) == (lo, hi)]
+            if not matching:
+                raise UnsupportedQuantizationError(
+                    quants[-1].where, f"chained Quants clamp to [{lo}, {hi}], which no single fixed-point type has",
+                    "use a single activation quantizer per layer output")
+            chosen = matching[0]
+        if chosen.width > MAX_ACT_BITS:
+            raise UnsupportedQuantizationError(chosen.where, f"activation bit width {chosen.width} is above "
+                                               f"{MAX_ACT_BITS}", "quantize activations to at most 16 bits")
+        return chosen.fixed_type(rounding)
+
+    def _check_float32_exact(self, layer: _Layer, bias: tuple[np.ndarray, FixedType] | None) -> None:
+        """Is the float32 reference (QONNX execute_onnx / Brevitas) exact for this layer?
+
+        Every product and partial sum is an integer multiple of the accumulator LSB, so float32 arithmetic is
+        exact in any summation order while ``max|x| * max_n sum_k |W[k, n]| + max|b|`` stays below 2**24 LSBs.
+        Beyond it the reference itself may round; nn2aie (and the AIE) compute exactly.
+        """
+        xt = layer.x_type
+        xmax = max(abs(xt.min_code), abs(xt.max_code))
+        bound = float(np.abs(layer.weight).sum(axis=0).max(initial=0)) * xmax
+        if bias is not None:
+            bound += float(np.abs(bias[0]).max(initial=0))
+        if bound >= FLOAT32_EXACT:
+            self.reference_exact = False
+
+    # -- walk ----------------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        self._fold_constants()
+        self._check_op_types()
+        ins = real_inputs(self.g)
+        if len(ins) != 1 or len(self.g.output) != 1:
+            raise UnsupportedOpError(f"graph {self.g.name or '?'}",
+                                     f"{len(ins)} inputs and {len(self.g.output)} outputs; only single-input, "
+                                     "single-output MLPs are supported", "export one network per model")
+        in_vi, out_name = ins[0], self.g.output[0].name
+        shape = value_shape(in_vi)
+        t = in_vi.name
+        input_quants: list[QuantSpec] = []
+        layer: _Layer | None = None
+        x_ir = x_type = None
+        while True:
+            users = self.consumers.get(t, [])
+            if t == out_name:
+                if users:
+                    raise UnsupportedOpError(f"tensor {t}", "the graph output also feeds other nodes",
+                                             "only a single chain of layers is supported")
+                break
+            if not users:
+                raise BadFileError(f"tensor {t}", "is neither consumed nor the graph output", "re-export the model")
+            if len(users) > 1:
+                names = ", ".join(node_where(u) for u in users)
+                raise UnsupportedOpError(f"tensor {t}", f"feeds {len(users)} nodes ({names}); only a single chain "
+                                         "of layers is supported", "export a sequential MLP")
+            node = users[0]
+            where = node_where(node)
+            op = node.op_type
+            if op in PASS_THROUGH_OPS:
+                t = node.output[0]
+                continue
+            if _is_quant(node) or op == "Relu":
+                if node.input[0] != t:
+                    raise UnsupportedOpError(where, f"activation {t} is used as a quantization parameter",
+                                             SUPPORTED_TEXT)
+                if op == "Relu":
+                    if layer is None:
+                        raise UnsupportedOpError(where, "Relu on the network input (before the first Gemm/MatMul) "
+                                                 "is not supported", "apply the Relu after a dense layer")
+                    layer.chain.append(("relu", node, None))
+                else:
+                    spec = self.parse_quant(node, "activation" if layer is not None else "input")
+                    if layer is None:
+                        input_quants.append(spec)
+                    else:
+                        layer.chain.append(("quant", node, spec))
+                t = node.output[0]
+                continue
+            if op in ("Gemm", "MatMul"):
+                if node.input[0] != t:
+                    raise UnsupportedOpError(where, "the activation is the second operand",
+                                             "the activation must be the first operand (x @ W)")
+                if layer is not None:
+                    x_ir, x_type = self.finish_layer(layer, t, node)
+                elif x_ir is None:
+                    if not input_quants:
+                        raise UnsupportedQuantizationError(
+                            where, f"its input {t} is a float tensor: the network input is not quantized",
+                            "quantize the input, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) as the "
+                            "first module")
+                    x_type = self.merge_quants(input_quants, relu=False)
+                    k = shape[-1] if shape and isinstance(shape[-1], int) else None
+                    if k is None:
+                        k = self._weight_rows(node)
+                    x_ir = self._add_tensor(identifier(in_vi.name, "input"), (int(k),), x_type, None, in_vi.name)
+                    self.inputs = [x_ir]
+                layer = self.start_layer(node, x_ir, x_type)
+                t = node.output[0]
+                continue
+            if op == "Add":
+                if layer is None or layer.chain:
+                    raise UnsupportedOpError(where, "Add is only supported as the bias of a MatMul/Gemm, directly "
+                                             "after it", SUPPORTED_TEXT)
+                if node.input[0] == node.input[1]:
+                    raise UnsupportedOpError(where, "adds a tensor to itself", SUPPORTED_TEXT)
+                other = node.input[1] if node.input[0] == t else node.input[0]
+                self.attach_bias(layer, node, other)
+                t = node.output[0]
+                continue
+            raise UnsupportedOpError(where, f"operator {op} is not supported on the activation path", SUPPORTED_TEXT)
+        if layer is None:
+            raise UnsupportedOpError(f"graph {self.g.name or '?'}", "no Gemm/MatMul layer found",
+                                     "export an MLP built from QuantLinear layers")
+        y_ir, _ = self.finish_layer(layer, t, None)
+        name = identifier(self.g.name or (pathlib.Path(self.file).stem if self.file else ""), "qonnx_model")
+        source = {"framework": "qonnx", "file": self.file, "reference_exact": "yes" if self.reference_exact else "no"}
+        if self.proto.producer_name:
+            source["producer"] = f"{self.proto.producer_name} {self.proto.producer_version}".strip()
+        graph = Graph(name, self.tensors, self.ops, self.inputs, [y_ir], source)
+        graph.verify()
+        return graph
+
+    def _weight_rows(self, node: onnx.NodeProto) -> int:
+        p = self.resolve_param(node.input[1], "weight")
+        if p is None or p.values.ndim != 2:
+            raise UnsupportedOpError(node_where(node), "cannot determine the number of input features",
+                                     "export with a static input shape [batch, features]")
+        return int(p.values.shape[1] if node.op_type == "Gemm" and attr(node, "transB", 0) else p.values.shape[0])
+
+
+def load_qonnx(model: ModelLike) -> Graph:
+    """Import a QONNX MLP (Brevitas ``export_qonnx`` with fixed-point quantizers) as a logical graph."""
+    proto, file = load_onnx(model)
+    return _QonnxImporter(proto, file).run()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reference execution
+# ----------------------------------------------------------------------------------------------------------
+def _prepare_for_batch(proto: onnx.ModelProto, batch: int):
+    """A qonnx ModelWrapper of ``proto`` with a static batch dimension ``batch`` (qonnx cleanup, same semantics)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    inits = {i.name for i in model.graph.initializer}
+    keep = [vi for vi in model.graph.input if vi.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)  # the real input first: ChangeBatchSize edits graph.input[0]
+    return cleanup_model(ModelWrapper(model), override_inpsize=batch)
+
+
+def run_reference(model: ModelLike, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Run the QONNX model with ``qonnx.core.onnx_exec.execute_onnx`` on float inputs ``x`` of shape [n, K].
+
+    The exported batch dimension (usually 1) is replaced by a static batch of ``min(n, chunk)`` rows via
+    qonnx ``cleanup_model(override_inpsize=...)``; the inputs run in chunks, the last one zero-padded (rows are
+    independent in an MLP). Inputs are cast to float32 first, as QONNX and Brevitas compute in float32: quantize
+    the same float32 values on the host. Returns the float32 output [n, N] exactly as QONNX computes it.
+    """
+    try:
+        from qonnx.core.onnx_exec import execute_onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UnsupportedOpError("python package qonnx", f"cannot import qonnx: {exc}",
+                                 "install the optional dependency: pip install 'nn2aie[qonnx]'") from exc
+    proto, _ = load_onnx(model)
+    data = np.asarray(x, dtype=np.float32)
+    single = data.ndim == 1
+    if single:
+        data = data[None, :]
+    n = data.shape[0]
+    if n == 0:
+        raise BadFileError("run_reference", "no input rows", "pass an array of shape [n, features] with n >= 1")
+    batch = max(1, min(n, int(chunk)))
+    prepared = _prepare_for_batch(proto, batch)
+    iname, oname = prepared.graph.input[0].name, prepared.graph.output[0].name
+    outs = []
+    for start in range(0, n, batch):
+        rows = data[start:start + batch]
+        if rows.shape[0] < batch:
+            pad = np.zeros((batch - rows.shape[0],) + rows.shape[1:], dtype=np.float32)
+            rows = np.concatenate([rows, pad])
+        y = execute_onnx(prepared, {iname: rows})[oname]
+        outs.append(np.asarray(y)[: min(batch, n - start)])
+    out = np.concatenate(outs).astype(np.float32)
+    return out[0] if single else out
