@@ -169,13 +169,12 @@ def write_project_atomic(compiled: Compiled, out_dir: str | pathlib.Path, x: np.
     if x is None:
         x = default_inputs(compiled)
     codes = compiled.quantize(x)
-    expected = compiled.emulate_codes(codes)
     summary = compiled.summary(checked)
     summary["project_events"] = int(codes.shape[0])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        write_project(compiled.plan, tmp, codes, expected, summary)
+        write_project(compiled.plan, tmp, codes, summary)
         _write_provenance(compiled, tmp)
         backup = None
         if out_dir.exists():

@@ -48,8 +48,11 @@ class Emulator:
         self.output_type = plan.tensor_types[plan.output_tensor]
 
     # -- public ------------------------------------------------------------------------------------------
-    def run(self, x_codes: np.ndarray, trace: Trace | None = None) -> np.ndarray:
-        """Integer input codes [B, K] -> integer output codes [B, N] (int64)."""
+    def run(self, x_codes: np.ndarray, trace: Trace | None = None, padded: bool = False) -> np.ndarray:
+        """Integer input codes [B, K] -> integer output codes [B, N] (int64).
+
+        ``padded=True`` returns what the output PLIOs carry instead: every row of every graph iteration
+        (B rounded up to the batch; the extra rows are zero inputs) and every written column (N padded)."""
         plan = self.plan
         first, last = plan.layers[0], plan.layers[-1]
         x = np.asarray(x_codes)
@@ -120,7 +123,8 @@ class Emulator:
             sb, idx = self._reader_of[f"plio:{p.name}"]
             stream = self._read(buffers[sb.name], sb, idx)
             y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows, p.row_width)
-        return y.reshape(iters * rows, -1)[:n_events, : last.n]
+        y = y.reshape(iters * rows, -1)
+        return y if padded else y[:n_events, : last.n]
 
     # -- data movement --------------------------------------------------------------------------------
     def _source_key(self, k: Kernel) -> str:

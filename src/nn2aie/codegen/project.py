@@ -1,0 +1,485 @@
+"""Write a complete Vitis AIE-ML project (ADF graph, kernels, weights, PLIO data, Makefile) from a physical plan.
+
+Everything is printed from the plan objects the emulator executes: tiling descriptors, kernel weights (already
+packed in load order), memory maps and tile coordinates. Output is byte-identical for identical input: plan
+order or sorted order everywhere, no time stamps, no absolute paths.
+
+Model-supplied strings (graph, layer and tensor names) can be anything. They appear only in comments, after
+``comment_text`` has made them inert, and C++ identifiers are built from plan names through ``c_identifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from dataclasses import dataclass
+
+import jinja2
+import numpy as np
+
+from nn2aie.codegen import data_files
+from nn2aie.errors import InternalCheckError
+from nn2aie.ir.execution import DenseExec
+from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer, dtype_bytes
+from nn2aie.ir.tiling import TilingDescriptor
+from nn2aie.kernels.dense import codegen as dense_codegen
+
+GRAPH_CLASS = "Nn2aieGraph"
+GRAPH_INSTANCE = "nn2aie_graph"
+RUNTIME_RATIO = 0.9
+MEMTILE_ALIGN = 32  # bytes between the ping and pong halves of a memory-tile buffer (rounded up)
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("nn2aie.codegen", "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    autoescape=False,
+)
+
+_CXX_RESERVED = frozenset("""
+alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t char32_t char8_t class
+compl concept const const_cast consteval constexpr constinit continue co_await co_return co_yield decltype
+default delete do double dynamic_cast else enum explicit export extern false float for friend goto if inline
+int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public register
+reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch template
+this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t
+while xor xor_eq main adf aie std
+""".split())
+
+
+# -- text safety ------------------------------------------------------------------------------------------
+def comment_text(text: object, limit: int = 120) -> str:
+    """Make any string inert inside //, /* */, # and Markdown text: printable ASCII only (no backslash, no
+    newline, no ``*/``), anything else as <U+XXXX>, cut to ``limit`` characters."""
+    out = []
+    for ch in str(text):
+        if " " <= ch <= "~" and ch not in "\\`":
+            out.append(ch)
+        else:
+            out.append(f"<U+{ord(ch):04X}>")
+    s = "".join(out).replace("*/", "*<U+002F>").replace("/*", "<U+002F>*")
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def c_identifier(name: str) -> str:
+    """A valid, non-reserved C++ identifier derived from ``name`` (not necessarily unique)."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    s = re.sub(r"_+", "_", s).strip("_") or "x"
+    if s[0].isdigit() or s in _CXX_RESERVED:
+        s = "n_" + s
+    return s[:60]
+
+
+class _Names:
+    """Allocates unique identifiers in one C++ scope."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set(_CXX_RESERVED) | {GRAPH_CLASS, GRAPH_INSTANCE}
+
+    def take(self, name: str, prefix: str = "") -> str:
+        base = c_identifier(prefix + name)
+        ident, i = base, 1
+        while ident in self.used:
+            ident = f"{base}_{i}"
+            i += 1
+        self.used.add(ident)
+        return ident
+
+
+# -- C++ snippets -----------------------------------------------------------------------------------------
+def _ints(values) -> str:
+    return "{" + ", ".join(str(int(v)) for v in values) + "}"
+
+
+def tiling_text(t: TilingDescriptor) -> str:
+    """``adf::tiling({...})`` with designated initialisers in adf::tiling_parameters declaration order."""
+    fields = [f".buffer_dimension = {_ints(t.buffer_dimension)}", f".tiling_dimension = {_ints(t.tiling_dimension)}",
+              f".offset = {_ints(t.offset)}"]
+    if t.tile_traversal:
+        trav = ", ".join(f"{{.dimension = {int(tr.dimension)}, .stride = {int(tr.stride)}, .wrap = {int(tr.wrap)}}}"
+                         for tr in t.tile_traversal)
+        fields.append(f".tile_traversal = {{{trav}}}")
+    if t.boundary_dimension:
+        fields.append(f".boundary_dimension = {_ints(t.boundary_dimension)}")
+    return "adf::tiling({" + ", ".join(fields) + "})"
+
+
+def _number(x: float) -> str:
+    return format(float(x), ".10g")
+
+
+def _address(col: int, row: int, offset: int) -> str:
+    return f"adf::address({col}, {row}, {offset})"
+
+
+def _memtile_half(sb: SharedBuffer) -> int:
+    one = int(np.prod(sb.dims)) * dtype_bytes(sb.dtype)
+    return -(-one // MEMTILE_ALIGN) * MEMTILE_ALIGN
+
+
+def _shares_memory(src: Kernel, dst: Kernel) -> bool:
+    """True when ``dst``'s core can read ``src``'s own data memory (AIE-ML: own, west, north, south modules),
+    so a direct buffer between them needs a single copy, placed in ``src``'s memory."""
+    return (dst.row == src.row and dst.col == src.col + 1) or (dst.col == src.col and abs(dst.row - src.row) == 1)
+
+
+@dataclass
+class _Section:
+    title: str
+    lines: list[str]
+
+
+class _GraphWriter:
+    def __init__(self, plan: PhysicalPlan):
+        self.plan = plan
+        self.names = _Names()
+        self.layer_index = {e.op: i for i, e in enumerate(plan.layers)}
+        self.layers = {e.op: e for e in plan.layers}
+        self.kernels = {k.name: k for k in plan.kernels}
+        if len(self.kernels) != len(plan.kernels):
+            raise InternalCheckError("plan kernels", "two kernels share a name", "report this")
+        for k in plan.kernels:
+            if k.layer not in self.layers:
+                raise InternalCheckError(f"kernel {k.name}", f"belongs to unknown layer {k.layer!r}", "report this")
+        self.k_ident = {k.name: self.names.take(k.name) for k in plan.kernels}
+        self.p_ident = {p.name: self.names.take(p.name) for p in plan.plios}
+        self.s_ident = {sb.name: self.names.take(sb.name, "mt_") for sb in plan.shared_buffers}
+        self.instances = {
+            k.name: dense_codegen.kernel_instance(self.layers[k.layer], self.layer_index[k.layer], k,
+                                                  self.k_ident[k.name])
+            for k in plan.kernels}
+        self.plio_by_name = {p.name: p for p in plan.plios}
+        self.direct_dst = {link.dst: link for link in plan.direct_links}
+        self.direct_src = {link.src: link for link in plan.direct_links}
+
+    # -- endpoint port expressions -------------------------------------------------------------------
+    def _source_port(self, kind: str, name: str) -> str:
+        """Expression of the port that sends data into a shared buffer."""
+        if kind == "plio":
+            return f"{self._plio(name, 'in')}.out[0]"
+        inst = self._instance(name)
+        if inst.out_port is None:
+            raise InternalCheckError(f"kernel {name}", "writes a shared buffer but has no output buffer", "report this")
+        return f"{self.k_ident[name]}.out[{inst.out_port}]"
+
+    def _sink_port(self, kind: str, name: str) -> str:
+        if kind == "plio":
+            return f"{self._plio(name, 'out')}.in[0]"
+        inst = self._instance(name)
+        return f"{self.k_ident[name]}.in[{inst.in_port}]"
+
+    def _plio(self, name: str, direction: str) -> str:
+        p = self.plio_by_name.get(name)
+        if p is None or p.direction != direction:
+            raise InternalCheckError(f"PLIO {name}", f"is not an {direction}put PLIO of the plan", "report this")
+        return self.p_ident[name]
+
+    def _instance(self, name: str) -> dense_codegen.KernelInstance:
+        if name not in self.instances:
+            raise InternalCheckError(f"endpoint kernel:{name}", "no kernel of that name", "report this")
+        return self.instances[name]
+
+    # -- sections ------------------------------------------------------------------------------------
+    def members(self) -> list[str]:
+        out = []
+        for p in self.plan.plios:
+            kind = "adf::input_plio" if p.direction == "in" else "adf::output_plio"
+            out.append(f"{kind} {self.p_ident[p.name]};")
+        for k in self.plan.kernels:
+            out.append(f"adf::kernel {self.k_ident[k.name]};")
+        for sb in self.plan.shared_buffers:
+            out.append(f"adf::shared_buffer<{dense_codegen.ADF_TYPES[sb.dtype]}> {self.s_ident[sb.name]};")
+        return out
+
+    def plio_lines(self) -> list[str]:
+        lines = []
+        for p in self.plan.plios:
+            kind = "adf::input_plio" if p.direction == "in" else "adf::output_plio"
+            lines.append(f"{self.p_ident[p.name]} = {kind}::create(\"{self.p_ident[p.name]}\", "
+                         f"adf::plio_{int(p.bits)}_bits, \"{plio_file(p)}\", {_number(p.freq_mhz)});")
+        return lines
+
+    def kernel_lines(self) -> list[str]:
+        lines = []
+        for k in self.plan.kernels:
+            e, ident, inst = self.layers[k.layer], self.k_ident[k.name], self.instances[k.name]
+            lines.append(f"// {k.name}: layer {comment_text(k.layer, 60)}, chain {k.chain}, position {k.position} "
+                         f"({k.role}), K [{k.k_start}, {k.k_start + e.k_slice}), "
+                         f"N [{k.n_start}, {k.n_start + e.n_slice})")
+            lines.append(f"{ident} = adf::kernel::create_object<{inst.type_name}>(")
+            lines.append("    " + ",\n    ".join(inst.ctor_args) + ");")
+            lines.append(f"adf::source({ident}) = \"{inst.source}\";")
+            lines.append(f"adf::runtime<adf::ratio>({ident}) = {RUNTIME_RATIO};")
+        return [piece for line in lines for piece in line.split("\n")]
+
+    def cascade_lines(self) -> list[str]:
+        lines = []
+        for e in self.plan.layers:
+            ks = sorted(self.plan.kernels_of(e.op), key=lambda k: (k.chain, k.position))
+            for a, b in zip(ks, ks[1:], strict=False):
+                if a.chain != b.chain:
+                    continue
+                ia, ib = self.instances[a.name], self.instances[b.name]
+                if b.position != a.position + 1 or ia.cascade_out_port is None or ib.cascade_in_port is None:
+                    raise InternalCheckError(f"cascade {a.name} -> {b.name}", "roles or positions do not chain",
+                                             "report this")
+                lines.append(f"adf::connect<adf::cascade>({self.k_ident[a.name]}.out[{ia.cascade_out_port}], "
+                             f"{self.k_ident[b.name]}.in[{ib.cascade_in_port}]);")
+        return lines
+
+    def shared_buffer_lines(self) -> list[str]:
+        lines = []
+        for sb in self.plan.shared_buffers:
+            s = self.s_ident[sb.name]
+            rows = sb.dims[1] if len(sb.dims) > 1 else 1
+            lines.append(f"// {comment_text(sb.name, 60)}: tensor {comment_text(sb.tensor, 60)}, columns "
+                         f"[{sb.col_start}, {sb.col_start + sb.dims[0]}) x {rows} rows, "
+                         f"memory tile ({sb.col}, {sb.row})")
+            lines.append(f"{s} = adf::shared_buffer<{dense_codegen.ADF_TYPES[sb.dtype]}>::create("
+                         f"{_ints(sb.dims)}, {len(sb.writers)}, {len(sb.readers)});")
+            lines.append(f"adf::num_buffers({s}) = {sb.num_buffers};")
+            for i, acc in enumerate(sb.writers):
+                if len(acc.endpoints) != 1:
+                    raise InternalCheckError(f"buffer {sb.name} writer {i}", "needs exactly one source endpoint",
+                                             "report this")
+                ep = acc.endpoints[0]
+                lines.append(f"adf::connect({self._source_port(ep.kind, ep.name)}, {s}.in[{i}]);")
+                lines.append(f"adf::write_access({s}.in[{i}]) = {tiling_text(acc.tiling)};")
+            for j, acc in enumerate(sb.readers):
+                for ep in acc.endpoints:  # several endpoints: one port broadcast to all of them
+                    lines.append(f"adf::connect({s}.out[{j}], {self._sink_port(ep.kind, ep.name)});")
+                lines.append(f"adf::read_access({s}.out[{j}]) = {tiling_text(acc.tiling)};")
+        return lines
+
+    def direct_lines(self) -> list[str]:
+        lines = []
+        for link in self.plan.direct_links:
+            src, dst = self._instance(link.src), self._instance(link.dst)
+            if src.out_port is None:
+                raise InternalCheckError(f"direct link {link.src} -> {link.dst}", "source has no output buffer",
+                                         "report this")
+            how = ("one buffer in the producer's memory, read by its neighbour"
+                   if _shares_memory(self.kernels[link.src], self.kernels[link.dst]) else "tile-to-tile DMA")
+            lines.append(f"// tensor {comment_text(link.tensor, 60)}: {how}")
+            lines.append(f"adf::connect({self.k_ident[link.src]}.out[{src.out_port}], "
+                         f"{self.k_ident[link.dst]}.in[{dst.in_port}]);")
+        return lines
+
+    def location_lines(self) -> list[str]:
+        lines = []
+        for k in self.plan.kernels:
+            ident, inst = self.k_ident[k.name], self.instances[k.name]
+            mem = {b.name: b for b in k.memory}
+            c, r = k.col, k.row
+            lines.append(f"adf::location<adf::kernel>({ident}) = adf::tile({c}, {r});")
+            for i, pname in enumerate(inst.params):
+                b = self._alloc(k, mem, pname)
+                lines.append(f"adf::location<adf::parameter>({ident}.param[{i}]) = {_address(c, r, b.offset)};"
+                             f"  // {pname}, {b.size} B")
+            ping, pong = self._alloc(k, mem, "in_ping"), self._alloc(k, mem, "in_pong")
+            if k.name in self.direct_dst and self._direct_shared(k.name):
+                lines.append(f"// {ident}.in[{inst.in_port}] is {self.k_ident[self.direct_dst[k.name].src]}'s "
+                             "output buffer (shared memory, constrained there)")
+            else:
+                lines.append(f"adf::location<adf::buffer>({ident}.in[{inst.in_port}]) = "
+                             f"{{{_address(c, r, ping.offset)}, {_address(c, r, pong.offset)}}};")
+            if inst.out_port is not None:
+                ping, pong = self._alloc(k, mem, "out_ping"), self._alloc(k, mem, "out_pong")
+                lines.append(f"adf::location<adf::buffer>({ident}.out[{inst.out_port}]) = "
+                             f"{{{_address(c, r, ping.offset)}, {_address(c, r, pong.offset)}}};")
+            stack = self._alloc(k, mem, "stack")
+            lines.append(f"adf::location<adf::stack>({ident}) = {_address(c, r, stack.offset)};")
+        for sb in self.plan.shared_buffers:
+            s = self.s_ident[sb.name]
+            half = _memtile_half(sb)
+            addrs = ", ".join(_address(sb.col, sb.row, i * half) for i in range(sb.num_buffers))
+            lines.append(f"adf::location<adf::buffer>({s}) = {{{addrs}}};")
+        return lines
+
+    def _direct_shared(self, dst_name: str) -> bool:
+        link = self.direct_dst[dst_name]
+        return _shares_memory(self.kernels[link.src], self.kernels[dst_name])
+
+    @staticmethod
+    def _alloc(k: Kernel, mem: dict, name: str):
+        if name not in mem:
+            raise InternalCheckError(f"kernel {k.name}", f"memory map has no {name!r} buffer", "report this")
+        return mem[name]
+
+
+def plio_file(p) -> str:
+    """The PLIO's data file relative to the project root (the plan's name when it is a plain data/*.txt)."""
+    if re.fullmatch(r"data/[A-Za-z0-9_]+\.txt", p.file):
+        return p.file
+    return f"data/{c_identifier(p.name)}.txt"
+
+
+def expected_file(p) -> str:
+    return "data/expected_" + plio_file(p).removeprefix("data/")
+
+
+# -- summary header -------------------------------------------------------------------------------------
+def _layer_line(e: DenseExec, index: int) -> str:
+    act = "relu" if e.relu else "linear"
+    return (f"l{index} {comment_text(e.op, 40)}: {e.k} -> {e.n}, {e.a_dtype} x {e.w_dtype} -> {e.out_dtype}, "
+            f"{e.acc}, mmul {e.mmul[0]}x{e.mmul[1]}x{e.mmul[2]}, cas_length {e.cas_length} x cas_num {e.cas_num}, "
+            f"slices K {e.k_slice} N {e.n_slice}, shift {e.shift} ({e.rounding}, {e.saturation}), {act}, "
+            f"clamp [{e.clamp_lo}, {e.clamp_hi}]")
+
+
+def _cascade_count(plan: PhysicalPlan) -> int:
+    return sum(e.cas_num * (e.cas_length - 1) for e in plan.layers)
+
+
+def _header(plan: PhysicalPlan, events: int, iterations: int) -> list[str]:
+    lines = [
+        f"Model : {comment_text(plan.graph_name)}",
+        f"Device: {comment_text(plan.device)} (AIE-ML)",
+        f"Batch : {plan.batch} rows per graph iteration; data files hold {events} event(s) = {iterations} "
+        "iteration(s)",
+        f"Plan  : {len(plan.kernels)} kernel(s), {_cascade_count(plan)} cascade(s), {len(plan.shared_buffers)} "
+        f"memory-tile buffer(s), {len(plan.direct_links)} direct link(s), {len(plan.plios)} PLIO(s)",
+        "Layers:",
+    ]
+    lines += ["  " + _layer_line(e, i) for i, e in enumerate(plan.layers)]
+    lines += [
+        "",
+        "Coordinates: adf::tile(col, row) counts compute tiles (row 0 = lowest compute row); memory tiles are",
+        "addressed as adf::address(col, row, byte) with their own rows from 0. Cascades run west -> east.",
+        "Data movement is printed from the plan's tiling descriptors (plan.json), the same objects nn2aie's",
+        "emulator executes.",
+    ]
+    return lines
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def _design_inputs(plan: PhysicalPlan, inputs_codes: np.ndarray | None) -> np.ndarray:
+    k = plan.layers[0].k
+    if inputs_codes is None:
+        return np.zeros((plan.batch, k), dtype=np.int64)
+    x = np.asarray(inputs_codes)
+    if x.ndim != 2 or x.shape[1] != k or not np.issubdtype(x.dtype, np.integer):
+        raise InternalCheckError("project input codes", f"expected integer codes [events, {k}], got "
+                                 f"{x.dtype} {list(x.shape)}", "report this")
+    return x.astype(np.int64)
+
+
+def _design_outputs(plan: PhysicalPlan, x: np.ndarray) -> np.ndarray:
+    """[iterations * batch, n_padded]: what the output PLIOs carry, as the emulator computes it (padding rows
+    and columns included)."""
+    from nn2aie.sim.emulator import Emulator
+
+    return Emulator(plan).run(x, padded=True)
+
+
+# -- public ------------------------------------------------------------------------------------------------
+def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary: dict) -> dict[str, str]:
+    """Every project file as {relative path: text} (nothing is written)."""
+    if not plan.layers or not plan.kernels:
+        raise InternalCheckError("plan", "has no layers or kernels", "report this")
+    x = _design_inputs(plan, inputs_codes)
+    events = int(x.shape[0]) if inputs_codes is not None else 0
+    iterations = data_files.iterations(x.shape[0], plan.batch)
+    model = comment_text(plan.graph_name, 80)
+    w = _GraphWriter(plan)
+    files: dict[str, str] = {}
+
+    # kernels and weights: only layers that have kernels, only the roles they use
+    kernel_files, weight_files = [], []
+    for i, e in enumerate(plan.layers):
+        ks = plan.kernels_of(e.op)
+        if not ks:
+            continue
+        label = comment_text(e.op, 60)
+        for path, text in dense_codegen.render_layer_sources(e, i, {k.role for k in ks}, label).items():
+            files["src/" + path] = text
+            kernel_files.append(path)
+        wpath = dense_codegen.weights_header_path(i)
+        files["src/" + wpath] = dense_codegen.render_weights_header(e, i, [(k, w.k_ident[k.name]) for k in ks],
+                                                                    label)
+        weight_files.append(wpath)
+
+    includes = [p for p in kernel_files if p.endswith(".h")] + weight_files
+    sections = [
+        _Section("PLIOs (array interface)", w.plio_lines()),
+        _Section("kernels: one per compute tile, weights as compiler-allocated parameters", w.kernel_lines()),
+        _Section("cascades: partial sums west -> east along each chain", w.cascade_lines()),
+        _Section("memory-tile buffers: re-tiling between layers (DMA descriptors from the plan)",
+                 w.shared_buffer_lines()),
+        _Section("direct kernel-to-kernel buffers", w.direct_lines()),
+        _Section("placement and memory (addresses from the plan's per-tile memory maps)", w.location_lines()),
+    ]
+    sections = [s for s in sections if s.lines]
+    files["src/graph.h"] = _ENV.get_template("graph.h.j2").render(
+        header=_header(plan, events, iterations), includes=includes, graph_class=GRAPH_CLASS,
+        members=w.members(), sections=sections)
+    files["src/graph.cpp"] = _ENV.get_template("graph.cpp.j2").render(
+        model=model, events=events, iterations=iterations, batch=plan.batch, graph_class=GRAPH_CLASS,
+        instance=GRAPH_INSTANCE)
+
+    # PLIO data
+    specs = data_files.plio_specs(plan)
+    y = _design_outputs(plan, x)
+    plio_rows_info = []
+    for s in specs:
+        p = w.plio_by_name[s.name]
+        if s.direction == "in":
+            rows = data_files.plio_rows(x, plan.batch, s.col_start, s.row_width)
+            files[plio_file(p)] = data_files.format_plio_text(rows, s.dtype, s.bits)
+        else:
+            rows = data_files.plio_rows(y, plan.batch, s.col_start, s.row_width)
+            files[expected_file(p)] = data_files.format_plio_text(rows, s.dtype, s.bits)
+        plio_rows_info.append({"name": w.p_ident[s.name], "direction": s.direction, "dtype": s.dtype,
+                               "bits": s.bits, "col_start": s.col_start, "row_width": s.row_width,
+                               "file": plio_file(p), "expected": expected_file(p)})
+
+    freqs = sorted({float(p.freq_mhz) for p in plan.plios})
+    if len(freqs) != 1:
+        raise InternalCheckError("plan PLIOs", f"PLIO clocks differ ({freqs})", "report this")
+    stack = max(b.size for k in plan.kernels for b in k.memory if b.name == "stack")
+    heap = max(b.size for k in plan.kernels for b in k.memory if b.name == "heap")
+    files["aie.cfg"] = _ENV.get_template("aie.cfg.j2").render(model=model, stack=stack, heap=heap,
+                                                              freq=_number(freqs[0]))
+    files["Makefile"] = _ENV.get_template("Makefile.j2").render(model=model, device=comment_text(plan.device))
+    per_line = sorted({f"{data_files.values_per_line(s.bits, s.dtype)} {s.dtype} value(s) per {s.bits}-bit line"
+                       for s in specs})
+    files["README.md"] = _ENV.get_template("README.md.j2").render(
+        model=model, device=comment_text(plan.device), n_kernels=len(plan.kernels),
+        n_cascades=_cascade_count(plan), n_shared=len(plan.shared_buffers), n_direct=len(plan.direct_links),
+        n_plios=len(plan.plios), batch=plan.batch, iterations=iterations, events=events,
+        kernel_files=kernel_files, weight_files=weight_files, plios=plio_rows_info, per_line_text="; ".join(per_line))
+    files["summary.json"] = json.dumps(summary, indent=1, sort_keys=True, default=_json_default) + "\n"
+    files["plan.json"] = json.dumps(plan.to_json(), indent=1, sort_keys=True, default=_json_default) + "\n"
+    return files
+
+
+def write_project(plan: PhysicalPlan, out_dir: pathlib.Path, inputs_codes: np.ndarray | None,
+                  summary: dict) -> list[pathlib.Path]:
+    """Write the project into ``out_dir`` (a fresh directory); returns the written files, sorted.
+
+    ``inputs_codes`` [events, K] become the input PLIO files (None: one iteration of zeros); data/expected_*.txt
+    hold what the emulator computes for them.
+    """
+    out_dir = pathlib.Path(out_dir)
+    files = render_project(plan, inputs_codes, summary)
+    written = []
+    for rel in sorted(files):
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(files[rel], encoding="utf-8", newline="\n")
+        written.append(path)
+    return written
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, pathlib.PurePath):
+        return obj.as_posix()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -1,0 +1,209 @@
+"""Dense family code generation: the AIE C++ kernel class of a layer, its weight/bias arrays, and what the graph
+needs to instantiate one tile (class type, constructor arguments, port and parameter indices).
+
+The C++ implements ``semantics.run_tile`` exactly; the layouts are documented in both places. Names coming
+from the model (layer names) reach this module only as ready-made, comment-safe text; every C++ identifier is
+built from the plan's layer index and the caller's sanitised kernel identifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+import numpy as np
+
+from nn2aie.errors import InternalCheckError
+from nn2aie.ir.execution import DenseExec
+from nn2aie.ir.physical import Kernel
+from nn2aie.numerics import AIE_ROUNDING_MODES
+
+ROLE_ORDER = ("single", "first", "middle", "last")
+# ADF / AIE-API element type names (adf.h typedefs) and their <cstdint> equivalents for plain data headers
+ADF_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16", "int32": "int32"}
+STD_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
+_BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
+_ACC_BITS = {"acc32": 32, "acc64": 64}
+CASCADE_WORD_BITS = 512  # AIE-ML cascade word (AM020)
+SATURATION_MODES = ("none", "saturate", "symmetric")
+
+_ROLE_SUMMARY = {
+    "single": "whole reduction on one tile; bias in, SRS + clamp out to the output buffer",
+    "first": "first K slice of a chain; bias in, partial sums out on the cascade",
+    "middle": "inner K slice; partial sums in and out on the cascade",
+    "last": "last K slice; partial sums in on the cascade, SRS + clamp out to the output buffer",
+}
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("nn2aie.kernels.dense", "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+@dataclass(frozen=True)
+class KernelInstance:
+    """What the graph needs to create and wire one dense tile."""
+
+    type_name: str  # e.g. DenseL0<DenseRole::single>
+    ctor_args: tuple[str, ...]  # C++ expressions, in constructor order
+    params: tuple[str, ...]  # Kernel.memory buffer name of k.param[0], k.param[1], ...
+    source: str  # kernel source, relative to the project's src/ directory
+    in_port: int  # k.in[] index of the input buffer
+    cascade_in_port: int | None  # k.in[] index of the cascade input
+    out_port: int | None  # k.out[] index of the output buffer
+    cascade_out_port: int | None  # k.out[] index of the cascade output
+
+
+def class_name(layer_index: int) -> str:
+    return f"DenseL{layer_index}"
+
+
+def header_path(layer_index: int) -> str:
+    return f"kernels/dense_l{layer_index}.h"
+
+
+def source_path(layer_index: int) -> str:
+    return f"kernels/dense_l{layer_index}.cc"
+
+
+def weights_header_path(layer_index: int) -> str:
+    return f"data/weights_l{layer_index}.h"
+
+
+def weight_symbol(ident: str) -> str:
+    return f"W_{ident}"
+
+
+def bias_symbol(ident: str) -> str:
+    return f"B_{ident}"
+
+
+def _container_range(dtype: str) -> tuple[int, int]:
+    bits = _BITS[dtype]
+    return (0, (1 << bits) - 1) if dtype.startswith("u") else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def _check(e: DenseExec) -> None:
+    where = f"dense codegen for layer {e.op!r}"
+    for dtype in (e.a_dtype, e.w_dtype, e.out_dtype):
+        if dtype not in ADF_TYPES:
+            raise InternalCheckError(where, f"no C++ type for {dtype}", "report this")
+    if e.acc not in _ACC_BITS:
+        raise InternalCheckError(where, f"unknown accumulator {e.acc}", "report this")
+    if e.rounding not in AIE_ROUNDING_MODES or e.saturation not in SATURATION_MODES:
+        raise InternalCheckError(where, f"unknown rounding/saturation {e.rounding}/{e.saturation}", "report this")
+    m, k, n = e.mmul
+    if e.batch % m or e.k_slice % k or e.n_slice % n or (e.n_slice // n) % e.n_accumulators:
+        raise InternalCheckError(where, "slices are not whole mmul blocks / accumulator groups", "report this")
+    if (m * n) % (CASCADE_WORD_BITS // _ACC_BITS[e.acc]):
+        raise InternalCheckError(where, f"a {m}x{n} {e.acc} block is not whole cascade words", "report this")
+
+
+def _cxx_bool(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def _role_context(e: DenseExec, ns: str, role: str) -> dict:
+    in_arg = f"adf::input_buffer<{ns}::a_t, adf::extents<{ns}::IN_SIZE>>& __restrict in"
+    out_arg = f"adf::output_buffer<{ns}::o_t, adf::extents<{ns}::OUT_SIZE>>& __restrict out"
+    cin_arg = f"adf::input_cascade<{ns}::acc_tag>* __restrict cin"
+    cout_arg = f"adf::output_cascade<{ns}::acc_tag>* __restrict cout"
+    has_bias = e.has_bias and role in ("single", "first")
+    cascade_in = role in ("middle", "last")
+    output = role in ("single", "last")
+    signature = [in_arg] + ([cin_arg] if cascade_in else []) + ([out_arg] if output else [cout_arg])
+    call = ["in.data()", "w", "b" if has_bias else "nullptr", "cin" if cascade_in else "nullptr",
+            "nullptr" if output else "cout", "out.data()" if output else "nullptr"]
+    return {"name": role, "summary": _ROLE_SUMMARY[role], "bias": has_bias, "signature": signature, "call": call}
+
+
+def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_comment: str) -> dict[str, str]:
+    """C++ header and source of layer ``layer_index``'s kernel class (specialisations for ``roles`` only).
+
+    Returns {path relative to src/: text}. ``layer_comment`` must already be safe inside a // comment.
+    """
+    _check(e)
+    unknown = set(roles) - set(ROLE_ORDER)
+    if unknown or not roles:
+        raise InternalCheckError(f"dense codegen for layer {e.op!r}", f"bad roles {sorted(unknown)}", "report this")
+    cls, ns = class_name(layer_index), f"dense_l{layer_index}"
+    lo_min, hi_max = _container_range(e.out_dtype)
+    m, k, n = e.mmul
+    ctx = {
+        "idx": layer_index, "cls": cls, "ns": ns, "layer_comment": layer_comment,
+        "guard": f"NN2AIE_DENSE_L{layer_index}_H", "header": f"dense_l{layer_index}.h",
+        "a_t": ADF_TYPES[e.a_dtype], "w_t": ADF_TYPES[e.w_dtype], "o_t": ADF_TYPES[e.out_dtype], "acc": e.acc,
+        "batch": e.batch, "k_slice": e.k_slice, "n_slice": e.n_slice, "mmul_m": m, "mmul_k": k, "mmul_n": n,
+        "n_acc": e.n_accumulators, "shift": e.shift, "clamp_lo": e.clamp_lo, "clamp_hi": e.clamp_hi,
+        "apply_lo": _cxx_bool(e.clamp_lo > lo_min), "apply_hi": _cxx_bool(e.clamp_hi < hi_max),
+        "has_bias": _cxx_bool(e.has_bias), "rounding": e.rounding, "saturation": e.saturation,
+        "word_lanes": CASCADE_WORD_BITS // _ACC_BITS[e.acc], "accumulators": list(range(e.n_accumulators)),
+        "roles": [_role_context(e, ns, r) for r in ROLE_ORDER if r in roles],
+    }
+    return {
+        header_path(layer_index): _ENV.get_template("dense_kernel.h.j2").render(ctx),
+        source_path(layer_index): _ENV.get_template("dense_kernel.cc.j2").render(ctx),
+    }
+
+
+def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) -> KernelInstance:
+    """Class type, constructor arguments and port indices of one tile (``ident``: its C++ identifier)."""
+    n_w = int(kernel.weights.size)
+    if n_w != e.k_slice * e.n_slice:
+        raise InternalCheckError(f"kernel {kernel.name}", f"{n_w} weights, expected {e.k_slice * e.n_slice}",
+                                 "report this")
+    w_sym = weight_symbol(ident)
+    args = [f"std::vector<{ADF_TYPES[e.w_dtype]}>({w_sym}, {w_sym} + {n_w})"]
+    params = ["weights"]
+    has_bias = e.has_bias and kernel.role in ("single", "first")
+    if has_bias:
+        if kernel.bias is None or kernel.bias.size != e.n_slice:
+            raise InternalCheckError(f"kernel {kernel.name}", "bias missing or of the wrong size", "report this")
+        b_sym = bias_symbol(ident)
+        args.append(f"std::vector<int32>({b_sym}, {b_sym} + {e.n_slice})")
+        params.append("bias")
+    return KernelInstance(
+        type_name=f"{class_name(layer_index)}<DenseRole::{kernel.role}>", ctor_args=tuple(args),
+        params=tuple(params), source=source_path(layer_index), in_port=0,
+        cascade_in_port=1 if kernel.has_cascade_in else None,
+        out_port=0 if kernel.has_output else None, cascade_out_port=0 if kernel.has_cascade_out else None)
+
+
+def format_array(values: np.ndarray, per_line: int, indent: str = "    ") -> str:
+    """Comma-separated integers, ``per_line`` per line (deterministic)."""
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(flat[i:i + per_line]) for i in range(0, len(flat), per_line)]
+    return ",\n".join(indent + line for line in lines)
+
+
+def render_weights_header(e: DenseExec, layer_index: int, kernels: list[tuple[Kernel, str]],
+                          layer_comment: str) -> str:
+    """``static const`` weight (and bias) arrays of every tile of the layer, in kernel load order."""
+    guard = f"NN2AIE_WEIGHTS_L{layer_index}_H"
+    w_type = STD_TYPES[e.w_dtype]
+    per_line = 32 if _BITS[e.w_dtype] == 8 else 16
+    out = [
+        "// Generated by nn2aie: do not edit by hand.",
+        f"// Layer {layer_index} ({layer_comment}): weights packed in kernel load order (column group, k block,",
+        "// accumulator; each block MMUL_K x MMUL_N row-major) and int32 biases at the accumulator LSB.",
+        f"#ifndef {guard}", f"#define {guard}", "", "#include <cstdint>", "",
+    ]
+    for kernel, ident in kernels:
+        lo, hi = _container_range(e.w_dtype)
+        w = np.asarray(kernel.weights)
+        if w.size and (w.min() < lo or w.max() > hi):
+            raise InternalCheckError(f"kernel {kernel.name}", f"weights outside {e.w_dtype}", "report this")
+        out.append(f"// {kernel.name}: chain {kernel.chain}, position {kernel.position} ({kernel.role}), "
+                   f"K [{kernel.k_start}, {kernel.k_start + e.k_slice}), N [{kernel.n_start}, "
+                   f"{kernel.n_start + e.n_slice})")
+        out.append(f"alignas(32) static const {w_type} {weight_symbol(ident)}[{w.size}] = {{")
+        out.append(format_array(w, per_line))
+        out.append("};")
+        if e.has_bias and kernel.role in ("single", "first") and kernel.bias is not None:
+            out.append(f"alignas(32) static const int32_t {bias_symbol(ident)}[{kernel.bias.size}] = {{")
+            out.append(format_array(kernel.bias, 16))
+            out.append("};")
+        out.append("")
+    out.append(f"#endif  // {guard}")
+    return "\n".join(out) + "\n"
