@@ -9,8 +9,10 @@ from nn2aie.ir.types import FixedType
 
 
 def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_unsigned: bool = True,
-                     bias: bool = True) -> Graph:
-    """A dense chain with random int8 weights; hidden layers ReLU into unsigned codes."""
+                     bias: bool = True, out_width: int | None = None, rounding: str = "RND_CONV",
+                     overflow: str = "SAT", narrow: bool = False) -> Graph:
+    """A dense chain with random int8 weights; hidden layers ReLU into unsigned codes. Layer outputs may be
+    narrower than their container (``out_width``) and use any rounding / saturating overflow mode."""
     rng = np.random.default_rng(seed)
     tensors: dict[str, Tensor] = {}
     ops: list[Op] = []
@@ -32,7 +34,7 @@ def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_
         shift = max(0, int(np.round(np.log2(typical / 32))))
         out_frac = in_frac + 7 - shift
         signed = last or not hidden_unsigned
-        y_type = FixedType(act_bits, out_frac, signed)
+        y_type = FixedType(out_width or act_bits, out_frac, signed, rounding, overflow, narrow)
         tensors[f"x{i + 1}"] = Tensor(f"x{i + 1}", (n,), y_type)
         ops.append(Op(f"dense{i}", "dense", inputs, [f"x{i + 1}"], {"activation": "linear" if last else "relu"}))
     return Graph("random_mlp", tensors, ops, ["x0"], [f"x{len(sizes) - 1}"], {"framework": "test"})

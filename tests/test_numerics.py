@@ -72,3 +72,37 @@ def test_saturation_modes():
     # wrap keeps the low 8 bits as two's complement
     assert saturate(x, 8, True, "none").tolist() == [((v + 128) % 256) - 128 for v in x.tolist()]
     assert saturate(np.array([-1, 0, 255, 256]), 8, False, "saturate").tolist() == [0, 0, 255, 255]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**23) + 1, 2**23 - 1), min_size=1, max_size=30), st.integers(0, 12),
+       st.sampled_from(AIE_ROUNDING_MODES), st.sampled_from(["saturate", "symmetric", "none"]),
+       st.sampled_from([(8, True), (8, False), (16, True), (16, False)]), st.sampled_from([np.float32, np.float64]))
+def test_float_fast_path_equals_integer_srs(xs, shift, mode, sat, container, dtype):
+    from nn2aie.numerics import srs, srs_float
+
+    bits, signed = container
+    x = np.array(xs, dtype=np.int64)
+    want = srs(x, shift, bits, signed, mode, sat)
+    got = srs_float(x.astype(dtype), shift, bits, signed, mode, sat)
+    assert np.array_equal(got.astype(np.int64), want)
+
+
+@pytest.mark.parametrize("mode", AIE_ROUNDING_MODES)
+def test_float_fast_path_ties_at_the_float32_limit(mode):
+    from nn2aie.numerics import shift_round_float
+
+    shift = 4
+    xs = np.array([k * 16 + r for k in (-(2**19) + 1, -3, 0, 3, 2**19 - 1) for r in range(-8, 9)], dtype=np.int64)
+    got = shift_round_float(xs.astype(np.float32), shift, mode)
+    assert got.astype(np.int64).tolist() == [oracle_round(int(x), shift, mode) for x in xs]
+
+
+@pytest.mark.parametrize("mode", AIE_ROUNDING_MODES)
+def test_inplace_float_path_equals_copying_path(mode):
+    from nn2aie.numerics import srs_float
+
+    x = np.arange(-5000, 5000, 7, dtype=np.float32)
+    want = srs_float(x.copy(), 5, 8, True, mode, "saturate")
+    got = srs_float(x.copy(), 5, 8, True, mode, "saturate", inplace=True)
+    assert np.array_equal(got, want)

@@ -105,5 +105,55 @@ def srs(x: np.ndarray, shift: int, bits: int, signed: bool, rounding: str, satur
 
 def quantize_float(x: np.ndarray, frac: int, bits: int, signed: bool, lo: int, hi: int) -> np.ndarray:
     """Host-side input quantisation: round-half-even(x * 2**frac), clamp to [lo, hi] (QuantizeLinear / Quant)."""
-    scaled = np.asarray(x, dtype=np.float64) * (2.0 ** frac)  # exact: power-of-two scaling of a float
-    return np.clip(np.rint(scaled), lo, hi).astype(np.int64)
+    # float32 like QuantizeLinear: x * 2**frac only changes the exponent (exact for float32 inputs)
+    scaled = np.asarray(x, dtype=np.float32) * np.float32(2.0 ** frac)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, lo, hi, out=scaled)
+    return scaled.astype(np.int64)
+
+
+def shift_round_float(acc: np.ndarray, shift: int, mode: str, inplace: bool = False) -> np.ndarray:
+    """``shift_round`` for float arrays that hold exact integers (the emulator's fast path).
+
+    Exact when every |acc| < 2**24 (float32) or < 2**53 (float64): scaling by 2**-shift only changes the
+    exponent, v +- 0.5 stays on the value's grid (shift >= 1), and floor/ceil/trunc/rint are exact.
+    ``inplace`` reuses ``acc``'s memory (the caller's temporary) for the common modes.
+    """
+    scale = acc.dtype.type(2.0 ** -shift)
+    v = np.multiply(acc, scale, out=acc) if inplace else acc * scale
+    if shift <= 0:
+        return v
+    half = acc.dtype.type(0.5)
+    if mode == "floor":
+        return np.floor(v, out=v) if inplace else np.floor(v)
+    if mode == "ceil":
+        return np.ceil(v)
+    if mode == "symmetric_floor":
+        return np.trunc(v)
+    if mode == "symmetric_ceil":
+        return np.copysign(np.ceil(np.abs(v)), v)
+    if mode == "negative_inf":
+        return np.ceil(v - half)
+    if mode == "positive_inf":
+        return np.floor(v + half)
+    if mode == "symmetric_zero":
+        return np.copysign(np.ceil(np.abs(v) - half), v)
+    if mode == "symmetric_inf":
+        return np.copysign(np.floor(np.abs(v) + half), v)
+    if mode == "conv_even":
+        return np.rint(v, out=v) if inplace else np.rint(v)
+    if mode == "conv_odd":
+        f = np.floor(v)
+        return np.where(v - f == half, f + 1 - np.mod(f, 2), np.floor(v + half))
+    raise ValueError(f"unknown AIE rounding mode {mode!r}")
+
+
+def srs_float(acc: np.ndarray, shift: int, bits: int, signed: bool, rounding: str, saturation: str,
+              inplace: bool = False) -> np.ndarray:
+    """``srs`` on exact-integer float arrays; saturating modes stay in floating point, wrap goes through int64."""
+    q = shift_round_float(acc, shift, rounding, inplace)
+    if saturation == "none":
+        return saturate(q.astype(np.int64), bits, signed, "none").astype(acc.dtype)
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    lo = (-hi - 1 if saturation == "saturate" else -hi) if signed else 0
+    return np.clip(q, lo, hi, out=q if inplace else None)

@@ -102,5 +102,5 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
     return DenseExec(
         op=op.name, k=k, n=n, batch=batch, a_dtype=xt.container, w_dtype=wt.container, out_dtype=yt.container,
         acc=acc, mmul=mmul, shift=shift, rounding=aie_rounding(yt.rounding), saturation=saturation,
-        clamp_lo=lo, clamp_hi=hi, relu=relu, has_bias=bias is not None, n_accumulators=nacc,
+        clamp_lo=lo, clamp_hi=hi, relu=relu, has_bias=bias is not None, acc_bound=bound, n_accumulators=nacc,
     )

@@ -2,8 +2,15 @@
 
 It executes the plan objects codegen prints: PLIO words enter memory-tile buffers through their write
 descriptors, every kernel gets the window its read descriptor (or direct hand-off) delivers, runs the kernel
-family's ``semantics.run_tile`` on its own weight slice, forwards cascade accumulators east, and its output is
-scattered into the next memory-tile buffer by the writer descriptor. Outputs are gathered from the output PLIOs.
+family's ``semantics`` on its own weight slice, forwards cascade accumulators east, and its output is scattered
+into the next memory-tile buffer by the writer descriptor. Outputs are gathered from the output PLIOs.
+
+Two equivalent ways to move data, chosen once per plan:
+- **column ports** (fast): at start-up every descriptor is expanded (``TilingDescriptor.addresses``) and composed
+  with the block layout of the kernel port on its other side; when the composition is exactly "these columns of
+  the buffer's rows" (zero beyond the written columns), the port is executed as a column slice of a row-major
+  buffer. This is proved element by element from the descriptors, not assumed.
+- **streams** (general): every port gathers / scatters through its descriptor's address list.
 """
 
 from __future__ import annotations
@@ -12,25 +19,60 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nn2aie.errors import IllegalConfigError
+from nn2aie.errors import IllegalConfigError, InternalCheckError
 from nn2aie.ir.execution import ceil_div
-from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer
+from nn2aie.ir.physical import Access, Kernel, PhysicalPlan, SharedBuffer
+from nn2aie.ir.tiling import BlockLayout
 from nn2aie.kernels.dense import semantics as dense
+
+CHUNK_EVENTS = 2048  # events per piece in the fast path: intermediate arrays stay cache-sized
 
 
 @dataclass
 class Trace:
-    """Per-kernel values of one run (for co-simulation of emitted kernels): inputs, cascade, outputs."""
+    """Per-kernel values of one run (for co-simulation of emitted kernels), in buffer/cascade order:
+    input windows, cascade words received, and output windows or cascade words sent."""
 
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     cascade_in: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class _Position:
+    kernels: list[Kernel]  # the chains' tiles at one cascade position, by chain
+    weights: np.ndarray  # their weight matrices side by side
+    bias: np.ndarray | None
+
+
+def _column_offset(access: Access, layout: BlockLayout | None, rows: int, width: int, buf_cols: int,
+                   read: bool) -> int | None:
+    """If the descriptor moves exactly columns [off, off+width) of every buffer row (in the block layout of the
+    kernel port, or row-major for a PLIO), return off; zero-padded elements must lie past the written columns
+    (reads only). Otherwise None."""
+    addr, valid = access.tiling.addresses()
+    if addr.size != rows * width:
+        return None
+    logical = np.arange(rows * width).reshape(rows, width)
+    order = layout.to_blocks(logical) if layout is not None else logical.ravel()  # stream pos -> logical elem
+    r, c = np.divmod(order, width)
+    off = int(access.tiling.offset[0])
+    if not np.array_equal(addr[valid], (r * buf_cols + c + off)[valid]):
+        return None
+    if not valid.all():
+        if not read:
+            return None
+        bound = access.tiling.boundary_dimension
+        if bound is None or not np.all(c[~valid] + off >= bound[0]):
+            return None
+    return off
+
+
 class Emulator:
     def __init__(self, plan: PhysicalPlan):
         self.plan = plan
         self.layers = {e.op: e for e in plan.layers}
+        self.kernels = {k.name: k for k in plan.kernels}
         self._reader_of: dict[str, tuple[SharedBuffer, int]] = {}
         self._writer_of: dict[str, tuple[SharedBuffer, int]] = {}
         for sb in plan.shared_buffers:
@@ -41,11 +83,77 @@ class Emulator:
                 for ep in acc.endpoints:
                     self._writer_of[f"{ep.kind}:{ep.name}"] = (sb, i)
         self._direct_src = {link.dst: link.src for link in plan.direct_links}
+        self._plio = {p.name: p for p in plan.plios}
         # weights are unpacked once from the packed arrays the project ships
         self._weights = {k.name: dense.weight_matrix(self.layers[k.layer], k.weights) for k in plan.kernels}
-        in_type = plan.tensor_types[plan.input_tensor]
-        self.input_type = in_type
+        self.input_type = plan.tensor_types[plan.input_tensor]
         self.output_type = plan.tensor_types[plan.output_tensor]
+        self._columns = self._prove_column_ports()
+        self._positions = self._group_positions()
+        self._whole_write = self._whole_layer_writes()
+
+    # -- start-up: which ports are column slices ------------------------------------------------------------
+    def _port_shape(self, access: Access, read: bool) -> tuple[BlockLayout | None, int]:
+        ep = access.endpoints[0]
+        if ep.kind == "plio":
+            return None, self._plio[ep.name].row_width
+        k = self.kernels[ep.name]
+        e = self.layers[k.layer]
+        return (dense.input_layout(e), e.k_slice) if read else (dense.output_layout(e), e.n_slice)
+
+    def _prove_column_ports(self) -> dict[tuple[str, str, int], int] | None:
+        offsets: dict[tuple[str, str, int], int] = {}
+        rows = self.plan.batch
+        for sb in self.plan.shared_buffers:
+            for kind, accesses in (("w", sb.writers), ("r", sb.readers)):
+                for i, acc in enumerate(accesses):
+                    layout, width = self._port_shape(acc, kind == "r")
+                    off = _column_offset(acc, layout, rows, width, sb.dims[0], kind == "r")
+                    if off is None:
+                        return None
+                    offsets[(sb.name, kind, i)] = off
+        return offsets
+
+    def _group_positions(self) -> dict[str, list[_Position]]:
+        """Per layer and cascade position, the chains' tiles. They read the same broadcast port (checked), so
+        their products are computed in one GEMM over their weight slices side by side."""
+        groups: dict[str, list[_Position]] = {}
+        for e in self.plan.layers:
+            kernels = self.plan.kernels_of(e.op)
+            groups[e.op] = []
+            for pos in range(e.cas_length):
+                ks = sorted((k for k in kernels if k.position == pos), key=lambda k: k.chain)
+                sources = {self._direct_src.get(k.name) or self._reader_of[f"kernel:{k.name}"][0].name + "#"
+                           + str(self._reader_of[f"kernel:{k.name}"][1]) for k in ks}
+                if len(sources) != 1:
+                    raise InternalCheckError(f"layer {e.op} position {pos}", "chains read different ports",
+                                             "report this")
+                bias = None
+                if ks[0].bias is not None:
+                    bias = np.concatenate([k.bias for k in ks]).astype(dense.accumulator_dtype(e))
+                weights = np.hstack([self._weights[k.name] for k in ks])
+                groups[e.op].append(_Position(ks, weights, bias))
+        return groups
+
+    def _whole_layer_writes(self) -> dict[str, tuple[str, int]]:
+        """Layers whose last-position chains write adjacent column slices (chain order) of one buffer:
+        the whole layer output is then one column block of that buffer."""
+        out: dict[str, tuple[str, int]] = {}
+        if self._columns is None:
+            return out
+        for e in self.plan.layers:
+            last = self._positions[e.op][-1].kernels
+            targets = [self._writer_of.get(f"kernel:{k.name}") for k in last]
+            if any(t is None for t in targets) or len({t[0].name for t in targets}) != 1:
+                continue
+            offs = [self._columns[(t[0].name, "w", t[1])] for t in targets]
+            if offs == [offs[0] + c * e.n_slice for c in range(len(offs))]:
+                out[e.op] = (targets[0][0].name, offs[0])
+        return out
+
+    @property
+    def uses_column_ports(self) -> bool:
+        return self._columns is not None
 
     # -- public ------------------------------------------------------------------------------------------
     def run(self, x_codes: np.ndarray, trace: Trace | None = None, padded: bool = False) -> np.ndarray:
@@ -66,78 +174,145 @@ class Emulator:
         rows = plan.batch
         n_events = x.shape[0]
         iters = max(1, ceil_div(n_events, rows))
-        x_pad = np.zeros((iters * rows, x.shape[1]), dtype=np.int64)
-        x_pad[:n_events] = x
-        x_iter = x_pad.reshape(iters, rows, -1)
+        if self._columns is not None:
+            # chunks of graph iterations keep the working set in cache; a trace wants one piece
+            step = iters if trace is not None else max(1, CHUNK_EVENTS // rows)
+            pieces = [self._run_columns(x[i * rows:(i + step) * rows], min(step, iters - i), trace)
+                      for i in range(0, iters, step)]
+            y = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        else:
+            y = self._run_streams(x, iters, trace)
+        y = y.astype(np.int64)
+        return y if padded else y[:n_events, : last.n]
 
-        buffers = {sb.name: np.zeros((iters, sb.dims[0] * sb.dims[1]), dtype=np.int32)
-                   for sb in plan.shared_buffers}
-        # graph input: each input PLIO streams its column range row by row (host pads rows with zeros)
+    # -- fast path: row-major buffers, column ports ------------------------------------------------------
+    def _run_columns(self, x: np.ndarray, iters: int, trace: Trace | None) -> np.ndarray:
+        plan, rows = self.plan, self.plan.batch
+        events = iters * rows
+        cols = self._columns
+        assert cols is not None
+        buffers = {sb.name: np.zeros((events, sb.dims[0]), dtype=np.float32) for sb in plan.shared_buffers}
         for p in plan.plios:
-            if p.direction != "in":
-                continue
-            sb, idx = self._writer_of[f"plio:{p.name}"]
-            start = sb.col_start
-            cols = np.zeros((iters, rows, p.row_width), dtype=np.int64)
-            avail = max(0, min(p.row_width, x.shape[1] - start))
-            cols[:, :, :avail] = x_iter[:, :, start:start + avail]
-            self._write(buffers[sb.name], sb, idx, cols.reshape(iters, -1))
-
-        out_windows: dict[str, np.ndarray] = {}
+            if p.direction == "in":
+                sb, idx = self._writer_of[f"plio:{p.name}"]
+                off = cols[(sb.name, "w", idx)]
+                start = sb.col_start + off
+                avail = max(0, min(p.row_width, x.shape[1] - start))
+                if off == 0 and start == 0 and avail == x.shape[1] == buffers[sb.name].shape[1]:
+                    buffers[sb.name][: x.shape[0]] = x  # the whole row in one contiguous copy
+                else:
+                    buffers[sb.name][: x.shape[0], off:off + avail] = x[:, start:start + avail]
+        outputs: dict[str, np.ndarray] = {}
         for e in plan.layers:
-            kernels = sorted(plan.kernels_of(e.op), key=lambda k: (k.chain, k.position))
-            matrices: dict[str, np.ndarray] = {}  # one gather per read port: chains share a broadcast
-            cascade: np.ndarray | None = None
-            for k in kernels:
-                source = self._source_key(k)
-                if source not in matrices:
-                    window = self._input_window(k, buffers, out_windows)
-                    matrices[source] = dense.input_matrix(e, window)
-                    if trace is not None:
-                        trace.inputs[source] = window
+            cascade = None
+            for pos, group in enumerate(self._positions[e.op]):
+                k0 = group.kernels[0]
+                if k0.name in self._direct_src:
+                    a_mat = outputs[self._direct_src[k0.name]]
+                else:
+                    sb, idx = self._reader_of[f"kernel:{k0.name}"]
+                    off = cols[(sb.name, "r", idx)]
+                    a_mat = buffers[sb.name][:, off:off + e.k_slice]
+                if a_mat.dtype != group.weights.dtype:
+                    a_mat = a_mat.astype(group.weights.dtype)
                 if trace is not None:
-                    trace.inputs[k.name] = trace.inputs[source]
-                    if k.has_cascade_in:
-                        trace.cascade_in[k.name] = dense.output_layout(e).to_blocks(cascade.astype(np.int64))
-                result = dense.run_tile_logical(e, k.role, matrices[source], self._weights[k.name], k.bias,
+                    self._record_inputs(trace, e, group.kernels, a_mat, cascade, iters)
+                result = dense.run_tile_logical(e, k0.role, a_mat, group.weights, group.bias, cascade)
+                if trace is not None:
+                    self._record_outputs(trace, e, group.kernels, result)
+                if pos + 1 < len(self._positions[e.op]):
+                    cascade = result
+                    continue
+                result = result.reshape(events, -1)
+                target = self._whole_write.get(e.op)
+                if target is not None:  # the chains fill the next buffer's columns side by side
+                    name, off = target
+                    if off == 0 and result.shape[1] == buffers[name].shape[1]:
+                        buffers[name] = result
+                    else:
+                        buffers[name][:, off:off + result.shape[1]] = result
+                for c, k in enumerate(group.kernels):
+                    out = result[:, c * e.n_slice:(c + 1) * e.n_slice]
+                    outputs[k.name] = out
+                    key = f"kernel:{k.name}"
+                    if target is None and key in self._writer_of:
+                        sb, idx = self._writer_of[key]
+                        off = cols[(sb.name, "w", idx)]
+                        buffers[sb.name][:, off:off + e.n_slice] = out
+        y = np.zeros((events, plan.layers[-1].n_padded), dtype=np.float32)
+        for p in plan.plios:
+            if p.direction == "out":
+                sb, idx = self._reader_of[f"plio:{p.name}"]
+                off = cols[(sb.name, "r", idx)]
+                y[:, sb.col_start + off:sb.col_start + off + p.row_width] = buffers[sb.name][:, off:off + p.row_width]
+        return y
+
+    @staticmethod
+    def _record_inputs(trace: Trace, e, kernels: list[Kernel], a_mat, cascade, iters: int) -> None:
+        """Before the call (the cascade array is consumed in place): windows in buffer/cascade order."""
+        a = np.asarray(a_mat, dtype=np.int64).reshape(iters, e.batch, e.k_slice)
+        window = dense.input_layout(e).to_blocks(a)
+        for c, k in enumerate(kernels):
+            trace.inputs[k.name] = window
+            if k.has_cascade_in:
+                words = cascade[..., c * e.n_slice:(c + 1) * e.n_slice].astype(np.int64)
+                trace.cascade_in[k.name] = dense.output_layout(e).to_blocks(words)
+
+    @staticmethod
+    def _record_outputs(trace: Trace, e, kernels: list[Kernel], result) -> None:
+        for c, k in enumerate(kernels):
+            block = result[..., c * e.n_slice:(c + 1) * e.n_slice].astype(np.int64)
+            trace.outputs[k.name] = dense.output_layout(e).to_blocks(block)
+
+    # -- general path: descriptor address lists ---------------------------------------------------------
+    def _run_streams(self, x: np.ndarray, iters: int, trace: Trace | None) -> np.ndarray:
+        plan, rows = self.plan, self.plan.batch
+        x_pad = np.zeros((iters * rows, x.shape[1]), dtype=np.int64)
+        x_pad[: x.shape[0]] = x
+        x_iter = x_pad.reshape(iters, rows, -1)
+        buffers = {sb.name: np.zeros((iters, sb.dims[0] * sb.dims[1]), dtype=np.int64)
+                   for sb in plan.shared_buffers}
+        for p in plan.plios:
+            if p.direction == "in":
+                sb, idx = self._writer_of[f"plio:{p.name}"]
+                start = sb.col_start
+                stream = np.zeros((iters, rows, p.row_width), dtype=np.int64)
+                avail = max(0, min(p.row_width, x.shape[1] - start))
+                stream[:, :, :avail] = x_iter[:, :, start:start + avail]
+                self._write(buffers[sb.name], sb, idx, stream.reshape(iters, -1))
+        windows: dict[str, np.ndarray] = {}
+        for e in plan.layers:
+            cascade = None
+            for k in sorted(plan.kernels_of(e.op), key=lambda k: (k.chain, k.position)):
+                if k.name in self._direct_src:
+                    window = windows[self._direct_src[k.name]]
+                else:
+                    sb, idx = self._reader_of[f"kernel:{k.name}"]
+                    window = self._read(buffers[sb.name], sb, idx)
+                a_mat = dense.input_matrix(e, window)
+                if trace is not None:
+                    self._record_inputs(trace, e, [k], a_mat, cascade, iters)
+                result = dense.run_tile_logical(e, k.role, a_mat, self._weights[k.name], k.bias,
                                                 cascade if k.has_cascade_in else None)
+                if trace is not None:
+                    self._record_outputs(trace, e, [k], result)
                 if not k.has_output:
                     cascade = result
-                    if trace is not None:
-                        trace.outputs[k.name] = dense.output_layout(e).to_blocks(result.astype(np.int64))
                     continue
                 cascade = None
-                window = dense.output_layout(e).to_blocks(result)
-                out_windows[k.name] = window
-                if trace is not None:
-                    trace.outputs[k.name] = window
+                window = dense.output_layout(e).to_blocks(result.astype(np.int64))
+                windows[k.name] = window
                 key = f"kernel:{k.name}"
                 if key in self._writer_of:
                     sb, idx = self._writer_of[key]
                     self._write(buffers[sb.name], sb, idx, window)
-
-        y = np.zeros((iters, rows, last.n_padded), dtype=np.int64)
+        y = np.zeros((iters, rows, plan.layers[-1].n_padded), dtype=np.int64)
         for p in plan.plios:
-            if p.direction != "out":
-                continue
-            sb, idx = self._reader_of[f"plio:{p.name}"]
-            stream = self._read(buffers[sb.name], sb, idx)
-            y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows, p.row_width)
-        y = y.reshape(iters * rows, -1)
-        return y if padded else y[:n_events, : last.n]
-
-    # -- data movement --------------------------------------------------------------------------------
-    def _source_key(self, k: Kernel) -> str:
-        if k.name in self._direct_src:
-            return f"direct:{self._direct_src[k.name]}"
-        sb, idx = self._reader_of[f"kernel:{k.name}"]
-        return f"{sb.name}.out[{idx}]"
-
-    def _input_window(self, k: Kernel, buffers: dict, out_windows: dict) -> np.ndarray:
-        if k.name in self._direct_src:
-            return out_windows[self._direct_src[k.name]]
-        sb, idx = self._reader_of[f"kernel:{k.name}"]
-        return self._read(buffers[sb.name], sb, idx)
+            if p.direction == "out":
+                sb, idx = self._reader_of[f"plio:{p.name}"]
+                stream = self._read(buffers[sb.name], sb, idx)
+                y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows, p.row_width)
+        return y.reshape(iters * rows, -1)
 
     @staticmethod
     def _read(buf: np.ndarray, sb: SharedBuffer, idx: int) -> np.ndarray:

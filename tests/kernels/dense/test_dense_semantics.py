@@ -9,11 +9,13 @@ from nn2aie.kernels.dense import semantics as dense
 from nn2aie.numerics import shift_round
 
 
-def make_exec(k_slice, n_slice, nacc=2, batch=8, shift=6, lo=-128, hi=127):
+def make_exec(k_slice, n_slice, nacc=2, batch=8, shift=6, lo=-128, hi=127, acc_bound=None):
+    if acc_bound is None:
+        acc_bound = k_slice * 128 * 128 + 2**20
     return DenseExec(op="d", k=k_slice, n=n_slice, batch=batch, a_dtype="int8", w_dtype="int8", out_dtype="int8",
                      acc="acc32", mmul=(4, 8, 8), shift=shift, rounding="conv_even", saturation="saturate",
-                     clamp_lo=lo, clamp_hi=hi, relu=lo == 0, has_bias=True, k_slice=k_slice, n_slice=n_slice,
-                     n_accumulators=nacc)
+                     clamp_lo=lo, clamp_hi=hi, relu=lo == 0, has_bias=True, acc_bound=acc_bound, k_slice=k_slice,
+                     n_slice=n_slice, n_accumulators=nacc)
 
 
 def test_pack_unpack_roundtrip_and_load_order():
@@ -48,7 +50,7 @@ def test_cascade_chain_equals_single_tile(kb, nb, parts, shift, relu, seed):
     assert np.array_equal(dense.output_layout(single).from_blocks(out), want)
 
     if parts > 1:
-        e = make_exec(k // parts, n, nacc=1, batch=batch, shift=shift, lo=lo)
+        e = make_exec(k // parts, n, nacc=1, batch=batch, shift=shift, lo=lo, acc_bound=k * 128 * 128 + 2**20)
         cascade = None
         for p in range(parts):
             role = "first" if p == 0 else ("last" if p == parts - 1 else "middle")

@@ -26,7 +26,7 @@ import numpy as np
 
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.tiling import BlockLayout
-from nn2aie.numerics import srs
+from nn2aie.numerics import shift_round_float, srs_float
 
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
 
@@ -77,21 +77,39 @@ def weight_matrix(e: DenseExec, packed_weights: np.ndarray) -> np.ndarray:
     return unpack_weights(e, packed_weights).astype(product_dtype(e))
 
 
+def accumulator_dtype(e: DenseExec) -> type:
+    """float32 when the whole accumulator (all cascade partial sums, bias) stays below 2**24, else float64."""
+    return np.float32 if e.acc_bound < 2**24 else np.float64
+
+
 def run_tile_logical(e: DenseExec, role: str, a_mat: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
                      cascade_in: np.ndarray | None) -> np.ndarray:
-    """The tile's arithmetic on logical matrices: returns [iters, batch, n_slice] accumulator lanes (float64,
-    exact integers) for first/middle tiles, or output codes (int64) for single/last tiles."""
-    acc = (a_mat @ w_mat).astype(np.float64).reshape(-1, e.batch, e.n_slice)
+    """The tile's arithmetic on logical matrices. Returns [iters, batch, n_slice]: accumulator lanes for
+    first/middle tiles, output codes for single/last tiles; both as exact integers in ``accumulator_dtype``.
+
+    ``w_mat`` may also hold the weight matrices of several chains at the same cascade position side by side
+    (``bias`` and ``cascade_in`` concatenated the same way): output columns are independent, so that equals
+    one call per tile, concatenated. ``cascade_in`` is consumed (accumulated into in place)."""
+    acc_t = accumulator_dtype(e)
+    product = (a_mat @ w_mat).reshape(-1, e.batch, w_mat.shape[1])
     if role in ("single", "first"):
+        acc = product.astype(acc_t, copy=False)
         if bias is not None:
-            acc += bias.astype(np.float64)[None, None, :]
+            acc += bias.astype(acc_t)[None, None, :]
     else:
-        acc += cascade_in
+        acc = cascade_in
+        acc += product
     if role in ("first", "middle"):
         return acc
-    y = srs(acc.astype(np.int64), e.shift, _BITS[e.out_dtype], not e.out_dtype.startswith("u"), e.rounding,
-            e.saturation)
-    return np.clip(y, e.clamp_lo, e.clamp_hi)
+    bits, signed = _BITS[e.out_dtype], not e.out_dtype.startswith("u")
+    if e.saturation == "none":
+        y = srs_float(acc, e.shift, bits, signed, e.rounding, e.saturation, inplace=True)
+        return np.clip(y, e.clamp_lo, e.clamp_hi, out=y)
+    # saturate then clamp == one clamp to the intersection (the clamp range lies inside the container's)
+    y = shift_round_float(acc, e.shift, e.rounding, inplace=True)  # acc is this call's own temporary
+    sat_hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    sat_lo = (-sat_hi - (e.saturation == "saturate")) if signed else 0
+    return np.clip(y, max(sat_lo, e.clamp_lo), min(sat_hi, e.clamp_hi), out=y)
 
 
 def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.ndarray,
@@ -103,6 +121,6 @@ def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.n
     """
     cas = None
     if cascade_in is not None:
-        cas = output_layout(e).from_blocks(cascade_in).astype(np.float64)
+        cas = output_layout(e).from_blocks(cascade_in).astype(accumulator_dtype(e))
     out = run_tile_logical(e, role, input_matrix(e, a_window), weight_matrix(e, packed_weights), bias, cas)
     return output_layout(e).to_blocks(out.astype(np.int64))
