@@ -13,7 +13,7 @@ import pathlib
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from nn2aie.errors import BadFileError, IllegalConfigError
 from nn2aie.frontends.loader import LoadedModel, load_model
 from nn2aie.ir.physical import PhysicalPlan
 from nn2aie.ir.types import FixedType
-from nn2aie.numerics import quantize_float
+from nn2aie.numerics import quantize_float32
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator
 
@@ -36,6 +36,7 @@ class Compiled:
     plan: PhysicalPlan
     options: CompileOptions
     dump: str | None = None
+    _cached_emulator: Emulator | None = field(default=None, repr=False, compare=False)
 
     @property
     def input_type(self) -> FixedType:
@@ -46,7 +47,11 @@ class Compiled:
         return self.plan.tensor_types[self.plan.output_tensor]
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        """Float inputs -> input codes, exactly as the model's input quantizer (round half even, saturate)."""
+        """Float inputs -> input codes, exactly as the model's input quantizer (round half even, saturate;
+        +-inf saturate like QuantizeLinear; NaN is refused)."""
+        return self._quantize32(x).astype(np.int64)
+
+    def _quantize32(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         k = self.plan.layers[0].k
         if x.ndim == 1:
@@ -54,19 +59,28 @@ class Compiled:
         if x.ndim != 2 or x.shape[1] != k:
             raise IllegalConfigError("inputs", f"expected an array of shape [events, {k}], got {list(x.shape)}",
                                      f"save one row of {k} features per event")
-        if not np.all(np.isfinite(x)):
-            raise IllegalConfigError("inputs", "contain NaN or infinite values", "clean the inputs first")
+        if not np.issubdtype(x.dtype, np.number) or np.isnan(x).any():
+            raise IllegalConfigError("inputs", "contain NaN (or are not numbers)", "clean the inputs first")
         t = self.input_type
-        return quantize_float(x, t.frac, t.width, t.signed, t.min_code, t.max_code)
+        return quantize_float32(x, t.frac, t.min_code, t.max_code)
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         return (codes.astype(np.float64) * self.output_type.lsb).astype(np.float32)
 
     def emulate_codes(self, codes: np.ndarray) -> np.ndarray:
-        return Emulator(self.plan).run(codes)
+        return self._emulator().run(codes)
 
     def emulate(self, x: np.ndarray) -> np.ndarray:
-        return self.dequantize(self.emulate_codes(self.quantize(x)))
+        """Float inputs -> dequantized float32 outputs of the placed design (codes stay in float32 on the way:
+        they come from the model's own quantizer, so the range check of ``Emulator.run`` is not needed)."""
+        codes = self._quantize32(x)
+        y = self._emulator().run_unchecked(codes)[: codes.shape[0], : self.plan.layers[-1].n]
+        return np.multiply(y, np.float32(self.output_type.lsb), dtype=np.float32)
+
+    def _emulator(self) -> Emulator:
+        if self._cached_emulator is None:
+            self._cached_emulator = Emulator(self.plan)
+        return self._cached_emulator
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.reference(np.asarray(x, dtype=np.float32)), dtype=np.float32)

@@ -104,12 +104,17 @@ def srs(x: np.ndarray, shift: int, bits: int, signed: bool, rounding: str, satur
 
 
 def quantize_float(x: np.ndarray, frac: int, bits: int, signed: bool, lo: int, hi: int) -> np.ndarray:
+    """Host-side input quantisation as int64 codes (see ``quantize_float32``)."""
+    return quantize_float32(x, frac, lo, hi).astype(np.int64)
+
+
+def quantize_float32(x: np.ndarray, frac: int, lo: int, hi: int) -> np.ndarray:
     """Host-side input quantisation: round-half-even(x * 2**frac), clamp to [lo, hi] (QuantizeLinear / Quant)."""
     # float32 like QuantizeLinear: x * 2**frac only changes the exponent (exact for float32 inputs)
     scaled = np.asarray(x, dtype=np.float32) * np.float32(2.0 ** frac)
     np.rint(scaled, out=scaled)
     np.clip(scaled, lo, hi, out=scaled)
-    return scaled.astype(np.int64)
+    return scaled  # exact integer codes held in float32 (|code| < 2**24)
 
 
 def shift_round_float(acc: np.ndarray, shift: int, mode: str, inplace: bool = False) -> np.ndarray:

@@ -25,7 +25,7 @@ from nn2aie.ir.physical import Access, Kernel, PhysicalPlan, SharedBuffer
 from nn2aie.ir.tiling import BlockLayout
 from nn2aie.kernels.dense import semantics as dense
 
-CHUNK_EVENTS = 2048  # events per piece in the fast path: intermediate arrays stay cache-sized
+CHUNK_ELEMENTS = 1 << 20  # values per buffer per piece in the fast path: intermediate arrays stay cache-sized
 
 
 @dataclass
@@ -171,27 +171,41 @@ class Emulator:
         if x.size and (x.min() < lo or x.max() > hi):
             raise IllegalConfigError("emulator input", f"codes outside [{lo}, {hi}] of the input type",
                                      "quantize inputs with the model's input quantizer first")
-        rows = plan.batch
-        n_events = x.shape[0]
-        iters = max(1, ceil_div(n_events, rows))
+        y = self.run_unchecked(x, trace)
+        y = y.astype(np.int64)
+        return y if padded else y[: x.shape[0], : last.n]
+
+    def run_unchecked(self, x: np.ndarray, trace: Trace | None = None) -> np.ndarray:
+        """``run`` for inputs already known to be valid codes (e.g. from the model's own quantizer, in float32):
+        returns the padded output codes [iterations * batch, N padded] as exact integers in a float array."""
+        rows = self.plan.batch
+        iters = max(1, ceil_div(x.shape[0], rows))
         if self._columns is not None:
             # chunks of graph iterations keep the working set in cache; a trace wants one piece
-            step = iters if trace is not None else max(1, CHUNK_EVENTS // rows)
-            pieces = [self._run_columns(x[i * rows:(i + step) * rows], min(step, iters - i), trace)
-                      for i in range(0, iters, step)]
-            y = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            widest = max([e.k_padded for e in self.plan.layers] + [e.n_padded for e in self.plan.layers])
+            step = iters if trace is not None else max(1, CHUNK_ELEMENTS // (widest * rows))
+            pool = {sb.name: np.zeros((step * rows, sb.dims[0]), dtype=np.float32)
+                    for sb in self.plan.shared_buffers}
+            y = np.empty((iters * rows, self.plan.layers[-1].n_padded), dtype=np.float32)
+            for i in range(0, iters, step):
+                n = min(step, iters - i)
+                y[i * rows:(i + n) * rows] = self._run_columns(x[i * rows:(i + n) * rows], n, trace, pool)
         else:
             y = self._run_streams(x, iters, trace)
-        y = y.astype(np.int64)
-        return y if padded else y[:n_events, : last.n]
+        return y
 
     # -- fast path: row-major buffers, column ports ------------------------------------------------------
-    def _run_columns(self, x: np.ndarray, iters: int, trace: Trace | None) -> np.ndarray:
+    def _run_columns(self, x: np.ndarray, iters: int, trace: Trace | None, pool: dict[str, np.ndarray]) -> np.ndarray:
+        """One piece of ``iters`` graph iterations. ``pool`` holds zeroed row-major buffers reused across pieces:
+        writers overwrite the same columns every piece, so columns nobody writes stay zero."""
         plan, rows = self.plan, self.plan.batch
         events = iters * rows
         cols = self._columns
         assert cols is not None
-        buffers = {sb.name: np.zeros((events, sb.dims[0]), dtype=np.float32) for sb in plan.shared_buffers}
+        buffers = {name: arr[:events] for name, arr in pool.items()}
+        if x.shape[0] < events:  # rows past the last event are zero inputs
+            for sb in plan.shared_buffers:
+                buffers[sb.name][x.shape[0]:] = 0
         for p in plan.plios:
             if p.direction == "in":
                 sb, idx = self._writer_of[f"plio:{p.name}"]
