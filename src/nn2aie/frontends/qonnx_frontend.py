@@ -90,15 +90,11 @@ class QuantSpec:
 
     @property
     def lo(self) -> int:
-        if not self.signed:
-            return 0
-        return -(1 << (self.width - 1)) + (1 if self.narrow else 0)
+        return self.fixed_type().min_code
 
     @property
     def hi(self) -> int:
-        if not self.signed:
-            return (1 << self.width) - 1 - (1 if self.narrow else 0)
-        return (1 << (self.width - 1)) - 1
+        return self.fixed_type().max_code
 
     def fixed_type(self, rounding: str = "RND_CONV") -> FixedType:
         return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding=rounding, overflow="SAT",
