@@ -43,22 +43,23 @@ def assert_bit_exact(loaded, options, events=1000, seed=5):
 def test_qdq_models_against_onnxruntime(sizes, forced):
     loaded = load_model(make_qdq_mlp(sizes, seed=11))
     options = CompileOptions(overrides=_forced(loaded.graph, *forced) if forced else {})
-    compiled = assert_bit_exact(loaded, options)
+    compiled = assert_bit_exact(loaded, options, events=10_000)
     if forced:
         assert any(e.cas_length == 4 and e.cas_num == 2 for e in compiled.plan.layers)
 
 
+@pytest.mark.parametrize("sizes", [[16, 64, 32, 32, 5], [384, 256, 200, 10]])
 @pytest.mark.parametrize("forced", [None, (4, 2)])
-def test_brevitas_qonnx_mlp_against_execute_onnx_and_module(forced):
+def test_brevitas_qonnx_mlp_against_execute_onnx_and_module(sizes, forced):
     torch = pytest.importorskip("torch")
     pytest.importorskip("brevitas")
     pytest.importorskip("qonnx")
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_brevitas_mlp
 
-    module = make_brevitas_mlp([16, 64, 32, 32, 5], seed=3, train_steps=10)
-    loaded = load_model(export_brevitas_qonnx(module, 16))
+    module = make_brevitas_mlp(sizes, seed=3, train_steps=10)
+    loaded = load_model(export_brevitas_qonnx(module, sizes[0]))
     options = CompileOptions(overrides=_forced(loaded.graph, *forced) if forced else {})
-    compiled = assert_bit_exact(loaded, options)
+    compiled = assert_bit_exact(loaded, options, events=10_000)
     x = default_inputs(compiled, events=1000, seed=9)
     with torch.no_grad():
         out = module(torch.from_numpy(x))
