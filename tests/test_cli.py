@@ -148,3 +148,11 @@ def test_float_model_without_quantization_is_refused(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     r = run(["compile", str(path), "-o", str(tmp_path / "o")])
     assert r.returncode == 2 and "no quantization found" in r.stderr
+
+
+def test_compile_options_with_a_project_directory_are_refused(jet_model, tmp_path):
+    out = tmp_path / "proj"
+    assert run(["-q", "compile", str(jet_model), "-o", str(out), "--no-check"]).returncode == 0
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), dtype=np.float32))
+    r = run(["simulate", str(out), "--inputs", str(tmp_path / "x.npy"), "--device", "xcve2302"])
+    assert r.returncode == 2 and "project directory" in r.stderr

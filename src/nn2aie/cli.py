@@ -225,6 +225,11 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
 
         path = pathlib.Path(target)
         if path.is_dir():
+            given = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+            if given != CompileOptions():
+                raise IllegalConfigError(f"simulate {target}", "compile options were given for a project directory, "
+                                         "which keeps the options it was compiled with",
+                                         "drop them, or simulate the model file with the options instead")
             compiled = load_project(path)
         else:
             options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
