@@ -10,7 +10,7 @@ from nn2aie.ir.types import FixedType
 
 def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_unsigned: bool = True,
                      bias: bool = True, out_width: int | None = None, rounding: str = "RND_CONV",
-                     overflow: str = "SAT", narrow: bool = False) -> Graph:
+                     overflow: str = "SAT", narrow: bool = False, w_bits: int = 8) -> Graph:
     """A dense chain with random int8 weights; hidden layers ReLU into unsigned codes. Layer outputs may be
     narrower than their container (``out_width``) and use any rounding / saturating overflow mode."""
     rng = np.random.default_rng(seed)
@@ -20,8 +20,8 @@ def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_
     tensors["x0"] = Tensor("x0", (sizes[0],), x_type)
     for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         last = i == len(sizes) - 2
-        w_type = FixedType(8, 7, True)
-        w = rng.integers(-128, 128, size=(k, n))
+        w_type = FixedType(w_bits, 7, True)
+        w = rng.integers(w_type.min_code, w_type.max_code + 1, size=(k, n))
         tensors[f"w{i}"] = Tensor(f"w{i}", (k, n), w_type, w)
         inputs = [f"x{i}", f"w{i}"]
         in_frac = tensors[f"x{i}"].type.frac
@@ -30,7 +30,7 @@ def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_
             tensors[f"b{i}"] = Tensor(f"b{i}", (n,), b_type, rng.integers(-(1 << 12), 1 << 12, size=n))
             inputs.append(f"b{i}")
         # output frac chosen so a typical accumulator lands mid-range
-        typical = np.sqrt(k) * 64 * 64 * (2 ** (act_bits - 8))
+        typical = np.sqrt(k) * 64 * 64 * (2 ** (act_bits - 8)) * (2 ** (w_bits - 8))
         shift = max(0, int(np.round(np.log2(typical / 32))))
         out_frac = in_frac + 7 - shift
         signed = last or not hidden_unsigned

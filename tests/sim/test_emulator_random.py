@@ -40,6 +40,12 @@ def test_int16_activations():
     check(random_mlp_graph([40, 24, 9], act_bits=16), n=500)
 
 
+def test_int16_activations_and_weights():
+    plan = check(random_mlp_graph([40, 24, 9], act_bits=16, w_bits=16),
+                 CompileOptions(overrides={"dense0": {"cas_length": 3, "cas_num": 2}}), n=500)
+    assert plan.layers[0].mmul == (4, 4, 4) and plan.layers[0].acc == "acc64"
+
+
 def test_batch_of_eight_and_partial_last_iteration():
     check(random_mlp_graph([16, 64, 5]), CompileOptions(batch=8), n=13)
 

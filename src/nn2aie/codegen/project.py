@@ -117,12 +117,6 @@ def _memtile_half(sb: SharedBuffer) -> int:
     return -(-one // MEMTILE_ALIGN) * MEMTILE_ALIGN
 
 
-def _shares_memory(src: Kernel, dst: Kernel) -> bool:
-    """True when ``dst``'s core can read ``src``'s own data memory (AIE-ML: own, west, north, south modules),
-    so a direct buffer between them needs a single copy, placed in ``src``'s memory."""
-    return (dst.row == src.row and dst.col == src.col + 1) or (dst.col == src.col and abs(dst.row - src.row) == 1)
-
-
 @dataclass
 class _Section:
     title: str
@@ -259,7 +253,7 @@ class _GraphWriter:
                 raise InternalCheckError(f"direct link {link.src} -> {link.dst}", "source has no output buffer",
                                          "report this")
             how = ("one buffer in the producer's memory, read by its neighbour"
-                   if _shares_memory(self.kernels[link.src], self.kernels[link.dst]) else "tile-to-tile DMA")
+                   if link.in_place else "tile-to-tile DMA")
             lines.append(f"// tensor {comment_text(link.tensor, 60)}: {how}")
             lines.append(f"adf::connect({self.k_ident[link.src]}.out[{src.out_port}], "
                          f"{self.k_ident[link.dst]}.in[{dst.in_port}]);")
@@ -276,11 +270,11 @@ class _GraphWriter:
                 b = self._alloc(k, mem, pname)
                 lines.append(f"adf::location<adf::parameter>({ident}.param[{i}]) = {_address(c, r, b.offset)};"
                              f"  // {pname}, {b.size} B")
-            ping, pong = self._alloc(k, mem, "in_ping"), self._alloc(k, mem, "in_pong")
-            if k.name in self.direct_dst and self._direct_shared(k.name):
+            if k.name in self.direct_dst and self.direct_dst[k.name].in_place:
                 lines.append(f"// {ident}.in[{inst.in_port}] is {self.k_ident[self.direct_dst[k.name].src]}'s "
                              "output buffer (shared memory, constrained there)")
             else:
+                ping, pong = self._alloc(k, mem, "in_ping"), self._alloc(k, mem, "in_pong")
                 lines.append(f"adf::location<adf::buffer>({ident}.in[{inst.in_port}]) = "
                              f"{{{_address(c, r, ping.offset)}, {_address(c, r, pong.offset)}}};")
             if inst.out_port is not None:
@@ -295,10 +289,6 @@ class _GraphWriter:
             addrs = ", ".join(_address(sb.col, sb.row, i * half) for i in range(sb.num_buffers))
             lines.append(f"adf::location<adf::buffer>({s}) = {{{addrs}}};")
         return lines
-
-    def _direct_shared(self, dst_name: str) -> bool:
-        link = self.direct_dst[dst_name]
-        return _shares_memory(self.kernels[link.src], self.kernels[dst_name])
 
     @staticmethod
     def _alloc(k: Kernel, mem: dict, name: str):

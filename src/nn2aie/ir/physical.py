@@ -121,9 +121,10 @@ class DirectLink:
     tensor: str
     src: str  # kernel name
     dst: str
+    in_place: bool = False  # dst's core reads src's output buffer in src's memory (a neighbour module)
 
     def to_json(self) -> dict:
-        return {"tensor": self.tensor, "src": self.src, "dst": self.dst}
+        return {"tensor": self.tensor, "src": self.src, "dst": self.dst, "in_place": self.in_place}
 
 
 @dataclass

@@ -121,7 +121,8 @@ class MemoryPlanner:
         rows = self.batch
         where = f"tensor {tensor}"
         if producer is not None and consumer is not None and self._direct(producer, consumer):
-            self.links.append(DirectLink(tensor, prod_kernels[-1].name, cons_kernels[0].name))
+            src, dst = prod_kernels[-1], cons_kernels[0]
+            self.links.append(DirectLink(tensor, src.name, dst.name, self._reads_neighbour(dst, src)))
             return
         word = self._word_elems(dtype)
         writers = readers = None
@@ -173,6 +174,12 @@ class MemoryPlanner:
                     freq_mhz=self.pl_freq_mhz, col=-1, row_width=width, file=f"data/{name}.txt")
         self.plios.append(plio)
         return plio
+
+    def _reads_neighbour(self, core: Kernel, module: Kernel) -> bool:
+        """Can ``core``'s tile read the data memory of ``module``'s tile? (catalog: own/west/north/south)"""
+        offsets = {"own": (0, 0), "west": (-1, 0), "north": (0, 1), "south": (0, -1)}
+        reach = {offsets[d] for d in self.device.fact("neighbour_memory")}
+        return (module.col - core.col, module.row - core.row) in reach
 
     @staticmethod
     def _col_of(ep: Endpoint, kernels: list[Kernel]) -> int | None:

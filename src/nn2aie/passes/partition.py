@@ -22,10 +22,14 @@ def role_of(position: int, length: int) -> str:
     return "last" if position == length - 1 else "middle"
 
 
-def memory_map(e: DenseExec, device: Device, role: str, where: str) -> list[BufferAlloc]:
-    """First-fit, 32-byte aligned allocation inside the tile's own data memory (no neighbour spill)."""
+def memory_map(e: DenseExec, device: Device, role: str, where: str, skip: frozenset[str] = frozenset()
+               ) -> list[BufferAlloc]:
+    """First-fit, 32-byte aligned allocation inside the tile's own data memory (no neighbour spill).
+    ``skip`` names buffers the tile does not own (an input read in place from the west neighbour)."""
     allocs, offset = [], 0
     for name, size in tile_buffers(e, device, role, e.k_slice, e.n_slice).items():
+        if name in skip:
+            continue
         offset = -(-offset // ALIGN) * ALIGN
         allocs.append(BufferAlloc(name, offset, size, offset // device.bank_bytes))
         offset += size

@@ -14,7 +14,7 @@ from nn2aie.ir.logical import Graph
 from nn2aie.ir.physical import Kernel, PhysicalPlan
 from nn2aie.passes.memplan import MemoryPlanner, boundary_feasible, check_chain
 from nn2aie.passes.parallelism import choose_parallelism
-from nn2aie.passes.partition import partition_layer
+from nn2aie.passes.partition import memory_map, partition_layer
 from nn2aie.passes.placement import place
 from nn2aie.passes.precision import plan_precision
 from nn2aie.passes.verify import verify_plan
@@ -151,6 +151,12 @@ def _memory_plan(s: State) -> None:
                      g.tensor(y).shape[-1])
         else:
             mp.route(y, s.layers[i].out_dtype, s.layers[i], prev_kernels, None, [], g.tensor(y).shape[-1])
+    # a direct hand-off reads the producer's output buffer in place: the consumer needs no input buffers
+    by_name = {k.name: k for k in s.kernels}
+    for link in (link for link in mp.links if link.in_place):
+        k = by_name[link.dst]
+        e = next(layer for layer in s.layers if layer.op == k.layer)
+        k.memory = memory_map(e, s.device, k.role, f"kernel {k.name}", frozenset({"in_ping", "in_pong"}))
     s.plan = PhysicalPlan(
         device=s.device.name, graph_name=g.name, batch=o.batch, layers=s.layers, kernels=s.kernels,
         shared_buffers=mp.shared, direct_links=mp.links, plios=mp.plios, input_tensor=g.inputs[0],
