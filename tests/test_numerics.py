@@ -106,3 +106,71 @@ def test_inplace_float_path_equals_copying_path(mode):
     want = srs_float(x.copy(), 5, 8, True, mode, "saturate")
     got = srs_float(x.copy(), 5, 8, True, mode, "saturate", inplace=True)
     assert np.array_equal(got, want)
+
+
+# -- acc64 -> 8-bit outputs: SRS to 16 bits, then pack (AIE-API lowering) equals one SRS step --------------------
+@pytest.mark.parametrize("saturation", ["none", "saturate", "symmetric"])
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("mode", AIE_ROUNDING_MODES)
+def test_srs_to_16_then_pack_equals_one_step_srs(mode, signed, saturation):
+    from nn2aie.numerics import srs, srs_then_pack
+
+    rng = np.random.default_rng(7)
+    shift = 5
+    # exact ties, the 8- and 16-bit boundaries (and their neighbours) at the output LSB, and random values
+    edges = [-(2**15), -(2**15) - 1, -(2**15) + 1, 2**15 - 1, 2**15, -129, -128, -127, 127, 128, 255, 256, 0, 1, -1]
+    codes = np.array([e + d for e in edges for d in (-1, 0, 1)], dtype=np.int64)
+    xs = np.concatenate([(codes << shift) + r for r in (-(2**4), -1, 0, 1, 2**4)]
+                        + [rng.integers(-(2**40), 2**40, 2000), rng.integers(-(2**20), 2**20, 2000)])
+    one = srs(xs, shift, 8, signed, mode, saturation)
+    two = srs_then_pack(xs, shift, 16, 8, signed, mode, saturation)
+    assert np.array_equal(one, two)
+
+
+@pytest.mark.parametrize("saturation", ["none", "saturate", "symmetric"])
+def test_pack_never_rounds_and_saturates_per_mode(saturation):
+    from nn2aie.numerics import pack
+
+    x = np.array([-32768, -300, -129, -128, -127, -1, 0, 1, 127, 128, 300, 32767], dtype=np.int64)
+    assert np.array_equal(pack(x, 8, True, saturation), saturate(x, 8, True, saturation))
+
+
+# -- mode tables ----------------------------------------------------------------------------------------------
+def test_ir_rounding_names_map_to_aie_modes():
+    from nn2aie.numerics import IR_TO_AIE_ROUNDING, QONNX_TO_IR_ROUNDING, aie_rounding
+
+    assert set(IR_TO_AIE_ROUNDING.values()) <= set(AIE_ROUNDING_MODES)
+    assert set(QONNX_TO_IR_ROUNDING.values()) <= set(IR_TO_AIE_ROUNDING)
+    assert aie_rounding("CEIL") == "ceil" and aie_rounding("RND") == "positive_inf"
+    from nn2aie.errors import UnsupportedQuantizationError
+
+    with pytest.raises(UnsupportedQuantizationError, match="rounding mode 'AP_RND'"):
+        aie_rounding("AP_RND", "tensor y")
+
+
+def test_saturation_table_and_refusals():
+    from nn2aie.errors import UnsupportedQuantizationError
+    from nn2aie.numerics import aie_saturation
+
+    assert aie_saturation("WRAP", "t") == "none"
+    assert aie_saturation("SAT", "t") == "saturate"
+    assert aie_saturation("SAT_SYM", "t") == "symmetric"
+    assert aie_saturation("SAT_SYM", "t", signed=False) == "saturate"  # [0, max] either way
+    with pytest.raises(UnsupportedQuantizationError, match=r"tensor y1.*AP_SAT_ZERO.*AP_SAT"):
+        aie_saturation("SAT_ZERO", "tensor y1")
+
+
+# -- arbitrary-precision fallback -------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", AIE_ROUNDING_MODES)
+def test_huge_shifts_use_exact_python_ints(mode):
+    from nn2aie.numerics import needs_wide_ints
+
+    xs = [-(2**62), -(2**61) - 1, -(2**61), -5, 0, 5, 2**61, 2**61 + 1, 2**62 - 1]
+    for shift in (62, 63, 70):
+        assert needs_wide_ints(2**62, shift)
+        got = shift_round(np.array(xs, dtype=np.int64).astype(object), shift, mode)
+        assert [int(v) for v in got] == [oracle_round(x, shift, mode) for x in xs]
+    left = shift_round(np.array([3, -3], dtype=object), -70, "floor")
+    assert [int(v) for v in left] == [3 << 70, -3 << 70]
+    assert [int(v) for v in saturate(left, 8, True, "none")] == [0, 0]
+    assert [int(v) for v in saturate(left, 8, True, "saturate")] == [127, -128]

@@ -2,6 +2,7 @@
 
 Definitions follow shared/reference/aie-ml.md section 5 (AIE-API ``aie::rounding_mode`` /
 ``aie::saturation_mode``, UG1583). Every kernel family's semantics calls these; nothing else rounds.
+The mode tables and the exactness arguments are in docs/numerics.md.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import numpy as np
 
 from nn2aie.errors import UnsupportedQuantizationError
 
-# ap_fixed rounding -> AIE-ML rounding mode (shared/reference/numerics.md)
+# ap_fixed rounding -> AIE-ML rounding mode (shared/reference/numerics.md; checked against the `quantizers`
+# package and the UG1399 examples in tests/test_numerics_oracles.py)
 AP_TO_AIE_ROUNDING = {
     "TRN": "floor",
     "TRN_ZERO": "symmetric_floor",
@@ -20,33 +22,92 @@ AP_TO_AIE_ROUNDING = {
     "RND_INF": "symmetric_inf",
     "RND_CONV": "conv_even",
 }
+# Rounding modes of QONNX Quant that ap_fixed lacks; the IR names them like this (``FixedType.rounding``).
+EXTRA_IR_ROUNDING = {
+    "CEIL": "ceil",            # toward +inf (np.ceil)
+    "UP": "symmetric_ceil",    # away from zero (sign(x) * ceil(|x|))
+}
+IR_TO_AIE_ROUNDING = {**AP_TO_AIE_ROUNDING, **EXTRA_IR_ROUNDING}
+# QONNX Quant ``rounding_mode`` -> IR rounding name (qonnx ``resolve_rounding_mode``)
+QONNX_TO_IR_ROUNDING = {
+    "ROUND": "RND_CONV",       # np.round: half to even
+    "HALF_EVEN": "RND_CONV",
+    "FLOOR": "TRN",
+    "CEIL": "CEIL",
+    "DOWN": "TRN_ZERO",        # np.fix: toward zero
+    "UP": "UP",
+    "HALF_UP": "RND_INF",      # sign(x) * floor(|x| + 0.5): ties away from zero
+    "HALF_DOWN": "RND_ZERO",   # sign(x) * ceil(|x| - 0.5): ties toward zero
+}
 AP_TO_AIE_SATURATION = {"WRAP": "none", "SAT": "saturate", "SAT_SYM": "symmetric"}
 
 AIE_ROUNDING_MODES = ("floor", "ceil", "symmetric_floor", "symmetric_ceil", "negative_inf", "positive_inf",
                       "symmetric_zero", "symmetric_inf", "conv_even", "conv_odd")
+AIE_SATURATION_MODES = ("none", "saturate", "symmetric")
 
 
-def aie_rounding(ap_mode: str) -> str:
-    return AP_TO_AIE_ROUNDING[ap_mode]
+def aie_rounding(ir_mode: str, where: str = "tensor") -> str:
+    """AIE-ML rounding mode of an IR (ap_fixed or QONNX-only) rounding name."""
+    if ir_mode not in IR_TO_AIE_ROUNDING:
+        raise UnsupportedQuantizationError(
+            where, f"rounding mode {ir_mode!r} is unknown",
+            f"use one of {', '.join(IR_TO_AIE_ROUNDING)}")
+    return IR_TO_AIE_ROUNDING[ir_mode]
 
 
-def aie_saturation(ap_mode: str, where: str) -> str:
+def aie_saturation(ap_mode: str, where: str, signed: bool = True) -> str:
+    """AIE-ML saturation mode of an ap_fixed overflow mode.
+
+    AP_SAT_SYM on an unsigned type clamps to [0, max] (ap_ufixed, `quantizers`): that is plain ``saturate``;
+    the symmetric hardware mode is only used for signed outputs."""
+    if ap_mode == "SAT_ZERO":
+        raise UnsupportedQuantizationError(
+            where, "overflow mode AP_SAT_ZERO (overflow -> 0) has no AIE-ML saturation mode and nn2aie does not "
+            "emulate it", "quantize this tensor with AP_SAT (clamp) instead")
     if ap_mode not in AP_TO_AIE_SATURATION:
         raise UnsupportedQuantizationError(
             where, f"overflow mode {ap_mode} has no AIE-ML saturation mode",
             "use AP_SAT, AP_SAT_SYM or AP_WRAP for this tensor")
+    if ap_mode == "SAT_SYM" and not signed:
+        return "saturate"
     return AP_TO_AIE_SATURATION[ap_mode]
 
 
+def container_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Codes of a ``bits``-wide two's-complement (or unsigned) integer."""
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _int_array(x) -> np.ndarray:
+    """int64 array, or an object array of Python ints when ``x`` already is one (arbitrary precision)."""
+    x = np.asarray(x)
+    return x if x.dtype == object else x.astype(np.int64)
+
+
+def needs_wide_ints(max_abs: int, shift: int) -> bool:
+    """True when ``shift_round`` of values up to ``max_abs`` by ``shift`` does not fit int64 arithmetic."""
+    if shift >= 62:
+        return True
+    return shift < 0 and int(max_abs).bit_length() - shift >= 63
+
+
 def shift_round(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
-    """Divide int64 ``x`` by 2**shift and round with the AIE-ML ``mode``; shift <= 0 scales up exactly."""
-    x = np.asarray(x, dtype=np.int64)
+    """Divide integer ``x`` by 2**shift and round with the AIE-ML ``mode``; shift <= 0 scales up exactly.
+
+    int64 in, int64 out; an object array of Python ints (see ``needs_wide_ints``) is computed exactly too."""
+    if mode not in AIE_ROUNDING_MODES:
+        raise ValueError(f"unknown AIE rounding mode {mode!r}")
+    x = _int_array(x)
+    wide = x.dtype == object
+    one = 1 if wide else np.int64(1)
     if shift <= 0:
-        return x << np.int64(-shift)
-    s = np.int64(shift)
+        return x << (-shift if wide else np.int64(-shift))
+    s = shift if wide else np.int64(shift)
     q = x >> s  # arithmetic shift: floor division
     r = x - (q << s)
-    nonzero = (r != 0).astype(np.int64)
+    nonzero = (r != 0).astype(x.dtype)
     neg = x < 0
     if mode == "floor":
         return q
@@ -56,11 +117,11 @@ def shift_round(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
         return np.where(neg, q + nonzero, q)
     if mode == "symmetric_ceil":
         return np.where(neg, q, q + nonzero)
-    half = np.int64(1) << (s - 1)
+    half = one << (s - 1)
     above = r > half
     tie = r == half
     if mode == "negative_inf":
-        up = tie * 0
+        up = np.zeros_like(tie)
     elif mode == "positive_inf":
         up = tie
     elif mode == "symmetric_zero":
@@ -69,31 +130,28 @@ def shift_round(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
         up = tie & ~neg
     elif mode == "conv_even":
         up = tie & ((q & 1) == 1)
-    elif mode == "conv_odd":
+    else:  # conv_odd
         up = tie & ((q & 1) == 0)
-    else:
-        raise ValueError(f"unknown AIE rounding mode {mode!r}")
-    return q + (above | up).astype(np.int64)
+    return q + (above | up).astype(x.dtype)
 
 
 def saturate(x: np.ndarray, bits: int, signed: bool, mode: str) -> np.ndarray:
-    """Bring int64 ``x`` into a ``bits``-wide container with the AIE-ML saturation ``mode``."""
-    x = np.asarray(x, dtype=np.int64)
-    if signed:
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    else:
-        lo, hi = 0, (1 << bits) - 1
+    """Bring integer ``x`` into a ``bits``-wide container with the AIE-ML saturation ``mode`` (dtype kept)."""
+    x = _int_array(x)
+    wide = x.dtype == object
+    lo, hi = container_range(bits, signed)
     if mode == "saturate":
         return np.clip(x, lo, hi)
     if mode == "symmetric":
         return np.clip(x, -hi if signed else lo, hi)
     if mode == "none":
-        if bits >= 64:
+        if bits >= 64 and not wide:
             return x
-        mask = np.int64((1 << bits) - 1)
-        low = x & mask
+        mask = (1 << bits) - 1
+        low = x & (mask if wide else np.int64(mask))
         if signed:
-            low = np.where(low > hi, low - (np.int64(1) << np.int64(bits)), low)
+            period = (1 << bits) if wide else np.int64(1) << np.int64(bits)  # int64 wraps 2**63 to -2**63: same
+            low = np.where(low > hi, low - period, low)
         return low
     raise ValueError(f"unknown AIE saturation mode {mode!r}")
 
@@ -101,6 +159,21 @@ def saturate(x: np.ndarray, bits: int, signed: bool, mode: str) -> np.ndarray:
 def srs(x: np.ndarray, shift: int, bits: int, signed: bool, rounding: str, saturation: str) -> np.ndarray:
     """Shift-round-saturate one accumulator array to a ``bits``-wide integer vector (as int64)."""
     return saturate(shift_round(x, shift, rounding), bits, signed, saturation)
+
+
+def pack(x: np.ndarray, bits: int, signed: bool, saturation: str) -> np.ndarray:
+    """AIE-ML ``pack`` (16 -> 8 bits): narrows with the tile's saturation mode and never rounds (UG1583, pack)."""
+    return saturate(x, bits, signed, saturation)
+
+
+def srs_then_pack(x: np.ndarray, shift: int, mid_bits: int, bits: int, signed: bool, rounding: str,
+                  saturation: str) -> np.ndarray:
+    """acc64 -> 8-bit as AIE-API lowers it: SRS to ``mid_bits`` (16) lanes, then ``pack`` to ``bits`` (8).
+
+    Equals ``srs(x, shift, bits, ...)`` for every saturation mode when ``mid_bits >= bits`` (docs/numerics.md):
+    rounding happens once, in the first step; wrap-around is reduction modulo 2**mid_bits then 2**bits, i.e.
+    modulo 2**bits; the saturating ranges are nested, so clamping to the wide range first changes nothing."""
+    return pack(srs(x, shift, mid_bits, signed, rounding, saturation), bits, signed, saturation)
 
 
 def quantize_float(x: np.ndarray, frac: int, bits: int, signed: bool, lo: int, hi: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from nn2aie.errors import UnsupportedQuantizationError
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.types import FixedType
-from nn2aie.numerics import aie_rounding, saturate, shift_round
+from nn2aie.numerics import aie_rounding, needs_wide_ints, saturate, shift_round
 
 
 def exact_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -22,18 +22,48 @@ def exact_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return x.astype(np.int64) @ w.astype(np.int64)
 
 
+def overflow_range(out: FixedType) -> tuple[int, int]:
+    """Codes a saturating overflow mode clamps to: [min_code, max_code], or [-max, max] for signed AP_SAT_SYM
+    (an unsigned SAT_SYM type clamps to [0, max], as ap_ufixed and `quantizers` do)."""
+    if out.overflow == "SAT_SYM" and out.signed:
+        return -out.max_code, out.max_code
+    return out.min_code, out.max_code
+
+
 def requantize(acc: np.ndarray, acc_frac: int, out: FixedType, where: str) -> np.ndarray:
-    """Bring an exact accumulator (value acc * 2**-acc_frac) into ``out``: round, then overflow handling."""
-    q = shift_round(acc, acc_frac - out.frac, aie_rounding(out.rounding))
-    if out.overflow == "SAT":
-        return np.clip(q, out.min_code, out.max_code)
-    if out.overflow == "SAT_SYM":
-        bound = min(out.max_code, -out.min_code) if out.signed else out.max_code
-        return np.clip(q, -bound if out.signed else 0, bound)
+    """Bring an exact accumulator (value acc * 2**-acc_frac) into ``out`` as the source framework does.
+
+    Rounding (``out.rounding``: an ap_fixed name, or a QONNX-only one such as CEIL) is exact on the rational
+    value; then the overflow mode: SAT / SAT_SYM clamp to ``overflow_range(out)``, WRAP keeps the low
+    ``out.width`` bits (two's complement if signed). ap_fixed / `quantizers` clip *before* rounding in the
+    saturating modes and QONNX Quant clips before rounding too; with clamp bounds on the output grid and a
+    monotone rounding that keeps integers fixed, round-then-clip gives the same codes (docs/numerics.md, "clip
+    before or after rounding"), so this one order serves every source framework.
+
+    Refused: AP_SAT_ZERO (not emulated), and WRAP of a narrow-range type (no source framework defines it).
+    """
+    if out.overflow == "SAT_ZERO":
+        raise UnsupportedQuantizationError(
+            where, "overflow mode AP_SAT_ZERO (overflow -> 0) is not supported: AIE-ML has no such saturation mode "
+            "and nn2aie does not emulate it", "quantize this tensor with AP_SAT (clamp) instead")
+    if out.overflow not in ("SAT", "SAT_SYM", "WRAP"):
+        raise UnsupportedQuantizationError(where, f"overflow mode {out.overflow} is unknown",
+                                           "use SAT, SAT_SYM or WRAP")
+    if out.overflow == "WRAP" and out.narrow:
+        raise UnsupportedQuantizationError(
+            where, "wrap-around into a narrow range is not defined by any source framework",
+            "use a saturating overflow mode with narrow ranges")
+    mode = aie_rounding(out.rounding, where)
+    shift = acc_frac - out.frac
+    acc = np.asarray(acc, dtype=np.int64)
+    if needs_wide_ints(int(np.abs(acc).max(initial=0)), shift):
+        acc = acc.astype(object)  # exact Python-int arithmetic, converted back below (results fit int64)
+    q = shift_round(acc, shift, mode)
     if out.overflow == "WRAP":
-        return saturate(q, out.width, out.signed, "none")
-    raise UnsupportedQuantizationError(where, f"overflow mode {out.overflow} is not supported yet",
-                                       "use SAT, SAT_SYM or WRAP")
+        q = saturate(q, out.width, out.signed, "none")
+    else:
+        q = np.clip(q, *overflow_range(out))
+    return q.astype(np.int64)
 
 
 def accumulator_frac(graph: Graph, op: Op) -> int:
@@ -59,11 +89,12 @@ def evaluate_dense(graph: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     bias = bias_in_accumulator(graph, op)
     if bias is not None:
         acc = acc + bias
-    y_type = graph.tensor(op.outputs[0]).type
-    y = requantize(acc, accumulator_frac(graph, op), y_type, f"op {op.name}")
-    if op.attrs.get("activation") == "relu":
-        y = np.maximum(y, 0)
-    return y
+    if op.attrs.get("activation") == "relu":  # on the exact sum, before requantisation (ONNX, QONNX, hls4ml order)
+        acc = np.maximum(acc, 0)
+    y_t = graph.tensor(op.outputs[0])
+    assert isinstance(y_t.type, FixedType)
+    where = f"op {op.name} output tensor {y_t.origin or y_t.name}"
+    return requantize(acc, accumulator_frac(graph, op), y_t.type, where)
 
 
 def evaluate(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,6 +1,9 @@
 """Logical IR: what to compute, with exact types. Plain dataclasses, JSON round-trip, ``verify()``.
 
-Supported op kinds (issue scope): ``dense`` — y = act(requantize(x @ W + b)).
+Supported op kinds (issue scope): ``dense`` — y = requantize(act(x @ W + b)): the activation acts on the exact
+accumulator, then the result is brought into the output type (the order of ONNX Relu -> QuantizeLinear, QONNX
+Relu -> Quant and hls4ml Dense -> ReLU -> cast). With saturating output types the other order gives the same
+codes (rounding is monotone and keeps 0), which lets frontends fold a ReLU that follows a quantizer.
 Inputs of a dense op: [x, W] or [x, W, b]; W has shape [K, N] (x @ W), b has shape [N].
 Attributes: ``activation`` in {"linear", "relu"}.
 """

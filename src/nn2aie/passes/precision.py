@@ -3,17 +3,25 @@
 The accumulator is chosen so that no partial sum can overflow: the bound
 ``K * max|x| * max|w| + max|bias|`` is computed from the types (not from data) and must stay below the
 accumulator's positive range; otherwise the op is refused.
+
+The epilogue (``plan_epilogue``) turns the exact accumulator into output codes with the tile's SRS
+(shift, ``aie::rounding_mode``, ``aie::saturation_mode``) into the output container, then a clamp to
+``[clamp_lo, clamp_hi]``. It is built so that, for every accumulator value within the bound, it gives the codes
+of ``ir.evaluate.requantize`` (+ ReLU) — the source framework's arithmetic. The argument for each mode is in
+docs/numerics.md; combinations without such an argument are refused with ``UnsupportedQuantizationError``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from nn2aie.devices import Device
 from nn2aie.errors import UnsupportedQuantizationError
-from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator
+from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator, overflow_range
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.types import FixedType
-from nn2aie.numerics import aie_rounding, aie_saturation
+from nn2aie.numerics import aie_rounding, aie_saturation, container_range
 
 # Preferred aie::mmul shape per operand pair on AIE-ML (all native: one MAC instruction per mac()).
 PREFERRED_MMUL = {
@@ -23,6 +31,18 @@ PREFERRED_MMUL = {
 }
 ACC_BITS = {"acc32": 32, "acc64": 64}
 MAX_ACCUMULATOR_REGISTERS = 4  # of 9 x 1024-bit accumulator registers, leave room for the epilogue
+OUTPUT_CONTAINER_BITS = (8, 16)  # outputs feed the next layer's operands (int8/int16) or an 8/16-bit PLIO stream
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Accumulator -> output codes on the tile: ``clamp(srs(acc, shift, rounding, saturation), lo, hi)``."""
+
+    shift: int
+    rounding: str  # aie::rounding_mode
+    saturation: str  # aie::saturation_mode
+    clamp_lo: int
+    clamp_hi: int
 
 
 def _bit_type(container: str) -> str:
@@ -33,6 +53,65 @@ def _max_abs(t: FixedType) -> int:
     return max(abs(t.min_code), abs(t.max_code))
 
 
+def plan_epilogue(yt: FixedType, acc_frac: int, acc: str, relu: bool, acc_bound: int, device: Device,
+                  where: str) -> Epilogue:
+    """The SRS + clamp epilogue that reproduces ``requantize(acc, acc_frac, yt)`` (then ReLU) exactly for every
+    accumulator with ``|acc| <= acc_bound``; refuses what cannot be reproduced. ``where`` names the output
+    tensor in errors."""
+    if yt.container_bits not in OUTPUT_CONTAINER_BITS:
+        reason = f"{yt.width}-bit output codes need a {yt.container_bits}-bit container"
+        if yt.container_bits == 32:
+            reason += ("; 32-bit outputs are not supported: an acc32 -> int32 conversion ignores the SRS shift "
+                       "(AIE-API), and no dense kernel takes int32 activations")
+        raise UnsupportedQuantizationError(where, reason, "quantize layer outputs to at most 16 bits")
+    rounding = aie_rounding(yt.rounding, where)
+    saturation = aie_saturation(yt.overflow, where, yt.signed)
+    if yt.overflow == "WRAP" and (yt.width != yt.container_bits or yt.narrow):
+        raise UnsupportedQuantizationError(
+            where, f"wrap-around into {yt.width} bits{' (narrow range)' if yt.narrow else ''} inside a "
+            f"{yt.container_bits}-bit container: the SRS wraps at the container width and the kernel has no "
+            "sign-extension step", f"use AP_SAT / AP_SAT_SYM for this tensor, or a full {yt.container_bits}-bit "
+            "width with AP_WRAP")
+
+    shift = acc_frac - yt.frac
+    lo_shift, hi_shift = device.fact("srs_shift_safe_range")
+    if shift > hi_shift:
+        raise UnsupportedQuantizationError(
+            where, f"the SRS would shift right by {shift} bits; AIE-ML shifts at most {hi_shift} (UG1583)",
+            "check the scales of input, weights and output (the output has far fewer fractional bits than the "
+            "accumulator)")
+    if shift < lo_shift:
+        raise UnsupportedQuantizationError(
+            where, f"output scale 2^-{yt.frac} is {-shift} bits finer than the accumulator scale 2^-{acc_frac}: "
+            f"the SRS would shift left by {-shift}; AIE-ML supports left shifts of at most {-lo_shift} bit(s) "
+            "(UG1583: SRS shifts -4..-2 are unsafe)",
+            f"use an output quantizer with at most {acc_frac - lo_shift} fractional bits")
+    if shift < 0 and acc_bound << -shift >= 1 << (ACC_BITS[acc] - 1):
+        raise UnsupportedQuantizationError(
+            where, f"the SRS left shift by {-shift} could overflow the {acc} lanes (|acc| may reach {acc_bound})",
+            "use an output quantizer with fewer fractional bits or narrower operands")
+
+    lo, hi = overflow_range(yt) if yt.overflow != "WRAP" else (yt.min_code, yt.max_code)
+    if relu:
+        lo = max(lo, 0)
+        if yt.overflow == "WRAP":
+            # The kernel clamps after the SRS: max(wrap(srs(acc)), 0), while the model wraps srs(max(acc, 0)).
+            # They agree when no non-negative sum can leave the type: then wrap == saturate on every value the
+            # model keeps, and saturating (negative sums -> 0 after the clamp) is exact.
+            q_max = acc_bound << -shift if shift <= 0 else -(-acc_bound >> shift)
+            if q_max > yt.max_code:
+                raise UnsupportedQuantizationError(
+                    where, f"ReLU followed by a wrapping output type: sums up to {acc_bound} could wrap "
+                    f"({q_max} > {yt.max_code}), and the kernel applies ReLU after its SRS",
+                    "use AP_SAT for this tensor (or fewer integer bits in the inputs/weights)")
+            saturation = "saturate"
+    c_lo, c_hi = container_range(yt.container_bits, yt.signed)
+    if not (c_lo <= lo <= hi <= c_hi):  # the clamp must lie inside the container: checked, not assumed
+        raise UnsupportedQuantizationError(where, f"output codes [{lo}, {hi}] do not fit {yt.container}",
+                                           "report this model to the nn2aie developers")
+    return Epilogue(shift, rounding, saturation, lo, hi)
+
+
 def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExec:
     x_t = graph.tensor(op.inputs[0])
     w_t = graph.tensor(op.inputs[1])
@@ -41,10 +120,10 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
     xt, wt, yt = x_t.type, w_t.type, y_t.type
     assert isinstance(xt, FixedType) and isinstance(wt, FixedType) and isinstance(yt, FixedType)
 
-    for t, role in ((xt, "input"), (wt, "weights"), (yt, "output")):
+    for t, role, tensor in ((xt, "input", x_t), (wt, "weights", w_t)):
         if t.container_bits not in (8, 16):
             raise UnsupportedQuantizationError(
-                f"{where} {role} tensor {graph.tensor(op.inputs[0] if role == 'input' else op.outputs[0]).origin}",
+                f"{where} {role} tensor {tensor.origin or tensor.name}",
                 f"{t.width}-bit values need a {t.container_bits}-bit container; AIE-ML dense kernels take 8 or 16 bits",
                 "quantize to at most 16 bits")
     if not wt.signed:
@@ -62,36 +141,19 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
     bias = bias_in_accumulator(graph, op)
     bias_max = int(abs(bias).max(initial=0)) if bias is not None else 0
     bound = k * _max_abs(xt) * _max_abs(wt) + bias_max
-    if bound >= 2 ** min(ACC_BITS[acc] - 1, 53):  # 2**53: the emulator's float64 sums stay exact
+    limit = min(ACC_BITS[acc] - 1, 53)  # 2**53: the emulator's float64 sums stay exact
+    if bound >= 2**limit:
         raise UnsupportedQuantizationError(
-            where, f"the accumulator could overflow: |sum| may reach {bound} >= 2^{ACC_BITS[acc] - 1} ({acc})",
+            where, f"the accumulator could overflow: |sum| may reach {bound} >= 2^{limit} ({acc})",
             "use narrower weights/activations or split the layer")
     if bias is not None and bias_max >= 2**31:
         raise UnsupportedQuantizationError(
             f"{where} bias", "bias at the accumulator's scale needs more than 32 bits",
             "quantize the bias to 32 bits at scale = input scale x weight scale")
 
-    shift = accumulator_frac(graph, op) - yt.frac
-    if shift < 0:
-        raise UnsupportedQuantizationError(
-            f"{where} output {y_t.origin or y_t.name}",
-            f"output scale 2^-{yt.frac} is finer than the accumulator scale 2^-{accumulator_frac(graph, op)}: "
-            "needs a left shift, not supported yet", "use a coarser output quantizer (fewer fractional bits)")
-    if shift > 59:
-        raise UnsupportedQuantizationError(where, f"SRS shift {shift} exceeds the AIE-ML range (<= 59)",
-                                           "check the scales of input, weights and output")
-
-    saturation = aie_saturation(yt.overflow, f"{where} output")
-    if yt.overflow == "WRAP" and (yt.width != yt.container_bits or yt.narrow):
-        raise UnsupportedQuantizationError(
-            f"{where} output", f"wrap-around into {yt.width} bits inside a {yt.container_bits}-bit container",
-            "use a saturating overflow mode or a full 8/16-bit width")
-    lo, hi = yt.min_code, yt.max_code
-    if yt.overflow == "SAT_SYM" and yt.signed:
-        lo = -hi
     relu = op.attrs.get("activation") == "relu"
-    if relu:
-        lo = max(lo, 0)
+    epi = plan_epilogue(yt, accumulator_frac(graph, op), acc, relu, bound, device,
+                        f"{where} output tensor {y_t.origin or y_t.name}")
 
     nacc = 1
     for cand in (4, 2, 1):
@@ -101,6 +163,7 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
             break
     return DenseExec(
         op=op.name, k=k, n=n, batch=batch, a_dtype=xt.container, w_dtype=wt.container, out_dtype=yt.container,
-        acc=acc, mmul=mmul, shift=shift, rounding=aie_rounding(yt.rounding), saturation=saturation,
-        clamp_lo=lo, clamp_hi=hi, relu=relu, has_bias=bias is not None, acc_bound=bound, n_accumulators=nacc,
+        acc=acc, mmul=mmul, shift=epi.shift, rounding=epi.rounding, saturation=epi.saturation,
+        clamp_lo=epi.clamp_lo, clamp_hi=epi.clamp_hi, relu=relu, has_bias=bias is not None, acc_bound=bound,
+        n_accumulators=nacc,
     )
