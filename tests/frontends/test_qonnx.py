@@ -377,7 +377,6 @@ def test_unsupported_op_brevitas_batchnorm(brevitas):
     (dict(w_scale=[2.0**-6] * 5 + [2.0**-5]), UnsupportedQuantizationError, "node WQuant", "per-channel"),
     (dict(zeropt=3.0), UnsupportedQuantizationError, "node ActQuant", "zero point 3 is not zero"),
     (dict(act_bits=24), UnsupportedQuantizationError, "node ActQuant", "bit width 24 is above 16"),
-    (dict(act_mode="CEIL"), UnsupportedQuantizationError, "node ActQuant", "rounding_mode CEIL"),
     (dict(hidden_quant=False), UnsupportedQuantizationError, "node fc2", "float tensor"),
     (dict(out_quant=False), UnsupportedQuantizationError, "node fc2", "no Quant node after the last layer"),
     (dict(w_quant=False), UnsupportedQuantizationError, "node fc1", "weights W1_"),
@@ -398,3 +397,17 @@ def test_handmade_baseline_loads_and_float_bias_on_grid_is_accepted():
         graph = load_qonnx(proto)
         x = float_inputs(500, 8, seed=4)
         assert np.array_equal(nn2aie_forward(graph, x)[0], run_reference(proto, x))
+
+
+@pytest.mark.parametrize("mode", ["CEIL", "UP", "DOWN", "HALF_UP", "HALF_DOWN", "FLOOR"])
+def test_every_qonnx_rounding_mode_on_activations(mode):
+    pytest.importorskip("qonnx")
+    from nn2aie.api import compile_loaded
+    from nn2aie.frontends.loader import load_model
+
+    proto = handmade_two_layer(act_mode=mode)
+    graph = load_qonnx(proto)
+    x = float_inputs(800, 8, seed=11)
+    ref = run_reference(proto, x)
+    assert np.array_equal(nn2aie_forward(graph, x)[0], ref)
+    assert np.array_equal(compile_loaded(load_model(proto)).emulate(x), ref)  # the placed design too

@@ -47,6 +47,7 @@ from nn2aie.frontends.onnx_common import (
 )
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
+from nn2aie.numerics import QONNX_TO_IR_ROUNDING
 
 QUANT_OP_TYPES = ("Quant", "IntQuant")
 PASS_THROUGH_OPS = ("Identity", "Dropout")
@@ -55,17 +56,8 @@ SUPPORTED_TEXT = ("supported: Quant (per-tensor, power-of-two scale, zero point 
 FIXED_POINT_HINT = ("export with brevitas.quant.fixed_point quantizers, e.g. Int8WeightPerTensorFixedPoint / "
                     "Int8ActPerTensorFixedPoint")
 
-# QONNX rounding_mode -> ap_fixed rounding of the logical IR (None: no equivalent, refused for activations)
-ROUNDING_TO_AP: dict[str, str | None] = {
-    "ROUND": "RND_CONV",       # np.round: half to even
-    "HALF_EVEN": "RND_CONV",
-    "FLOOR": "TRN",
-    "DOWN": "TRN_ZERO",        # np.fix: toward zero
-    "HALF_UP": "RND_INF",      # sign(x) * floor(|x| + 0.5): ties away from zero
-    "HALF_DOWN": "RND_ZERO",   # sign(x) * ceil(|x| - 0.5): ties toward zero
-    "CEIL": None,
-    "UP": None,                # away from zero
-}
+# QONNX rounding_mode -> rounding of the logical IR (ap_fixed names, plus CEIL and UP which ap_fixed lacks)
+ROUNDING_TO_AP: dict[str, str] = QONNX_TO_IR_ROUNDING
 MAX_ACT_BITS = 16
 MAX_WEIGHT_BITS = 16
 MAX_BIAS_BITS = 32
@@ -279,12 +271,7 @@ class _QonnxImporter:
         return QuantSpec(node, width, -exponent, signed, narrow, mode)
 
     def act_rounding(self, spec: QuantSpec) -> str:
-        ap = ROUNDING_TO_AP[spec.rounding_mode]
-        if ap is None:
-            raise UnsupportedQuantizationError(
-                spec.where, f"rounding_mode {spec.rounding_mode} on an activation is not supported yet",
-                "use ROUND (Brevitas default, half to even) or FLOOR for activation quantizers")
-        return ap
+        return ROUNDING_TO_AP[spec.rounding_mode]
 
     def resolve_param(self, name: str, role: str) -> _Param | None:
         """Constant operand ``name``: Quant(constant) codes (through Identity/Transpose) or a float constant."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-ROUNDING_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV")
+# ap_fixed rounding modes, plus CEIL (toward +inf) and UP (away from zero) that QONNX Quant also defines
+ROUNDING_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV", "CEIL", "UP")
 OVERFLOW_MODES = ("WRAP", "SAT", "SAT_SYM", "SAT_ZERO")
 
 
