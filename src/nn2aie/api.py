@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from nn2aie.ir.types import FixedType
 from nn2aie.numerics import quantize_float32
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator
+
+if TYPE_CHECKING:
+    from nn2aie.sim.native import NativeReport
 
 PROJECT_MARKER = "nn2aie-project.json"  # identifies a directory nn2aie wrote (safe to replace)
 DEFAULT_PROJECT_EVENTS = 64
@@ -76,6 +80,14 @@ class Compiled:
         codes = self._quantize32(x)
         y = self._emulator().run_unchecked(codes)[: codes.shape[0], : self.plan.layers[-1].n]
         return np.multiply(y, np.float32(self.output_type.lsb), dtype=np.float32)
+
+    def native_cosim(self, x: np.ndarray, **kwargs) -> NativeReport:
+        """Compile the generated kernel C++ with the host C++ compiler (AIE-API emulation headers) and run every
+        tile on float inputs ``x``, quantized as in ``emulate``; each tile's output is compared bit for bit with
+        the emulator. Keyword arguments go to ``nn2aie.sim.native.run_native_cosim``."""
+        from nn2aie.sim.native import run_native_cosim
+
+        return run_native_cosim(self.plan, self.quantize(x), **kwargs)
 
     def _emulator(self) -> Emulator:
         if self._cached_emulator is None:

@@ -211,9 +211,12 @@ def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
 @with_compile_options
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare with the source framework's own execution.")
+@click.option("--native", is_flag=True,
+              help="Also compile the generated kernel C++ with g++ (AIE-API emulation headers) and compare every "
+                   "tile with the emulator, bit for bit.")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as JSON.")
 def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, check,
-                 json_out) -> None:
+                 native, json_out) -> None:
     """Emulate the placed design of TARGET (a model file or a project directory), bit-exact.
 
     \b
@@ -247,6 +250,9 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
             result["output"] = out
         if check:
             result["check"] = check_bit_exact(compiled, x)
+        report = compiled.native_cosim(x, progress=None if json_out else _say) if native else None
+        if report is not None:
+            result["native"] = report.to_json()
         if json_out:
             click.echo(json.dumps(result, indent=1, sort_keys=True))
         else:
@@ -254,7 +260,9 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
                  + (f"; outputs written to {out}" if out else ""))
             if check:
                 _say(_bit_exact_line(result["check"]))
-        if check and not result["check"]["bit_exact"]:
+            if report is not None:
+                (_say if report.all_match else click.echo)(report.format())
+        if (check and not result["check"]["bit_exact"]) or (report is not None and not report.all_match):
             sys.exit(1)
 
     _run(go)

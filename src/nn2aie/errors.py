@@ -48,3 +48,9 @@ class InternalCheckError(Nn2aieError):
     """An IR or plan invariant failed: a bug in nn2aie, not in the user's model."""
 
     kind = "internal check failed"
+
+
+class MissingToolError(Nn2aieError):
+    """An external program nn2aie needs for an optional step (e.g. a C++ compiler) is not installed."""
+
+    kind = "missing tool"

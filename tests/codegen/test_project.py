@@ -33,6 +33,7 @@ CASES = {
     "jet": ([16, 64, 32, 32, 5], {}, {}),
     "cascade4x2": ([64, 128, 10], {"overrides": {"dense0": {"cas_length": 4, "cas_num": 2}}}, {}),
     "int16_batch8": ([40, 24, 9], {"batch": 8}, {"act_bits": 16}),
+    "int16x16_acc64": ([40, 24], {}, {"act_bits": 16, "w_bits": 16}),
     "padded_read": ([20, 16, 5], {}, {}),  # K=20 read as 24 columns: boundary_dimension zero padding
     "split_input": ([64, 48, 5], {"overrides": {"dense0": {"cas_length": 8, "cas_num": 1}}}, {}),  # 2 PLIOs in
     "split_output": ([16, 64], {"overrides": {"dense0": {"cas_length": 1, "cas_num": 8}}}, {}),  # 2 PLIOs out
@@ -153,7 +154,8 @@ def test_case_coverage():
     assert any(len(a.endpoints) > 1 for sb in plans["cascade4x2"].shared_buffers for a in sb.readers)
     assert sum(p.direction == "in" for p in plans["split_input"].plios) == 2
     assert sum(p.direction == "out" for p in plans["split_output"].plios) == 2
-    assert plans["int16_batch8"].layers[0].acc == "acc64" and plans["jet"].direct_links
+    assert plans["int16_batch8"].layers[0].acc == "acc32" and plans["int16x16_acc64"].layers[0].acc == "acc64"
+    assert plans["jet"].direct_links
 
 
 def test_direct_links_and_plios(project):

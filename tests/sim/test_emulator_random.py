@@ -130,3 +130,9 @@ def test_rounding_overflow_and_narrow_types(rounding, overflow, width, narrow, s
     graph = random_mlp_graph([24, 40, 12], seed=seed, out_width=width, rounding=rounding, overflow=overflow,
                              narrow=narrow)
     check(graph, CompileOptions(overrides={"dense0": {"cas_length": 3, "cas_num": 2}}), n=200, seed=seed)
+
+
+def test_int16_x_int8_layer_widened_to_int16_weights():
+    plan = check(random_mlp_graph([600, 16, 8], act_bits=16), n=300)
+    assert (plan.layers[0].acc, plan.layers[0].w_dtype, plan.layers[0].mmul) == ("acc64", "int16", (4, 4, 4))
+    assert plan.layers[1].acc == "acc32"  # K = 16: the sum stays in 32 bits

@@ -443,6 +443,13 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
     return files
 
 
+def kernel_instances(plan: PhysicalPlan) -> dict[str, tuple[str, dense_codegen.KernelInstance]]:
+    """Per kernel name: its C++ identifier in graph.h and how graph.h creates it (class type, constructor
+    arguments, ports), exactly as ``render_project`` prints them (used by native co-simulation)."""
+    w = _GraphWriter(plan)
+    return {k.name: (w.k_ident[k.name], w.instances[k.name]) for k in plan.kernels}
+
+
 def write_project(plan: PhysicalPlan, out_dir: pathlib.Path, inputs_codes: np.ndarray | None,
                   summary: dict) -> list[pathlib.Path]:
     """Write the project into ``out_dir`` (a fresh directory); returns the written files, sorted.

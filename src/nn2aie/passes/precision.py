@@ -24,9 +24,11 @@ from nn2aie.ir.types import FixedType
 from nn2aie.numerics import aie_rounding, aie_saturation, container_range
 
 # Preferred aie::mmul shape per operand pair on AIE-ML (all native: one MAC instruction per mac()).
+# AIE-API defines the 16x8 shapes for 32-bit accumulators only (detail/aie2/mmul_16_8.hpp): a 16x8 layer whose
+# sum could leave 32 bits is widened to 16x16 (weights stored as int16, same codes) with acc64.
 PREFERRED_MMUL = {
     ("int8", "int8"): ((4, 8, 8), "acc32"),
-    ("int16", "int8"): ((4, 4, 8), "acc64"),
+    ("int16", "int8"): ((4, 4, 8), "acc32"),
     ("int16", "int16"): ((4, 4, 4), "acc64"),
 }
 ACC_BITS = {"acc32": 32, "acc64": 64}
@@ -141,6 +143,11 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
     bias = bias_in_accumulator(graph, op)
     bias_max = int(abs(bias).max(initial=0)) if bias is not None else 0
     bound = k * _max_abs(xt) * _max_abs(wt) + bias_max
+    w_container = wt.container
+    if pair == ("int16", "int8") and bound >= 2 ** (ACC_BITS[acc] - 1):
+        pair, w_container = ("int16", "int16"), "int16"
+        mmul, acc = PREFERRED_MMUL[pair]
+        device.mmul_shapes(*pair)
     limit = min(ACC_BITS[acc] - 1, 53)  # 2**53: the emulator's float64 sums stay exact
     if bound >= 2**limit:
         raise UnsupportedQuantizationError(
@@ -162,7 +169,7 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
             nacc = cand
             break
     return DenseExec(
-        op=op.name, k=k, n=n, batch=batch, a_dtype=xt.container, w_dtype=wt.container, out_dtype=yt.container,
+        op=op.name, k=k, n=n, batch=batch, a_dtype=xt.container, w_dtype=w_container, out_dtype=yt.container,
         acc=acc, mmul=mmul, shift=epi.shift, rounding=epi.rounding, saturation=epi.saturation,
         clamp_lo=epi.clamp_lo, clamp_hi=epi.clamp_hi, relu=relu, has_bias=bias is not None, acc_bound=bound,
         n_accumulators=nacc,

@@ -1,0 +1,511 @@
+// nn2aie native emulation of <aie_api/aie.hpp> (AMD AI Engine API, AIE-ML flavour): the subset nn2aie's
+// generated kernels use. See detail/emu_base.hpp for scope and naming rules.
+//
+// Values, not registers: a vector holds its elements in a plain array, an accumulator holds each lane as an exact
+// int64. Hardware acc32 lanes are 32 bits wide and wrap on overflow (AM020; the AIE-API does not define overflow
+// behaviour); nn2aie's precision pass sizes every accumulator so no partial sum can exceed the lane width, so the
+// exact value IS the hardware value for generated designs. Define AIE_EMU_CHECK_ACC_RANGE=1 to turn that
+// guarantee into a run-time check (an acc32 lane outside int32 throws aie_emu::error).
+//
+// Define AIE_EMU_CHECK_ALIGNMENT=1 to check vector loads and stores against the alignment AIE-ML load/store
+// units require (AM020: 256-bit load/store units, aligned accesses only; a smaller vector aligns to its size).
+#ifndef NN2AIE_EMU_AIE_HPP
+#define NN2AIE_EMU_AIE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "detail/emu_base.hpp"
+
+#ifndef AIE_EMU_CHECK_ACC_RANGE
+#define AIE_EMU_CHECK_ACC_RANGE 0
+#endif
+#ifndef AIE_EMU_CHECK_ALIGNMENT
+#define AIE_EMU_CHECK_ALIGNMENT 0
+#endif
+
+// Memory-resource annotation of AIE-API loads and stores (bank hints for the scheduler); no effect here.
+enum class aie_dm_resource { none, a, b, c, d, stack };
+
+namespace aie {
+
+// -- rounding and saturation modes (per tile) --------------------------------------------------------------
+// aie::rounding_mode / aie::saturation_mode with the AIE-ML control-register codes (UG1583 "Control registers":
+// crRnd and crSat; UG1603 "Rounding and Saturation Modes"). Both are state of the tile, not of a value: every later
+// shift-round-saturate uses the modes last set. After reset the tile rounds toward -inf (floor) and wraps (none).
+enum class rounding_mode : unsigned {
+  floor = 0,             // toward -infinity (truncate the shifted-out bits)
+  ceil = 1,              // toward +infinity
+  symmetric_floor = 2,   // toward zero
+  symmetric_ceil = 3,    // away from zero
+  negative_inf = 8,      // to nearest, ties toward -infinity
+  positive_inf = 9,      // to nearest, ties toward +infinity
+  symmetric_zero = 10,   // to nearest, ties toward zero
+  symmetric_inf = 11,    // to nearest, ties away from zero
+  conv_even = 12,        // to nearest, ties to the even neighbour
+  conv_odd = 13,         // to nearest, ties to the odd neighbour
+};
+
+enum class saturation_mode : unsigned {
+  none = 0,       // keep the low bits (two's-complement wrap)
+  truncate = 1,   // old name of saturate
+  saturate = 1,   // clamp to the type's range
+  symmetric = 3,  // clamp to a range symmetric around zero (signed: +-(2^(n-1)-1))
+};
+
+namespace emu_detail {
+struct tile_modes {
+  rounding_mode rounding = rounding_mode::floor;
+  saturation_mode saturation = saturation_mode::none;
+};
+// One tile at a time per host thread: the harness runs each kernel instance in its own process.
+inline tile_modes& modes() {
+  static thread_local tile_modes m;
+  return m;
+}
+template <typename T>
+struct identity {
+  using type = T;
+};
+template <typename T>
+using identity_t = typename identity<T>::type;
+}  // namespace emu_detail
+
+// aie::set_rounding / aie::get_rounding (UG1529; UG1603 "Rounding and Saturation Modes"): write / read the
+// tile's rounding mode.
+inline void set_rounding(rounding_mode m) { emu_detail::modes().rounding = m; }
+inline rounding_mode get_rounding() { return emu_detail::modes().rounding; }
+
+// aie::set_saturation / aie::get_saturation (UG1529): write / read the tile's saturation mode.
+inline void set_saturation(saturation_mode m) { emu_detail::modes().saturation = m; }
+inline saturation_mode get_saturation() { return emu_detail::modes().saturation; }
+
+}  // namespace aie
+
+namespace aie_emu {
+
+// Back to the reset state of a tile (floor, none); emulation only.
+inline void reset_tile_modes() { aie::emu_detail::modes() = aie::emu_detail::tile_modes{}; }
+
+// Shift right by `shift` bits and round with `mode` (the "shift" and "round" of SRS; UG1583 "Shift-Round-
+// Saturate" and "Rounding modes"). Writing x = q * 2^s + r with 0 <= r < 2^s (q = floor(x / 2^s)) and h = 2^(s-1):
+// the directed modes pick q or q + 1 by the sign of x and whether r is zero; the to-nearest modes take q + 1 when
+// r > h, q when r < h, and decide the tie r == h by their rule. shift == 0 returns x; a negative shift (AIE-ML
+// accepts down to -4) multiplies by 2^-shift exactly.
+inline bool valid_rounding(aie::rounding_mode mode) {
+  const unsigned m = static_cast<unsigned>(mode);
+  return m <= 3 || (m >= 8 && m <= 13);
+}
+
+inline std::int64_t shift_round(std::int64_t x, int shift, aie::rounding_mode mode) {
+  using rm = aie::rounding_mode;
+  if (!valid_rounding(mode)) fail("unknown rounding mode %u", static_cast<unsigned>(mode));
+  if (shift < -4 || shift > 59) fail("SRS shift %d outside the AIE-ML range -4..59", shift);
+  if (shift <= 0) {
+    const std::int64_t f = std::int64_t(1) << (-shift);
+    if (x > std::numeric_limits<std::int64_t>::max() / f || x < std::numeric_limits<std::int64_t>::min() / f)
+      fail("SRS up-shift overflows 64 bits");
+    return x * f;
+  }
+  const std::int64_t q = x >> shift;  // arithmetic shift: floor division (GCC/Clang, guaranteed from C++20)
+  const std::uint64_t r = static_cast<std::uint64_t>(x) & ((std::uint64_t(1) << shift) - 1);
+  const std::uint64_t h = std::uint64_t(1) << (shift - 1);
+  const bool inexact = r != 0, negative = x < 0;
+  switch (mode) {
+    case rm::floor: return q;
+    case rm::ceil: return q + inexact;
+    case rm::symmetric_floor: return negative ? q + inexact : q;
+    case rm::symmetric_ceil: return negative ? q : q + inexact;
+    default: break;
+  }
+  if (r != h) return q + (r > h);
+  bool up = false;  // the tie r == h
+  switch (mode) {
+    case rm::positive_inf: up = true; break;
+    case rm::symmetric_zero: up = negative; break;
+    case rm::symmetric_inf: up = !negative; break;
+    case rm::conv_even: up = (q & 1) != 0; break;
+    case rm::conv_odd: up = (q & 1) == 0; break;
+    default: break;  // negative_inf
+  }
+  return q + up;
+}
+
+// Bring an integer into a `bits`-wide container with saturation `mode` (the "saturate" of SRS, and what pack does;
+// UG1583 "Control registers" crSat: 0 = no saturation, truncate the MSBs; 1 = saturate; 3 = symmetric).
+// Unsigned containers clamp to [0, 2^n - 1] in both saturating modes.
+inline std::int64_t saturate(std::int64_t v, unsigned bits, bool is_signed, aie::saturation_mode mode) {
+  const std::int64_t hi = is_signed ? (std::int64_t(1) << (bits - 1)) - 1 : (std::int64_t(1) << bits) - 1;
+  const std::int64_t lo = is_signed ? -hi - 1 : 0;
+  switch (static_cast<unsigned>(mode)) {
+    case 0: {  // none: keep the low bits
+      const std::uint64_t low = static_cast<std::uint64_t>(v) & ((std::uint64_t(1) << bits) - 1);
+      const std::int64_t u = static_cast<std::int64_t>(low);
+      return (is_signed && u > hi) ? u - (std::int64_t(1) << bits) : u;
+    }
+    case 1: return v < lo ? lo : (v > hi ? hi : v);
+    case 3: {
+      const std::int64_t slo = is_signed ? -hi : 0;
+      return v < slo ? slo : (v > hi ? hi : v);
+    }
+    default: fail("unknown saturation mode %u", static_cast<unsigned>(mode));
+  }
+}
+
+// One lane of SRS into element type T with the tile's current modes.
+template <typename T>
+T srs_lane(std::int64_t x, int shift) {
+  static_assert(is_elem_v<T>, "SRS targets an integer element type");
+  return static_cast<T>(saturate(shift_round(x, shift, aie::get_rounding()), 8 * sizeof(T), std::is_signed_v<T>,
+                                 aie::get_saturation()));
+}
+
+// Narrow a 16-bit element to 8 bits like the AIE-ML pack instruction: saturation per the current mode, no
+// rounding (UG1583 "Vector packing operations": "perform saturation based on the control register ...
+// Rounding is not done").
+template <typename T8, typename T16>
+T8 pack_lane(T16 v) {
+  static_assert(sizeof(T8) == 1 && sizeof(T16) == 2, "pack narrows 16-bit elements to 8 bits");
+  return static_cast<T8>(saturate(v, 8, std::is_signed_v<T8>, aie::get_saturation()));
+}
+
+template <typename Tag>
+inline void check_lane(std::int64_t v, const char* where) {
+#if AIE_EMU_CHECK_ACC_RANGE
+  if constexpr (acc_traits<Tag>::bits == 32) {
+    if (v < std::numeric_limits<std::int32_t>::min() || v > std::numeric_limits<std::int32_t>::max())
+      fail("acc32 lane value %lld exceeds 32 bits in %s (hardware lanes would wrap)", static_cast<long long>(v),
+           where);
+  }
+#else
+  (void)v;
+  (void)where;
+#endif
+}
+
+template <typename T>
+inline void check_alignment(const T* ptr, unsigned elems, const char* what) {
+#if AIE_EMU_CHECK_ALIGNMENT
+  const std::size_t bytes = sizeof(T) * elems;
+  if ((bytes & (bytes - 1)) == 0) {  // vector sizes are powers of two
+    const std::size_t need = bytes < 32 ? bytes : 32;
+    if (reinterpret_cast<std::uintptr_t>(ptr) % need != 0)
+      fail("%s of %zu bytes at an address not aligned to %zu bytes", what, bytes, need);
+  }
+#else
+  (void)ptr;
+  (void)elems;
+  (void)what;
+#endif
+}
+
+}  // namespace aie_emu
+
+namespace aie {
+
+// -- aie::vector -----------------------------------------------------------------------------------------
+// aie::vector<T, Elems> (UG1529 "Basic Types"): Elems elements of type T held in a vector register.
+template <typename T, unsigned Elems>
+class vector {
+  static_assert(aie_emu::is_elem_v<T>, "the emulation supports 8/16/32-bit integer vectors");
+  static_assert(Elems > 0, "empty vector");
+
+ public:
+  using value_type = T;
+
+  // Default construction: contents unspecified on hardware; zero here.
+  vector() = default;
+
+  static constexpr unsigned size() { return Elems; }
+  static constexpr unsigned bits() { return 8 * sizeof(T) * Elems; }
+  static constexpr bool is_signed() { return std::is_signed_v<T>; }
+
+  // vector::get / vector::set / operator[] (UG1529): element access.
+  T get(unsigned idx) const { return data_[checked(idx)]; }
+  vector& set(T value, unsigned idx) {
+    data_[checked(idx)] = value;
+    return *this;
+  }
+  T operator[](unsigned idx) const { return get(idx); }
+  T& operator[](unsigned idx) { return data_[checked(idx)]; }
+
+  // vector::insert (UG1529): overwrite sub-vector number idx, i.e. elements [idx * ElemsIn, (idx + 1) * ElemsIn).
+  template <unsigned ElemsIn>
+  vector& insert(unsigned idx, const vector<T, ElemsIn>& v) {
+    static_assert(ElemsIn <= Elems && Elems % ElemsIn == 0, "insert: the sub-vector must tile the vector");
+    if (idx >= Elems / ElemsIn) aie_emu::fail("vector::insert index out of range");
+    for (unsigned i = 0; i < ElemsIn; ++i) data_[idx * ElemsIn + i] = v.get(i);
+    return *this;
+  }
+
+  // vector::extract (UG1529): sub-vector number idx of ElemsOut elements.
+  template <unsigned ElemsOut>
+  vector<T, ElemsOut> extract(unsigned idx) const {
+    static_assert(ElemsOut <= Elems && Elems % ElemsOut == 0, "extract: the sub-vector must tile the vector");
+    if (idx >= Elems / ElemsOut) aie_emu::fail("vector::extract index out of range");
+    vector<T, ElemsOut> r;
+    for (unsigned i = 0; i < ElemsOut; ++i) r.set(data_[idx * ElemsOut + i], i);
+    return r;
+  }
+
+  // Emulation only: raw element storage.
+  T* emu_data() { return data_; }
+  const T* emu_data() const { return data_; }
+
+ private:
+  static unsigned checked(unsigned idx) {
+    if (idx >= Elems) aie_emu::fail("vector element index out of range");
+    return idx;
+  }
+  T data_[Elems] = {};
+};
+
+// -- aie::accum --------------------------------------------------------------------------------------------
+// aie::accum<AccumTag, Elems> (UG1529 "Basic Types"): Elems accumulator lanes of type acc32 / acc64.
+template <typename AccumTag, unsigned Elems>
+class accum {
+  static_assert(aie_emu::is_acc_tag_v<AccumTag>, "the emulation supports acc32 and acc64 accumulators");
+
+ public:
+  using value_type = AccumTag;
+
+  // Default construction: contents unspecified on hardware; zero here.
+  accum() = default;
+
+  // accum(vector, shift) (UG1529): same as from_vector.
+  template <typename T>
+  explicit accum(const vector<T, Elems>& v, int shift = 0) {
+    from_vector(v, shift);
+  }
+
+  static constexpr unsigned size() { return Elems; }
+  static constexpr unsigned accum_bits() { return aie_emu::acc_traits<AccumTag>::bits; }
+  static constexpr unsigned bits() { return accum_bits() * Elems; }
+
+  // accum::from_vector (UG1529): load the lanes from a vector, each value shifted up by `shift` bits (the
+  // AIE-ML UPS instruction; UG1583 ups intrinsics). Signed and unsigned elements extend by their own signedness.
+  template <typename T>
+  accum& from_vector(const vector<T, Elems>& v, int shift = 0) {
+    if (shift < 0 || shift > 59) aie_emu::fail("from_vector shift %d outside 0..59", shift);
+    for (unsigned i = 0; i < Elems; ++i) {
+      const std::int64_t x = static_cast<std::int64_t>(v.get(i));
+      const std::int64_t f = std::int64_t(1) << shift;
+      if (x > std::numeric_limits<std::int64_t>::max() / f || x < std::numeric_limits<std::int64_t>::min() / f)
+        aie_emu::fail("from_vector up-shift overflows 64 bits");
+      lanes_[i] = x * f;
+      aie_emu::check_lane<AccumTag>(lanes_[i], "accum::from_vector");
+    }
+    return *this;
+  }
+
+  // accum::to_vector<T>(shift) (UG1529): shift-round-saturate every lane into T with the tile's current rounding
+  // and saturation modes. How AIE-ML lowers it (AIE-API aie2 accumulator conversion, UG1583 SRS variants):
+  //   acc32 -> 8/16-bit : one SRS;
+  //   acc64 -> 16/32-bit: one SRS;
+  //   acc64 -> 8-bit    : SRS to 16 bits of the same signedness, then pack to 8 bits (saturates, never rounds);
+  //   acc32 -> 32-bit   : the lanes are reinterpreted as they are, the shift is IGNORED.
+  template <typename T>
+  vector<T, Elems> to_vector(int shift = 0) const {
+    static_assert(aie_emu::is_elem_v<T>, "to_vector targets an 8/16/32-bit integer vector");
+    vector<T, Elems> r;
+    for (unsigned i = 0; i < Elems; ++i) {
+      if constexpr (accum_bits() == 32 && sizeof(T) == 4) {
+        r.set(static_cast<T>(static_cast<std::uint32_t>(lanes_[i])), i);
+      } else if constexpr (accum_bits() == 64 && sizeof(T) == 1) {
+        using T16 = std::conditional_t<std::is_signed_v<T>, std::int16_t, std::uint16_t>;
+        r.set(aie_emu::pack_lane<T>(aie_emu::srs_lane<T16>(lanes_[i], shift)), i);
+      } else {
+        r.set(aie_emu::srs_lane<T>(lanes_[i], shift), i);
+      }
+    }
+    return r;
+  }
+
+  // accum::insert (UG1529): overwrite sub-accumulator number idx (lanes [idx * ElemsIn, (idx + 1) * ElemsIn)).
+  template <unsigned ElemsIn>
+  accum& insert(unsigned idx, const accum<AccumTag, ElemsIn>& a) {
+    static_assert(ElemsIn <= Elems && Elems % ElemsIn == 0, "insert: the sub-accumulator must tile the accumulator");
+    if (idx >= Elems / ElemsIn) aie_emu::fail("accum::insert index out of range");
+    for (unsigned i = 0; i < ElemsIn; ++i) lanes_[idx * ElemsIn + i] = a.emu_lane(i);
+    return *this;
+  }
+
+  // accum::extract (UG1529): sub-accumulator number idx of ElemsOut lanes.
+  template <unsigned ElemsOut>
+  accum<AccumTag, ElemsOut> extract(unsigned idx) const {
+    static_assert(ElemsOut <= Elems && Elems % ElemsOut == 0, "extract: the sub-accumulator must tile the accumulator");
+    if (idx >= Elems / ElemsOut) aie_emu::fail("accum::extract index out of range");
+    accum<AccumTag, ElemsOut> r;
+    for (unsigned i = 0; i < ElemsOut; ++i) r.emu_set_lane(i, lanes_[idx * ElemsOut + i]);
+    return r;
+  }
+
+  // Emulation only: exact lane values.
+  std::int64_t emu_lane(unsigned i) const {
+    if (i >= Elems) aie_emu::fail("accumulator lane index out of range");
+    return lanes_[i];
+  }
+  accum& emu_set_lane(unsigned i, std::int64_t v) {
+    if (i >= Elems) aie_emu::fail("accumulator lane index out of range");
+    aie_emu::check_lane<AccumTag>(v, "an accumulator lane write");
+    lanes_[i] = v;
+    return *this;
+  }
+
+ private:
+  std::int64_t lanes_[Elems] = {};
+};
+
+// -- constructors of constant values ----------------------------------------------------------------------
+// aie::zeros<T, Elems>() (UG1529): a vector (element type T) or an accumulator (accumulator tag
+// T) with every element zero.
+template <typename T, unsigned Elems>
+auto zeros() {
+  if constexpr (aie_emu::is_acc_tag_v<T>) {
+    return accum<T, Elems>();
+  } else {
+    return vector<T, Elems>();
+  }
+}
+
+// aie::broadcast<T, Elems>(value) (UG1529): every element equal to value.
+template <typename T, unsigned Elems>
+vector<T, Elems> broadcast(emu_detail::identity_t<T> value) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(value, i);
+  return r;
+}
+
+// -- memory ------------------------------------------------------------------------------------------------
+// aie::load_v<Elems>(ptr) (UG1529 "Memory"): read Elems consecutive elements into a vector. The pointer must meet
+// the vector load alignment (checked with AIE_EMU_CHECK_ALIGNMENT).
+template <unsigned Elems, aie_dm_resource Resource = aie_dm_resource::none, typename T>
+vector<std::remove_cv_t<T>, Elems> load_v(const T* ptr) {
+  aie_emu::check_alignment(ptr, Elems, "vector load");
+  vector<std::remove_cv_t<T>, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(ptr[i], i);
+  return r;
+}
+
+// aie::store_v(ptr, v) (UG1529 "Memory"): write the vector's elements to consecutive addresses; returns ptr.
+template <aie_dm_resource Resource = aie_dm_resource::none, typename T1, typename T2, unsigned Elems>
+T1* store_v(T1* ptr, const vector<T2, Elems>& v) {
+  static_assert(std::is_same_v<std::remove_cv_t<T1>, T2>, "store_v: pointer and vector element types differ");
+  static_assert(!std::is_const_v<T1>, "store_v: cannot store through a pointer to const");
+  aie_emu::check_alignment(ptr, Elems, "vector store");
+  for (unsigned i = 0; i < Elems; ++i) ptr[i] = v.get(i);
+  return ptr;
+}
+
+// -- element-wise maximum / minimum ---------------------------------------------------------------------------
+// aie::max / aie::min (UG1529 "Comparison"): element-wise maximum / minimum of two vectors, or of a vector and a
+// scalar (the scalar compared with every element).
+template <typename T, unsigned Elems>
+vector<T, Elems> max(const vector<T, Elems>& a, const vector<T, Elems>& b) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(a.get(i) > b.get(i) ? a.get(i) : b.get(i), i);
+  return r;
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> max(const vector<T, Elems>& a, emu_detail::identity_t<T> s) {
+  return max(a, broadcast<T, Elems>(s));
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> max(emu_detail::identity_t<T> s, const vector<T, Elems>& a) {
+  return max(broadcast<T, Elems>(s), a);
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> min(const vector<T, Elems>& a, const vector<T, Elems>& b) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(a.get(i) < b.get(i) ? a.get(i) : b.get(i), i);
+  return r;
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> min(const vector<T, Elems>& a, emu_detail::identity_t<T> s) {
+  return min(a, broadcast<T, Elems>(s));
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> min(emu_detail::identity_t<T> s, const vector<T, Elems>& a) {
+  return min(broadcast<T, Elems>(s), a);
+}
+
+// -- aie::mmul -------------------------------------------------------------------------------------------------
+namespace emu_detail {
+// Accumulator an mmul gets when none is named: 32-bit lanes for 8/16-bit operands, 64-bit lanes when an operand
+// is 32 bits wide (AIE-API default accumulation width for AIE-ML).
+template <typename TypeA, typename TypeB>
+using default_accum_tag_t = std::conditional_t<(sizeof(TypeA) <= 2 && sizeof(TypeB) <= 2), acc32, acc64>;
+}  // namespace emu_detail
+
+// aie::mmul<M, K, N, TypeA, TypeB, AccumTag> (UG1529 "Matrix Multiplication"; UG1603 "Matrix Multiplications -
+// mmul"): C (M x N) accumulates A (M x K) times B (K x N). A, B and C are row-major blocks held in vectors of
+// size_A, size_B and size_C elements. Generic over M, K, N: every shape behaves the same here (the hardware runs
+// native shapes in one MAC instruction and the others in several; the arithmetic is identical).
+template <unsigned M_Elems, unsigned K_Elems, unsigned N_Elems, typename TypeA, typename TypeB,
+          typename AccumTag = emu_detail::default_accum_tag_t<TypeA, TypeB>>
+class mmul {
+ public:
+  static constexpr unsigned M = M_Elems;
+  static constexpr unsigned K = K_Elems;
+  static constexpr unsigned N = N_Elems;
+  static constexpr unsigned size_A = M * K;
+  static constexpr unsigned size_B = K * N;
+  static constexpr unsigned size_C = M * N;
+
+  using accum_type = accum<AccumTag, size_C>;
+  using vector_A_type = vector<TypeA, size_A>;
+  using vector_B_type = vector<TypeB, size_B>;
+
+  static constexpr unsigned size() { return size_C; }
+
+  // Default construction: C unspecified on hardware (zero here); start with mul() or from a value.
+  mmul() = default;
+
+  // mmul(accum) (UG1529; UG1603: mmul objects can start from accumulators, e.g. partial sums from the cascade).
+  mmul(const accum_type& acc) : c_(acc) {}  // NOLINT: implicit, like assignment from an accumulator
+  mmul& operator=(const accum_type& acc) {
+    c_ = acc;
+    return *this;
+  }
+
+  // mmul(vector, shift) (UG1529): C starts from vector values shifted up (as accum::from_vector).
+  template <typename T>
+  explicit mmul(const vector<T, size_C>& v, int shift = 0) : c_(v, shift) {}
+
+  // mmul::mul (UG1529): C = A * B.
+  void mul(const vector_A_type& a, const vector_B_type& b) {
+    c_ = accum_type();
+    mac(a, b);
+  }
+
+  // mmul::mac (UG1529): C += A * B, exactly (no intermediate rounding).
+  void mac(const vector_A_type& a, const vector_B_type& b) {
+    for (unsigned i = 0; i < M; ++i) {
+      for (unsigned j = 0; j < N; ++j) {
+        std::int64_t s = c_.emu_lane(i * N + j);
+        for (unsigned k = 0; k < K; ++k)
+          s += static_cast<std::int64_t>(a.get(i * K + k)) * static_cast<std::int64_t>(b.get(k * N + j));
+        c_.emu_set_lane(i * N + j, s);
+      }
+    }
+  }
+
+  // mmul::to_accum / conversion to accum_type (UG1529): the accumulator C.
+  accum_type to_accum() const { return c_; }
+  operator accum_type() const { return c_; }
+
+  // mmul::to_vector<T>(shift) (UG1529): C converted as accum::to_vector (tile rounding and saturation).
+  template <typename T>
+  vector<T, size_C> to_vector(int shift = 0) const {
+    return c_.template to_vector<T>(shift);
+  }
+
+ private:
+  accum_type c_;
+};
+
+}  // namespace aie
+
+#endif  // NN2AIE_EMU_AIE_HPP
