@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from helpers import random_codes, random_mlp_graph  # noqa: E402
-
 from nn2aie.codegen.data_files import (  # noqa: E402
     gather_columns,
     parse_plio_text,
@@ -28,6 +26,8 @@ from nn2aie.ir.physical import dtype_bytes  # noqa: E402
 from nn2aie.ir.tiling import TilingDescriptor, Traversal  # noqa: E402
 from nn2aie.passes.pipeline import CompileOptions, compile_graph  # noqa: E402
 from nn2aie.sim.emulator import Emulator  # noqa: E402
+
+from helpers import random_codes, random_mlp_graph  # noqa: E402
 
 CASES = {
     "jet": ([16, 64, 32, 32, 5], {}, {}),

@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from helpers import random_codes, random_mlp_graph
 
 from nn2aie.errors import InternalCheckError
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.logical import Graph
 from nn2aie.ir.types import FixedType, FloatType, type_from_json
+
+from helpers import random_codes, random_mlp_graph
 
 
 def test_json_round_trip_keeps_types_data_and_results():

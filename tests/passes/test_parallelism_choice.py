@@ -1,12 +1,13 @@
 """Parallelism choice: fits the tile, minimal, overrides honoured or refused with a reason."""
 
 import pytest
-from helpers import random_mlp_graph
 
 from nn2aie.devices import get_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError
 from nn2aie.passes.parallelism import tile_buffers
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
+
+from helpers import random_mlp_graph
 
 
 def test_every_tile_fits_and_weights_within_one_bank():

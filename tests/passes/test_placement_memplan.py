@@ -1,9 +1,10 @@
 """Placement and memory plan invariants (the legality check runs inside compile_graph too)."""
 
 import numpy as np
-from helpers import random_mlp_graph
 
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
+
+from helpers import random_mlp_graph
 
 
 def test_rectangles_disjoint_and_cascades_west_to_east():

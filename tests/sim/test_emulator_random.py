@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from helpers import random_codes, random_mlp_graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,6 +9,8 @@ from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.execution import ceil_div
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator, Trace
+
+from helpers import random_codes, random_mlp_graph
 
 
 def check(graph, options=None, n=1000, seed=1):

@@ -13,7 +13,6 @@ from importlib import resources
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import random_codes, random_mlp_graph
 
 from nn2aie.api import compile_loaded, default_inputs
 from nn2aie.codegen.project import render_project
@@ -23,6 +22,8 @@ from nn2aie.frontends.loader import load_model
 from nn2aie.numerics import AP_TO_AIE_ROUNDING, AP_TO_AIE_SATURATION
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.native import compile_kernels, find_compiler, run_native_cosim
+
+from helpers import random_codes, random_mlp_graph
 
 
 def _forced(graph, length, num):
