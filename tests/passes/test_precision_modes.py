@@ -161,9 +161,11 @@ def test_left_shift_that_could_overflow_the_lanes_is_refused():
     # int8 x int8, K = 2^16: |acc| <= 2^16 * 2^7 * 2^7 = 2^30 fits acc32, but 2^30 << 1 does not
     x_t, w_t = FixedType(8, 0, True), FixedType(8, 0, True)
     g = one_layer(x_t, w_t, FixedType(16, 1, True), k=1 << 16, bias=False)
+    g.tensors["w"].data[:] = -128  # the bound follows the actual weights: make them the worst case
     with pytest.raises(UnsupportedQuantizationError, match="left shift by 1 could overflow the acc32 lanes"):
         plan_precision(g, g.ops[0], DEVICE, 4)
     ok = one_layer(x_t, w_t, FixedType(16, 1, True), k=60000, bias=False)
+    ok.tensors["w"].data[:] = -128
     assert plan_precision(ok, ok.ops[0], DEVICE, 4).shift == -1
 
 
@@ -191,5 +193,16 @@ def test_int16_x_int8_uses_acc32_and_widens_when_the_sum_could_leave_32_bits():
     assert (e.mmul, e.acc, e.w_dtype) == ((4, 4, 8), "acc32", "int8")
     # 1024 * 32768 * 128 = 2**32: AIE-API has no acc64 16x8 mmul, so the weights are stored as int16 (same codes)
     big = one_layer(FixedType(16, 11, True), FixedType(8, 7, True), FixedType(16, 0, True), k=1024)
+    big.tensors["w"].data[:] = -128  # worst-case weights: the bound follows the actual weights
     e = check_epilogue(big)
     assert (e.mmul, e.acc, e.w_dtype) == ((4, 4, 4), "acc64", "int16")
+
+
+def test_accumulator_bound_follows_the_actual_weights():
+    x_t, w_t = FixedType(8, 0, True), FixedType(8, 0, True)
+    g = one_layer(x_t, w_t, FixedType(16, 0, True), k=64, n=8, bias=False)
+    w = g.tensors["w"].data
+    w[:] = 0
+    w[:, 3] = 5  # one column of 5s: |sum| <= 64 * 5 * 128
+    e = plan_precision(g, g.ops[0], DEVICE, 4)
+    assert e.acc_bound == 64 * 5 * 128

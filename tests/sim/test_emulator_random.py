@@ -134,6 +134,6 @@ def test_rounding_overflow_and_narrow_types(rounding, overflow, width, narrow, s
 
 
 def test_int16_x_int8_layer_widened_to_int16_weights():
-    plan = check(random_mlp_graph([600, 16, 8], act_bits=16), n=300)
+    plan = check(random_mlp_graph([1200, 16, 8], act_bits=16), n=300)
     assert (plan.layers[0].acc, plan.layers[0].w_dtype, plan.layers[0].mmul) == ("acc64", "int16", (4, 4, 4))
     assert plan.layers[1].acc == "acc32"  # K = 16: the sum stays in 32 bits

@@ -34,7 +34,7 @@ class DenseExec:
     clamp_hi: int
     relu: bool
     has_bias: bool
-    acc_bound: int  # worst-case |accumulator| from the types: K*max|x|*max|w| + max|bias| (no overflow below it)
+    acc_bound: int  # worst-case |partial sum| for any input of the input type: max_n sum_k |W|*max|x| + |b|
     cas_length: int = 1
     cas_num: int = 1
     k_slice: int = 0

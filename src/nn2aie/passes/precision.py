@@ -1,8 +1,8 @@
 """Choose containers, accumulator, mmul shape and the SRS epilogue of every dense op.
 
 The accumulator is chosen so that no partial sum can overflow: the bound
-``K * max|x| * max|w| + max|bias|`` is computed from the types (not from data) and must stay below the
-accumulator's positive range; otherwise the op is refused.
+``max_n (sum_k |W[k,n]| * max|x| + |b[n]|)`` holds for every input the input type allows (the weights are
+constants) and must stay below the accumulator's positive range; otherwise the op is refused.
 
 The epilogue (``plan_epilogue``) turns the exact accumulator into output codes with the tile's SRS
 (shift, ``aie::rounding_mode``, ``aie::saturation_mode``) into the output container, then a clamp to
@@ -14,6 +14,8 @@ docs/numerics.md; combinations without such an argument are refused with ``Unsup
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from nn2aie.devices import Device
 from nn2aie.errors import UnsupportedQuantizationError
@@ -142,7 +144,11 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
     k, n = w_t.shape
     bias = bias_in_accumulator(graph, op)
     bias_max = int(abs(bias).max(initial=0)) if bias is not None else 0
-    bound = k * _max_abs(xt) * _max_abs(wt) + bias_max
+    # worst case over every input the input type allows, given the actual weights: each partial sum of column n
+    # (any subset of its products, bias included, cascades included) stays within sum_k |W[k,n]|*max|x| + |b[n]|
+    col_abs = np.abs(w_t.data.astype(np.int64)).sum(axis=0)
+    b_abs = np.abs(bias) if bias is not None else 0
+    bound = int((col_abs * _max_abs(xt) + b_abs).max(initial=0))
     w_container = wt.container
     if pair == ("int16", "int8") and bound >= 2 ** (ACC_BITS[acc] - 1):
         pair, w_container = ("int16", "int16"), "int16"

@@ -101,7 +101,7 @@ def test_int16_activations_and_weights(native_cache):
 
 def test_int16_x_int8_widened_to_int16_weights(native_cache):
     """A 16x8 layer whose sum could leave 32 bits runs as 16x16 with acc64 (AIE-API has no acc64 16x8 mmul)."""
-    graph = random_mlp_graph([600, 16, 8], act_bits=16)
+    graph = random_mlp_graph([1200, 16, 8], act_bits=16)
     plan = _graph_plan(graph, {"dense0": {"cas_length": 3, "cas_num": 2}})
     assert (plan.layers[0].acc, plan.layers[0].w_dtype) == ("acc64", "int16")
     assert_all_tiles_match(plan, random_codes(graph, 200), native_cache)
