@@ -21,6 +21,7 @@ import numpy as np
 from nn2aie import __version__
 from nn2aie.errors import BadFileError, IllegalConfigError
 from nn2aie.frontends.loader import LoadedModel, load_model
+from nn2aie.ir.evaluate import cast_float, overflow_range
 from nn2aie.ir.physical import PhysicalPlan
 from nn2aie.ir.types import FixedType
 from nn2aie.numerics import quantize_float32
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 
 PROJECT_MARKER = "nn2aie-project.json"  # identifies a directory nn2aie wrote (safe to replace)
 DEFAULT_PROJECT_EVENTS = 64
+
+
+def quantize_input(x: np.ndarray, t: FixedType) -> np.ndarray:
+    """Float inputs -> exact input codes (in float32) with the input type's own rounding and overflow."""
+    if t.rounding == "RND_CONV" and t.overflow != "WRAP":  # QuantizeLinear / Quant(ROUND): the fast path
+        lo, hi = overflow_range(t)
+        return quantize_float32(x, t.frac, lo, hi)
+    return cast_float(x, t, "inputs").astype(np.float32)  # any other input type (e.g. hls4ml's)
 
 
 @dataclass
@@ -65,8 +74,7 @@ class Compiled:
                                      f"save one row of {k} features per event")
         if not np.issubdtype(x.dtype, np.number) or np.isnan(x).any():
             raise IllegalConfigError("inputs", "contain NaN (or are not numbers)", "clean the inputs first")
-        t = self.input_type
-        return quantize_float32(x, t.frac, t.min_code, t.max_code)
+        return quantize_input(x, self.input_type)
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         return (codes.astype(np.float64) * self.output_type.lsb).astype(np.float32)
@@ -183,25 +191,26 @@ def prepare_output(out_dir: pathlib.Path, force: bool) -> None:
 
 
 def write_project_atomic(compiled: Compiled, out_dir: str | pathlib.Path, x: np.ndarray | None = None,
-                         force: bool = False, checked: dict | None = None) -> dict:
+                         force: bool = False, checked: dict | None = None, codes: np.ndarray | None = None,
+                         marker_extra: dict | None = None) -> dict:
     """Write the Vitis project into a temporary sibling directory, then move it into place.
 
+    ``codes`` (input codes) replace ``x`` for frontends that quantize inputs their own way (hls4ml).
     An error (or an interrupt) leaves any previous project untouched and no partial directory behind.
     """
     from nn2aie.codegen.project import write_project
 
     out_dir = pathlib.Path(out_dir)
     prepare_output(out_dir, force)
-    if x is None:
-        x = default_inputs(compiled)
-    codes = compiled.quantize(x)
+    if codes is None:
+        codes = compiled.quantize(default_inputs(compiled) if x is None else x)
     summary = compiled.summary(checked)
     summary["project_events"] = int(codes.shape[0])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         write_project(compiled.plan, tmp, codes, summary)
-        _write_provenance(compiled, tmp)
+        _write_provenance(compiled, tmp, marker_extra or {})
         backup = None
         if out_dir.exists():
             backup = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -215,14 +224,19 @@ def write_project_atomic(compiled: Compiled, out_dir: str | pathlib.Path, x: np.
     return summary
 
 
-def _write_provenance(compiled: Compiled, out: pathlib.Path) -> None:
-    """What `nn2aie simulate DIR` needs to rebuild the same plan: the source model and the options."""
+def _write_provenance(compiled: Compiled, out: pathlib.Path, marker_extra: dict) -> None:
+    """What `nn2aie simulate DIR` needs to rebuild the same plan: the source model (ONNX, or the logical graph
+    for frontends without one, e.g. hls4ml) and the options."""
     src = out / "nn2aie"
     src.mkdir(exist_ok=True)
-    (src / "model.onnx").write_bytes(compiled.model.proto.SerializeToString(deterministic=True))
+    if compiled.model.proto is not None:
+        (src / "model.onnx").write_bytes(compiled.model.proto.SerializeToString(deterministic=True))
+    else:
+        graph_json = json.dumps(compiled.model.graph.to_json(), indent=1, sort_keys=True)
+        (src / "graph.json").write_text(graph_json + "\n")
     options = asdict(compiled.options)
     (src / "options.json").write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
-    marker = {"generator": "nn2aie", "version": __version__, "framework": compiled.model.framework}
+    marker = {"generator": "nn2aie", "version": __version__, "framework": compiled.model.framework} | marker_extra
     (out / PROJECT_MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
 
 
@@ -236,7 +250,10 @@ def load_project(project_dir: str | pathlib.Path) -> Compiled:
         options = CompileOptions(**json.loads((d / "nn2aie" / "options.json").read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise BadFileError(f"{d / 'nn2aie' / 'options.json'}", f"unreadable ({exc})", "recompile the project") from None
-    compiled = compile_path(d / "nn2aie" / "model.onnx", options)
+    if (d / "nn2aie" / "model.onnx").is_file():
+        compiled = compile_path(d / "nn2aie" / "model.onnx", options)
+    else:
+        compiled = compile_loaded(_graph_model(d / "nn2aie" / "graph.json"), options)
     plan_file = d / "plan.json"
     if plan_file.is_file():
         stored = json.loads(plan_file.read_text())
@@ -244,3 +261,23 @@ def load_project(project_dir: str | pathlib.Path) -> Compiled:
             raise BadFileError(f"{plan_file}", "does not match the plan rebuilt from the project's model",
                                "the project was edited or written by another nn2aie version: recompile it")
     return compiled
+
+
+def _graph_model(path: pathlib.Path) -> LoadedModel:
+    """A project saved as a logical graph (frontends without an ONNX model): its reference is the logical integer
+    model, link 2 of the verification chain (the source framework is not available here)."""
+    from nn2aie.ir.evaluate import evaluate
+    from nn2aie.ir.logical import Graph
+
+    try:
+        graph = Graph.from_json(json.loads(path.read_text()))
+        graph.verify()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadFileError(f"{path}", f"unreadable ({exc})", "recompile the project") from None
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        codes = quantize_input(np.asarray(x), graph.tensor(graph.inputs[0]).type).astype(np.int64)
+        y = evaluate(graph, {graph.inputs[0]: codes})[graph.outputs[0]]
+        return (y * graph.tensor(graph.outputs[0]).type.lsb).astype(np.float32)
+
+    return LoadedModel(graph, graph.source.get("framework", "graph"), None, reference)

@@ -104,3 +104,24 @@ def evaluate(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
         if op.kind == "dense":
             values[op.outputs[0]] = evaluate_dense(graph, op, values[op.inputs[0]])
     return values
+
+
+def cast_float(values: np.ndarray, t: FixedType, where: str) -> np.ndarray:
+    """Codes of ``ap_fixed(double v)`` for float ``values``: the type's rounding, then its overflow mode (how
+    hls4ml's C++ casts float inputs and weight text; the general form of the host-side input quantizer).
+
+    v * 2**frac is exact in float64 and so are its floor and fraction; the rounding modes only depend on the floor
+    and on whether the fraction is 0, below, at or above one half, so the value is re-expressed exactly enough on a
+    quarter-LSB grid and handed to the IR's own ``requantize``."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        raise UnsupportedQuantizationError(where, "contains NaN or infinite values", "clean the values first")
+    scaled = np.ldexp(v, t.frac)
+    floor = np.floor(scaled)
+    if np.abs(floor).max(initial=0) >= 2.0**60:
+        raise UnsupportedQuantizationError(where, f"values up to {np.abs(v).max():g} are far outside {t.describe()}",
+                                           "check the weights or give the tensor a wider type")
+    r = scaled - floor
+    quarter = np.where(r == 0, 0, np.where(r < 0.5, 1, np.where(r == 0.5, 2, 3)))
+    exact = floor.astype(np.int64) * 4 + quarter
+    return requantize(exact, t.frac + 2, t, where)
