@@ -48,3 +48,19 @@ def random_codes(graph: Graph, n: int, seed: int = 1) -> np.ndarray:
     x[: min(n, 4)] = t.max_code
     x[min(n, 4): min(n, 8)] = t.min_code
     return x
+
+
+def forced_overrides(graph: Graph, length: int, num: int) -> dict[str, dict]:
+    """``length`` x ``num`` on every layer where the slices stay non-empty (else the largest split that does)."""
+    overrides = {}
+    for op in graph.ops:
+        k, n = graph.tensor(op.inputs[1]).shape
+        kb, nb = -(-k // 8), -(-n // 8)
+        ln = min(length, kb)
+        while ln > 1 and (ln - 1) * -(-kb // ln) >= kb:
+            ln -= 1
+        nm = min(num, nb)
+        while nm > 1 and (nm - 1) * -(-nb // nm) >= nb:
+            nm -= 1
+        overrides[op.name] = {"cas_length": ln, "cas_num": nm}
+    return overrides

@@ -12,21 +12,7 @@ from nn2aie.examples.builders import make_qdq_mlp
 from nn2aie.frontends.loader import load_model
 from nn2aie.passes.pipeline import CompileOptions
 
-
-def _forced(graph, length, num):
-    """Force length x num on every layer where the slices stay non-empty (else the largest that fits)."""
-    overrides = {}
-    for op in graph.ops:
-        k, n = graph.tensor(op.inputs[1]).shape
-        kb, nb = -(-k // 8), -(-n // 8)
-        ln = min(length, kb)
-        while ln > 1 and (ln - 1) * -(-kb // ln) >= kb:
-            ln -= 1
-        nm = min(num, nb)
-        while nm > 1 and (nm - 1) * -(-nb // nm) >= nb:
-            nm -= 1
-        overrides[op.name] = {"cas_length": ln, "cas_num": nm}
-    return overrides
+from helpers import forced_overrides
 
 
 def assert_bit_exact(loaded, options, events=1000, seed=5):
@@ -42,7 +28,7 @@ def assert_bit_exact(loaded, options, events=1000, seed=5):
 @pytest.mark.parametrize("forced", [None, (4, 2)])
 def test_qdq_models_against_onnxruntime(sizes, forced):
     loaded = load_model(make_qdq_mlp(sizes, seed=11))
-    options = CompileOptions(overrides=_forced(loaded.graph, *forced) if forced else {})
+    options = CompileOptions(overrides=forced_overrides(loaded.graph, *forced) if forced else {})
     compiled = assert_bit_exact(loaded, options, events=10_000)
     if forced:
         assert any(e.cas_length == 4 and e.cas_num == 2 for e in compiled.plan.layers)
@@ -58,7 +44,7 @@ def test_brevitas_qonnx_mlp_against_execute_onnx_and_module(sizes, forced):
 
     module = make_brevitas_mlp(sizes, seed=3, train_steps=10)
     loaded = load_model(export_brevitas_qonnx(module, sizes[0]))
-    options = CompileOptions(overrides=_forced(loaded.graph, *forced) if forced else {})
+    options = CompileOptions(overrides=forced_overrides(loaded.graph, *forced) if forced else {})
     compiled = assert_bit_exact(loaded, options, events=10_000)
     x = default_inputs(compiled, events=1000, seed=9)
     with torch.no_grad():
@@ -70,7 +56,7 @@ def test_brevitas_qonnx_mlp_against_execute_onnx_and_module(sizes, forced):
 def test_int16_activation_qdq_model():
     loaded = load_model(make_qdq_mlp([40, 24, 9], seed=4, act_bits=16, w_max=7, out_fracs=[4, 4]))
     assert loaded.graph.source.get("reference_exact") == "yes"
-    assert_bit_exact(loaded, CompileOptions(overrides=_forced(loaded.graph, 2, 2)))
+    assert_bit_exact(loaded, CompileOptions(overrides=forced_overrides(loaded.graph, 2, 2)))
 
 
 def test_small_device_xcve2302():

@@ -23,24 +23,7 @@ from nn2aie.numerics import AP_TO_AIE_ROUNDING, AP_TO_AIE_SATURATION
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.native import compile_kernels, find_compiler, run_native_cosim
 
-from helpers import random_codes, random_mlp_graph
-
-
-def _forced(graph, length, num):
-    """length x num on every layer where the slices stay non-empty (else the largest that fits), as in
-    tests/sim/test_end_to_end_models.py."""
-    overrides = {}
-    for op in graph.ops:
-        k, n = graph.tensor(op.inputs[1]).shape
-        kb, nb = -(-k // 8), -(-n // 8)
-        ln = min(length, kb)
-        while ln > 1 and (ln - 1) * -(-kb // ln) >= kb:
-            ln -= 1
-        nm = min(num, nb)
-        while nm > 1 and (nm - 1) * -(-nb // nm) >= nb:
-            nm -= 1
-        overrides[op.name] = {"cas_length": ln, "cas_num": nm}
-    return overrides
+from helpers import forced_overrides, random_codes, random_mlp_graph
 
 
 def assert_all_tiles_match(plan, x, cache, **kwargs):
@@ -76,7 +59,7 @@ def test_bundled_demo_example(native_cache):
 
 def test_qdq_384_256_200_10_forced_4x2(native_cache):
     loaded = load_model(make_qdq_mlp([384, 256, 200, 10], seed=11))
-    compiled = compile_loaded(loaded, CompileOptions(overrides=_forced(loaded.graph, 4, 2)))
+    compiled = compile_loaded(loaded, CompileOptions(overrides=forced_overrides(loaded.graph, 4, 2)))
     plan = compiled.plan
     assert [(e.cas_length, e.cas_num) for e in plan.layers][:2] == [(4, 2), (4, 2)]
     assert {k.role for k in plan.kernels} == {"first", "middle", "last"}
@@ -86,7 +69,7 @@ def test_qdq_384_256_200_10_forced_4x2(native_cache):
 
 def test_int16_activations_qdq_model(native_cache):
     loaded = load_model(make_qdq_mlp([40, 24, 9], seed=4, act_bits=16, w_max=7, out_fracs=[4, 4]))
-    compiled = compile_loaded(loaded, CompileOptions(overrides=_forced(loaded.graph, 2, 2)))
+    compiled = compile_loaded(loaded, CompileOptions(overrides=forced_overrides(loaded.graph, 2, 2)))
     assert all(e.acc == "acc32" and e.mmul == (4, 4, 8) for e in compiled.plan.layers)
     x = compiled.quantize(default_inputs(compiled, events=300, seed=4))
     assert_all_tiles_match(compiled.plan, x, native_cache)

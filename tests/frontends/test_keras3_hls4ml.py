@@ -1,0 +1,202 @@
+"""Keras 3 models through hls4ml's Keras converter into the nn2aie backend plugin (``backend='nn2aie'``).
+
+Plain Keras 3 MLPs (torch backend, no TensorFlow) are converted twice with the same explicit per-layer precisions:
+once with ``backend='nn2aie'`` and once with hls4ml's Vitis backend, whose ``compile()`` builds the C simulation with
+g++; ``predict`` must agree exactly on >= 1000 inputs that hit the input type's ties and overflow. hls4ml turns both
+``Dense(activation='relu')`` (a ``<name>_relu`` Activation layer) and a separate ``Activation('relu')`` layer into
+Dense + Activation, so the models use both spellings. Accumulators and Dense results are wide (exact), so the lossy
+casts are the input, every ReLU result (saturating) and the last Dense result.
+
+HGQ2 (``hgq.layers.QDense``) models give the Dense a narrow result type before the ReLU (a requantisation of the
+accumulator, then another one on the ReLU result); nn2aie's dense op expresses one, so the plugin refuses them with
+a typed error naming the layers.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported anywhere (no TensorFlow / JAX in this venv)
+
+import shutil  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+hls4ml = pytest.importorskip("hls4ml")
+
+from nn2aie.errors import UnsupportedOpError  # noqa: E402
+from nn2aie.frontends.hls4ml_frontend import graph_from_hls4ml  # noqa: E402
+from nn2aie.ir.types import FixedType  # noqa: E402
+
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed for hls4ml's C simulation")
+
+WEIGHT_T, BIAS_T, WIDE_T = "ap_fixed<8,2>", "ap_fixed<16,6>", "ap_fixed<32,16>"
+N_SAMPLES = 1200
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    sizes: tuple[int, ...]
+    x_t: str
+    relu_t: tuple[str, ...]  # one per hidden layer
+    out_t: str
+    seed: int = 0
+
+
+JET = Case("keras_jet_tagger", (16, 64, 32, 32, 5), "ap_fixed<8,3,AP_RND_CONV,AP_SAT>",
+           ("ap_ufixed<8,2,AP_RND,AP_SAT>", "ap_fixed<8,3,AP_RND_INF,AP_SAT_SYM>", "ap_ufixed<8,3,AP_TRN,AP_SAT>"),
+           "ap_fixed<8,2,AP_RND_ZERO,AP_SAT>", seed=1)
+BIG = Case("keras_mlp_384_256_200_10", (384, 256, 200, 10), "ap_fixed<8,3,AP_TRN,AP_WRAP>",
+           ("ap_ufixed<8,1,AP_RND_MIN_INF,AP_SAT>", "ap_fixed<8,2,AP_RND_CONV,AP_SAT_SYM>"),
+           "ap_fixed<16,6,AP_TRN_ZERO,AP_SAT>", seed=2)
+
+
+def relu_name(i: int) -> str:
+    """hls4ml's name of the ReLU after Dense fc{i}: odd layers use Dense(activation='relu'), even ones a layer."""
+    return f"fc{i}_relu" if i % 2 else f"relu{i}"
+
+
+def keras_mlp(sizes, seed: int):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((sizes[0],), name="inp")]
+    n_dense = len(sizes) - 1
+    for i, n in enumerate(sizes[1:], start=1):
+        hidden = i < n_dense
+        bias_init = keras.initializers.RandomNormal(stddev=0.5, seed=seed * 100 + i)
+        layers.append(keras.layers.Dense(n, activation="relu" if hidden and i % 2 else None, name=f"fc{i}",
+                                         bias_initializer=bias_init))
+        if hidden and not i % 2:
+            layers.append(keras.layers.Activation("relu", name=relu_name(i)))
+    return keras.Sequential(layers, name="mlp")
+
+
+def hls_config(model, case: Case, backend: str) -> dict:
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
+    layers = cfg["LayerName"]
+    layers["inp"]["Precision"]["result"] = case.x_t
+    n_dense = len(case.sizes) - 1
+    for i in range(1, n_dense + 1):
+        last = i == n_dense
+        layers[f"fc{i}"]["Precision"].update(weight=WEIGHT_T, bias=BIAS_T, accum=WIDE_T,
+                                             result=case.out_t if last else WIDE_T)
+        if not last:
+            layers[relu_name(i)]["Precision"]["result"] = case.relu_t[i - 1]
+    return cfg
+
+
+def convert(case: Case, backend: str, out_dir: str):
+    model = keras_mlp(case.sizes, case.seed)
+    return hls4ml.converters.convert_from_keras_model(
+        model, hls_config=hls_config(model, case, backend), backend=backend, output_dir=out_dir,
+        project_name="mlp", io_type="io_parallel")
+
+
+def parse_fixed(text: str) -> FixedType:
+    inner = text.replace(" ", "").split("<")[1].rstrip(">").split(",")
+    width, integer = int(inner[0]), int(inner[1])
+    modes = [m.replace("AP_", "") for m in inner[2:]] + ["TRN", "WRAP"][len(inner) - 2:]
+    return FixedType(width, width - integer, not text.startswith("ap_u"), modes[0], modes[1])
+
+
+def make_inputs(case: Case) -> np.ndarray:
+    """The input grid at quarter-LSB steps over twice the range (ties, overflow, negatives), exact ties, reals."""
+    t = parse_fixed(case.x_t)
+    rng = np.random.default_rng(700 + case.seed)
+    k = case.sizes[0]
+    span = 1 << (t.width + 2)
+    grid = rng.integers(-span, span, size=(N_SAMPLES // 2, k)) * 2.0 ** -(t.frac + 2)
+    ties = (2 * rng.integers(-(span // 2), span // 2, size=(N_SAMPLES // 4, k)) + 1) * 2.0 ** -(t.frac + 1)
+    reals = rng.normal(0.0, 2.0 ** (t.width - t.frac - 1), size=(N_SAMPLES - len(grid) - len(ties), k))
+    return np.ascontiguousarray(np.concatenate([grid, ties, reals]), dtype=np.float64)
+
+
+def _check_case(case: Case, tmp_path) -> None:
+    start = time.perf_counter()
+    vitis = convert(case, "Vitis", str(tmp_path / "vitis"))
+    ours = convert(case, "nn2aie", str(tmp_path / "aie"))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # g++ for the C-sim while nn2aie compiles its plan
+        futures = [pool.submit(m.compile) for m in (vitis, ours)]
+        for f in futures:
+            f.result()
+    # both ReLU spellings become Dense + Activation, folded into one relu dense op per hidden layer
+    graph = graph_from_hls4ml(ours)
+    n_dense = len(case.sizes) - 1
+    assert [op.attrs["activation"] for op in graph.ops] == ["relu"] * (n_dense - 1) + ["linear"]
+    assert [t.type for t in (graph.tensor(op.outputs[0]) for op in graph.ops)] == \
+        [parse_fixed(t) for t in case.relu_t] + [parse_fixed(case.out_t)]
+    x = make_inputs(case)
+    want = vitis.predict(x)
+    got = ours.predict(x)
+    assert got.shape == want.shape == (N_SAMPLES, case.sizes[-1])
+    bad = np.argwhere(got != want)
+    assert not len(bad), f"{len(bad)} outputs differ, first at {bad[0].tolist()}: {got[tuple(bad[0])]} vs " \
+                         f"{want[tuple(bad[0])]}"
+    assert len(np.unique(got)) > 20  # not a degenerate (all-saturated / all-zero) model
+    x_t = parse_fixed(case.x_t)
+    assert (x < 0).any() and (np.abs(x) > 2.0 ** (x_t.width - x_t.frac - 1)).any()  # negatives, overflow
+    print(f"{case.name}: convert + compile + predict {time.perf_counter() - start:.1f} s")
+
+
+@needs_gxx
+def test_keras3_mlp_predict_equals_hls4ml_vitis_csim(tmp_path):
+    _check_case(JET, tmp_path)
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_keras3_big_mlp_predict_equals_hls4ml_vitis_csim(tmp_path):
+    _check_case(BIG, tmp_path)
+
+
+# -- HGQ2 --------------------------------------------------------------------------------------------------------
+def hgq2_mlp(seed: int = 3):
+    hgq = pytest.importorskip("hgq")
+    from hgq.config import LayerConfigScope, QuantizerConfigScope
+    from hgq.layers import QDense
+
+    keras.utils.set_random_seed(seed)
+    with QuantizerConfigScope(place="all", default_q_type="kif", overflow_mode="SAT_SYM"), \
+            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode="WRAP"), \
+            LayerConfigScope(enable_ebops=False):
+        model = keras.Sequential([keras.Input((16,), name="inp"), QDense(64, activation="relu", name="fc1"),
+                                  QDense(32, activation="relu", name="fc2"), QDense(5, name="fc3")])
+    assert hgq is not None
+    return model
+
+
+def convert_hgq2(model, backend: str, out_dir: str):
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
+    return hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend=backend, output_dir=out_dir,
+                                                      project_name="hgq", io_type="io_parallel")
+
+
+def test_hgq2_narrow_dense_result_before_relu_is_refused(tmp_path):
+    model = hgq2_mlp()
+    hm = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
+    fc1 = next(layer for layer in hm.get_layers() if layer.name == "fc1")
+    result, accum = fc1.get_output_variable().type.precision, fc1.get_attr("accum_t").precision
+    assert result.width - result.integer < accum.width - accum.integer  # HGQ2 requantises the Dense result
+    with pytest.raises(UnsupportedOpError, match=r"hls4ml layers fc1 \(Dense\) -> fc1_relu \(relu\): the Dense "
+                       r"result type .* rounds again: two requantisations in a row") as err:
+        hm.compile()
+    print(f"refusal: {err.value}")
+    with pytest.raises(UnsupportedOpError, match="two requantisations"):
+        hm.predict(np.zeros((4, 16)))
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_hgq2_model_is_valid_for_hls4ml_vitis(tmp_path):
+    """The refused HGQ2 model is not broken: hls4ml's own C-sim equals keras predict on it."""
+    model = hgq2_mlp()
+    x = np.random.default_rng(0).normal(0.0, 2.0, size=(N_SAMPLES, 16)).astype(np.float32)
+    want = np.asarray(model.predict(x, verbose=0))
+    vitis = convert_hgq2(model, "Vitis", str(tmp_path / "vitis"))
+    vitis.compile()
+    assert np.array_equal(vitis.predict(x).reshape(want.shape), want)
