@@ -90,9 +90,26 @@ def test_bit_exact_variants(kw):
     assert all(len(op.inputs) == (2 if kw.get("bias") is False else 3) for op in g.ops)
 
 
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def test_optimized_session_matches():
-    """ORT_ENABLE_ALL fuses QDQ MatMul into com.microsoft.QGemm (integer GEMM); results stay identical."""
-    for kw in ({}, dict(relu_after_dq=True), dict(act_bits=16, in_frac=12, w_max=7)):
+    """ORT_ENABLE_ALL fuses QDQ MatMul into com.microsoft.QGemm (integer GEMM); results stay identical.
+
+    nn2aie's reference is the unoptimised session (the graph's own QDQ semantics). The fused uint8 x int8 kernel
+    of onnxruntime saturates 16-bit pair sums on x86 CPUs without VNNI (onnxruntime's documented u8s8 caveat),
+    so the uint8 cases are compared only where the CPU has VNNI; the int16 case everywhere.
+    """
+    cases = [dict(act_bits=16, in_frac=12, w_max=7)]
+    if _cpu_has_vnni():
+        cases += [{}, dict(relu_after_dq=True)]
+    for kw in cases:
         model = make_qdq_mlp(JET if "act_bits" not in kw else [16, 32, 8], **kw)
         xt = load_qdq(model).tensor("x")
         x = float_inputs(xt.shape[-1], xt.type.frac, 600)
