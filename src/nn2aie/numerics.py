@@ -235,3 +235,15 @@ def srs_float(acc: np.ndarray, shift: int, bits: int, signed: bool, rounding: st
     hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
     lo = (-hi - 1 if saturation == "saturate" else -hi) if signed else 0
     return np.clip(q, lo, hi, out=q if inplace else None)
+
+
+def wrap_float(y: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Reduce exact-integer floats modulo ``2**bits`` into the signed / unsigned ``bits``-wide range, in place
+    (the kernel's wrap step: upshift + arithmetic downshift, or a mask). Exact for |y| < 2**53."""
+    period = float(1 << bits)
+    if signed:
+        y += period / 2
+        np.mod(y, period, out=y)
+        y -= period / 2
+        return y
+    return np.mod(y, period, out=y)

@@ -4,7 +4,8 @@ combinations it cannot reproduce are refused with a message naming the tensor.
 
 The kernel epilogue is modelled step by step as the emitted C++ runs it (AIE-API lowering): ``to_vector<o_t>
 (SHIFT)`` = one SRS for acc32 -> 8/16 bit and acc64 -> 16 bit, SRS to 16 bit then ``pack`` for acc64 -> 8 bit;
-then ``aie::max`` / ``aie::min`` with the clamp bounds.
+then ``aie::max`` / ``aie::min`` with the clamp bounds; then, for AP_WRAP into a type narrower than its container,
+the wrap step (keep the low ``wrap_bits`` bits, sign-extended or masked).
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def kernel_epilogue(acc: np.ndarray, e: DenseExec) -> np.ndarray:
         y = srs_then_pack(acc, e.shift, 16, 8, signed, e.rounding, e.saturation)
     else:
         y = srs(acc, e.shift, bits, signed, e.rounding, e.saturation)
-    return np.minimum(np.maximum(y, e.clamp_lo), e.clamp_hi)
+    y = np.minimum(np.maximum(y, e.clamp_lo), e.clamp_hi)
+    if e.wrap_bits:  # upshift by (bits - wrap_bits), then arithmetic downshift (signed) / mask (unsigned)
+        y = srs(y, 0, e.wrap_bits, signed, "floor", "none")
+    return y
 
 
 def accumulator_probes(e: DenseExec, out: FixedType, rng: np.random.Generator) -> np.ndarray:
@@ -74,6 +78,7 @@ def accumulator_probes(e: DenseExec, out: FixedType, rng: np.random.Generator) -
     probes = probes[np.abs(probes) <= e.acc_bound]
     rand = rng.integers(-e.acc_bound, e.acc_bound + 1, size=1000)
     small = rng.integers(-64 * one, 64 * one + 1, size=1000)
+    small = small[np.abs(small) <= e.acc_bound]  # the contract covers |acc| <= acc_bound only
     return np.unique(np.concatenate([probes, rand, small]))
 
 
@@ -93,7 +98,7 @@ def check_epilogue(graph: Graph, seed: int = 0) -> DenseExec:
 
 # (output width, container, signed, narrow, overflow) combinations the epilogue supports
 OUTPUTS = [(w, s, nr, ov) for w in (8, 6, 16, 12, 3) for s in (True, False) for nr in (False, True)
-           for ov in ("SAT", "SAT_SYM", "WRAP") if not (ov == "WRAP" and (nr or w not in (8, 16)))]
+           for ov in ("SAT", "SAT_SYM", "WRAP") if not (ov == "WRAP" and nr)]
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))
@@ -107,10 +112,11 @@ def test_epilogue_equals_logical_model(pair, rounding):
     for (width, signed, narrow, overflow), relu in itertools.product(OUTPUTS, (False, True)):
         for shift in (-1, 0, 1, 4, 9, 17):
             y_t = FixedType(width, acc_frac - shift, signed, rounding, overflow, narrow)
-            if overflow == "WRAP" and relu:  # accepted only when no non-negative sum can wrap
+            if overflow == "WRAP" and relu:  # refused only when a full-width type or the container could wrap
                 try:
                     e = check_epilogue(one_layer(x_t, w_t, y_t, relu=relu), seed=n)
                     assert e.saturation == "saturate"
+                    assert e.wrap_bits in (0, width) and (e.wrap_bits == 0 or width < y_t.container_bits)
                 except UnsupportedQuantizationError as err:
                     assert "ReLU followed by a wrapping output type" in str(err)
                 n += 1
@@ -144,9 +150,8 @@ X8, W8 = FixedType(8, 5, True), FixedType(8, 7, True)
 
 @pytest.mark.parametrize(("y_t", "match"), [
     (FixedType(8, 6, True, "RND", "SAT_ZERO"), r"output tensor model/out.*AP_SAT_ZERO.*AP_SAT"),
-    (FixedType(6, 6, True, "RND", "WRAP"), r"output tensor model/out.*wrap-around into 6 bits.*AP_SAT"),
     (FixedType(8, 6, True, "RND", "WRAP", narrow=True), r"model/out.*narrow"),
-    (FixedType(24, 6, True), r"model/out.*32-bit outputs are not supported.*ignores the SRS shift"),
+    (FixedType(24, 6, True), r"model/out.*acc32 -> int32 conversion ignores the SRS shift.*shift 0, here 6"),
     (FixedType(32, 6, True), r"model/out.*32-bit"),
     (FixedType(8, 14, True), r"model/out.*2 bits finer.*shift left by 2.*at most 1 bit.*-4..-2 are unsafe"),
     (FixedType(8, 12 - 60, True), r"model/out.*shift right by 60.*at most 59"),
@@ -206,3 +211,33 @@ def test_accumulator_bound_follows_the_actual_weights():
     w[:, 3] = 5  # one column of 5s: |sum| <= 64 * 5 * 128
     e = plan_precision(g, g.ops[0], DEVICE, 4)
     assert e.acc_bound == 64 * 5 * 128
+
+
+def test_narrow_wrap_keeps_the_low_bits_after_the_srs():
+    # 6-bit AP_WRAP in an int8 container: SRS with saturation 'none' (modulo 2^8), then the 6-bit wrap step
+    e = check_epilogue(one_layer(X8, W8, FixedType(6, 6, True, "RND", "WRAP")))
+    assert (e.saturation, e.wrap_bits, e.clamp_lo, e.clamp_hi) == ("none", 6, -128, 127)
+    u = check_epilogue(one_layer(X8, W8, FixedType(5, 6, False, "TRN", "WRAP")))
+    assert (u.out_dtype, u.wrap_bits) == ("uint8", 5)
+    # 9-bit in int16 after ReLU (HGQ2's datalane types): SRS into int16 cannot overflow, clamp at 0, then wrap
+    r = check_epilogue(one_layer(X8, W8, FixedType(9, 6, True, "RND", "WRAP"), relu=True))
+    assert (r.out_dtype, r.saturation, r.clamp_lo, r.wrap_bits) == ("int16", "saturate", 0, 9)
+    # no sum can reach past the type: no wrap step at all
+    small_w = FixedType(3, 7, True)
+    assert check_epilogue(one_layer(X8, small_w, FixedType(6, 12 - 9, True, "RND", "WRAP"))).wrap_bits == 0
+
+
+def test_32_bit_outputs_where_the_conversion_honours_the_shift():
+    # acc32 -> int32 reinterprets the lanes: exact at the accumulator's own scale (shift 0) only
+    e = check_epilogue(one_layer(X8, W8, FixedType(18, 12, True, "TRN", "WRAP")))  # |acc| <= 394239: may wrap
+    assert (e.out_dtype, e.shift, e.wrap_bits) == ("int32", 0, 18)
+    exact = check_epilogue(one_layer(X8, W8, FixedType(18, 12, True, "TRN", "WRAP"), k=4))  # < 2^17: never wraps
+    assert (exact.out_dtype, exact.wrap_bits) == ("int32", 0)
+    s = check_epilogue(one_layer(X8, W8, FixedType(10, 12, True, "TRN", "SAT")))  # 10 bits: int16, unchanged
+    assert s.out_dtype == "int16"
+    sat = check_epilogue(one_layer(X8, W8, FixedType(17, 12, True, "TRN", "SAT")))
+    assert (sat.out_dtype, sat.clamp_lo, sat.clamp_hi) == ("int32", -(1 << 16), (1 << 16) - 1)
+    # acc64 -> int32 is a real SRS: any shift
+    x16, w16 = FixedType(16, 11, True), FixedType(16, 13, True)
+    e64 = check_epilogue(one_layer(x16, w16, FixedType(24, 20, True, "RND_CONV", "SAT")))
+    assert (e64.acc, e64.out_dtype, e64.shift) == ("acc64", "int32", 4)

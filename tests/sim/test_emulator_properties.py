@@ -2,7 +2,8 @@
 
 Each example draws 1-3 dense layers with random sizes (mostly not multiples of the mmul shape), an operand
 pair per layer (int8/uint8 or int16/uint16 activations x int8/int16 weights), an output type per layer
-(8/16-bit container, any width, signed or unsigned, narrow or not, every rounding mode, SAT / SAT_SYM / WRAP),
+(8/16-bit container, any width, signed or unsigned, narrow or not, every rounding mode, SAT / SAT_SYM / WRAP
+- also WRAP narrower than the container, with or without ReLU),
 an SRS shift from -1 (output finer than the accumulator) to well past the output range, biases (also coarser than
 the accumulator), ReLU or not, a cascade split (cas_length x cas_num) of one layer, batch 4 or 8, and inputs that
 mix the extreme codes with random ones. Then ``Emulator(plan).run(x) == evaluate(graph, x)`` exactly.
@@ -17,10 +18,10 @@ import math
 import os
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from nn2aie.errors import DoesNotFitError, IllegalConfigError
+from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedQuantizationError
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.logical import Graph, Op, Tensor
@@ -45,11 +46,8 @@ def out_types(draw, acc_frac: int, typical: float, container: int) -> FixedType:
     """An output type for an accumulator at ``acc_frac`` whose typical magnitude is ``typical``."""
     overflow = draw(st.sampled_from(OVERFLOWS))
     signed = draw(st.booleans())
-    if overflow == "WRAP":
-        width, narrow = container, False
-    else:
-        width = draw(st.one_of(st.just(container), st.integers(2 if signed else 1, container)))
-        narrow = draw(st.booleans()) and not (width == 1 and not signed)
+    width = draw(st.one_of(st.just(container), st.integers(2 if signed else 1, container)))
+    narrow = draw(st.booleans()) and not (width == 1 and not signed) and overflow != "WRAP"
     # shift that maps the typical accumulator near the top of the output range, moved by up to +-4 bits:
     # covers rounding inside the range, saturation / wrap-around, and (clamped at -1) left shifts
     base = round(math.log2(max(typical, 1.0))) - (width - 2)
@@ -92,8 +90,8 @@ def mlps(draw, max_layers: int = 3):
         container = draw(st.sampled_from([8, 16]))
         y_t = draw(out_types(acc_frac, typical, container))
         tensors[f"x{i + 1}"] = Tensor(f"x{i + 1}", (n,), y_t)
-        # ReLU into a wrapping type is refused unless no sum can wrap (tests/passes/test_precision_modes.py)
-        relu = draw(st.booleans()) and y_t.overflow != "WRAP"
+        # ReLU into a wrapping type is refused when the container itself could wrap (compile_with_fallback)
+        relu = draw(st.booleans())
         ops.append(Op(f"dense{i}", "dense", inputs, [f"x{i + 1}"], {"activation": "relu" if relu else "linear"}))
     graph = Graph("prop_mlp", tensors, ops, ["x0"], [f"x{n_layers}"], {"framework": "test"})
 
@@ -132,6 +130,9 @@ def compile_with_fallback(graph: Graph, options: CompileOptions):
         return compile_graph(graph, options)[0]
     except (IllegalConfigError, DoesNotFitError):
         return compile_graph(graph, CompileOptions(batch=options.batch))[0]
+    except UnsupportedQuantizationError as err:  # a documented refusal (tests/passes/test_precision_modes.py)
+        assume("ReLU followed by a wrapping output type" not in str(err))
+        raise
 
 
 def check_equal(graph: Graph, options: CompileOptions, events: int, seed: int, streams: bool = False) -> None:

@@ -35,6 +35,7 @@ class DenseExec:
     relu: bool
     has_bias: bool
     acc_bound: int  # worst-case |partial sum| for any input of the input type: max_n sum_k |W|*max|x| + |b|
+    wrap_bits: int = 0  # > 0: AP_WRAP into this many bits after the clamp (type narrower than its container)
     cas_length: int = 1
     cas_num: int = 1
     k_slice: int = 0

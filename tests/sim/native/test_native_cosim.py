@@ -111,6 +111,38 @@ def test_narrow_outputs(native_cache, kwargs):
     assert_all_tiles_match(plan, random_codes(graph, 300, seed=5), native_cache)
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_wrap_into_few_bits_of_an_int8_container(native_cache, signed):
+    graph = random_mlp_graph([40, 9], seed=5, out_width=3, overflow="WRAP")
+    y = graph.tensors["x1"]
+    graph.tensors["x1"] = type(y)(y.name, y.shape, type(y.type)(3, y.type.frac + 2, signed, "RND", "WRAP"))
+    plan = _graph_plan(graph)
+    assert (plan.layers[0].out_dtype, plan.layers[0].wrap_bits) == ("int8" if signed else "uint8", 3)
+    assert_all_tiles_match(plan, random_codes(graph, 300, seed=6), native_cache)
+
+
+def test_relu_then_wrap_into_9_bits_of_int16(native_cache):
+    """HGQ2-style hidden type: ReLU, then AP_WRAP into 9 bits held in int16 (clamp at 0, then sign extension)."""
+    graph = random_mlp_graph([40, 24, 9], seed=3, act_bits=16, hidden_unsigned=False)
+    h = graph.tensors["x1"]
+    graph.tensors["x1"] = type(h)(h.name, h.shape, type(h.type)(9, h.type.frac + 4, True, "RND", "WRAP"))
+    plan = _graph_plan(graph)
+    e = plan.layers[0]
+    assert (e.out_dtype, e.relu, e.clamp_lo, e.wrap_bits) == ("int16", True, 0, 9)
+    assert_all_tiles_match(plan, random_codes(graph, 300, seed=6), native_cache)
+
+
+def test_32_bit_output_at_the_accumulator_scale(native_cache):
+    """acc32 -> int32 with shift 0 (the lanes as they are), clamped to an 18-bit saturating type."""
+    graph = random_mlp_graph([40, 24, 9], seed=4)
+    last = graph.tensors["x2"]
+    acc_frac = graph.tensor("x1").type.frac + graph.tensor("w1").type.frac
+    graph.tensors["x2"] = type(last)(last.name, last.shape, type(last.type)(18, acc_frac, True, "TRN", "SAT"))
+    plan = _graph_plan(graph)
+    assert (plan.layers[-1].out_dtype, plan.layers[-1].shift) == ("int32", 0)
+    assert_all_tiles_match(plan, random_codes(graph, 300, seed=6), native_cache)
+
+
 def test_no_bias_and_cascade_roles(native_cache):
     graph = random_mlp_graph([64, 48, 5], bias=False)
     plan = _graph_plan(graph, {"dense0": {"cas_length": 8, "cas_num": 1}})

@@ -93,6 +93,8 @@ def _check(e: DenseExec) -> None:
         raise InternalCheckError(where, f"unknown accumulator {e.acc}", "report this")
     if e.rounding not in AIE_ROUNDING_MODES or e.saturation not in SATURATION_MODES:
         raise InternalCheckError(where, f"unknown rounding/saturation {e.rounding}/{e.saturation}", "report this")
+    if e.wrap_bits and not (0 < e.wrap_bits < _BITS[e.out_dtype]):
+        raise InternalCheckError(where, f"wrap to {e.wrap_bits} bits in {e.out_dtype}", "report this")
     m, k, n = e.mmul
     if e.batch % m or e.k_slice % k or e.n_slice % n or (e.n_slice // n) % e.n_accumulators:
         raise InternalCheckError(where, "slices are not whole mmul blocks / accumulator groups", "report this")
@@ -137,6 +139,7 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
         "batch": e.batch, "k_slice": e.k_slice, "n_slice": e.n_slice, "mmul_m": m, "mmul_k": k, "mmul_n": n,
         "n_acc": e.n_accumulators, "shift": e.shift, "clamp_lo": e.clamp_lo, "clamp_hi": e.clamp_hi,
         "apply_lo": _cxx_bool(e.clamp_lo > lo_min), "apply_hi": _cxx_bool(e.clamp_hi < hi_max),
+        "wrap_bits": e.wrap_bits, "wrap_shift": (_BITS[e.out_dtype] - e.wrap_bits) if e.wrap_bits else 0,
         "has_bias": _cxx_bool(e.has_bias), "rounding": e.rounding, "saturation": e.saturation,
         "word_lanes": CASCADE_WORD_BITS // _ACC_BITS[e.acc], "accumulators": list(range(e.n_accumulators)),
         "roles": [_role_context(e, ns, r) for r in ROLE_ORDER if r in roles],

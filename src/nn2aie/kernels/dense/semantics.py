@@ -5,7 +5,8 @@ for every (row block m, column group g), ``n_accumulators`` aie::mmul accumulato
 
     acc = bias (first/single) | cascade-in (middle/last)
     for k_blk: acc[j] += A[m, k_blk] @ B[k_blk, g*NB + j]          (exact integer, acc32/acc64 lanes)
-    single/last:  y = clamp(srs(acc, shift, rounding, saturation), lo, hi)   -> output buffer
+    single/last:  y = wrap(clamp(srs(acc, shift, rounding, saturation), lo, hi))   -> output buffer
+                  (wrap: AP_WRAP into wrap_bits < container bits, only when wrap_bits > 0)
     first/middle: acc -> cascade-out
 
 Layouts (shared with the C++ template and the DMA descriptors):
@@ -26,7 +27,7 @@ import numpy as np
 
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.tiling import BlockLayout
-from nn2aie.numerics import shift_round_float, srs_float
+from nn2aie.numerics import shift_round_float, srs_float, wrap_float
 
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
 
@@ -104,12 +105,14 @@ def run_tile_logical(e: DenseExec, role: str, a_mat: np.ndarray, w_mat: np.ndarr
     bits, signed = _BITS[e.out_dtype], not e.out_dtype.startswith("u")
     if e.saturation == "none":
         y = srs_float(acc, e.shift, bits, signed, e.rounding, e.saturation, inplace=True)
-        return np.clip(y, e.clamp_lo, e.clamp_hi, out=y)
-    # saturate then clamp == one clamp to the intersection (the clamp range lies inside the container's)
-    y = shift_round_float(acc, e.shift, e.rounding, inplace=True)  # acc is this call's own temporary
-    sat_hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-    sat_lo = (-sat_hi - (e.saturation == "saturate")) if signed else 0
-    return np.clip(y, max(sat_lo, e.clamp_lo), min(sat_hi, e.clamp_hi), out=y)
+        y = np.clip(y, e.clamp_lo, e.clamp_hi, out=y)
+    else:
+        # saturate then clamp == one clamp to the intersection (the clamp range lies inside the container's)
+        y = shift_round_float(acc, e.shift, e.rounding, inplace=True)  # acc is this call's own temporary
+        sat_hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        sat_lo = (-sat_hi - (e.saturation == "saturate")) if signed else 0
+        y = np.clip(y, max(sat_lo, e.clamp_lo), min(sat_hi, e.clamp_hi), out=y)
+    return wrap_float(y, e.wrap_bits, signed) if e.wrap_bits else y
 
 
 def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.ndarray,

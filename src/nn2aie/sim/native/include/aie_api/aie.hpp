@@ -431,6 +431,43 @@ vector<T, Elems> min(emu_detail::identity_t<T> s, const vector<T, Elems>& a) {
   return min(broadcast<T, Elems>(s), a);
 }
 
+// -- shifts and bit operations (UG1079 / UG1603 "Bitwise Operations", UG1529 "Arithmetic" and "Bits") ---------
+// aie::upshift(v, n): every element shifted left by n bits, filled with 0 (modulo the element width).
+template <typename T, unsigned Elems>
+vector<T, Elems> upshift(const vector<T, Elems>& v, unsigned shift) {
+  using U = std::make_unsigned_t<T>;
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) {
+    const U bits = static_cast<U>(static_cast<U>(v.get(i)) << shift);  // two's complement, no signed overflow
+    r.set(static_cast<T>(bits), i);
+  }
+  return r;
+}
+// aie::downshift(v, n): every element shifted right by n bits, arithmetically (sign-extended) for signed
+// element types, with zeros for unsigned ones.
+template <typename T, unsigned Elems>
+vector<T, Elems> downshift(const vector<T, Elems>& v, unsigned shift) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) {
+    const std::int64_t x = static_cast<std::int64_t>(v.get(i));
+    r.set(static_cast<T>(x >> shift), i);  // x >> s on int64 is arithmetic (C++20; gcc/clang before that)
+  }
+  return r;
+}
+// aie::bit_and(a, v) / aie::bit_and(v1, v2): bit-wise AND of a scalar with every element, or element-wise.
+template <typename T, unsigned Elems>
+vector<T, Elems> bit_and(emu_detail::identity_t<T> a, const vector<T, Elems>& v) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(static_cast<T>(a & v.get(i)), i);
+  return r;
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> bit_and(const vector<T, Elems>& v1, const vector<T, Elems>& v2) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(static_cast<T>(v1.get(i) & v2.get(i)), i);
+  return r;
+}
+
 // -- aie::mmul -------------------------------------------------------------------------------------------------
 namespace emu_detail {
 // Accumulator an mmul gets when none is named: 32-bit lanes for 8/16-bit operands, 64-bit lanes when an operand
