@@ -7,9 +7,10 @@ g++; ``predict`` must agree exactly on >= 1000 inputs that hit the input type's 
 Dense + Activation, so the models use both spellings. Accumulators and Dense results are wide (exact), so the lossy
 casts are the input, every ReLU result (saturating) and the last Dense result.
 
-HGQ2 (``hgq.layers.QDense``) models give the Dense a narrow result type before the ReLU (a requantisation of the
-accumulator, then another one on the ReLU result); nn2aie's dense op expresses one, so the plugin refuses them with
-a typed error naming the layers.
+HGQ2 (``hgq.layers.QDense``) models give the Dense a narrow TRN/WRAP result type before the ReLU's own RND/WRAP
+type; the frontend composes the two requantisations into one exactly (or refuses pairs that do not compose), and
+the narrow WRAP types run through the kernel's wrap step. ``predict`` equals HGQ2's Keras execution and hls4ml's
+Vitis C-simulation.
 """
 
 from __future__ import annotations
@@ -150,17 +151,32 @@ def test_keras3_mlp_predict_equals_hls4ml_vitis_csim(case, tmp_path):
 
 
 # -- HGQ2 --------------------------------------------------------------------------------------------------------
-def hgq2_mlp(seed: int = 3):
+def hgq2_mlp(sizes=(16, 64, 32, 32, 5), seed: int = 3, train_steps: int = 0, per_tensor_activations: bool = True):
+    """An HGQ2 MLP: per-weight (heterogeneous) weight quantizers, one trainable quantizer per activation tensor
+    (per-element activation bit widths become hls4ml FixedPointQuantizer layers, refused: see
+    test_heterogeneous_activation_quantizers_are_refused), WRAP on the datalanes as HGQ2's defaults; optionally
+    trained a few steps on seeded synthetic data so the bit widths move."""
     pytest.importorskip("hgq")
     from hgq.config import LayerConfigScope, QuantizerConfigScope
     from hgq.layers import QDense
 
     keras.utils.set_random_seed(seed)
     with QuantizerConfigScope(place="all", default_q_type="kif", overflow_mode="SAT_SYM"), \
-            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode="WRAP"), \
+            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode="WRAP",
+                                 **(dict(heterogeneous_axis=(), homogeneous_axis=None) if per_tensor_activations
+                                    else {})), \
             LayerConfigScope(enable_ebops=False):
-        model = keras.Sequential([keras.Input((16,), name="inp"), QDense(64, activation="relu", name="fc1"),
-                                  QDense(32, activation="relu", name="fc2"), QDense(5, name="fc3")])
+        layers = [keras.Input((sizes[0],), name="inp")]
+        for i, n in enumerate(sizes[1:], start=1):
+            last = i == len(sizes) - 1
+            layers.append(QDense(n, activation=None if last else "relu", name=f"fc{i}"))
+        model = keras.Sequential(layers)
+    if train_steps:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(0.0, 1.5, size=(64 * train_steps, sizes[0])).astype(np.float32)
+        y = rng.normal(0.0, 1.0, size=(64 * train_steps, sizes[-1])).astype(np.float32)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     return model
 
 
@@ -170,12 +186,69 @@ def convert_hgq2(model, backend: str, out_dir: str):
                                                       project_name="hgq", io_type="io_parallel")
 
 
-def test_hgq2_narrow_dense_result_before_relu_is_refused(tmp_path):
-    model = hgq2_mlp()
+def hgq2_inputs(model, n: int, seed: int) -> np.ndarray:
+    """Inputs at several magnitudes (most values wrap in the input quantizer's few integer bits), exact ties of
+    the finest input LSB, negatives."""
+    rng = np.random.default_rng(seed)
+    k = model.inputs[0].shape[-1]
+    mag = rng.choice([0.1, 1.0, 3.0, 12.0], size=(n, 1))
+    x = rng.normal(0.0, 1.0, size=(n, k)) * mag
+    x[: n // 4] = (rng.integers(-2000, 2000, size=(n // 4, k)) + 0.5) * 2.0 ** -8
+    return x.astype(np.float32)
+
+
+HGQ2_CASES = {"hgq2_jet_tagger": (16, 64, 32, 32, 5), "hgq2_mlp_384_256_200_10": (384, 256, 200, 10)}
+
+
+@pytest.mark.parametrize("name", sorted(HGQ2_CASES))
+def test_hgq2_predict_equals_keras(name, tmp_path):
+    """HGQ2 writes a narrow TRN/WRAP Dense result, then the ReLU's own RND/WRAP type: the two requantisations
+    compose exactly into one (frontends/hls4ml_frontend.py); predict must equal HGQ2's own Keras execution."""
+    model = hgq2_mlp(HGQ2_CASES[name], seed=5, train_steps=3)
     hm = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
     fc1 = next(layer for layer in hm.get_layers() if layer.name == "fc1")
     result, accum = fc1.get_output_variable().type.precision, fc1.get_attr("accum_t").precision
     assert result.width - result.integer < accum.width - accum.integer  # HGQ2 requantises the Dense result
+    hm.compile()
+    graph = graph_from_hls4ml(hm)
+    assert [op.attrs["activation"] for op in graph.ops] == ["relu"] * (len(graph.ops) - 1) + ["linear"]
+    assert any(graph.tensor(op.outputs[0]).type.overflow == "WRAP" and
+               graph.tensor(op.outputs[0]).type.width < graph.tensor(op.outputs[0]).type.container_bits
+               for op in graph.ops)  # the wrap step is exercised
+    x = hgq2_inputs(model, N_SAMPLES, seed=11)
+    want = np.asarray(model.predict(x, verbose=0))
+    got = hm.predict(x).reshape(want.shape)
+    bad = np.argwhere(got != want)
+    assert not len(bad), f"{len(bad)} outputs differ, first at {bad[0].tolist()}: {got[tuple(bad[0])]} vs " \
+                         f"{want[tuple(bad[0])]}"
+    assert len(np.unique(got)) > 20
+
+
+@needs_gxx
+def test_hgq2_predict_equals_hls4ml_vitis_csim(tmp_path):
+    """The same HGQ2 jet tagger through hls4ml's own Vitis C-simulation (g++): equal to nn2aie's predict."""
+    model = hgq2_mlp(HGQ2_CASES["hgq2_jet_tagger"], seed=6, train_steps=3)
+    x = hgq2_inputs(model, N_SAMPLES, seed=12)
+    vitis = convert_hgq2(model, "Vitis", str(tmp_path / "vitis"))
+    ours = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for f in [pool.submit(m.compile) for m in (vitis, ours)]:
+            f.result()
+    want = vitis.predict(x)
+    assert np.array_equal(ours.predict(x).reshape(want.shape), want)
+    assert np.array_equal(want.reshape(-1, 5), np.asarray(model.predict(x, verbose=0)))
+
+
+def test_non_composable_requantisations_are_refused(tmp_path):
+    """A rounding Dense result followed by a coarser rounding ReLU type is two requantisations that no single
+    one equals: refused with a typed error naming both layers."""
+    case = Case("two_requant", (16, 8, 4), "ap_fixed<8,3>", ("ap_ufixed<8,3,AP_RND,AP_SAT>",), "ap_fixed<16,6>")
+    model = keras_mlp(case.sizes, 0)
+    cfg = hls_config(model, case, "nn2aie")
+    cfg["LayerName"]["fc1"]["Precision"]["result"] = "ap_fixed<18,10,AP_RND_CONV,AP_SAT>"  # 8 of 11 frac bits
+    hm = hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend="nn2aie",
+                                                    output_dir=str(tmp_path / "aie"), project_name="mlp",
+                                                    io_type="io_parallel")
     with pytest.raises(UnsupportedOpError, match=r"hls4ml layers fc1 \(Dense\) -> fc1_relu \(relu\): the Dense "
                        r"result type .* rounds again: two requantisations in a row") as err:
         hm.compile()
@@ -184,13 +257,12 @@ def test_hgq2_narrow_dense_result_before_relu_is_refused(tmp_path):
         hm.predict(np.zeros((4, 16)))
 
 
-@needs_gxx
-@pytest.mark.slow
-def test_hgq2_model_is_valid_for_hls4ml_vitis(tmp_path):
-    """The refused HGQ2 model is not broken: hls4ml's own C-sim equals keras predict on it."""
-    model = hgq2_mlp()
-    x = np.random.default_rng(0).normal(0.0, 2.0, size=(N_SAMPLES, 16)).astype(np.float32)
-    want = np.asarray(model.predict(x, verbose=0))
-    vitis = convert_hgq2(model, "Vitis", str(tmp_path / "vitis"))
-    vitis.compile()
-    assert np.array_equal(vitis.predict(x).reshape(want.shape), want)
+def test_heterogeneous_activation_quantizers_are_refused(tmp_path):
+    """HGQ2's default datalane quantizers are per element; once trained, hls4ml keeps them as FixedPointQuantizer
+    layers with one type per element. Refused with the layer named and the per-tensor configuration to use."""
+    model = hgq2_mlp(HGQ2_CASES["hgq2_jet_tagger"], seed=5, train_steps=3, per_tensor_activations=False)
+    hm = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
+    with pytest.raises(UnsupportedOpError, match=r"hls4ml layer fc\d_iq \(FixedPointQuantizer\).*per-element.*"
+                       r"heterogeneous_axis=\(\)") as err:
+        hm.compile()
+    print(f"refusal: {err.value}")

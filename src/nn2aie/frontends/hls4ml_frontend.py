@@ -11,8 +11,10 @@ What hls4ml's C++ computes for ``Dense`` (``nnet::dense``, io_parallel) and how 
 * the sum is cast into the Dense ``result_t``; a following ReLU (a separate ``Activation`` layer) computes
   ``relu_t(max(dense_result, 0))``. nn2aie's dense op is ``requantize(relu(acc))`` (docs/numerics.md), so the two
   layers fold into one op when the Dense result is exact (output type: the ReLU's), or when it saturates and the
-  ReLU type holds each of its non-negative values (output type: the Dense's; saturation commutes with ReLU).
-  Anything else is two requantisations and is refused.
+  ReLU type holds each of its non-negative values (output type: the Dense's; saturation commutes with ReLU),
+  or when the two requantisations compose into one (``_compose_requantisations``: a Dense result that cannot
+  overflow and truncates, then a coarser TRN/RND activation type, as HGQ2 writes them; or an activation type
+  with the Dense result's fractional bits). Any other pair of requantisations is refused.
 
 Weights: hls4ml prints each weight as decimal text with as many decimals as its type has fractional bits and its
 C++ casts the parsed double with the weight type's rounding and overflow modes. ``weight_codes`` reproduces that
@@ -41,6 +43,9 @@ _NEAREST = {
     "Pooling2D": "flatten and use a Dense layer",
     "Transpose": "give the model a flat [features] input (nn2aie compiles chains of Dense layers)",
     "Reshape": "give the model a flat [features] input (nn2aie compiles chains of Dense layers)",
+    "FixedPointQuantizer": "this is an HGQ2 per-element (heterogeneous) activation quantizer, and nn2aie needs one "
+                           "type per activation tensor: build the model under QuantizerConfigScope(place='datalane', "
+                           "heterogeneous_axis=(), homogeneous_axis=None) (weights may stay per-element)",
 }
 
 
@@ -105,6 +110,36 @@ def _holds(t: FixedType, lo: int, hi: int, frac: int) -> bool:
     return tlo <= (lo << shift) and (hi << shift) <= thi
 
 
+def _compose_requantisations(p: _Pending, out_t: FixedType) -> FixedType | None:
+    """One type whose single requantisation (after the ReLU, if any) equals ``out_t(act(result_t(sum)))`` for
+    every exact sum the Dense can produce, or None. HGQ2 writes such pairs: a TRN/WRAP Dense result, then the
+    activation's own (RND/WRAP) type.
+
+    Requires that the Dense result never overflows (its range holds every rounded sum); then, with f0 > f1 the
+    fractional bits of the sum and the Dense result, f2 those of ``out_t``, and any monotone rounding r with
+    r(0) = 0 (all of them) commuting with ReLU:
+    - f2 == f1: the activation only narrows: ``out_t`` with the Dense result's rounding;
+    - f2 <  f1 and the Dense result truncates (TRN = floor): floor(floor(x * 2^f1) / 2^(f1-f2) + c) =
+      floor(x * 2^f2 + c) for an integer-shifted floor (c = 0 for TRN, c = 1/2 for RND, half up), so ``out_t``
+      applied to the exact sum is the same. Other rounding pairs (e.g. TRN then RND_CONV) are not composable.
+    """
+    d = p.result_t
+    f0, f1, f2 = p.acc_frac, d.frac, out_t.frac
+    if f1 >= f0:
+        return None  # the Dense result is exact in its fractional bits; the range cases are handled by the caller
+    shift = f0 - f1
+    lo = int(p.acc_lo.min(initial=0)) >> shift  # floor: every rounding mode lands in [floor, ceil]
+    hi = -(-int(p.acc_hi.max(initial=0)) >> shift)
+    d_lo, d_hi = _type_range(d)
+    if not (d_lo <= lo and hi <= d_hi):
+        return None  # the Dense result itself may overflow
+    if f2 == f1:
+        return FixedType(out_t.width, out_t.frac, out_t.signed, d.rounding, out_t.overflow, out_t.narrow)
+    if f2 < f1 and d.rounding == "TRN" and out_t.rounding in ("TRN", "RND"):
+        return out_t
+    return None
+
+
 def graph_from_hls4ml(model, name: str | None = None) -> Graph:
     """Convert an hls4ml ``ModelGraph`` (a chain Input -> Dense [-> ReLU] -> ... ) into a logical graph."""
     layers = list(model.get_layers())
@@ -157,6 +192,8 @@ def graph_from_hls4ml(model, name: str | None = None) -> Graph:
                 current = emit(pending, layer.name, d, "relu", f"{pending.name}+{layer.name}")
             elif act == "linear" and (exact or _holds(out_t, *_type_range(d), d.frac)):
                 current = emit(pending, layer.name, out_t if exact else d, "linear", f"{pending.name}+{layer.name}")
+            elif (folded := _compose_requantisations(pending, out_t)) is not None:
+                current = emit(pending, layer.name, folded, act, f"{pending.name}+{layer.name}")
             else:
                 raise UnsupportedOpError(
                     f"hls4ml layers {pending.name} (Dense) -> {layer.name} ({act})",
