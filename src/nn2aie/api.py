@@ -21,7 +21,7 @@ import numpy as np
 from nn2aie import __version__
 from nn2aie.errors import BadFileError, IllegalConfigError
 from nn2aie.frontends.loader import LoadedModel, load_model
-from nn2aie.ir.evaluate import cast_float, overflow_range
+from nn2aie.ir.evaluate import cast_input, input_pre_cast, overflow_range
 from nn2aie.ir.physical import PhysicalPlan
 from nn2aie.ir.types import FixedType
 from nn2aie.numerics import quantize_float32
@@ -35,12 +35,13 @@ PROJECT_MARKER = "nn2aie-project.json"  # identifies a directory nn2aie wrote (s
 DEFAULT_PROJECT_EVENTS = 64
 
 
-def quantize_input(x: np.ndarray, t: FixedType) -> np.ndarray:
-    """Float inputs -> exact input codes (in float32) with the input type's own rounding and overflow."""
-    if t.rounding == "RND_CONV" and t.overflow != "WRAP":  # QuantizeLinear / Quant(ROUND): the fast path
+def quantize_input(x: np.ndarray, t: FixedType, pre: FixedType | None = None) -> np.ndarray:
+    """Float inputs -> exact input codes (in float32) with the input type's own rounding and overflow (after a
+    first cast into ``pre`` when the source model casts twice, see ``ir.evaluate.INPUT_PRE_CAST``)."""
+    if pre is None and t.rounding == "RND_CONV" and t.overflow != "WRAP":  # QuantizeLinear / Quant(ROUND)
         lo, hi = overflow_range(t)
         return quantize_float32(x, t.frac, lo, hi)
-    return cast_float(x, t, "inputs").astype(np.float32)  # any other input type (e.g. hls4ml's)
+    return cast_input(x, t, pre, "inputs").astype(np.float32)  # any other input type (e.g. hls4ml's)
 
 
 @dataclass
@@ -54,6 +55,11 @@ class Compiled:
     @property
     def input_type(self) -> FixedType:
         return self.plan.tensor_types[self.plan.input_tensor]
+
+    @property
+    def input_pre_type(self) -> FixedType | None:
+        """A type the host casts inputs into before ``input_type`` (None: one cast)."""
+        return input_pre_cast(self.model.graph)
 
     @property
     def output_type(self) -> FixedType:
@@ -74,7 +80,7 @@ class Compiled:
                                      f"save one row of {k} features per event")
         if not np.issubdtype(x.dtype, np.number) or np.isnan(x).any():
             raise IllegalConfigError("inputs", "contain NaN (or are not numbers)", "clean the inputs first")
-        return quantize_input(x, self.input_type)
+        return quantize_input(x, self.input_type, self.input_pre_type)
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         return (codes.astype(np.float64) * self.output_type.lsb).astype(np.float32)

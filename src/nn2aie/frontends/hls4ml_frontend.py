@@ -23,12 +23,13 @@ from the very strings hls4ml writes (iterating the weight variable), so the code
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from nn2aie.errors import UnsupportedOpError, UnsupportedQuantizationError
-from nn2aie.ir.evaluate import cast_float
+from nn2aie.ir.evaluate import INPUT_PRE_CAST, cast_float
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 
@@ -163,6 +164,7 @@ def graph_from_hls4ml(model, name: str | None = None) -> Graph:
     tensors[inp.name] = Tensor(inp.name, shape, x_t, origin=inp.name)
     current = inp.name  # the IR tensor feeding the next layer
     pending: _Pending | None = None
+    source = {"framework": "hls4ml"}
 
     def emit(p: _Pending, out_name: str, out_t: FixedType, act: str, origin: str) -> str:
         tensors[out_name] = Tensor(out_name, (tensors[p.w].shape[1],), out_t, origin=origin)
@@ -181,6 +183,14 @@ def graph_from_hls4ml(model, name: str | None = None) -> Graph:
         elif cls == "Activation" and layer.get_attr("activation", "").lower() in ("relu", "linear"):
             act = layer.get_attr("activation").lower()
             out_t = fixed_type(layer.get_output_variable().type.precision, f"hls4ml layer {layer.name} result")
+            if pending is None and act == "linear" and current == inp.name and not ops:
+                # an input quantizer (hls4ml's QONNX converter writes one): the host casts into the Input type,
+                # then into this one (api.quantize_input); the array sees only the second type
+                if out_t != x_t:
+                    source[INPUT_PRE_CAST] = json.dumps(x_t.to_json(), sort_keys=True)
+                    tensors[inp.name] = Tensor(inp.name, shape, out_t, origin=f"{inp.name}+{layer.name}")
+                    x_t = out_t
+                continue
             if pending is None:
                 raise _refuse(layer, f"{act} is supported only directly after a Dense layer")
             lo, hi = int(pending.acc_lo.min(initial=0)), int(pending.acc_hi.max(initial=0))
@@ -210,8 +220,7 @@ def graph_from_hls4ml(model, name: str | None = None) -> Graph:
         current = emit(pending, pending.name, pending.result_t, "linear", pending.name)
     if not ops:
         raise UnsupportedOpError("hls4ml model", "contains no Dense layer", "nothing to compile")
-    graph = Graph(name or model.config.get_project_name(), tensors, ops, [inp.name], [current],
-                  {"framework": "hls4ml"})
+    graph = Graph(name or model.config.get_project_name(), tensors, ops, [inp.name], [current], source)
     graph.verify()
     return graph
 

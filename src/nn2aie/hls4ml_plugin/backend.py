@@ -24,7 +24,7 @@ from nn2aie.api import PROJECT_MARKER, Compiled, compile_loaded, default_inputs,
 from nn2aie.errors import IllegalConfigError, MissingToolError
 from nn2aie.frontends.hls4ml_frontend import graph_from_hls4ml
 from nn2aie.frontends.loader import LoadedModel
-from nn2aie.ir.evaluate import cast_float, evaluate
+from nn2aie.ir.evaluate import cast_input, evaluate, input_pre_cast
 from nn2aie.passes.pipeline import CompileOptions
 
 _ATTR = "_nn2aie_compiled"  # where the compiled design is kept on the hls4ml ModelGraph
@@ -136,7 +136,7 @@ def compiled_model(model, refresh: bool = False) -> Compiled:
 
     def reference(x: np.ndarray) -> np.ndarray:  # the logical integer model (link 2 of the chain)
         x_t = graph.tensor(graph.inputs[0]).type
-        y = evaluate(graph, {graph.inputs[0]: cast_float(x, x_t, "inputs")})[graph.outputs[0]]
+        y = evaluate(graph, {graph.inputs[0]: cast_input(x, x_t, input_pre_cast(graph), "inputs")})[graph.outputs[0]]
         return y * graph.tensor(graph.outputs[0]).type.lsb
 
     loaded = LoadedModel(graph, "hls4ml", None, reference)  # type: ignore[arg-type]  # no ONNX model
@@ -155,7 +155,7 @@ def input_codes(compiled: Compiled, x) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != k:
         raise IllegalConfigError("inputs", f"expected [samples, {k}], got {list(np.shape(x))}",
                                  f"pass {k} features per sample")
-    return cast_float(x.astype(np.float64), compiled.input_type, "inputs")
+    return cast_input(x.astype(np.float64), compiled.input_type, compiled.input_pre_type, "inputs")
 
 
 def predict(model, x) -> np.ndarray:

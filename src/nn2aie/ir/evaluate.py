@@ -6,11 +6,13 @@ and the physical emulator must equal it. It knows nothing about tiles.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from nn2aie.errors import UnsupportedQuantizationError
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, type_from_json
 from nn2aie.numerics import aie_rounding, needs_wide_ints, saturate, shift_round
 
 
@@ -104,6 +106,28 @@ def evaluate(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
         if op.kind == "dense":
             values[op.outputs[0]] = evaluate_dense(graph, op, values[op.inputs[0]])
     return values
+
+
+# Graph.source key: JSON of a type the host casts float inputs into BEFORE the graph input's own type (hls4ml's
+# Input type when a linear quantizing Activation follows it); absent = one cast
+INPUT_PRE_CAST = "input_pre_cast"
+
+
+def input_pre_cast(graph: Graph) -> FixedType | None:
+    text = graph.source.get(INPUT_PRE_CAST)
+    if not text:
+        return None
+    t = type_from_json(json.loads(text))
+    assert isinstance(t, FixedType)
+    return t
+
+
+def cast_input(values: np.ndarray, t: FixedType, pre: FixedType | None, where: str) -> np.ndarray:
+    """Host-side input codes: ``cast_float`` into ``t``, or into ``pre`` first and then ``requantize`` into ``t``
+    (two casts in a row, as the framework computes them)."""
+    if pre is None:
+        return cast_float(values, t, where)
+    return requantize(cast_float(values, pre, where), pre.frac, t, where)
 
 
 def cast_float(values: np.ndarray, t: FixedType, where: str) -> np.ndarray:
