@@ -44,6 +44,8 @@ _NEAREST = {
     "Pooling2D": "flatten and use a Dense layer",
     "Transpose": "give the model a flat [features] input (nn2aie compiles chains of Dense layers)",
     "Reshape": "give the model a flat [features] input (nn2aie compiles chains of Dense layers)",
+    "ApplyAlpha": "per-channel scales are not folded yet: quantize weights per tensor with a power-of-two scale "
+                  "(e.g. Brevitas Int8WeightPerTensorFixedPoint)",
     "FixedPointQuantizer": "this is an HGQ2 per-element (heterogeneous) activation quantizer, and nn2aie needs one "
                            "type per activation tensor: build the model under QuantizerConfigScope(place='datalane', "
                            "heterogeneous_axis=(), homogeneous_axis=None) (weights may stay per-element)",
