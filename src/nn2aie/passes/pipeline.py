@@ -15,7 +15,7 @@ from nn2aie.ir.physical import Kernel, PhysicalPlan
 from nn2aie.passes.memplan import MemoryPlanner, boundary_feasible, check_chain
 from nn2aie.passes.parallelism import choose_parallelism
 from nn2aie.passes.partition import memory_map, partition_layer
-from nn2aie.passes.placement import place
+from nn2aie.passes.placement import PlacementReport, place
 from nn2aie.passes.precision import plan_precision
 from nn2aie.passes.verify import verify_plan
 
@@ -52,6 +52,7 @@ class State:
     options: CompileOptions
     layers: list[DenseExec] = field(default_factory=list)
     kernels: list[Kernel] = field(default_factory=list)
+    placement: PlacementReport | None = None
     plan: PhysicalPlan | None = None
 
     def to_json(self) -> dict:
@@ -129,7 +130,7 @@ def _partition(s: State) -> None:
 
 
 def _place(s: State) -> None:
-    place(s.layers, s.kernels, s.device)
+    s.placement = place(s.layers, s.kernels, s.device)
 
 
 def _memory_plan(s: State) -> None:
@@ -160,7 +161,8 @@ def _memory_plan(s: State) -> None:
     s.plan = PhysicalPlan(
         device=s.device.name, graph_name=g.name, batch=o.batch, layers=s.layers, kernels=s.kernels,
         shared_buffers=mp.shared, direct_links=mp.links, plios=mp.plios, input_tensor=g.inputs[0],
-        output_tensor=g.outputs[0], tensor_types=types)
+        output_tensor=g.outputs[0], tensor_types=types,
+        placement=s.placement.to_json() if s.placement is not None else {})
 
 
 def _check(s: State) -> None:

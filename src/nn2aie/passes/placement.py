@@ -1,48 +1,176 @@
 """Deterministic, legal, compact placement of layer rectangles on the compute array.
 
-Each layer is a rectangle ``cas_length`` columns wide (its cascade runs west -> east along a row, the only
-horizontal cascade direction on AIE-ML, AM020) and ``cas_num`` rows high (one chain per row). Layers are
-packed in graph order on shelves starting at the lowest compute row (next to the memory tiles that carry
-their data): each consumer starts in the column right after its producer, so producer outputs sit next to
-consumer inputs. A layer that does not fit in the remaining columns opens a new shelf above.
+Each layer is a rectangle ``cas_length`` columns wide (its cascade runs west -> east along a row, the horizontal
+cascade direction of AIE-ML, AM020) and ``cas_num`` rows high (one chain per row). Every kernel keeps all its
+buffers in its own memory module (the memory plan pins them by address), so rectangles need no free margin
+column; ``check_placement`` verifies the invariants.
 
-Every kernel keeps all its buffers in its own memory module (the memory plan pins them by address), so a
-rectangle needs no free west-neighbour column; ``check_placement`` verifies the invariants.
+Placement is an exact optimisation with OR-Tools CP-SAT: one interval pair per rectangle, ``AddNoOverlap2D``, and
+a wire-length objective (``wire_length``): data between layers goes down to a memory tile and up again, so an
+edge costs the horizontal distance from the producer's east end (its outputs) to the consumer's west end (its
+first cascade position) plus both rectangles' heights above the memory-tile row; the graph input and output cost
+their layer's height above the interface. The search is deterministic: one worker, a fixed seed and a limit in
+CP-SAT's *deterministic* time units (not seconds), so the same model gives the same placement on any machine.
+A greedy shelf packing (graph order, each layer right after its producer, new shelf above when a row is full) is
+the solver's hint and the fallback when CP-SAT is not installed or finds nothing within the limit. The report
+(``PlacementReport``) states the method, objective, best lower bound and gap.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
 
 from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError, InternalCheckError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel
 
+DETERMINISTIC_LIMIT = 4.0  # CP-SAT deterministic time units (about seconds on a fast core; machine independent)
 
-def place(layers: list[DenseExec], kernels: list[Kernel], device: Device) -> dict[str, tuple[int, int]]:
-    """Assign (col, row) to every kernel; returns each layer's rectangle origin."""
-    origins: dict[str, tuple[int, int]] = {}
-    x = y = shelf_height = 0
+
+@dataclass
+class PlacementReport:
+    method: str  # "cp-sat" | "shelf"
+    status: str  # CP-SAT status name, or why the heuristic was used
+    wire_length: int  # objective of the final placement (wire_length)
+    lower_bound: int  # best proven lower bound (== wire_length when optimal)
+    heuristic_wire_length: int  # the shelf packing's objective, for comparison
+    seconds: float
+
+    @property
+    def gap(self) -> float:
+        return 0.0 if self.wire_length == 0 else (self.wire_length - self.lower_bound) / self.wire_length
+
+    def to_json(self) -> dict:
+        """Without the run time, so that projects stay byte-identical."""
+        return {k: v for k, v in asdict(self).items() if k != "seconds"} | {"gap": round(self.gap, 6)}
+
+
+def chain_edges(layers: list[DenseExec]) -> list[tuple[int, int]]:
+    return [(i, i + 1) for i in range(len(layers) - 1)]
+
+
+def wire_length(layers: list[DenseExec], origins: list[tuple[int, int]], edges: list[tuple[int, int]],
+                sources: list[int], sinks: list[int]) -> int:
+    """The placement objective (see the module docstring), in tile hops."""
+    total = 0
+    for p, c in edges:
+        (xp, yp), (xc, yc) = origins[p], origins[c]
+        total += abs(xp + layers[p].cas_length - 1 - xc) + yp + yc
+    total += sum(origins[i][1] for i in sources) + sum(origins[i][1] for i in sinks)
+    return total
+
+
+def _endpoints(n: int, edges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Layers fed by the graph input (no producer) and feeding the graph output (no consumer)."""
+    has_in, has_out = {c for _, c in edges}, {p for p, _ in edges}
+    return [i for i in range(n) if i not in has_in], [i for i in range(n) if i not in has_out]
+
+
+def _check_fits(layers: list[DenseExec], device: Device) -> None:
     for e in layers:
         if e.cas_length > device.columns or e.cas_num > device.compute_rows:
             raise DoesNotFitError(f"layer {e.op}", f"a {e.cas_length}x{e.cas_num} rectangle exceeds the "
                                   f"{device.columns}x{device.compute_rows} array of {device.name}",
                                   "reduce cas_length/cas_num")
+    used = sum(e.tiles for e in layers)
+    if used > device.columns * device.compute_rows:
+        raise DoesNotFitError("design", f"needs {used} compute tiles, {device.name} has "
+                              f"{device.columns * device.compute_rows}",
+                              "use a larger device, fewer tiles per layer (a larger max weight bytes per tile), or a "
+                              "smaller model")
+
+
+def shelf_placement(layers: list[DenseExec], device: Device) -> list[tuple[int, int]] | None:
+    """Greedy shelves in graph order; None when the rectangles do not pack this way."""
+    origins, x, y, shelf_height = [], 0, 0, 0
+    for e in layers:
         if x + e.cas_length > device.columns:
             x, y, shelf_height = 0, y + shelf_height, 0
         if y + e.cas_num > device.compute_rows:
-            used = sum(layer.tiles for layer in layers)
-            raise DoesNotFitError(
-                f"layer {e.op}", f"the design needs {used} tiles in rectangles that do not pack into the "
-                f"{device.columns}x{device.compute_rows} array of {device.name}",
-                "use a larger device, fewer tiles per layer (a larger max weight bytes per tile), or a smaller model")
-        origins[e.op] = (x, y)
+            return None
+        origins.append((x, y))
         x += e.cas_length
         shelf_height = max(shelf_height, e.cas_num)
+    return origins
+
+
+def _cp_sat(layers: list[DenseExec], device: Device, edges: list[tuple[int, int]], sources: list[int],
+            sinks: list[int], hint: list[tuple[int, int]] | None):
+    """(origins, status, objective, bound) from CP-SAT, or None when OR-Tools is missing."""
+    try:
+        from ortools.sat.python import cp_model
+    except ImportError:
+        return None
+    m = cp_model.CpModel()
+    cols, rows = device.columns, device.compute_rows
+    xs, ys, xi, yi = [], [], [], []
+    for i, e in enumerate(layers):
+        x = m.NewIntVar(0, cols - e.cas_length, f"x{i}")
+        y = m.NewIntVar(0, rows - e.cas_num, f"y{i}")
+        xs.append(x)
+        ys.append(y)
+        xi.append(m.NewFixedSizeIntervalVar(x, e.cas_length, f"ix{i}"))
+        yi.append(m.NewFixedSizeIntervalVar(y, e.cas_num, f"iy{i}"))
+    m.AddNoOverlap2D(xi, yi)
+    terms = []
+    for k, (p, c) in enumerate(edges):
+        d = m.NewIntVar(0, cols, f"d{k}")
+        span = xs[p] + layers[p].cas_length - 1 - xs[c]
+        m.Add(d >= span)
+        m.Add(d >= -span)
+        terms += [d, ys[p], ys[c]]
+    terms += [ys[i] for i in sources] + [ys[i] for i in sinks]
+    m.Minimize(sum(terms))
+    if hint is not None:
+        for i, (x0, y0) in enumerate(hint):
+            m.AddHint(xs[i], x0)
+            m.AddHint(ys[i], y0)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1  # one worker + fixed seed + deterministic time: reproducible everywhere
+    solver.parameters.random_seed = 0
+    solver.parameters.max_deterministic_time = DETERMINISTIC_LIMIT
+    status = solver.Solve(m)
+    name = solver.StatusName(status)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return [], name, 0, 0
+    origins = [(int(solver.Value(xs[i])), int(solver.Value(ys[i]))) for i in range(len(layers))]
+    return origins, name, int(round(solver.ObjectiveValue())), int(round(solver.BestObjectiveBound()))
+
+
+def place(layers: list[DenseExec], kernels: list[Kernel], device: Device,
+          edges: list[tuple[int, int]] | None = None) -> PlacementReport:
+    """Assign (col, row) to every kernel. ``edges`` are (producer, consumer) layer indices (default: a chain)."""
+    start = time.perf_counter()
+    _check_fits(layers, device)
+    edges = chain_edges(layers) if edges is None else edges
+    sources, sinks = _endpoints(len(layers), edges)
+    shelf = shelf_placement(layers, device)
+    shelf_cost = wire_length(layers, shelf, edges, sources, sinks) if shelf is not None else -1
+    solved = _cp_sat(layers, device, edges, sources, sinks, shelf)
+    if solved is not None and solved[0]:
+        origins, status, objective, bound = solved
+        if shelf is not None and shelf_cost < objective:  # never worse than the hint (cannot happen when optimal)
+            origins, objective, bound, status = shelf, shelf_cost, bound, f"{status}, shelf kept"
+        method = "cp-sat"
+    elif shelf is not None:
+        origins, objective, bound = shelf, shelf_cost, 0
+        status = "ortools not installed" if solved is None else f"cp-sat: {solved[1]}"
+        method = "shelf"
+    else:
+        raise DoesNotFitError(
+            "design", f"the {sum(e.tiles for e in layers)} tiles in rectangles "
+            f"{', '.join(f'{e.cas_length}x{e.cas_num}' for e in layers)} do not pack into the "
+            f"{device.columns}x{device.compute_rows} array of {device.name}",
+            "use a larger device, fewer tiles per layer (a larger max weight bytes per tile), or a smaller model")
+    by_layer = {e.op: origins[i] for i, e in enumerate(layers)}
     for k in kernels:
-        x0, y0 = origins[k.layer]
+        x0, y0 = by_layer[k.layer]
         k.col, k.row = x0 + k.position, y0 + k.chain
     check_placement(kernels, device)
-    return origins
+    return PlacementReport(method, status, objective, min(bound, objective), shelf_cost,
+                           time.perf_counter() - start)
 
 
 def check_placement(kernels: list[Kernel], device: Device) -> None:
