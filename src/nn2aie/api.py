@@ -135,6 +135,8 @@ class Compiled:
             "tiles_used": len(plan.kernels),
             "memory_tiles_used": len(plan.shared_buffers),
             "plios": [p.to_json() for p in plan.plios],
+            "placement": plan.placement,
+            "resources": plan.resources,
             "layers": layers,
             "input_type": self.input_type.describe(),
             "output_type": self.output_type.describe(),

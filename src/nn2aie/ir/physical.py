@@ -160,6 +160,7 @@ class PhysicalPlan:
     tensor_types: dict[str, Any]  # tensor name -> FixedType (graph IO and layer boundaries)
     notes: list[str] = field(default_factory=list)
     placement: dict = field(default_factory=dict)  # passes.placement.PlacementReport.to_json()
+    resources: dict = field(default_factory=dict)  # passes.legality.peak_usage: the highest use of each resource
 
     def kernels_of(self, layer: str) -> list[Kernel]:
         return [k for k in self.kernels if k.layer == layer]
@@ -186,7 +187,7 @@ class PhysicalPlan:
             "shared_buffers": [s.to_json() for s in self.shared_buffers],
             "direct_links": [d.to_json() for d in self.direct_links],
             "plios": [p.to_json() for p in self.plios],
-            "notes": self.notes, "placement": self.placement,
+            "notes": self.notes, "placement": self.placement, "resources": self.resources,
         }
 
 

@@ -12,6 +12,7 @@ from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpErro
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph
 from nn2aie.ir.physical import Kernel, PhysicalPlan
+from nn2aie.passes.legality import check_legality, peak_usage
 from nn2aie.passes.memplan import MemoryPlanner, boundary_feasible, check_chain
 from nn2aie.passes.parallelism import choose_parallelism
 from nn2aie.passes.partition import memory_map, partition_layer
@@ -168,6 +169,7 @@ def _memory_plan(s: State) -> None:
 def _check(s: State) -> None:
     assert s.plan is not None
     verify_plan(s.plan, s.device)
+    s.plan.resources = peak_usage(check_legality(s.plan, s.device))
 
 
 PASSES: list[tuple[str, Callable[[State], None]]] = [

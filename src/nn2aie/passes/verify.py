@@ -1,7 +1,6 @@
-"""Legality check of a physical plan against the device catalog, run before anything is emitted.
-
-Independent of the passes that built the plan: it re-derives every resource use from the plan objects and
-names the first violated resource, where, and by how much.
+"""Structural invariants of a physical plan (placement, memory maps, descriptors, one source per input and one
+sink per output); a violation is a bug in nn2aie (InternalCheckError). Resource limits (memory, DMA channels,
+buffer descriptors, stream ports, PLIOs, program memory) are the legality model's: passes/legality.py.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from collections import Counter
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import DoesNotFitError, InternalCheckError
+from nn2aie.errors import InternalCheckError
 from nn2aie.ir.physical import PhysicalPlan, dtype_bytes
 from nn2aie.passes.placement import check_placement
 
@@ -23,7 +22,6 @@ def _internal(where: str, reason: str) -> InternalCheckError:
 def verify_plan(plan: PhysicalPlan, device: Device) -> None:
     check_placement(plan.kernels, device)
     granule = int(device.fact("dma_granularity_bytes"))
-    mem_channels = device.fact("memtile_dma_channels")
     used_memtiles: Counter = Counter()
 
     # every kernel: memory map inside its module, no overlaps, alignment
@@ -32,10 +30,6 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
         for (_s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:], strict=False):
             if s1 < e0:
                 raise _internal(f"kernel {k.name}", f"buffers {n0} and {n1} overlap")
-        if spans and spans[-1][1] > device.data_memory_bytes:
-            raise DoesNotFitError(f"kernel {k.name} at tile ({k.col},{k.row})",
-                                  f"data memory overflows by {spans[-1][1] - device.data_memory_bytes} B",
-                                  "use more tiles for this layer")
 
     # every kernel input has exactly one source, every output exactly one sink
     sources: Counter = Counter()
@@ -48,13 +42,6 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
         used_memtiles[(sb.col, sb.row)] += 1
         if not (0 <= sb.col < device.columns and 0 <= sb.row < device.memtile_rows):
             raise _internal(where, "memory tile outside the device")
-        if sb.bytes > device.memtile_bytes:
-            raise DoesNotFitError(where, f"needs {sb.bytes} B (double buffered), a memory tile has "
-                                  f"{device.memtile_bytes} B", "use a smaller batch")
-        if len(sb.writers) > mem_channels["s2mm"] or len(sb.readers) > mem_channels["mm2s"]:
-            raise DoesNotFitError(where, f"{len(sb.writers)} writers / {len(sb.readers)} readers exceed the "
-                                  f"{mem_channels['s2mm']} + {mem_channels['mm2s']} DMA channels",
-                                  "reduce cas_num / cas_length")
         elem = dtype_bytes(sb.dtype)
         if (sb.dims[0] * elem) % granule:
             raise _internal(where, f"row of {sb.dims[0] * elem} B is not a whole number of {granule}-byte words")

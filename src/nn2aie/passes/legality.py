@@ -1,0 +1,277 @@
+"""Resource legality of a physical plan, driven by the device catalog: would Vitis accept this design?
+
+Independent of the passes that built the plan: every use is re-derived from the plan objects (kernels and their
+memory maps, shared buffers and their accesses, direct links, PLIOs) and compared with a catalog capacity. The
+check runs on every design before anything is emitted; the first violated resource is raised as a
+``DoesNotFitError`` naming the rule, where, and by how much. ``resource_usage`` returns every use with its
+capacity (the peak per rule goes into the project summary).
+
+Rules (catalog fact in brackets):
+- ``tile data memory``: bytes of the buffers held in a compute tile's memory module, by bank
+  [data_memory_bytes, data_memory_banks]; a buffer read in place by a neighbour must lie in a module that core
+  can reach [neighbour_memory].
+- ``tile DMA channels``: buffers a tile receives (S2MM) / sends (MM2S) through its DMA [tile_dma_channels];
+  ``tile buffer descriptors``: 2 per double-buffered DMA transfer [tile_buffer_descriptors, bds_per_buffer].
+- ``memory-tile capacity`` (double buffering counted) [memtile_bytes]; ``memory-tile DMA channels``
+  [memtile_dma_channels]; ``memory-tile buffer descriptors`` per BD pool (channel parity; zero-padded reads
+  take one more) [memtile_buffer_descriptors, memtile_bd_pools, bds_per_buffer].
+- ``stream-switch ports``: streams crossing each vertical switch-to-switch link per direction, routed
+  dimension-ordered (vertically in the column of the compute-tile end, horizontally in the lower row); a broadcast
+  counts once per link. A stream may step ``DETOUR_COLUMNS`` columns aside to pass a row boundary, so the demand
+  of every column range is checked against the ports of the range widened by that much; horizontal traffic
+  per column boundary against the ports of all rows (the router may cross a boundary in any row). This is a
+  capacity model, not a router: it rejects designs no router could route, and may accept a few that a real
+  router finds congested [stream_switch_ports].
+- ``PLIO ports``: 64-bit PL interface channels per interface column and direction [shim_pl_ports].
+- ``cascade direction``: each cascade hop goes to the east or south neighbour [cascade_directions].
+- ``program memory``: the kernel family's estimate per tile [program_memory_bytes].
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from nn2aie.devices import Device
+from nn2aie.errors import DoesNotFitError
+from nn2aie.ir.physical import Kernel, PhysicalPlan
+from nn2aie.kernels.dense.resources import program_memory_bytes
+
+RULES = ("tile data memory", "neighbour memory", "tile DMA channels", "tile buffer descriptors",
+         "memory-tile capacity", "memory-tile DMA channels", "memory-tile buffer descriptors",
+         "stream-switch ports", "PLIO ports", "cascade direction", "program memory")
+
+_HINTS = {
+    "tile data memory": "use more tiles for this layer (cas_length / cas_num) or a smaller batch",
+    "neighbour memory": "this is a bug in nn2aie's memory plan; please report the model",
+    "tile DMA channels": "avoid feeding one tile from more than two memory-tile buffers (change cas_length / "
+                         "cas_num of the layers around it)",
+    "tile buffer descriptors": "reduce the number of buffers this tile moves by DMA",
+    "memory-tile capacity": "use a smaller batch, or let the tensor be split over more memory tiles",
+    "memory-tile DMA channels": "choose cas_num / cas_length so a memory tile serves at most 6 slices each way",
+    "memory-tile buffer descriptors": "reduce the slices one memory tile serves",
+    "stream-switch ports": "spread the layers over more columns (shorter cas_num) or place fewer streams in one "
+                           "column",
+    "PLIO ports": "use fewer or narrower PLIOs per interface column",
+    "cascade direction": "this is a bug in nn2aie's placement; please report the model",
+    "program memory": "use fewer accumulators per tile (register blocking) or a simpler epilogue",
+}
+
+DETOUR_COLUMNS = 1  # a vertical stream may pass a row boundary this many columns beside its own (router; M)
+_DIRECTIONS = {"north": (0, 1), "south": (0, -1), "east": (1, 0), "west": (-1, 0)}
+
+
+@dataclass(frozen=True)
+class Usage:
+    rule: str
+    where: str
+    used: int
+    capacity: int
+    unit: str = ""
+
+    @property
+    def over(self) -> int:
+        return self.used - self.capacity
+
+
+def _global_row(device: Device, kind: str, row: int) -> int:
+    """Rows of the whole array: 0 = interface (shim), then memory-tile rows, then compute rows."""
+    return {"shim": 0, "memtile": 1 + row, "compute": 1 + device.memtile_rows + row}[kind]
+
+
+def _route(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, str]]:
+    """Links (col, row, direction leaving that switch) of a dimension-ordered route: horizontal in the lower row."""
+    (c0, r0), (c1, r1) = src, dst
+    links = []
+    if r1 >= r0:  # going up: horizontal first (in the lower row), then north
+        c = c0
+        while c != c1:
+            d = "east" if c1 > c else "west"
+            links.append((c, r0, d))
+            c += 1 if c1 > c else -1
+        links += [(c1, r, "north") for r in range(r0, r1)]
+    else:  # going down: south first, then horizontal in the lower row
+        links += [(c0, r, "south") for r in range(r0, r1, -1)]
+        c = c0
+        while c != c1:
+            d = "east" if c1 > c else "west"
+            links.append((c, r1, d))
+            c += 1 if c1 > c else -1
+    return links
+
+
+def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
+    """Every resource use of the plan with its capacity, in rule order."""
+    uses: list[Usage] = []
+    kernels = {k.name: k for k in plan.kernels}
+    layers = {e.op: e for e in plan.layers}
+
+    def tile(k: Kernel) -> str:
+        return f"tile ({k.col},{k.row}) (kernel {k.name})"
+
+    # -- compute-tile data memory, by bank and in total ----------------------------------------------------------
+    bank = device.bank_bytes
+    for k in plan.kernels:
+        per_bank: dict[int, int] = defaultdict(int)
+        for b in k.memory:
+            start, end = b.offset, b.offset + b.size
+            for i in range(start // bank, (max(end, start + 1) - 1) // bank + 1):
+                per_bank[i] += min(end, (i + 1) * bank) - max(start, i * bank)
+        total = max((b.offset + b.size for b in k.memory), default=0)
+        uses.append(Usage("tile data memory", tile(k), total, device.data_memory_bytes, "B"))
+        banks = int(device.fact("data_memory_banks"))
+        for i, used in sorted(per_bank.items()):
+            where = f"{tile(k)} bank {i}" if i < banks else f"{tile(k)} bank {i} (the module has {banks})"
+            uses.append(Usage("tile data memory", where, used, bank if i < banks else 0, "B"))
+    reach = {_DIRECTIONS.get(d, (0, 0)) if d != "own" else (0, 0) for d in device.fact("neighbour_memory")}
+    for link in plan.direct_links:
+        if link.in_place:
+            src, dst = kernels[link.src], kernels[link.dst]
+            ok = (src.col - dst.col, src.row - dst.row) in reach
+            uses.append(Usage("neighbour memory", f"{tile(dst)} reading the output buffer of {link.src} in place",
+                              0 if ok else 1, 0, "module out of reach"))
+
+    # -- compute-tile DMA ----------------------------------------------------------------------------------------
+    s2mm: dict[str, int] = defaultdict(int)
+    mm2s: dict[str, int] = defaultdict(int)
+    for sb in plan.shared_buffers:
+        for acc in sb.writers:
+            for ep in acc.endpoints:
+                if ep.kind == "kernel":
+                    mm2s[ep.name] += 1
+        for acc in sb.readers:
+            for ep in acc.endpoints:
+                if ep.kind == "kernel":
+                    s2mm[ep.name] += 1
+    for link in plan.direct_links:
+        if not link.in_place:
+            mm2s[link.src] += 1
+            s2mm[link.dst] += 1
+    channels = device.fact("tile_dma_channels")
+    per_buffer = int(device.fact("bds_per_buffer")["double"])
+    for k in plan.kernels:
+        uses.append(Usage("tile DMA channels", f"{tile(k)} S2MM (in)", s2mm[k.name], int(channels["s2mm"])))
+        uses.append(Usage("tile DMA channels", f"{tile(k)} MM2S (out)", mm2s[k.name], int(channels["mm2s"])))
+        uses.append(Usage("tile buffer descriptors", tile(k), per_buffer * (s2mm[k.name] + mm2s[k.name]),
+                          int(device.fact("tile_buffer_descriptors"))))
+
+    # -- memory tiles --------------------------------------------------------------------------------------------
+    by_memtile: dict[tuple[int, int], list] = defaultdict(list)
+    for sb in plan.shared_buffers:
+        by_memtile[(sb.col, sb.row)].append(sb)
+    mt_channels = device.fact("memtile_dma_channels")
+    pools = int(device.fact("memtile_bd_pools"))
+    pool_size = int(device.fact("memtile_buffer_descriptors")) // pools
+    extra = int(device.fact("bds_per_buffer")["zero_padded_extra"])
+    for (c, r), bufs in sorted(by_memtile.items()):
+        where = f"memory tile ({c},{r}) ({', '.join(sb.name for sb in bufs)})"
+        uses.append(Usage("memory-tile capacity", where, sum(sb.bytes for sb in bufs), device.memtile_bytes, "B"))
+        writers = [a for sb in bufs for a in sb.writers]
+        readers = [a for sb in bufs for a in sb.readers]
+        uses.append(Usage("memory-tile DMA channels", f"{where} S2MM (in)", len(writers), int(mt_channels["s2mm"])))
+        uses.append(Usage("memory-tile DMA channels", f"{where} MM2S (out)", len(readers), int(mt_channels["mm2s"])))
+        bds = [0] * pools
+        for i, _ in enumerate(writers):
+            bds[i % pools] += per_buffer
+        for i, acc in enumerate(readers):
+            bds[i % pools] += per_buffer + (extra if acc.tiling.boundary_dimension is not None else 0)
+        for p, used in enumerate(bds):
+            uses.append(Usage("memory-tile buffer descriptors", f"{where} BD pool {p}", used, pool_size))
+
+    # -- streams through the switches ----------------------------------------------------------------------------
+    plios = {p.name: p for p in plan.plios}
+
+    def position(ep) -> tuple[int, int]:
+        if ep.kind == "kernel":
+            k = kernels[ep.name]
+            return k.col, _global_row(device, "compute", k.row)
+        return plios[ep.name].col, _global_row(device, "shim", 0)
+
+    link_use: dict[tuple[int, int, str], int] = defaultdict(int)
+    for sb in plan.shared_buffers:
+        here = (sb.col, _global_row(device, "memtile", sb.row))
+        for acc in sb.writers:
+            for ep in acc.endpoints:
+                for lk in _route(position(ep), here):
+                    link_use[lk] += 1
+        for acc in sb.readers:  # one stream broadcast to every endpoint: each link counted once
+            for lk in sorted({lk for ep in acc.endpoints for lk in _route(here, position(ep))}):
+                link_use[lk] += 1
+    for link in plan.direct_links:
+        if not link.in_place:
+            s, d = kernels[link.src], kernels[link.dst]
+            for lk in _route((s.col, _global_row(device, "compute", s.row)),
+                             (d.col, _global_row(device, "compute", d.row))):
+                link_use[lk] += 1
+    ports = device.fact("stream_switch_ports")
+    rows = 1 + device.memtile_rows + device.compute_rows
+    cuts: dict[tuple[int, str], int] = defaultdict(int)
+    vertical: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)
+    for (c, r, d), used in sorted(link_use.items()):
+        if d in ("north", "south"):
+            vertical[(r, d)][c] = used
+        else:
+            cuts[(c, d)] += used
+    for (r, d), demand in sorted(vertical.items()):
+        # A stream may pass a row boundary in its own column or a neighbouring one. Such an assignment exists iff
+        # (Hall's condition on intervals) every column range [a, b] carries at most the ports of [a-1, b+1].
+        cols = sorted(demand)
+        for i, a in enumerate(cols):
+            used = 0
+            for b in cols[i:]:
+                used += demand[b]
+                lo, hi = max(a - DETOUR_COLUMNS, 0), min(b + DETOUR_COLUMNS, device.columns - 1)
+                uses.append(Usage("stream-switch ports", f"columns {a}-{b} (passing in {lo}-{hi}), array row {r} "
+                                  f"(0 = interface), {d}bound", used, int(ports[d]) * (hi - lo + 1), "streams"))
+    for (c, d), used in sorted(cuts.items()):  # the router may use any row to cross a column boundary
+        nxt = c + 1 if d == "east" else c - 1
+        uses.append(Usage("stream-switch ports", f"{d}bound between columns {c} and {nxt} (all {rows} rows)", used,
+                          int(ports[d]) * rows, "streams"))
+
+    # -- PLIO ports per interface column -------------------------------------------------------------------------
+    pl = device.fact("shim_pl_ports")
+    per_col: dict[tuple[int, str], int] = defaultdict(int)
+    for p in plan.plios:
+        per_col[(p.col, p.direction)] += -(-p.bits // int(pl["bits"]))
+    for (c, d), used in sorted(per_col.items()):
+        uses.append(Usage("PLIO ports", f"interface column {c} ({'PL->AIE' if d == 'in' else 'AIE->PL'})", used,
+                          int(pl[d]), f"x {pl['bits']}-bit channels"))
+
+    # -- cascades and program memory -----------------------------------------------------------------------------
+    allowed = {_DIRECTIONS[d] for d in device.fact("cascade_directions")}
+    chains = {(k.layer, k.chain, k.position): k for k in plan.kernels}
+    for k in plan.kernels:
+        if k.has_cascade_in:
+            prev = chains[(k.layer, k.chain, k.position - 1)]
+            ok = (k.col - prev.col, k.row - prev.row) in allowed
+            uses.append(Usage("cascade direction", f"cascade {prev.name} -> {k.name}", 0 if ok else 1, 0,
+                              "hop not east/south"))
+        uses.append(Usage("program memory", tile(k), program_memory_bytes(layers[k.layer], k.role, device),
+                          int(device.fact("program_memory_bytes")), "B (estimate)"))
+    return uses
+
+
+def check_legality(plan: PhysicalPlan, device: Device) -> list[Usage]:
+    """Raise DoesNotFitError for the first violated resource (in RULES order); return all uses."""
+    uses = resource_usage(plan, device)
+    for rule in RULES:
+        for u in uses:
+            if u.rule == rule and u.used > u.capacity:
+                if u.capacity == 0 and u.unit in ("module out of reach", "hop not east/south"):
+                    reason = f"{u.unit}"
+                else:
+                    reason = f"uses {u.used} of {u.capacity} {u.unit} (over by {u.over})".replace("  ", " ")
+                raise DoesNotFitError(f"{rule} at {u.where}", reason, _HINTS[rule])
+    return uses
+
+
+def peak_usage(uses: list[Usage]) -> dict[str, dict]:
+    """The highest use of each rule (for the project summary)."""
+    out: dict[str, dict] = {}
+    for u in uses:
+        if u.capacity <= 0:
+            continue
+        best = out.get(u.rule)
+        if best is None or u.used / u.capacity > best["used"] / best["capacity"]:
+            out[u.rule] = {"used": u.used, "capacity": u.capacity, "where": u.where}
+    return dict(sorted(out.items()))

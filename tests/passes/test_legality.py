@@ -1,0 +1,161 @@
+"""The legality model: every rule has a design that violates exactly that rule and gets a clear error naming the
+rule, where, and by how much; valid designs (up to the full 296-tile array) pass and report their peak use.
+
+Some rules cannot be broken on the VE2802 without breaking an earlier one first (e.g. 16 buffer descriptors per
+tile are never exhausted through 2 + 2 DMA channels); those tests use a device whose catalog fact is smaller, so the
+rule itself is still exercised on a real plan.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+
+from nn2aie.devices import Device, get_device
+from nn2aie.errors import DoesNotFitError
+from nn2aie.ir.physical import Access, BufferAlloc
+from nn2aie.passes.legality import RULES, check_legality, peak_usage
+from nn2aie.passes.pipeline import CompileOptions, compile_graph
+
+from helpers import random_mlp_graph
+
+DEVICE = get_device("xcve2802")
+
+
+class PatchedDevice(Device):
+    """The VE2802 with some generation facts replaced (a smaller part, for rules the real one cannot reach)."""
+
+    def __init__(self, **facts):
+        super().__init__(**{f.name: getattr(DEVICE, f.name) for f in dataclasses.fields(DEVICE)})
+        object.__setattr__(self, "_patched", facts)
+
+    def fact(self, key: str):
+        return self._patched.get(key, super().fact(key))
+
+
+def plan_of(sizes, overrides=None, seed=0):
+    return compile_graph(random_mlp_graph(sizes, seed=seed), CompileOptions(overrides=overrides or {}))[0]
+
+
+def assert_violates(plan, device, rule: str, where: str = ""):
+    with pytest.raises(DoesNotFitError) as err:
+        check_legality(plan, device)
+    text = str(err.value)
+    assert err.value.where.startswith(f"{rule} at "), text
+    assert where in err.value.where, text
+    print(f"{rule}: {text}")
+    return text
+
+
+def test_valid_designs_pass_and_report_peaks():
+    for sizes, ov in (([16, 64, 32, 32, 5], None), ([384, 256, 200, 10], {"dense0": {"cas_length": 4, "cas_num": 2}}),
+                      ([1024] * 5, None)):
+        plan = plan_of(sizes, ov)
+        peaks = peak_usage(check_legality(plan, DEVICE))
+        assert plan.resources == peaks  # the compiler ran the same check
+        assert set(peaks) >= {"tile data memory", "tile DMA channels", "memory-tile DMA channels", "program memory",
+                              "stream-switch ports", "PLIO ports"}
+        assert all(p["used"] <= p["capacity"] for p in peaks.values())
+
+
+def test_tile_data_memory():
+    plan = plan_of([64, 32, 10])
+    k = plan.kernels[0]
+    end = max(b.offset + b.size for b in k.memory)
+    k.memory.append(BufferAlloc("extra", end, DEVICE.data_memory_bytes - end + 100, end // DEVICE.bank_bytes))
+    text = assert_violates(plan, DEVICE, "tile data memory", f"tile ({k.col},{k.row})")
+    assert "over by 100" in text
+
+
+def test_neighbour_memory():
+    plan = plan_of([16, 64, 32, 32, 5])
+    link = next(link for link in plan.direct_links if link.in_place)
+    dst = plan.kernel(link.dst)
+    dst.col += 3  # the reader is no longer next to the module holding the buffer
+    assert_violates(plan, DEVICE, "neighbour memory", link.src)
+
+
+def test_tile_dma_channels():
+    plan = plan_of([64, 32, 10])
+    sb = next(sb for sb in plan.shared_buffers if any(ep.kind == "kernel" for a in sb.readers for ep in a.endpoints))
+    acc = sb.readers[0]
+    sb.readers += [Access(list(acc.endpoints), acc.tiling), Access(list(acc.endpoints), acc.tiling)]
+    text = assert_violates(plan, DEVICE, "tile DMA channels", "S2MM")
+    assert "uses 3 of 2" in text and "over by 1" in text
+
+
+def test_tile_buffer_descriptors():
+    plan = plan_of([64, 32, 10])
+    assert_violates(plan, PatchedDevice(tile_buffer_descriptors=1), "tile buffer descriptors")
+
+
+def test_memory_tile_capacity():
+    plan = plan_of([64, 32, 10])
+    sb = plan.shared_buffers[0]
+    sb.dims = (sb.dims[0], 300_000 // sb.dims[0])  # > 512 KB double buffered
+    text = assert_violates(plan, DEVICE, "memory-tile capacity", sb.name)
+    assert "524288 B" in text
+
+
+def test_memory_tile_dma_channels():
+    plan = plan_of([64, 32, 10])
+    sb = plan.shared_buffers[0]
+    sb.readers += [Access([], sb.readers[0].tiling) for _ in range(7 - len(sb.readers))]  # ports nobody reads
+    text = assert_violates(plan, DEVICE, "memory-tile DMA channels", "MM2S")
+    assert "uses 7 of 6" in text
+
+
+def test_memory_tile_buffer_descriptors():
+    plan = plan_of([384, 256, 200, 10], {"dense0": {"cas_length": 4, "cas_num": 2}})
+    assert_violates(plan, PatchedDevice(memtile_buffer_descriptors=6), "memory-tile buffer descriptors", "BD pool")
+
+
+def test_stream_switch_ports():
+    # the 296-tile layer sends its 8 output streams south from column 36: with 2 south ports per switch (a smaller
+    # part than the VE2802's 4) columns 35-37 offer 6
+    plan = compile_graph(random_mlp_graph([4736, 1024], seed=1),
+                         CompileOptions(overrides={"dense0": {"cas_length": 37, "cas_num": 8}}))[0]
+    ports = dict(DEVICE.fact("stream_switch_ports"), south=2)
+    text = assert_violates(plan, PatchedDevice(stream_switch_ports=ports), "stream-switch ports", "southbound")
+    assert "columns 36-36 (passing in 35-37)" in text and "uses 8 of 6 streams (over by 2)" in text
+
+
+def test_plio_ports():
+    plan = compile_graph(random_mlp_graph([4736, 1024], seed=1),
+                         CompileOptions(overrides={"dense0": {"cas_length": 37, "cas_num": 8}}))[0]
+    ins = [p for p in plan.plios if p.direction == "in"]
+    assert len(ins) >= 5
+    for p in ins:
+        p.col = 0  # every input PLIO in one interface column: 2 x 64-bit channels each, 8 per column
+    text = assert_violates(plan, DEVICE, "PLIO ports", "interface column 0 (PL->AIE)")
+    assert f"uses {2 * len(ins)} of 8" in text
+
+
+def test_cascade_direction():
+    plan = plan_of([384, 256, 200, 10], {"dense0": {"cas_length": 4, "cas_num": 2}})
+    k = next(k for k in plan.kernels if k.layer == "dense0" and k.position == 1 and k.chain == 1)
+    k.col, k.row = k.col - 1, k.row + 1  # the hop from p0 now goes north
+    assert_violates(plan, DEVICE, "cascade direction", k.name)
+
+
+def test_program_memory():
+    plan = plan_of([64, 32, 10])
+    text = assert_violates(plan, PatchedDevice(program_memory_bytes=2048), "program memory")
+    assert "estimate" in text
+
+
+def test_every_rule_is_tested():
+    tested = {"tile data memory", "neighbour memory", "tile DMA channels", "tile buffer descriptors",
+              "memory-tile capacity", "memory-tile DMA channels", "memory-tile buffer descriptors",
+              "stream-switch ports", "PLIO ports", "cascade direction", "program memory"}
+    assert tested == set(RULES)
+
+
+def test_full_array_layer_is_legal():
+    plan = compile_graph(random_mlp_graph([4736, 1024], seed=1),
+                         CompileOptions(overrides={"dense0": {"cas_length": 37, "cas_num": 8}}))[0]
+    assert len(plan.kernels) == 296
+    peaks = peak_usage(check_legality(copy.deepcopy(plan), DEVICE))
+    assert peaks["memory-tile DMA channels"]["used"] == 6
