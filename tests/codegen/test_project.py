@@ -296,9 +296,21 @@ def test_byte_identical_and_relative(tmp_path):
     graph2, plan2 = _compile("cascade4x2")  # a fresh compile of the same model
     b = _tree(_write(plan2, x, tmp_path / "b"))
     assert a == b
-    for content in a.values():
+    for name, content in a.items():
         assert str(tmp_path).encode() not in content
-        assert b"\r\n" not in content
+        if not name.endswith(".png"):  # binary
+            assert b"\r\n" not in content
+
+
+def test_placement_pictures_are_written(tmp_path):
+    graph, plan = _compile("cascade4x2")
+    out = _write(plan, random_codes(graph, EVENTS), tmp_path / "p")
+    png = (out / "report" / "placement.png").read_bytes()
+    svg = (out / "report" / "placement.svg").read_text()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert f"{len(plan.kernels)} compute tiles" in svg  # the title names the design (text kept as text)
+    assert "Date" not in svg.split("<metadata>")[-1].split("</metadata>")[0]  # no time stamp: byte-identical
 
 
 def test_no_inputs_gives_one_zero_iteration(tmp_path):
@@ -326,7 +338,7 @@ def test_hostile_model_names_stay_in_comments(tmp_path):
     x = random_codes(graph, 4)
     out = _write(plan, x, tmp_path / "p")
     for rel, content in _tree(out).items():
-        if rel.endswith(".json"):
+        if rel.endswith(".json") or rel.startswith("report/"):  # data and pictures (SVG text is XML-escaped)
             continue
         text = content.decode()
         assert "*/ int" not in text and "in put/0 */" not in text, rel  # cannot close a block comment

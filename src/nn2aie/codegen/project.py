@@ -24,6 +24,7 @@ from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer, dtype_bytes
 from nn2aie.ir.tiling import TilingDescriptor
 from nn2aie.kernels.dense import codegen as dense_codegen
+from nn2aie.report.picture import placement_pictures
 
 GRAPH_CLASS = "Nn2aieGraph"
 GRAPH_INSTANCE = "nn2aie_graph"
@@ -450,20 +451,29 @@ def kernel_instances(plan: PhysicalPlan) -> dict[str, tuple[str, dense_codegen.K
     return {k.name: (w.k_ident[k.name], w.instances[k.name]) for k in plan.kernels}
 
 
+PICTURE_FILES = {"png": "report/placement.png", "svg": "report/placement.svg"}
+
+
 def write_project(plan: PhysicalPlan, out_dir: pathlib.Path, inputs_codes: np.ndarray | None,
                   summary: dict) -> list[pathlib.Path]:
     """Write the project into ``out_dir`` (a fresh directory); returns the written files, sorted.
 
     ``inputs_codes`` [events, K] become the input PLIO files (None: one iteration of zeros); data/expected_*.txt
-    hold what the emulator computes for them.
+    hold what the emulator computes for them; the placement picture goes to report/placement.{png,svg}.
     """
     out_dir = pathlib.Path(out_dir)
-    files = render_project(plan, inputs_codes, summary)
+    files: dict[str, str | bytes] = dict(render_project(plan, inputs_codes, summary))
+    pictures = placement_pictures(plan)
+    files[PICTURE_FILES["png"]], files[PICTURE_FILES["svg"]] = pictures["png"], pictures["svg"]
     written = []
     for rel in sorted(files):
         path = out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(files[rel], encoding="utf-8", newline="\n")
+        content = files[rel]
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="\n")
         written.append(path)
     return written
 
