@@ -1,6 +1,7 @@
 """Placement and memory plan invariants (the legality check runs inside compile_graph too)."""
 
 import numpy as np
+import pytest
 
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 
@@ -63,3 +64,14 @@ def test_same_model_same_plan():
     a, _ = compile_graph(random_mlp_graph([384, 256, 200, 10], seed=3))
     b, _ = compile_graph(random_mlp_graph([384, 256, 200, 10], seed=3))
     assert a.to_json() == b.to_json()
+
+
+def test_memory_tile_groups_respect_capacity_as_well_as_channels():
+    from nn2aie.errors import DoesNotFitError
+    from nn2aie.passes.memplan import SliceSpec, _groups
+
+    readers = [SliceSpec(p * 64, 64, [], None) for p in range(8)]  # 8 consumer positions of 64 columns
+    assert _groups(None, readers, 512, 6, "t") == [(0, 384), (384, 512)]  # channels: 6 per memory tile
+    assert _groups(None, readers, 512, 6, "t", max_columns=128) == [(0, 128), (128, 256), (256, 384), (384, 512)]
+    with pytest.raises(DoesNotFitError, match="more than the 32 columns a memory tile holds"):
+        _groups(None, readers, 512, 6, "t", max_columns=32)

@@ -54,8 +54,9 @@ def _valid_cuts(specs: list[SliceSpec]) -> set[int]:
 
 
 def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, total: int, channels: int,
-            where: str) -> list[tuple[int, int]]:
-    """Column ranges [s, e) each served by one memory tile (flexible PLIO sides are given as None)."""
+            where: str, max_columns: int | None = None) -> list[tuple[int, int]]:
+    """Column ranges [s, e) each served by one memory tile (flexible PLIO sides are given as None): at most
+    ``channels`` writers and readers each, and at most ``max_columns`` columns (the memory tile's capacity)."""
     fixed = [s for s in (writers or []) + (readers or [])]
     cuts = sorted(_valid_cuts(fixed) | {total}) if fixed else [total]
     cuts = [c for c in cuts if c <= total]
@@ -67,11 +68,15 @@ def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, to
                 continue
             nw = sum(1 for s in writers or [] if start <= s.start < c)
             nr = sum(1 for s in readers or [] if start <= s.start < c)
-            if nw <= channels and nr <= channels:
+            if nw <= channels and nr <= channels and (max_columns is None or c - start <= max_columns):
                 best = c
             else:
                 break
         if best is None:
+            if max_columns is not None and cuts and min(c for c in cuts if c > start) - start > max_columns:
+                raise DoesNotFitError(
+                    where, f"one producer or consumer slice needs more than the {max_columns} columns a memory tile "
+                    "holds (double buffered)", "use a smaller batch or more tiles for the layers around it")
             raise DoesNotFitError(
                 where, f"more than {channels} producer or consumer slices share columns that cannot be split "
                 "across memory tiles", "choose cas_num/cas_length overrides whose slice widths divide evenly")
@@ -142,7 +147,10 @@ class MemoryPlanner:
             total = max(written, consumer.k_padded)
         else:
             total = written
-        for gi, (s, e) in enumerate(_groups(writers, readers, total, self.channels, where)):
+        # a memory tile holds its columns double buffered: split the tensor where it would not fit
+        max_columns = self.device.memtile_bytes // (2 * rows * dtype_bytes(dtype))
+        max_columns -= max_columns % word
+        for gi, (s, e) in enumerate(_groups(writers, readers, total, self.channels, where, max_columns)):
             name = f"{tensor}_mt{gi}" if e - s < total else f"{tensor}_mt"
             g_written = min(e, written) - s
             dims = (e - s, rows)
