@@ -139,7 +139,7 @@ def devices_cmd(as_json: bool) -> None:
 
 def _compile_and_write(model, out, options, inputs, check, dump_after, force, json_out):
     from nn2aie.api import check_bit_exact, compile_path, default_inputs, write_project_atomic
-    from nn2aie.report.text import placement_picture
+    from nn2aie.report.text import placement_picture, placement_summary
 
     t0 = time.perf_counter()
     compiled = compile_path(model, options, dump_after=dump_after)
@@ -160,6 +160,7 @@ def _compile_and_write(model, out, options, inputs, check, dump_after, force, js
             _say(f"  {layer['name']:<16} {layer['k']:>5}x{layer['n']:<5} {layer['cas_length']}x{layer['cas_num']} "
                  f"tiles  mmul {layer['mmul']} {layer['acc']}  {layer['input_type']} -> {layer['output_type']}")
         _say(placement_picture(compiled.plan))
+        _say(placement_summary(compiled.plan, str(out)))
         if checked:
             _say(_bit_exact_line(checked))
     return compiled, summary
@@ -285,7 +286,7 @@ def demo_cmd(out: str, events: int, example: str) -> None:
             x = default_inputs(compiled, events=events, seed=1)
             checked = check_bit_exact(compiled, x)
             from nn2aie.api import write_project_atomic
-            from nn2aie.report.text import placement_picture
+            from nn2aie.report.text import placement_picture, placement_summary
 
             summary = write_project_atomic(compiled, out, None, force=False, checked=checked)
             _say(f"project written to {out}/ (Vitis AIE-ML project: src/graph.h, kernels, data, Makefile)")
@@ -296,6 +297,7 @@ def demo_cmd(out: str, events: int, example: str) -> None:
                      f"{layer['cas_num']} tiles at {layer['tiles_at']}")
             _say("placement:")
             _say(placement_picture(compiled.plan))
+            _say(placement_summary(compiled.plan, str(out)))
             _say(_bit_exact_line(checked))
             if not checked["bit_exact"]:
                 sys.exit(1)

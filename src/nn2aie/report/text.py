@@ -41,3 +41,18 @@ def placement_picture(plan: PhysicalPlan, max_columns: int | None = None) -> str
     lines.append(f"legend: {legend}; M=memory-tile buffer; i/o=PLIO in/out"
                  + (f"; columns {shown}..{cols - 1} unused" if shown < cols else ""))
     return "\n".join(lines)
+
+
+def placement_summary(plan: PhysicalPlan, project_dir: str | None = None) -> str:
+    """One line on the placement (method, wire length, bound, gap), the tightest resources, and the picture."""
+    rep = plan.placement
+    parts = []
+    if rep:
+        parts.append(f"placement {rep['method']}: wire length {rep['wire_length']} (lower bound {rep['lower_bound']}, "
+                     f"gap {100 * rep['gap']:.1f} %)")
+    tight = sorted(plan.resources.items(), key=lambda kv: -kv[1]["used"] / kv[1]["capacity"])[:2]
+    if tight:
+        parts.append("tightest resources: " + ", ".join(f"{rule} {u['used']}/{u['capacity']}" for rule, u in tight))
+    if project_dir is not None:
+        parts.append(f"picture: {project_dir}/report/placement.png (.svg)")
+    return "; ".join(parts)
