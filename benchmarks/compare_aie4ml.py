@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,12 +33,14 @@ from types import SimpleNamespace
 
 import onnx
 
-from nn2aie import __version__
 from nn2aie.api import compile_loaded
 from nn2aie.examples.builders import make_qdq_mlp
 from nn2aie.frontends.loader import load_model
 from nn2aie.passes.pipeline import CompileOptions
 from nn2aie.passes.placement import chain_edges, wire_length
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from machine_info import machine  # noqa: E402
 
 MODELS = {
     "jet tagger 16-64-32-32-5": [16, 64, 32, 32, 5],
@@ -90,20 +90,8 @@ with open(result, "w") as f:
 """
 
 
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "nn2aie": __version__}
-
-
 def ensure_aie4ml(venv: pathlib.Path) -> tuple[pathlib.Path | None, str]:
-    """The venv's python and aie4ml's version, or (None, why it could not be installed)."""
+    """The venv's python and "aie4ml-version python-version", or (None, why it could not be installed)."""
     python = venv / "bin" / "python"
     probe = [str(python), "-c", "import aie4ml, platform; print(aie4ml.__version__, platform.python_version())"]
 
@@ -182,7 +170,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "# nn2aie next to aie4ml: compute tiles and placement wire length",
         "",
         f"Date {meta['date']}; machine: {meta['cpu']} ({meta['cores']} cores); Python {meta['python']}; "
-        f"nn2aie {meta['nn2aie']}; aie4ml {meta['aie4ml']}. Regenerate: `python benchmarks/compare_aie4ml.py`.",
+        f"nn2aie {meta['nn2aie']}; aie4ml {meta['aie4ml']} (own venv, Python {meta.get('aie4ml_python', '-')}). "
+        "Regenerate: `python benchmarks/compare_aie4ml.py`.",
         "",
         "Wire length (nn2aie's placement objective, applied to both tools' placements): for each producer -> "
         "consumer edge, the columns from the producer rectangle's east end to the consumer's west end plus both "
@@ -192,6 +181,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "fewest tiles, then memory-tile legs, then latency). Same models, batch 4, target VE2802 (xcve2802) for "
         "both; aie4ml run without Vitis up to its physical plan (`AIEModel.run_pipeline()`). Seconds: wall time "
         "of one run, imports excluded. Notes give each layer's rectangle as columns x rows (cas_length x cas_num).",
+        "",
+        "Caveats: aie4ml minimises its own objective (face-to-face distance plus a small row bias), not this one. "
+        "aie4ml pins a kernel's input buffers in its west neighbour's memory, so a layer whose west neighbour "
+        "belongs to another layer must share that buffer or leave a column free (the 1024 MLP's one-column gaps); "
+        "the free columns count in the wire length but not in the tiles, which count kernels only.",
         "",
         "| model | nn2aie tiles | nn2aie wire length (bound, gap) | nn2aie seconds | aie4ml mode | aie4ml tiles "
         "| aie4ml wire length | aie4ml seconds | notes |",
@@ -224,7 +218,10 @@ def main() -> int:
 
     meta = machine() | {"date": datetime.date.today().isoformat()}
     python, version = ensure_aie4ml(args.venv)
-    meta["aie4ml"] = version if python else f"not installable: {version}"
+    if python:
+        meta["aie4ml"], meta["aie4ml_python"] = version.split()
+    else:
+        meta["aie4ml"] = f"not installable: {version}"
     print(f"aie4ml: {meta['aie4ml']}", flush=True)
     run_nn2aie(make_qdq_mlp(MODELS["jet tagger 16-64-32-32-5"], seed=7))  # warm-up: lazy imports not timed
     rows = []

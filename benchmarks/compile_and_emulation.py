@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,10 +26,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from nn2aie import __version__
 from nn2aie.api import compile_loaded, default_inputs, write_project_atomic
 from nn2aie.examples.builders import make_qdq_mlp
 from nn2aie.frontends.loader import load_model
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from machine_info import machine as base_machine  # noqa: E402
 
 MODELS = {
     "jet tagger 16-64-32-32-5": [16, 64, 32, 32, 5],
@@ -42,22 +42,7 @@ MODELS = {
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        flags = pathlib.Path("/proc/cpuinfo").read_text()
-        vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-    except OSError:
-        vnni = False
-    return {"cpu": cpu, "vnni": vnni, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": ort.__version__, "nn2aie": __version__,
-            "platform": platform.platform()}
+    return base_machine() | {"numpy": np.__version__, "onnxruntime": ort.__version__}
 
 
 def time_compile(sizes: list[int], repeats: int) -> tuple[float, int]:

@@ -15,19 +15,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
-import platform
 import statistics
+import sys
 import time
 
 import numpy as np
 
-from nn2aie import __version__
 from nn2aie.api import Compiled, check_bit_exact
 from nn2aie.examples.builders import make_qdq_mlp
 from nn2aie.frontends.loader import load_model
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from machine_info import machine  # noqa: E402
 
 DESIGNS: dict[str, tuple[list[int], dict]] = {
     "jet tagger 16-64-32-32-5": ([16, 64, 32, 32, 5], {}),
@@ -39,16 +40,6 @@ DESIGNS: dict[str, tuple[list[int], dict]] = {
     "single layer 4736x1024 on 37x8 = 296 tiles": ([4736, 1024], {"fc0_matmul": {"cas_length": 37, "cas_num": 8}}),
 }
 SHOWN = ("stream-switch ports", "memory-tile DMA channels", "tile DMA channels", "PLIO ports", "tile data memory")
-
-
-def cpu_name() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed_compile(graph, options: CompileOptions) -> tuple[object, float, float]:
@@ -94,8 +85,7 @@ def main() -> None:
     for name, (sizes, overrides) in DESIGNS.items():
         print(f"{name} ...", flush=True)
         rows.append(run(name, sizes, overrides, args.repeats, args.events))
-    meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "nn2aie": __version__, "device": "xcve2802 (38 x 8 compute tiles)"}
+    meta = machine() | {"date": datetime.date.today().isoformat(), "device": "xcve2802 (38 x 8 compute tiles)"}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "placement_scaling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
