@@ -198,13 +198,17 @@ def test_kernel_sources_follow_layers(project):
         assert set(re.findall(rf"void DenseL{i}<DenseRole::(\w+)>::run\(", cc)) == roles
         for name, value in (("BATCH", e.batch), ("K_SLICE", e.k_slice), ("N_SLICE", e.n_slice),
                             ("MMUL_M", e.mmul[0]), ("MMUL_K", e.mmul[1]), ("MMUL_N", e.mmul[2]),
-                            ("N_ACC", e.n_accumulators), ("SHIFT", e.shift), ("CLAMP_LO", e.clamp_lo),
+                            ("N_ACC", e.n_accumulators), ("M_ACC", e.m_accumulators), ("SHIFT", e.shift),
+                            ("CLAMP_LO", e.clamp_lo),
                             ("CLAMP_HI", e.clamp_hi)):
             assert re.search(rf"constexpr int {name} = {value};", h), name
         assert f"using acc_tag = {e.acc};" in h
         assert f"aie::rounding_mode::{e.rounding}" in cc and f"aie::saturation_mode::{e.saturation}" in cc
         assert f"WORD_LANES = {512 // int(e.acc[3:])};" in cc
-        assert cc.count("MM c") == e.n_accumulators  # register blocking: one mmul object per accumulator
+        # register blocking: one mmul object per accumulator, M_ACC A loads and N_ACC B loads per K trip
+        assert cc.count("MM c") == e.n_accumulators * e.m_accumulators
+        assert cc.count("aie::load_v<MM::size_A>") == e.m_accumulators
+        assert cc.count("aie::load_v<MM::size_B>") == e.n_accumulators
         assert f'#include "kernels/dense_l{i}.h"' in graph_h
 
 

@@ -40,7 +40,8 @@ class DenseExec:
     cas_num: int = 1
     k_slice: int = 0
     n_slice: int = 0
-    n_accumulators: int = 1  # register blocking: independent accumulators along N
+    n_accumulators: int = 1  # register blocking: independent accumulators along N (sharing each A block)
+    m_accumulators: int = 1  # ... and along M, row blocks of the batch (sharing each B block)
     override: bool = False  # parallelism given by the user
     notes: list[str] = field(default_factory=list)
 

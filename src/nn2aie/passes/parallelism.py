@@ -14,6 +14,7 @@ from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError
 from nn2aie.ir.execution import DenseExec, ceil_div
 from nn2aie.ir.physical import dtype_bytes
+from nn2aie.kernels.dense import cost as dense_cost
 
 ALIGN = 32  # bytes: 256-bit vector loads must be aligned (AM020, AIE-API)
 
@@ -125,8 +126,20 @@ def choose_parallelism(e: DenseExec, device: Device, max_weight_bytes: int,
 
 
 def _finish(e: DenseExec) -> DenseExec:
-    # register blocking must divide the slice's column blocks
-    nblk = e.n_slice // e.mmul[2]
-    while nblk % e.n_accumulators:
-        e.n_accumulators //= 2
+    """Register blocking: the (row blocks x column blocks) accumulator group with the fewest modelled cycles
+    (kernels/dense/cost.py) within the accumulator registers precision allowed (``n_accumulators`` on entry);
+    both must divide the slice's blocks. Ties prefer fewer accumulators, then wider groups along N."""
+    budget = e.n_accumulators
+    mblk, nblk = e.batch // e.mmul[0], e.n_slice // e.mmul[2]
+    best = None
+    for macc in range(1, budget + 1):
+        for nacc in range(1, budget // macc + 1):
+            if mblk % macc or nblk % nacc:
+                continue
+            e.m_accumulators, e.n_accumulators = macc, nacc
+            key = (round(dense_cost.dense_tile_cycles(e, "single"), 6), macc * nacc, -nacc)
+            if best is None or key < best[0]:
+                best = (key, macc, nacc)
+    assert best is not None  # (1, 1) always divides
+    e.m_accumulators, e.n_accumulators = best[1], best[2]
     return e

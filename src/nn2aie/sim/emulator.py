@@ -270,13 +270,14 @@ class Emulator:
             trace.inputs[k.name] = window
             if k.has_cascade_in:
                 words = cascade[..., c * e.n_slice:(c + 1) * e.n_slice].astype(np.int64)
-                trace.cascade_in[k.name] = dense.output_layout(e).to_blocks(words)
+                trace.cascade_in[k.name] = dense.cascade_to_stream(e, words)
 
     @staticmethod
     def _record_outputs(trace: Trace, e, kernels: list[Kernel], result) -> None:
         for c, k in enumerate(kernels):
             block = result[..., c * e.n_slice:(c + 1) * e.n_slice].astype(np.int64)
-            trace.outputs[k.name] = dense.output_layout(e).to_blocks(block)
+            trace.outputs[k.name] = (dense.cascade_to_stream(e, block) if k.has_cascade_out
+                                     else dense.output_layout(e).to_blocks(block))
 
     # -- general path: descriptor address lists ---------------------------------------------------------
     def _run_streams(self, x: np.ndarray, iters: int, trace: Trace | None) -> np.ndarray:

@@ -295,3 +295,13 @@ def test_missing_compiler_is_a_clear_error(monkeypatch, jet_files):
                            ["simulate", str(model), "--inputs", str(x), "--native", "--no-check"])
     assert r.exit_code == 2
     assert "missing tool" in r.output and "g++" in r.output
+
+
+@pytest.mark.parametrize("batch", [8, 16])
+def test_row_block_register_blocking_with_cascades(native_cache, batch):
+    """Batches of several mmul row blocks: M_ACC row blocks share each loaded B block, and cascade words travel in
+    the kernel's finishing order (semantics.cascade_order), through first, middle and last tiles."""
+    graph = random_mlp_graph([96, 64, 10], seed=21)
+    plan, _ = compile_graph(graph, CompileOptions(batch=batch, overrides={"dense0": {"cas_length": 3, "cas_num": 2}}))
+    assert plan.layers[0].m_accumulators > 1
+    assert_all_tiles_match(plan, random_codes(graph, 3 * batch + 1, seed=22), native_cache)

@@ -96,7 +96,8 @@ def _check(e: DenseExec) -> None:
     if e.wrap_bits and not (0 < e.wrap_bits < _BITS[e.out_dtype]):
         raise InternalCheckError(where, f"wrap to {e.wrap_bits} bits in {e.out_dtype}", "report this")
     m, k, n = e.mmul
-    if e.batch % m or e.k_slice % k or e.n_slice % n or (e.n_slice // n) % e.n_accumulators:
+    if (e.batch % m or e.k_slice % k or e.n_slice % n or (e.n_slice // n) % e.n_accumulators
+            or (e.batch // m) % e.m_accumulators):
         raise InternalCheckError(where, "slices are not whole mmul blocks / accumulator groups", "report this")
     if (m * n) % (CASCADE_WORD_BITS // _ACC_BITS[e.acc]):
         raise InternalCheckError(where, f"a {m}x{n} {e.acc} block is not whole cascade words", "report this")
@@ -137,11 +138,14 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
         "guard": f"NN2AIE_DENSE_L{layer_index}_H", "header": f"dense_l{layer_index}.h",
         "a_t": ADF_TYPES[e.a_dtype], "w_t": ADF_TYPES[e.w_dtype], "o_t": ADF_TYPES[e.out_dtype], "acc": e.acc,
         "batch": e.batch, "k_slice": e.k_slice, "n_slice": e.n_slice, "mmul_m": m, "mmul_k": k, "mmul_n": n,
-        "n_acc": e.n_accumulators, "shift": e.shift, "clamp_lo": e.clamp_lo, "clamp_hi": e.clamp_hi,
+        "n_acc": e.n_accumulators, "m_acc": e.m_accumulators, "shift": e.shift,
+        "clamp_lo": e.clamp_lo, "clamp_hi": e.clamp_hi,
         "apply_lo": _cxx_bool(e.clamp_lo > lo_min), "apply_hi": _cxx_bool(e.clamp_hi < hi_max),
         "wrap_bits": e.wrap_bits, "wrap_shift": (_BITS[e.out_dtype] - e.wrap_bits) if e.wrap_bits else 0,
         "has_bias": _cxx_bool(e.has_bias), "rounding": e.rounding, "saturation": e.saturation,
-        "word_lanes": CASCADE_WORD_BITS // _ACC_BITS[e.acc], "accumulators": list(range(e.n_accumulators)),
+        "word_lanes": CASCADE_WORD_BITS // _ACC_BITS[e.acc],
+        "accumulators": [(i, j) for i in range(e.m_accumulators) for j in range(e.n_accumulators)],
+        "row_accumulators": list(range(e.m_accumulators)), "col_accumulators": list(range(e.n_accumulators)),
         "roles": [_role_context(e, ns, r) for r in ROLE_ORDER if r in roles],
     }
     return {

@@ -86,8 +86,9 @@ def kernel_cycles(n: LoopNest) -> float:
 
 # -- the dense template -----------------------------------------------------------------------------------------
 def dense_loop_nest(e: DenseExec, role: str) -> LoopNest:
-    """The loop nest of templates/dense_kernel.cc.j2 for one tile of layer ``e`` in ``role``: row blocks outer,
-    groups of N_ACC column blocks sharing each A block, K inner; B blocks are read once per row block."""
+    """The loop nest of templates/dense_kernel.cc.j2 for one tile of layer ``e`` in ``role``: steps of M_ACC row
+    blocks outer, groups of N_ACC column blocks, K inner; each trip loads M_ACC A blocks and N_ACC B blocks and
+    issues M_ACC x N_ACC MACs."""
     m, k, n = e.mmul
     a_bits, w_bits = _BITS[e.a_dtype], _BITS[e.w_dtype]
     pair = (e.a_dtype.removeprefix("u"), e.w_dtype)
@@ -96,11 +97,11 @@ def dense_loop_nest(e: DenseExec, role: str) -> LoopNest:
     cascade_words = math.ceil(m * n * acc_bits / 512)
     out = role in ("single", "last")
     return LoopNest(
-        groups=(e.batch // m) * (e.n_slice // n // e.n_accumulators),
-        accumulators=e.n_accumulators,
+        groups=(e.batch // m // e.m_accumulators) * (e.n_slice // n // e.n_accumulators),
+        accumulators=e.m_accumulators * e.n_accumulators,
         k_iterations=e.k_slice // k,
         mac_instructions=max(1, m * k * n // per_instruction),
-        a_bits=m * k * a_bits,
+        a_bits=e.m_accumulators * m * k * a_bits,
         b_bits=e.n_accumulators * k * n * w_bits,
         out_bits_per_acc=m * n * _BITS[e.out_dtype] if out else 0,
         out_element_bits=_BITS[e.out_dtype],

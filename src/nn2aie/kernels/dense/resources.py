@@ -2,7 +2,7 @@
 
 Program memory is an estimate (no compiler here): the per-tile runtime (``program_memory_runtime_bytes`` in the
 catalog) plus the kernel function counted in 128-bit VLIW bundles of templates/dense_kernel.cc.j2: the K loop
-body is one A load plus N_ACC (B load + MAC) bundles, software-pipelined (x3 for prologue/epilogue), each
+body is M_ACC A loads, N_ACC B loads and M_ACC x N_ACC MAC bundles, software-pipelined (x3 for prologue/epilogue), each
 accumulator adds its SRS/clamp/store (or cascade write) epilogue and its bias or cascade-read prologue, and the
 fixed frame (loops, pointers, mode setting) is about 48 bundles. A typical int8 layer estimates at 3-5 KB of the
 16 KB, so the rule only bites for unusually unrolled variants; it states its assumption in the error.
@@ -20,7 +20,8 @@ EPILOGUE_BUNDLES = {"single": 10, "first": 6, "middle": 8, "last": 12}  # per ac
 
 
 def program_memory_bytes(e: DenseExec, role: str, device: Device) -> int:
-    loop = PIPELINE_FACTOR * (1 + 2 * e.n_accumulators)
+    accumulators = e.m_accumulators * e.n_accumulators
+    loop = PIPELINE_FACTOR * (e.m_accumulators + e.n_accumulators + accumulators)
     per_acc = EPILOGUE_BUNDLES[role] + (4 if e.wrap_bits else 0)
-    bundles = FRAME_BUNDLES + loop + e.n_accumulators * per_acc
+    bundles = FRAME_BUNDLES + loop + accumulators * per_acc
     return int(device.fact("program_memory_runtime_bytes")) + BUNDLE_BYTES * bundles

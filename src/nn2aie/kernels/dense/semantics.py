@@ -1,7 +1,8 @@
 """Bit-exact model of ONE dense tile kernel: the arithmetic contract of templates/dense_kernel.cc.j2.
 
 Per invocation a tile holds a [batch, k_slice] input window and a [k_slice, n_slice] weight slice and computes,
-for every (row block m, column group g), ``n_accumulators`` aie::mmul accumulators:
+for every step of ``m_accumulators`` row blocks and column group g, ``m_accumulators x n_accumulators``
+aie::mmul accumulators (each A block shared by the group's column blocks, each B block by its row blocks):
 
     acc = bias (first/single) | cascade-in (middle/last)
     for k_blk: acc[j] += A[m, k_blk] @ B[k_blk, g*NB + j]          (exact integer, acc32/acc64 lanes)
@@ -12,7 +13,8 @@ for every (row block m, column group g), ``n_accumulators`` aie::mmul accumulato
 Layouts (shared with the C++ template and the DMA descriptors):
 - input/output windows: blocks of mmul_m x mmul_k (input) / mmul_m x mmul_n (output), row-major inside a block,
   blocks ordered row-block major (``BlockLayout``);
-- cascade words: one accumulator block (mmul_m x mmul_n lanes) per (m, n_blk), in the same block order;
+- cascade words: one accumulator block (mmul_m x mmul_n lanes) per (m, n_blk), in the order the kernel finishes
+  them (``cascade_order``: steps of m_accumulators row blocks, column groups, then (i, j) inside a group);
 - weights: packed by ``pack_weights`` in the order the kernel loads them: (group, k_blk, j), each block
   mmul_k x mmul_n row-major.
 Accumulation order does not change the result: lanes are exact integers and the accumulator width is chosen so
@@ -38,6 +40,31 @@ def input_layout(e: DenseExec) -> BlockLayout:
 
 def output_layout(e: DenseExec) -> BlockLayout:
     return BlockLayout(e.batch, e.n_slice, e.mmul[0], e.mmul[2])
+
+
+def cascade_order(e: DenseExec) -> np.ndarray:
+    """Accumulator blocks (index m * N_BLOCKS + n_blk) in the order the kernel finishes them, which is the order
+    they travel on the cascade: row-block steps of m_accumulators, column groups, then (i, j) inside a group."""
+    mb, nb = e.batch // e.mmul[0], e.n_slice // e.mmul[2]
+    macc, nacc = e.m_accumulators, e.n_accumulators
+    return np.array([(m0 + i) * nb + g * nacc + j for m0 in range(0, mb, macc) for g in range(nb // nacc)
+                     for i in range(macc) for j in range(nacc)], dtype=np.int64)
+
+
+def cascade_to_stream(e: DenseExec, lanes: np.ndarray) -> np.ndarray:
+    """[..., batch, n_slice] accumulator lanes -> [..., batch*n_slice] in cascade (stream) order."""
+    blocks = output_layout(e).to_blocks(lanes)
+    size = e.mmul[0] * e.mmul[2]
+    lead = blocks.shape[:-1]
+    return blocks.reshape(*lead, -1, size)[..., cascade_order(e), :].reshape(*lead, -1)
+
+
+def cascade_from_stream(e: DenseExec, stream: np.ndarray) -> np.ndarray:
+    size = e.mmul[0] * e.mmul[2]
+    lead = stream.shape[:-1]
+    blocks = np.empty(stream.shape[:-1] + (stream.shape[-1] // size, size), dtype=stream.dtype)
+    blocks[..., cascade_order(e), :] = stream.reshape(*lead, -1, size)
+    return output_layout(e).from_blocks(blocks.reshape(*lead, -1))
 
 
 def pack_weights(e: DenseExec, w_slice: np.ndarray) -> np.ndarray:
@@ -124,6 +151,8 @@ def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.n
     """
     cas = None
     if cascade_in is not None:
-        cas = output_layout(e).from_blocks(cascade_in).astype(accumulator_dtype(e))
+        cas = cascade_from_stream(e, cascade_in).astype(accumulator_dtype(e))
     out = run_tile_logical(e, role, input_matrix(e, a_window), weight_matrix(e, packed_weights), bias, cas)
+    if role in ("first", "middle"):
+        return cascade_to_stream(e, out.astype(np.int64))
     return output_layout(e).to_blocks(out.astype(np.int64))
