@@ -26,6 +26,7 @@ from nn2aie.ir.physical import PhysicalPlan
 from nn2aie.ir.types import FixedType
 from nn2aie.numerics import quantize_float32
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
+from nn2aie.perf.model import model_performance
 from nn2aie.sim.emulator import Emulator
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class Compiled:
             "plios": [p.to_json() for p in plan.plios],
             "placement": plan.placement,
             "resources": plan.resources,
+            "performance": model_performance(plan).to_json(),
             "layers": layers,
             "input_type": self.input_type.describe(),
             "output_type": self.output_type.describe(),

@@ -139,7 +139,7 @@ def devices_cmd(as_json: bool) -> None:
 
 def _compile_and_write(model, out, options, inputs, check, dump_after, force, json_out):
     from nn2aie.api import check_bit_exact, compile_path, default_inputs, write_project_atomic
-    from nn2aie.report.text import placement_picture, placement_summary
+    from nn2aie.report.text import performance_summary, placement_picture, placement_summary
 
     t0 = time.perf_counter()
     compiled = compile_path(model, options, dump_after=dump_after)
@@ -161,6 +161,7 @@ def _compile_and_write(model, out, options, inputs, check, dump_after, force, js
                  f"tiles  mmul {layer['mmul']} {layer['acc']}  {layer['input_type']} -> {layer['output_type']}")
         _say(placement_picture(compiled.plan))
         _say(placement_summary(compiled.plan, str(out)))
+        _say(performance_summary(summary["performance"]))
         if checked:
             _say(_bit_exact_line(checked))
     return compiled, summary
@@ -286,7 +287,7 @@ def demo_cmd(out: str, events: int, example: str) -> None:
             x = default_inputs(compiled, events=events, seed=1)
             checked = check_bit_exact(compiled, x)
             from nn2aie.api import write_project_atomic
-            from nn2aie.report.text import placement_picture, placement_summary
+            from nn2aie.report.text import performance_summary, placement_picture, placement_summary
 
             summary = write_project_atomic(compiled, out, None, force=False, checked=checked)
             _say(f"project written to {out}/ (Vitis AIE-ML project: src/graph.h, kernels, data, Makefile)")
@@ -298,6 +299,7 @@ def demo_cmd(out: str, events: int, example: str) -> None:
             _say("placement:")
             _say(placement_picture(compiled.plan))
             _say(placement_summary(compiled.plan, str(out)))
+            _say(performance_summary(summary["performance"]))
             _say(_bit_exact_line(checked))
             if not checked["bit_exact"]:
                 sys.exit(1)

@@ -56,3 +56,13 @@ def placement_summary(plan: PhysicalPlan, project_dir: str | None = None) -> str
     if project_dir is not None:
         parts.append(f"picture: {project_dir}/report/placement.png (.svg)")
     return "; ".join(parts)
+
+
+def performance_summary(perf: dict) -> str:
+    """The modelled throughput and latency with the assumptions they rest on (one paragraph)."""
+    a = perf["assumptions"]
+    return (f"modelled: {perf['events_per_s']:,} events/s (interval {perf['interval_cycles']} cycles per "
+            f"{a['batch']} events), first-event latency {perf['latency_us']} us, {perf['tops']} TOPS; bottleneck "
+            f"{perf['bottleneck']} ({perf['bottleneck_kind']}); assumes AIE {a['aie_clock_mhz']:g} MHz, "
+            f"{'/'.join(map(str, a['plio_bits']))}-bit PLIO at {'/'.join(f'{f:g}' for f in a['pl_clock_mhz'])} MHz, "
+            "cost model calibrated on AMD's GEMM measurements (kernels/dense/cost.py)")
