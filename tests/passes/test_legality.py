@@ -158,4 +158,6 @@ def test_full_array_layer_is_legal():
                          CompileOptions(overrides={"dense0": {"cas_length": 37, "cas_num": 8}}))[0]
     assert len(plan.kernels) == 296
     peaks = peak_usage(check_legality(copy.deepcopy(plan), DEVICE))
-    assert peaks["memory-tile DMA channels"]["used"] == 6
+    assert peaks["memory-tile DMA channels"]["used"] <= 6
+    # 37 input slices and 8 output chains: split over PLIOs fast enough for the layer (memory plan)
+    assert len([p for p in plan.plios if p.direction == "in"]) >= 7

@@ -8,7 +8,8 @@
   consumer that need the same slice.
 - A buffer whose writers or readers exceed a memory tile's DMA channels is split at columns where no slice
   straddles the cut, one memory tile per part.
-- Graph input and output cross the array interface on PLIOs (rows padded to whole 32-bit words).
+- Graph input and output cross the array interface on PLIOs (rows padded to whole 32-bit words), split over
+  several PLIOs (and memory tiles) where one PLIO would move its columns slower than the layer computes them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nn2aie.ir.execution import DenseExec, ceil_div
 from nn2aie.ir.physical import Access as PortAccess
 from nn2aie.ir.physical import DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
 from nn2aie.ir.tiling import TilingDescriptor, Traversal
+from nn2aie.kernels.dense import cost as dense_cost
 
 
 @dataclass
@@ -149,6 +151,12 @@ class MemoryPlanner:
             total = written
         # a memory tile holds its columns double buffered: split the tensor where it would not fit
         max_columns = self.device.memtile_bytes // (2 * rows * dtype_bytes(dtype))
+        if writers is None or readers is None:  # a PLIO side: also split where one PLIO would slow the layer down
+            layer = consumer if writers is None else producer
+            specs = readers if writers is None else writers
+            assert layer is not None and specs is not None
+            max_columns = min(max_columns, max(self._plio_columns(layer, rows, dtype),
+                                               max(spec.width for spec in specs)))
         max_columns -= max_columns % word
         for gi, (s, e) in enumerate(_groups(writers, readers, total, self.channels, where, max_columns)):
             name = f"{tensor}_mt{gi}" if e - s < total else f"{tensor}_mt"
@@ -175,6 +183,14 @@ class MemoryPlanner:
                 if p.col < 0:
                     p.col = mc
             self.shared.append(SharedBuffer(name, tensor, dtype, dims, mc, mr, w_acc, r_acc, col_start=s))
+
+    def _plio_columns(self, layer: DenseExec, rows: int, dtype: str) -> int:
+        """Columns one PLIO moves per graph iteration in the time the layer's slowest tile computes (the
+        kernel cost model), so the PLIO does not bound the design: a PLIO carries plio_bits at the PL clock, at
+        most one 32-bit stream (4 B) per AIE cycle."""
+        cycles = max(dense_cost.dense_tile_cycles(layer, role) for role in ("single", "first", "middle", "last"))
+        rate = min(4.0, self.plio_bits / 8 * self.pl_freq_mhz / self.device.aie_clock_mhz)  # bytes per AIE cycle
+        return int(cycles * rate // (rows * dtype_bytes(dtype)))
 
     def _plio(self, direction: str, tensor: str, dtype: str, index: int, width: int) -> Plio:
         name = f"plio_{direction}{len([p for p in self.plios if p.direction == direction])}"
