@@ -40,14 +40,9 @@ from nn2aie.passes.pipeline import CompileOptions
 from nn2aie.passes.placement import chain_edges, wire_length
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from machine_info import machine  # noqa: E402
+from bench_common import BENCHMARK_MODELS, machine  # noqa: E402
 
-MODELS = {
-    "jet tagger 16-64-32-32-5": [16, 64, 32, 32, 5],
-    "MLP 384-256-200-10": [384, 256, 200, 10],
-    "autoencoder 640-128-128-128-8-128-128-128-640": [640, 128, 128, 128, 8, 128, 128, 128, 640],
-    "MLP 1024-1024-1024-1024": [1024, 1024, 1024, 1024],
-}
+MODELS = BENCHMARK_MODELS
 AIE4ML = "aie4ml[onnx]==0.2.1"
 AIE4ML_PART = "xcve2802-vsvh1760-2MP-e-S"  # the part nn2aie targets by default (VE2802), as aie4ml names it
 AIE4ML_MODES = ("resource", "throughput", "latency")  # AIEConfig Optimize; aie4ml's default is 'resource'

@@ -31,14 +31,10 @@ from nn2aie.examples.builders import make_qdq_mlp
 from nn2aie.frontends.loader import load_model
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from machine_info import machine as base_machine  # noqa: E402
+from bench_common import BENCHMARK_MODELS  # noqa: E402
+from bench_common import machine as base_machine  # noqa: E402
 
-MODELS = {
-    "jet tagger 16-64-32-32-5": [16, 64, 32, 32, 5],
-    "MLP 384-256-200-10": [384, 256, 200, 10],
-    "autoencoder 640-128-128-128-8-128-128-128-640": [640, 128, 128, 128, 8, 128, 128, 128, 640],
-    "MLP 1024-1024-1024-1024": [1024, 1024, 1024, 1024],
-}
+MODELS = BENCHMARK_MODELS
 
 
 def machine() -> dict:

@@ -31,7 +31,7 @@ from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.perf.model import model_performance
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from machine_info import machine  # noqa: E402
+from bench_common import machine  # noqa: E402
 
 PAIRS = {"int8 x int8": (8, 8), "int16 x int8": (16, 8), "int16 x int16": (16, 16)}
 

@@ -28,7 +28,7 @@ from nn2aie.frontends.loader import load_model
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from machine_info import machine  # noqa: E402
+from bench_common import machine  # noqa: E402
 
 DESIGNS: dict[str, tuple[list[int], dict]] = {
     "jet tagger 16-64-32-32-5": ([16, 64, 32, 32, 5], {}),
