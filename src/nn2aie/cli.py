@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from nn2aie import __version__
-from nn2aie.errors import BadFileError, IllegalConfigError, Nn2aieError
+from nn2aie.errors import BadFileError, DoesNotFitError, IllegalConfigError, Nn2aieError
 from nn2aie.passes.pipeline import PASS_NAMES, CompileOptions
 
 EXAMPLES = {"jet_tagger": "jet_tagger_qdq.onnx"}
@@ -187,20 +187,81 @@ def _bit_exact_line(checked: dict) -> str:
 @click.option("--dump-after", type=click.Choice(PASS_NAMES), default=None, help="Print the plan after a pass.")
 @click.option("--force", is_flag=True, help="Replace a non-empty directory nn2aie did not write.")
 @click.option("--json", "json_out", is_flag=True, help="Print the summary as JSON.")
+@click.option("--target-events-per-s", type=float, default=None,
+              help="Choose batch and parallelism to reach this modelled throughput (fewest tiles that do).")
+@click.option("--target-latency-us", type=float, default=None,
+              help="Choose batch and parallelism for at most this modelled first-event latency.")
+@click.option("--max-tiles", type=int, default=None, help="Tile budget of the design-space exploration.")
 def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, inputs, check,
-                dump_after, force, json_out) -> None:
+                dump_after, force, json_out, target_events_per_s, target_latency_us, max_tiles) -> None:
     """Compile MODEL (.onnx: QDQ or QONNX) into a Vitis AIE-ML project in DIR, with summary.json.
 
     \b
-    Example:
+    Examples:
       nn2aie compile jet.onnx -o build/jet --parallel dense1=4x2
+      nn2aie compile jet.onnx -o build/jet --target-events-per-s 40e6 --target-latency-us 1
     """
     def go():
         options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+        if target_events_per_s is not None or target_latency_us is not None or max_tiles is not None:
+            options = _explore_for_targets(model, options, target_events_per_s, target_latency_us, max_tiles,
+                                           json_out)
         _, summary = _compile_and_write(model, out, options, inputs, check, dump_after, force, json_out)
         checked = summary.get("bit_exact_check") or {}
         if checked and not checked["bit_exact"]:
             sys.exit(1)
+
+    _run(go)
+
+
+def _explore_for_targets(model, options, events_per_s, latency_us, max_tiles, quiet_json):
+    """Run the design-space exploration and return the options of the chosen design (layers the user fixed with
+    --parallel/--config stay as given)."""
+    from nn2aie import dse
+    from nn2aie.frontends.loader import load_model
+
+    for name, value in (("--target-events-per-s", events_per_s), ("--target-latency-us", latency_us),
+                        ("--max-tiles", max_tiles)):
+        if value is not None and value <= 0:
+            raise IllegalConfigError(f"option {name}", f"{value} is not positive", "give a positive number")
+    graph = load_model(model).graph
+    points = dse.explore(graph, options, max_tiles, progress=None if quiet_json else (lambda m: _say(f"  {m}")))
+    best, why = dse.choose(points, events_per_s, latency_us)
+    if not quiet_json:
+        _say(f"design-space exploration ({len(points)} designs): {why}")
+    return CompileOptions(device=options.device, batch=best.batch, plio_bits=options.plio_bits,
+                          pl_freq_mhz=options.pl_freq_mhz, max_weight_bytes=options.max_weight_bytes,
+                          overrides=best.overrides)
+
+
+@main.command("explore")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Directory for pareto.md, pareto.json and pareto.png.")
+@with_compile_options
+@click.option("--max-tiles", type=int, default=None, help="Tile budget.")
+def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, max_tiles) -> None:
+    """Explore batch and per-layer parallelism of MODEL with the performance model; write the Pareto front
+    (tiles vs latency vs throughput) as a table and a plot.
+
+    \b
+    Example:
+      nn2aie explore jet.onnx -o build/jet_explore --max-tiles 64
+    """
+    def go():
+        from nn2aie import dse
+        from nn2aie.frontends.loader import load_model
+        from nn2aie.report.pareto import write_pareto
+
+        options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+        points = dse.explore(load_model(model).graph, options, max_tiles, progress=lambda m: _say(f"  {m}"))
+        if not points:
+            raise DoesNotFitError("design space", "no design of this model compiles within the limits",
+                                  "raise --max-tiles or use a larger device")
+        front = dse.pareto(points)
+        paths = write_pareto(points, front, pathlib.Path(out), str(model))
+        _say(f"{len(points)} designs explored, {len(front)} on the Pareto front; wrote "
+             + ", ".join(str(p) for p in paths))
 
     _run(go)
 
