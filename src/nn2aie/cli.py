@@ -266,6 +266,31 @@ def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
     _run(go)
 
 
+@main.command("bench")
+@click.option("--with-aie4ml", is_flag=True, help="Also run the comparison with aie4ml 0.2.1 (needs PyPI).")
+@click.option("--quick", is_flag=True, help="Fewer events and repeats.")
+def bench_cmd(with_aie4ml: bool, quick: bool) -> None:
+    """Run the benchmark suite of a source checkout and write benchmarks/RESULTS.md.
+
+    \b
+    Example (from the repository root):
+      nn2aie bench --quick
+    """
+    def go():
+        import subprocess
+
+        candidates = [pathlib.Path.cwd() / "benchmarks", pathlib.Path(__file__).resolve().parents[2] / "benchmarks"]
+        script = next((c / "run_all.py" for c in candidates if (c / "run_all.py").is_file()), None)
+        if script is None:
+            raise BadFileError("benchmarks/run_all.py", "not found next to the current directory or the installed "
+                               "sources", "run nn2aie bench from a checkout of the nn2aie repository")
+        args = [sys.executable, str(script)] + (["--with-aie4ml"] if with_aie4ml else []) + (["--quick"] if quick
+                                                                                             else [])
+        sys.exit(subprocess.run(args).returncode)
+
+    _run(go)
+
+
 @main.command("simulate")
 @click.argument("target", type=click.Path())
 @click.option("--inputs", required=True, type=click.Path(dir_okay=False), help="Float inputs .npy [events, features].")
