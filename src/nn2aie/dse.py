@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nn2aie.devices import get_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError
 from nn2aie.ir.logical import Graph
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
@@ -88,22 +89,12 @@ def explore(graph: Graph, base: CompileOptions | None = None, max_tiles: int | N
             layer_op = next(k.layer for k in plan.kernels if f"kernel:{k.name}" == perf.bottleneck)
             if layer_op in base.overrides:  # the user fixed this layer's rectangle
                 break
-            layer = plan.layer(layer_op)
-            grown = _grow(layer, plan_rows(plan), plan_cols(plan))
+            device = get_device(plan.device)
+            grown = _grow(plan.layer(layer_op), device.compute_rows, device.columns)
             if grown is None:
                 break
             overrides[layer_op] = grown
     return points
-
-
-def plan_rows(plan) -> int:
-    from nn2aie.devices import get_device
-    return get_device(plan.device).compute_rows
-
-
-def plan_cols(plan) -> int:
-    from nn2aie.devices import get_device
-    return get_device(plan.device).columns
 
 
 def pareto(points: list[DesignPoint]) -> list[DesignPoint]:

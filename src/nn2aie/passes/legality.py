@@ -74,12 +74,12 @@ class Usage:
         return self.used - self.capacity
 
 
-def _global_row(device: Device, kind: str, row: int) -> int:
+def global_row(device: Device, kind: str, row: int) -> int:
     """Rows of the whole array: 0 = interface (shim), then memory-tile rows, then compute rows."""
     return {"shim": 0, "memtile": 1 + row, "compute": 1 + device.memtile_rows + row}[kind]
 
 
-def _route(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, str]]:
+def route(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, str]]:
     """Links (col, row, direction leaving that switch) of a dimension-ordered route: horizontal in the lower row."""
     (c0, r0), (c1, r1) = src, dst
     links = []
@@ -184,24 +184,24 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
     def position(ep) -> tuple[int, int]:
         if ep.kind == "kernel":
             k = kernels[ep.name]
-            return k.col, _global_row(device, "compute", k.row)
-        return plios[ep.name].col, _global_row(device, "shim", 0)
+            return k.col, global_row(device, "compute", k.row)
+        return plios[ep.name].col, global_row(device, "shim", 0)
 
     link_use: dict[tuple[int, int, str], int] = defaultdict(int)
     for sb in plan.shared_buffers:
-        here = (sb.col, _global_row(device, "memtile", sb.row))
+        here = (sb.col, global_row(device, "memtile", sb.row))
         for acc in sb.writers:
             for ep in acc.endpoints:
-                for lk in _route(position(ep), here):
+                for lk in route(position(ep), here):
                     link_use[lk] += 1
         for acc in sb.readers:  # one stream broadcast to every endpoint: each link counted once
-            for lk in sorted({lk for ep in acc.endpoints for lk in _route(here, position(ep))}):
+            for lk in sorted({lk for ep in acc.endpoints for lk in route(here, position(ep))}):
                 link_use[lk] += 1
     for link in plan.direct_links:
         if not link.in_place:
             s, d = kernels[link.src], kernels[link.dst]
-            for lk in _route((s.col, _global_row(device, "compute", s.row)),
-                             (d.col, _global_row(device, "compute", d.row))):
+            for lk in route((s.col, global_row(device, "compute", s.row)),
+                             (d.col, global_row(device, "compute", d.row))):
                 link_use[lk] += 1
     ports = device.fact("stream_switch_ports")
     rows = 1 + device.memtile_rows + device.compute_rows

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from nn2aie.devices import Device, get_device
 from nn2aie.ir.physical import PhysicalPlan, dtype_bytes
 from nn2aie.kernels.dense import cost as dense_cost
-from nn2aie.passes.legality import _global_row, _route
+from nn2aie.passes.legality import global_row, route
 
 DMA_BYTES_PER_CYCLE = 4  # one 32-bit stream / DMA channel per AIE cycle (AM020)
 CASCADE_HOP_CYCLES = 4  # partial sums reach the east neighbour (2-deep cascade FIFO; M)
@@ -78,7 +78,7 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
     def where(ep) -> tuple[int, int]:
         if ep.kind == "kernel":
             k = kernels[ep.name]
-            return k.col, _global_row(device, "compute", k.row)
+            return k.col, global_row(device, "compute", k.row)
         p = next(p for p in plan.plios if p.name == ep.name)
         return p.col, 0
 
@@ -88,7 +88,7 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
     feeds: dict[str, str] = {}  # kernel -> the stage that fills its input buffer
     for sb in plan.shared_buffers:
         elem = dtype_bytes(sb.dtype)
-        here = (sb.col, _global_row(device, "memtile", sb.row))
+        here = (sb.col, global_row(device, "memtile", sb.row))
         writers = []
         for i, acc in enumerate(sb.writers):
             nbytes = acc.tiling.elements * elem
@@ -96,11 +96,11 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
                 if ep.kind == "plio":
                     rate = min(DMA_BYTES_PER_CYCLE, plio_bytes_per_cycle[ep.name])
                     name = f"plio-in:{ep.name}"
-                    stages[name] = Stage(name, "plio-in", nbytes / rate, hop * len(_route(where(ep), here)))
+                    stages[name] = Stage(name, "plio-in", nbytes / rate, hop * len(route(where(ep), here)))
                 else:
                     name = f"write:{sb.name}:{i}"
                     stages[name] = Stage(name, "memtile-write", nbytes / DMA_BYTES_PER_CYCLE,
-                                         hop * len(_route(where(ep), here)), [node(ep)])
+                                         hop * len(route(where(ep), here)), [node(ep)])
                 writers.append(name)
         for i, acc in enumerate(sb.readers):
             nbytes = acc.tiling.elements * elem
@@ -108,7 +108,7 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
             rate = min([DMA_BYTES_PER_CYCLE] + [plio_bytes_per_cycle[p.name] for p in plios])
             kind = "plio-out" if plios else "memtile-read"
             name = f"plio-out:{plios[0].name}" if plios else f"read:{sb.name}:{i}"
-            hops = max((len(_route(here, where(ep))) for ep in acc.endpoints), default=0)
+            hops = max((len(route(here, where(ep))) for ep in acc.endpoints), default=0)
             stages[name] = Stage(name, kind, nbytes / rate, hop * hops, list(writers))
             for ep in acc.endpoints:
                 if ep.kind == "kernel":
