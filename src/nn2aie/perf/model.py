@@ -188,7 +188,8 @@ def model_performance(plan: PhysicalPlan, iterations: int = 24, aie_clock_mhz: f
         "dma_bytes_per_cycle": DMA_BYTES_PER_CYCLE, "stream_hop_cycles": float(device.fact("stream_hop_cycles")),
         "kernel_cost_model": "kernels/dense/cost.py: calibrated on AMD's 64x64x64 int8 GEMM (within 2.4 %); kernel "
                              f"call overhead {dense_cost.CALL_OVERHEAD_CYCLES} cycles assumed (UG1079 'tens of "
-                             "cycles', not calibrated)",
+                             f"cycles', not calibrated); {dense_cost.CASCADE_CYCLES_PER_WORD:.3f} cycles per cascade "
+                             "word (by analogy with the calibrated epilogue, not measured)",
         "buffers": "every buffer double-buffered; PL side never stalls the PLIOs",
     }
     return Performance(interval, latency, events_per_s, latency / f_aie, 2 * macs * events_per_s / 1e12,

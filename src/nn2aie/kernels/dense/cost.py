@@ -13,7 +13,8 @@ instructions of one mmul block, and loads the A blocks on one load unit and the 
 
 After the K loop each accumulator is converted and stored (or written to the cascade): the part of that
 epilogue the compiler does not hide behind the next group's MACs is ``OUTPUT_CYCLES_PER_256_BITS`` per
-256 bits of output, and each 512-bit cascade word read or written costs ``CASCADE_CYCLES_PER_WORD``.
+256 bits of output, and each 512-bit cascade word read or written costs ``CASCADE_CYCLES_PER_WORD`` (the same
+unhidden fraction per epilogue operation, by analogy).
 A kernel call adds ``CALL_OVERHEAD_CYCLES`` (lock acquire/release, pointer set-up).
 
 Calibration (``CALIBRATION``): AMD's AIE-ML 64x64x64 int8 GEMM with 4x16x8 blocks (Vitis-Tutorials AIE-ML
@@ -21,7 +22,8 @@ Calibration (``CALIBRATION``): AMD's AIE-ML 64x64x64 int8 GEMM with 4x16x8 block
 B block used by two row blocks (int16 output), 1750 cycles with int32 output. The two 16-bit points fit
 ``OUTPUT_CYCLES_PER_256_BITS[16]`` by least squares (both within 2.5 %); the int32 point fixes
 ``OUTPUT_CYCLES_PER_256_BITS[32]``. 8-bit outputs are assumed to cost what 16-bit ones do per 256 bits (one SRS
-and one store). The call and cascade constants are not calibrated by these points (stated in every report).
+and one store). The call constant and the cascade analogy are not calibrated by these points (stated in every
+report).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ LOAD_BITS_PER_UNIT_CYCLE = 256
 DEPENDENT_MAC_INTERVAL = 2  # cycles between dependent MACs on one accumulator (Peano AIE2Schedule.td; M)
 NATIVE_MACS_PER_INSTRUCTION = {("int8", "int8"): 256, ("int16", "int8"): 128, ("int16", "int16"): 64}
 OUTPUT_CYCLES_PER_256_BITS = {8: 0.2754, 16: 0.2754, 32: 1.418}  # fitted on CALIBRATION (see the docstring)
-CASCADE_CYCLES_PER_WORD = 1.0  # one 512-bit cascade word per cycle (AM020 cascade width); not calibrated (M)
+# A 512-bit cascade word is one move-slot operation of the group epilogue (put_mcd / get_scd, UG1583), like one
+# 256-bit SRS + store; it is charged the same calibrated unhidden fraction. By analogy, not measured (M); the
+# benchmarks show the range from fully hidden (0) to fully exposed (1 cycle per word).
+CASCADE_CYCLES_PER_WORD = OUTPUT_CYCLES_PER_256_BITS[16]
 CALL_OVERHEAD_CYCLES = 40  # "tens of cycles" per kernel call (UG1079); not calibrated (L)
 
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
