@@ -1,0 +1,1 @@
+"""Performance model of placed designs (perf/model.py): interval, latency, throughput, bottleneck."""
