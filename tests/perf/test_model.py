@@ -27,7 +27,7 @@ def test_interval_is_the_busiest_stage(sizes, batch, overrides):
     perf = model_performance(plan)
     from nn2aie.devices import get_device
     dev = get_device(plan.device)
-    stages = _stages(plan, dev, {p.name: p.bits / 8 * p.freq_mhz / dev.aie_clock_mhz for p in plan.plios})
+    stages = _stages(plan, dev, {p.name: dev.plio_bytes_per_cycle(p.bits, p.freq_mhz) for p in plan.plios})
     busiest = max(s.duration for s in stages.values())
     assert perf.interval_cycles == pytest.approx(busiest, rel=1e-6)  # a feed-forward pipeline of double buffers
     assert max(perf.utilisation.values()) <= 1.0 + 1e-9

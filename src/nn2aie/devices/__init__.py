@@ -75,6 +75,12 @@ class Device:
     def memtile_bytes(self) -> int:
         return int(self.fact("memtile_bytes"))
 
+    def plio_bytes_per_cycle(self, bits: int, pl_freq_mhz: float, aie_clock_mhz: float | None = None) -> float:
+        """Bytes a PLIO delivers per AIE cycle: its width at the PL clock, at most one AIE stream (stream_bits)
+        per cycle. Shared by the memory plan (how many PLIOs a layer needs) and the performance model."""
+        rate = bits / 8 * pl_freq_mhz / (aie_clock_mhz or self.aie_clock_mhz)
+        return min(float(self.fact("stream_bits")) / 8, rate)
+
     def macs_per_cycle(self, a_type: str, b_type: str) -> int:
         return int(self.fact("macs_per_cycle")[f"{a_type}x{b_type}"])
 

@@ -123,7 +123,7 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
         for i, used in sorted(per_bank.items()):
             where = f"{tile(k)} bank {i}" if i < banks else f"{tile(k)} bank {i} (the module has {banks})"
             uses.append(Usage("tile data memory", where, used, bank if i < banks else 0, "B"))
-    reach = {_DIRECTIONS.get(d, (0, 0)) if d != "own" else (0, 0) for d in device.fact("neighbour_memory")}
+    reach = {(0, 0) if d == "own" else _DIRECTIONS[d] for d in device.fact("neighbour_memory")}  # module - core
     for link in plan.direct_links:
         if link.in_place:
             src, dst = kernels[link.src], kernels[link.dst]

@@ -188,8 +188,10 @@ class MemoryPlanner:
         """Columns one PLIO moves per graph iteration in the time the layer's slowest tile computes (the
         kernel cost model), so the PLIO does not bound the design: a PLIO carries plio_bits at the PL clock, at
         most one 32-bit stream (4 B) per AIE cycle."""
-        cycles = max(dense_cost.dense_tile_cycles(layer, role) for role in ("single", "first", "middle", "last"))
-        rate = min(4.0, self.plio_bits / 8 * self.pl_freq_mhz / self.device.aie_clock_mhz)  # bytes per AIE cycle
+        roles = ["single"] if layer.cas_length == 1 else ["first", "last"] + (["middle"] if layer.cas_length > 2
+                                                                             else [])
+        cycles = max(dense_cost.dense_tile_cycles(layer, role) for role in roles)
+        rate = self.device.plio_bytes_per_cycle(self.plio_bits, self.pl_freq_mhz)
         return int(cycles * rate // (rows * dtype_bytes(dtype)))
 
     def _plio(self, direction: str, tensor: str, dtype: str, index: int, width: int) -> Plio:

@@ -94,7 +94,7 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
             nbytes = acc.tiling.elements * elem
             for ep in acc.endpoints:
                 if ep.kind == "plio":
-                    rate = min(DMA_BYTES_PER_CYCLE, plio_bytes_per_cycle[ep.name])
+                    rate = plio_bytes_per_cycle[ep.name]
                     name = f"plio-in:{ep.name}"
                     stages[name] = Stage(name, "plio-in", nbytes / rate, hop * len(route(where(ep), here)))
                 else:
@@ -144,7 +144,7 @@ def model_performance(plan: PhysicalPlan, iterations: int = 24, aie_clock_mhz: f
     """Timed simulation of ``iterations`` graph iterations of the placed design."""
     device = get_device(plan.device)
     f_aie = float(aie_clock_mhz or device.aie_clock_mhz)
-    plio_rate = {p.name: p.bits / 8 * p.freq_mhz / f_aie for p in plan.plios}
+    plio_rate = {p.name: device.plio_bytes_per_cycle(p.bits, p.freq_mhz, f_aie) for p in plan.plios}
     stages = _stages(plan, device, plio_rate)
     order = _order(stages)
     consumers: dict[str, list[str]] = defaultdict(list)
