@@ -393,5 +393,26 @@ def demo_cmd(out: str, events: int, example: str) -> None:
     _run(go)
 
 
+@main.command("report")
+@click.argument("project", metavar="DIR", type=click.Path())
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write (default: DIR/report/report.html).")
+def report_cmd(project: str, out: str | None) -> None:
+    """Write a self-contained HTML report of the project in DIR (model, layers, placement picture, modelled
+    performance with its assumptions, bit-exactness) and print its path.
+
+    \b
+    Examples:
+      nn2aie report build/jet
+      nn2aie report nn2aie_demo -o jet_report.html
+    """
+    def go():
+        from nn2aie.report.html import write_report
+
+        click.echo(write_report(project, out))  # the path is the requested output, so --quiet keeps it
+
+    _run(go)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
