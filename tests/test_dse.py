@@ -83,3 +83,15 @@ def test_cli_compile_to_targets_and_explore(tmp_path):
     bad = _run(["compile", str(model), "-o", str(tmp_path / "q"), "--target-latency-us", "-1"], tmp_path)
     assert bad.returncode == 2 and "--target-latency-us" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr and not (tmp_path / "q").exists()
+
+
+def test_mmul_shape_is_chosen_per_layer_and_a_users_shape_survives_growth():
+    from helpers import random_mlp_graph
+
+    graph = random_mlp_graph([16, 64, 32, 32, 5], act_bits=16)
+    free = dse.explore(graph, batches=(4,))
+    assert all(p.mmul[-1] == "dense3:4x8x4" for p in free)  # the cost model's pick for an 8-wide int16 x int8 layer
+    int8 = random_mlp_graph([16, 64, 32, 32, 5])
+    fixed = dse.explore(int8, CompileOptions(overrides={"dense1": {"mmul": "4x16x8"}}), batches=(4,))
+    assert any(r != "dense1:1x1" for p in fixed for r in p.rectangles if r.startswith("dense1"))  # it grew
+    assert all(p.mmul[1] == "dense1:4x16x8" and p.overrides["dense1"]["mmul"] == "4x16x8" for p in fixed)

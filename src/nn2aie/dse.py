@@ -1,9 +1,11 @@
-"""Design-space exploration: choose batch and per-layer parallelism to meet throughput / latency targets.
+"""Design-space exploration: choose batch, per-layer parallelism and mmul shape to meet throughput / latency targets.
 
 For each batch (events per graph iteration) the search starts from the fewest-tiles design and repeatedly gives
 more tiles to the layer whose tiles bound the interval in the performance model (``perf/model.py``): twice the
 chains (``cas_num``) when its columns allow, else twice the cascade length. Every design it visits is compiled
 by the normal passes (placement, memory plan, legality) and modelled, so each point is a real, legal design.
+For every rectangle the parallelism pass picks the layer's aie::mmul shape and register blocking with the fewest
+modelled cycles among the shapes the device offers (``passes/parallelism._finish``; a shape the user gives is kept).
 The search stops when the bottleneck is no longer a kernel (PLIO / DMA bound), the tile budget is spent, the
 layer cannot be split further, or the bottleneck layer's rectangle was fixed by the user (``base.overrides``).
 
@@ -34,6 +36,7 @@ class DesignPoint:
     tiles: int
     perf: Performance
     rectangles: list[str] = field(default_factory=list)
+    mmul: list[str] = field(default_factory=list)  # per layer "op:MxKxN"
 
     @property
     def events_per_s(self) -> float:
@@ -44,7 +47,7 @@ class DesignPoint:
         return self.perf.latency_us
 
     def to_json(self) -> dict:
-        return {"batch": self.batch, "tiles": self.tiles, "rectangles": self.rectangles,
+        return {"batch": self.batch, "tiles": self.tiles, "rectangles": self.rectangles, "mmul": self.mmul,
                 "overrides": self.overrides, "events_per_s": round(self.events_per_s),
                 "latency_us": round(self.latency_us, 4), "interval_cycles": round(self.perf.interval_cycles, 1),
                 "tops": round(self.perf.tops, 3), "bottleneck": self.perf.bottleneck}
@@ -80,20 +83,21 @@ def explore(graph: Graph, base: CompileOptions | None = None, max_tiles: int | N
                 break
             perf = model_performance(plan)
             points.append(DesignPoint(batch, options.overrides, tiles, perf,
-                                      [f"{e.op}:{e.cas_length}x{e.cas_num}" for e in plan.layers]))
+                                      [f"{e.op}:{e.cas_length}x{e.cas_num}" for e in plan.layers],
+                                      [f"{e.op}:{'x'.join(map(str, e.mmul))}" for e in plan.layers]))
             if progress:
                 progress(f"batch {batch}: {tiles} tiles, {perf.events_per_s:,.0f} events/s, "
                          f"{perf.latency_us:.3f} us, bound by {perf.bottleneck}")
             if not perf.bottleneck.startswith("kernel:"):
                 break
             layer_op = next(k.layer for k in plan.kernels if f"kernel:{k.name}" == perf.bottleneck)
-            if layer_op in base.overrides:  # the user fixed this layer's rectangle
+            if {"cas_length", "cas_num"} & set(base.overrides.get(layer_op, {})):  # the user fixed this rectangle
                 break
             device = get_device(plan.device)
             grown = _grow(plan.layer(layer_op), device.compute_rows, device.columns)
             if grown is None:
                 break
-            overrides[layer_op] = grown
+            overrides[layer_op] = {**overrides.get(layer_op, {}), **grown}  # keeps a user's mmul
     return points
 
 

@@ -55,3 +55,41 @@ def test_model_too_large_for_the_small_part():
 def test_catalogued_only_part_is_refused():
     with pytest.raises(IllegalConfigError, match="xcvc1902"):
         compile_graph(random_mlp_graph([16, 8]), CompileOptions(device="xcvc1902"))
+
+
+def test_mmul_override_is_honoured_and_kept():
+    plan, _ = compile_graph(random_mlp_graph([64, 32, 16]), CompileOptions(batch=8, overrides={
+        "dense0": {"mmul": "4x16x8"}, "dense1": {"mmul": [2, 8, 8], "cas_length": 2, "cas_num": 1}}))
+    assert [e.mmul for e in plan.layers] == [(4, 16, 8), (2, 8, 8)]
+    assert [e.mmul_fixed for e in plan.layers] == [True, True]
+    assert plan.layers[0].k_slice % 16 == 0
+    assert (plan.layers[1].cas_length, plan.layers[1].cas_num) == (2, 1)
+
+
+@pytest.mark.parametrize("mmul,batch,needle", [
+    ("4x4x4", 4, "not an aie::mmul shape for int8 x int8"),  # an int16 shape on an int8 layer
+    ("8x8x8", 4, "multiple of 8, the batch is 4"),
+    ("4x8", 4, "is not a shape M x K x N"),
+    ("axbxc", 4, "is not a shape M x K x N"),
+    ([0, 8, 8], 4, "is not a shape M x K x N"),
+])
+def test_bad_mmul_override_is_refused_naming_the_layer(mmul, batch, needle):
+    with pytest.raises(IllegalConfigError, match="dense0") as err:
+        compile_graph(random_mlp_graph([64, 32]), CompileOptions(batch=batch, overrides={"dense0": {"mmul": mmul}}))
+    assert needle in str(err.value)
+
+
+def test_shape_choice_uses_the_cost_model_only_when_strictly_faster():
+    """int16 x int8 with a single 8-wide column block: 4x4x8 keeps one accumulator whose dependent MACs wait on
+    each other, 4x8x4 splits the columns over two independent accumulators; the model prefers the latter. Where
+    shapes tie (the int8 layers here), the preferred 4x8x8 stays."""
+    from nn2aie.kernels.dense import cost
+
+    plan, _ = compile_graph(random_mlp_graph([16, 64, 32, 32, 5], act_bits=16))
+    last = plan.layers[-1]
+    assert last.mmul == (4, 8, 4) and last.n_accumulators == 2
+    chosen = cost.dense_tile_cycles(last, "single")
+    last.mmul, last.m_accumulators, last.n_accumulators = (4, 4, 8), 1, 1
+    assert cost.dense_tile_cycles(last, "single") > chosen
+    plan8, _ = compile_graph(random_mlp_graph([16, 64, 32, 32, 5]))
+    assert {e.mmul for e in plan8.layers} == {(4, 8, 8)}

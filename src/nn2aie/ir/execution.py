@@ -43,6 +43,7 @@ class DenseExec:
     n_accumulators: int = 1  # register blocking: independent accumulators along N (sharing each A block)
     m_accumulators: int = 1  # ... and along M, row blocks of the batch (sharing each B block)
     override: bool = False  # parallelism given by the user
+    mmul_fixed: bool = False  # mmul shape given by the user (else the parallelism pass may pick a faster one)
     notes: list[str] = field(default_factory=list)
 
     @property

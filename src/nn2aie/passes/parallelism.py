@@ -15,6 +15,7 @@ from nn2aie.errors import DoesNotFitError, IllegalConfigError
 from nn2aie.ir.execution import DenseExec, ceil_div
 from nn2aie.ir.physical import dtype_bytes
 from nn2aie.kernels.dense import cost as dense_cost
+from nn2aie.passes.precision import accumulator_budget, legal_mmul_shapes
 
 ALIGN = 32  # bytes: 256-bit vector loads must be aligned (AM020, AIE-API)
 
@@ -95,7 +96,7 @@ def choose_parallelism(e: DenseExec, device: Device, max_weight_bytes: int,
         reason = _fits(e, device, length, k_per * mk, n_per * mn, max_weight_bytes)
         return reason or (k_per * mk, n_per * mn)
 
-    if override:
+    if override and {"cas_length", "cas_num"} & set(override):
         length, num = int(override.get("cas_length", 1)), int(override.get("cas_num", 1))
         if not (1 <= length <= max_len and 1 <= num <= max_num):
             raise IllegalConfigError(
@@ -107,7 +108,7 @@ def choose_parallelism(e: DenseExec, device: Device, max_weight_bytes: int,
                                      "choose more tiles, or drop the override to let nn2aie choose")
         e.cas_length, e.cas_num, e.override = length, num, True
         e.k_slice, e.n_slice = got
-        return _finish(e)
+        return _finish(e, device)
 
     candidates = sorted((length * num, length, num) for length in range(1, max_len + 1)
                          for num in range(1, max_num + 1))
@@ -119,27 +120,38 @@ def choose_parallelism(e: DenseExec, device: Device, max_weight_bytes: int,
             continue
         e.cas_length, e.cas_num = length, num
         e.k_slice, e.n_slice = got
-        return _finish(e)
+        return _finish(e, device)
     raise DoesNotFitError(
         f"layer {e.op} ({e.k}x{e.n})", f"no rectangle of at most {max_len}x{max_num} tiles fits ({last_reason})",
         "use narrower weights, a smaller batch, or a device with more tiles")
 
 
-def _finish(e: DenseExec) -> DenseExec:
-    """Register blocking: the (row blocks x column blocks) accumulator group with the fewest modelled cycles
-    (kernels/dense/cost.py) within the accumulator registers precision allowed (``n_accumulators`` on entry);
-    both must divide the slice's blocks. Ties prefer fewer accumulators, then wider groups along N."""
-    budget = e.n_accumulators
-    mblk, nblk = e.batch // e.mmul[0], e.n_slice // e.mmul[2]
+def _finish(e: DenseExec, device: Device) -> DenseExec:
+    """mmul shape and register blocking with the fewest modelled cycles (kernels/dense/cost.py).
+
+    Shapes: the one precision planning gave (the user's, or PREFERRED_MMUL), and unless the user fixed it every
+    other shape the device offers for the operand pair whose blocks tile the slices. Blocking: the (row blocks x
+    column blocks) accumulator group within the accumulator registers the shape allows; both must divide the
+    slice's blocks. Ties prefer the given shape, then fewer accumulators, then wider groups along N."""
+    given = e.mmul
+    pair = (e.a_dtype.removeprefix("u"), e.w_dtype)
+    shapes = [given] if e.mmul_fixed else [given] + [s for s in legal_mmul_shapes(device, pair, e.acc) if s != given]
     best = None
-    for macc in range(1, budget + 1):
-        for nacc in range(1, budget // macc + 1):
-            if mblk % macc or nblk % nacc:
-                continue
-            e.m_accumulators, e.n_accumulators = macc, nacc
-            key = (round(dense_cost.dense_tile_cycles(e, "single"), 6), macc * nacc, -nacc)
-            if best is None or key < best[0]:
-                best = (key, macc, nacc)
-    assert best is not None  # (1, 1) always divides
-    e.m_accumulators, e.n_accumulators = best[1], best[2]
+    for shape in shapes:
+        m, k, n = shape
+        if e.batch % m or e.k_slice % k or e.n_slice % n:
+            continue
+        e.mmul = shape
+        budget = accumulator_budget(e.acc, shape)
+        mblk, nblk = e.batch // m, e.n_slice // n
+        for macc in range(1, budget + 1):
+            for nacc in range(1, budget // macc + 1):
+                if mblk % macc or nblk % nacc:
+                    continue
+                e.m_accumulators, e.n_accumulators = macc, nacc
+                key = (round(dense_cost.dense_tile_cycles(e, "single"), 6), shape != given, macc * nacc, -nacc)
+                if best is None or key < best[0]:
+                    best = (key, shape, macc, nacc)
+    assert best is not None  # the given shape tiles the slices, and (1, 1) always divides
+    _, e.mmul, e.m_accumulators, e.n_accumulators = best
     return e

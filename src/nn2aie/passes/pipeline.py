@@ -28,7 +28,8 @@ class CompileOptions:
     plio_bits: int = 128
     pl_freq_mhz: float | None = None  # default: the part's catalogued PL clock
     max_weight_bytes: int | None = None  # per tile; default one data-memory bank
-    overrides: dict[str, dict] = field(default_factory=dict)  # layer name -> {"cas_length": L, "cas_num": C}
+    # layer name -> {"cas_length": L, "cas_num": C, "mmul": "MxKxN"}, each key optional
+    overrides: dict[str, dict] = field(default_factory=dict)
 
     def validate(self, device: Device) -> None:
         if self.batch < 1 or self.batch % 4:
@@ -41,9 +42,23 @@ class CompileOptions:
             raise IllegalConfigError("option max_weight_bytes", f"{self.max_weight_bytes} B is outside "
                                      f"64..{device.data_memory_bytes}", "use at most the tile's data memory")
         for name, ov in self.overrides.items():
-            if not isinstance(ov, dict) or set(ov) - {"cas_length", "cas_num"}:
+            if not isinstance(ov, dict) or set(ov) - {"cas_length", "cas_num", "mmul"}:
                 raise IllegalConfigError(f"override for layer {name}", f"unknown keys in {ov!r}",
-                                         "give {\"cas_length\": L, \"cas_num\": C}")
+                                         "give any of {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}")
+            if "mmul" in ov:
+                parse_mmul(ov["mmul"], f"override for layer {name}")
+
+
+def parse_mmul(value, where: str) -> tuple[int, int, int]:
+    """An mmul shape given as "4x16x8" or [4, 16, 8]."""
+    try:
+        parts = value.lower().split("x") if isinstance(value, str) else list(value)
+        shape = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise IllegalConfigError(where, f"mmul {value!r} is not a shape M x K x N", "write it like \"4x16x8\"")
+    return shape  # type: ignore[return-value]
 
 
 @dataclass
@@ -82,7 +97,11 @@ def _legalise(s: State) -> None:
 
 
 def _precision(s: State) -> None:
-    s.layers = [plan_precision(s.graph, op, s.device, s.options.batch) for op in s.graph.ops]
+    def shape(op) -> tuple[int, int, int] | None:
+        ov = s.options.overrides.get(op.name, {})
+        return parse_mmul(ov["mmul"], f"override for layer {op.name}") if "mmul" in ov else None
+
+    s.layers = [plan_precision(s.graph, op, s.device, s.options.batch, shape(op)) for op in s.graph.ops]
 
 
 def _parallelism(s: State) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import UnsupportedQuantizationError
+from nn2aie.errors import IllegalConfigError, UnsupportedQuantizationError
 from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator, overflow_range
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
@@ -143,7 +143,42 @@ def plan_epilogue(yt: FixedType, acc_frac: int, acc: str, relu: bool, acc_bound:
     return Epilogue(shift, rounding, saturation, lo, hi, wrap_bits)
 
 
-def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExec:
+def accumulator_budget(acc: str, mmul: tuple[int, int, int]) -> int:
+    """Independent accumulators a tile may keep: the largest of 4, 2, 1 within MAX_ACCUMULATOR_REGISTERS."""
+    for cand in (4, 2, 1):
+        if cand * (ACC_BITS[acc] * mmul[0] * mmul[2]) // 1024 <= MAX_ACCUMULATOR_REGISTERS:
+            return cand
+    return 1
+
+
+def legal_mmul_shapes(device: Device, pair: tuple[str, str], acc: str) -> list[tuple[int, int, int]]:
+    """The aie::mmul shapes the device's AIE-API offers for an operand pair (native first, then the ones AIE-API
+    builds from several native MACs), for the accumulator the pair uses; PREFERRED_MMUL first."""
+    entry = device.mmul_shapes(*pair)
+    if entry.get("acc") not in (None, acc):
+        return [PREFERRED_MMUL[pair][0]]
+    shapes = [tuple(s) for s in entry.get("native", []) + entry.get("emulated", [])]
+    preferred = PREFERRED_MMUL[pair][0]
+    return [preferred] + [s for s in shapes if s != preferred]
+
+
+def _checked_mmul(shape: tuple, pair: tuple[str, str], acc: str, batch: int, device: Device,
+                  where: str) -> tuple[int, int, int]:
+    legal = legal_mmul_shapes(device, pair, acc)
+    text = "x".join(map(str, shape))
+    choices = ", ".join("x".join(map(str, s)) for s in legal)
+    if shape not in legal:
+        raise IllegalConfigError(f"override for {where}", f"mmul {text} is not an aie::mmul shape for "
+                                 f"{pair[0]} x {pair[1]} ({acc}) on {device.name}", f"use one of {choices}")
+    if batch % shape[0]:
+        raise IllegalConfigError(f"override for {where}", f"mmul {text} needs a batch that is a multiple of "
+                                 f"{shape[0]}, the batch is {batch}", f"change the batch or use one of {choices}")
+    return shape
+
+
+def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
+                   mmul_override: tuple[int, int, int] | None = None) -> DenseExec:
+    """How ``op`` runs on a tile: types, accumulator, mmul shape (PREFERRED_MMUL unless overridden), epilogue."""
     x_t = graph.tensor(op.inputs[0])
     w_t = graph.tensor(op.inputs[1])
     y_t = graph.tensor(op.outputs[0])
@@ -195,15 +230,13 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int) -> DenseExe
     epi = plan_epilogue(yt, accumulator_frac(graph, op), acc, relu, bound, device,
                         f"{where} output tensor {y_t.origin or y_t.name}")
 
-    nacc = 1
-    for cand in (4, 2, 1):
-        regs = cand * (ACC_BITS[acc] * mmul[0] * mmul[2]) // 1024
-        if regs <= MAX_ACCUMULATOR_REGISTERS:
-            nacc = cand
-            break
+    mmul_fixed = mmul_override is not None
+    if mmul_fixed:
+        mmul = _checked_mmul(tuple(mmul_override), pair, acc, batch, device, where)
     return DenseExec(
         op=op.name, k=k, n=n, batch=batch, a_dtype=xt.container, w_dtype=w_container, out_dtype=yt.container,
         acc=acc, mmul=mmul, shift=epi.shift, rounding=epi.rounding, saturation=epi.saturation,
         clamp_lo=epi.clamp_lo, clamp_hi=epi.clamp_hi, wrap_bits=epi.wrap_bits, relu=relu,
-        has_bias=bias is not None, acc_bound=bound, n_accumulators=nacc,
+        has_bias=bias is not None, acc_bound=bound, n_accumulators=accumulator_budget(acc, mmul),
+        mmul_fixed=mmul_fixed,
     )

@@ -21,10 +21,10 @@ def write_pareto(points: list[DesignPoint], front: list[DesignPoint], out: pathl
              f"Modelled with nn2aie's performance model: AIE {a['aie_clock_mhz']:g} MHz, {a['plio_bits']}-bit PLIO at "
              f"{a['pl_clock_mhz']} MHz; {a['kernel_cost_model']}. {len(points)} designs explored, {len(front)} on "
              "the Pareto front (no other design has fewer tiles, lower latency and higher throughput at once).", "",
-             "| tiles | batch | events/s | first-event latency (us) | TOPS | rectangles | bound by |",
-             "|---:|---:|---:|---:|---:|---|---|"]
+             "| tiles | batch | events/s | first-event latency (us) | TOPS | rectangles | mmul | bound by |",
+             "|---:|---:|---:|---:|---:|---|---|---|"]
     lines += [f"| {p.tiles} | {p.batch} | {p.events_per_s:,.0f} | {p.latency_us:.3f} | {p.perf.tops:.2f} | "
-              f"{' '.join(p.to_json()['rectangles'])} | {p.perf.bottleneck} |" for p in front]
+              f"{' '.join(p.rectangles)} | {' '.join(p.mmul)} | {p.perf.bottleneck} |" for p in front]
     (out / "pareto.md").write_text("\n".join(lines) + "\n")
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -19,8 +19,10 @@ from nn2aie.codegen.project import render_project
 from nn2aie.errors import MissingToolError
 from nn2aie.examples.builders import make_qdq_mlp
 from nn2aie.frontends.loader import load_model
+from nn2aie.ir.evaluate import evaluate
 from nn2aie.numerics import AP_TO_AIE_ROUNDING, AP_TO_AIE_SATURATION
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
+from nn2aie.sim.emulator import Emulator
 from nn2aie.sim.native import compile_kernels, find_compiler, run_native_cosim
 
 from helpers import forced_overrides, random_codes, random_mlp_graph
@@ -305,3 +307,26 @@ def test_row_block_register_blocking_with_cascades(native_cache, batch):
     plan, _ = compile_graph(graph, CompileOptions(batch=batch, overrides={"dense0": {"cas_length": 3, "cas_num": 2}}))
     assert plan.layers[0].m_accumulators > 1
     assert_all_tiles_match(plan, random_codes(graph, 3 * batch + 1, seed=22), native_cache)
+
+
+def _every_mmul_shape():
+    from nn2aie.devices import get_device
+
+    shapes = get_device("xcve2802").fact("mmul_shapes")
+    for act_bits, w_bits, key in ((8, 8, "int8xint8"), (16, 8, "int16xint8"), (16, 16, "int16xint16")):
+        for shape in shapes[key]["native"] + shapes[key]["emulated"]:
+            yield pytest.param(act_bits, w_bits, tuple(shape), id=f"{key}-{'x'.join(map(str, shape))}")
+
+
+@pytest.mark.parametrize("act_bits,w_bits,shape", list(_every_mmul_shape()))
+def test_every_catalogued_mmul_shape_with_cascades(native_cache, act_bits, w_bits, shape):
+    """Each aie::mmul shape the catalog offers (native and multi-instruction), forced on a cascaded layer and a
+    single-tile layer: the emitted kernels equal the emulator, and the emulator the logical model."""
+    graph = random_mlp_graph([64, 32, 16], seed=sum(shape), act_bits=act_bits, w_bits=w_bits)
+    mmul = "x".join(map(str, shape))
+    plan, _ = compile_graph(graph, CompileOptions(batch=8, overrides={
+        "dense0": {"cas_length": 2, "cas_num": 2, "mmul": mmul}, "dense1": {"mmul": mmul}}))
+    assert [e.mmul for e in plan.layers] == [shape, shape]
+    x = random_codes(graph, 8 * 3, seed=5)
+    assert np.array_equal(Emulator(plan).run(x), evaluate(graph, {graph.inputs[0]: x})[graph.outputs[0]])
+    assert_all_tiles_match(plan, x, native_cache)
