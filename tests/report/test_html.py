@@ -118,16 +118,19 @@ def test_layer_rows_equal_summary_layers(checked_project):
     assert rows[1][7:10] == ["4 × 2", "8", "col 1–4, row 0–1"]  # the forced 4 x 2 layer and where it sits
 
 
-def test_per_layer_cycles_and_utilisation_shown_only_when_summary_has_them(checked_project, tmp_path):
-    text = render_report(checked_project)
+def test_per_layer_cycles_and_utilisation_come_from_the_modelled_performance(checked_project, tmp_path):
+    summary = _summary(checked_project)
+    rows = _parse(render_report(checked_project)).rows
+    expected = [[f"{m['kernel_cycles_max']:g}", f"{100 * m['utilisation_max']:.1f} %", f"{100 * m['mac_use']:.1f} %"]
+                for m in (summary["performance"]["layers"][x["name"]] for x in summary["layers"])]
+    assert [r[10:] for r in rows] == expected
+    assert len(expected) == 4 and all(0 < float(c[1].rstrip(" %")) <= 100 for c in expected)
+
+    def drop(s):
+        del s["performance"]["layers"]
+
+    text = render_report(_edited_copy(checked_project, tmp_path / "p", drop))
     assert "modelled cycles" not in text and "has no per-layer cycle counts or utilisation" in text
-
-    def add(summary):
-        for i, layer in enumerate(summary["layers"]):
-            layer["cycles"], layer["utilisation"] = 100 + i, 0.5
-
-    rows = _parse(render_report(_edited_copy(checked_project, tmp_path / "p", add))).rows
-    assert [r[10:] for r in rows] == [[str(100 + i), "50.0 %"] for i in range(4)]
 
 
 def test_placement_picture_is_embedded_and_page_is_self_contained(checked_project):

@@ -56,6 +56,7 @@ class Performance:
     bottleneck_kind: str
     utilisation: dict[str, float]  # kernel -> busy fraction of the interval
     assumptions: dict
+    layers: dict[str, dict] = field(default_factory=dict)  # layer -> its tiles' cycles, utilisation, MAC use
 
     def to_json(self) -> dict:
         util = sorted(self.utilisation.values())
@@ -65,7 +66,7 @@ class Performance:
             "tops": round(self.tops, 3), "bottleneck": self.bottleneck, "bottleneck_kind": self.bottleneck_kind,
             "tile_utilisation": {"min": round(util[0], 4), "max": round(util[-1], 4),
                                  "mean": round(sum(util) / len(util), 4)} if util else {},
-            "assumptions": self.assumptions,
+            "layers": self.layers, "assumptions": self.assumptions,
         }
 
 
@@ -193,4 +194,18 @@ def model_performance(plan: PhysicalPlan, iterations: int = 24, aie_clock_mhz: f
         "buffers": "every buffer double-buffered; PL side never stalls the PLIOs",
     }
     return Performance(interval, latency, events_per_s, latency / f_aie, 2 * macs * events_per_s / 1e12,
-                       bottleneck.name, bottleneck.kind, util, assumptions)
+                       bottleneck.name, bottleneck.kind, util, assumptions, _per_layer(plan, stages, interval))
+
+
+def _per_layer(plan: PhysicalPlan, stages: dict[str, Stage], interval: float) -> dict[str, dict]:
+    """Per layer: the slowest tile's modelled cycles per invocation, its tiles' busy fraction of the interval, and
+    MAC use = the layer's useful MACs per interval / (its tiles x the native MACs per cycle)."""
+    out = {}
+    for e in plan.layers:
+        cycles = [stages[f"kernel:{k.name}"].duration for k in plan.kernels if k.layer == e.op]
+        peak = dense_cost.NATIVE_MACS_PER_INSTRUCTION[(e.a_dtype.removeprefix("u"), e.w_dtype)]
+        out[e.op] = {"tiles": len(cycles), "kernel_cycles_max": round(max(cycles), 1),
+                     "utilisation_max": round(max(cycles) / interval, 4),
+                     "utilisation_mean": round(sum(cycles) / len(cycles) / interval, 4),
+                     "mac_use": round(plan.batch * e.k * e.n / (len(cycles) * peak * interval), 4)}
+    return out

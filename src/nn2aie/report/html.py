@@ -128,6 +128,7 @@ def _device(name: str) -> dict | None:
 
 def _context(project_dir: pathlib.Path, summary: dict) -> dict:
     perf = summary["performance"]
+    modelled = perf.get("layers") if isinstance(perf.get("layers"), dict) else {}
     layers = []
     for layer in summary["layers"]:
         layers.append({
@@ -136,9 +137,10 @@ def _context(project_dir: pathlib.Path, summary: dict) -> dict:
             "output_type": layer["output_type"], "mmul": layer["mmul"], "acc": layer["acc"],
             "cas_length": layer["cas_length"], "cas_num": layer["cas_num"], "tiles": layer["tiles"],
             "where": _tile_span(layer.get("tiles_at")),
-            # per-layer model results are shown only when summary.json carries them
-            "cycles": _num(layer["cycles"]) if "cycles" in layer else None,
-            "utilisation": _pct(layer["utilisation"]) if "utilisation" in layer else None,
+            # per-layer model results (perf/model.py) are shown only when summary.json carries them
+            "cycles": _num(modelled[layer["name"]]["kernel_cycles_max"]) if layer["name"] in modelled else None,
+            "utilisation": _pct(modelled[layer["name"]]["utilisation_max"]) if layer["name"] in modelled else None,
+            "mac_use": _pct(modelled[layer["name"]]["mac_use"]) if layer["name"] in modelled else None,
         })
     resources = summary.get("resources") or {}
     rows = []
