@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 import time
 from importlib import resources
@@ -27,8 +28,48 @@ class _State:
 
 
 def _say(msg: str = "") -> None:
-    if not _State.quiet:
+    if _State.quiet:
+        return
+    from nn2aie import progress
+
+    shown = progress.current()
+    if shown.active and _stdout_is_terminal():  # one terminal: print above the progress lines, not through them
+        shown.print(msg)
+    else:
         click.echo(msg)
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _progress_console():
+    """The console progress is drawn on (stderr; a function so that tests can draw elsewhere)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _showing_progress(fn, json_out: bool = False):
+    """``fn`` with rich progress of long steps on stderr: only on a terminal, never with --quiet or --json (so
+    pipes, scripts and tests get exactly the output they ask for)."""
+    def wrapped(*args, **kwargs):
+        if _State.quiet or json_out or not _stderr_is_terminal():
+            return fn(*args, **kwargs)
+        from nn2aie import progress
+
+        with progress.reporting(progress.RichReporter(_progress_console())):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+# C0/C1 control characters other than newline and tab: a model's names must not drive the user's terminal
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _run(fn, *args, **kwargs):
@@ -37,7 +78,8 @@ def _run(fn, *args, **kwargs):
     except Nn2aieError as exc:
         if _State.debug:
             raise
-        click.echo(f"nn2aie: {exc}", err=True)
+        message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(exc))
+        click.echo(f"nn2aie: {message}", err=True)
         sys.exit(2)
 
 
@@ -122,7 +164,13 @@ def main(debug: bool, quiet: bool) -> None:
 @main.command("devices")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def devices_cmd(as_json: bool) -> None:
-    """List the device catalog."""
+    """List the device catalog.
+
+    \b
+    Examples:
+      nn2aie devices
+      nn2aie devices --json
+    """
     from nn2aie.devices import get_device, part_names
 
     rows = [get_device(n).summary() for n in part_names()]
@@ -198,8 +246,10 @@ def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
 
     \b
     Examples:
-      nn2aie compile jet.onnx -o build/jet --parallel dense1=4x2
+      nn2aie compile jet.onnx -o build/jet
+      nn2aie compile jet.onnx -o build/jet --parallel dense1=4x2 --batch 8
       nn2aie compile jet.onnx -o build/jet --target-events-per-s 40e6 --target-latency-us 1
+      nn2aie -q compile jet.onnx -o build/jet --inputs x.npy --json > summary.json
     """
     def go():
         options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
@@ -211,7 +261,22 @@ def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
         if checked and not checked["bit_exact"]:
             sys.exit(1)
 
-    _run(go)
+    _run(_showing_progress(go, json_out))
+
+
+def _explore(graph, options, max_tiles, echo: bool = True) -> list:
+    """dse.explore with a progress line that names the design just modelled (display only); ``echo`` also prints
+    one line per design."""
+    from nn2aie import dse, progress
+
+    with progress.task("design-space exploration") as shown:
+        def step(message: str) -> None:
+            shown.advance()
+            shown.describe(f"design-space exploration: {message}")
+            if echo:
+                _say(f"  {message}")
+
+        return dse.explore(graph, options, max_tiles, progress=step)
 
 
 def _explore_for_targets(model, options, events_per_s, latency_us, max_tiles, quiet_json):
@@ -225,7 +290,7 @@ def _explore_for_targets(model, options, events_per_s, latency_us, max_tiles, qu
         if value is not None and value <= 0:
             raise IllegalConfigError(f"option {name}", f"{value} is not positive", "give a positive number")
     graph = load_model(model).graph
-    points = dse.explore(graph, options, max_tiles, progress=None if quiet_json else (lambda m: _say(f"  {m}")))
+    points = _explore(graph, options, max_tiles, echo=not quiet_json)
     best, why = dse.choose(points, events_per_s, latency_us)
     if not quiet_json:
         _say(f"design-space exploration ({len(points)} designs): {why}")
@@ -254,7 +319,7 @@ def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
         from nn2aie.report.pareto import write_pareto
 
         options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
-        points = dse.explore(load_model(model).graph, options, max_tiles, progress=lambda m: _say(f"  {m}"))
+        points = _explore(load_model(model).graph, options, max_tiles)
         if not points:
             raise DoesNotFitError("design space", "no design of this model compiles within the limits",
                                   "raise --max-tiles or use a larger device")
@@ -263,7 +328,7 @@ def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
         _say(f"{len(points)} designs explored, {len(front)} on the Pareto front; wrote "
              + ", ".join(str(p) for p in paths))
 
-    _run(go)
+    _run(_showing_progress(go))
 
 
 @main.command("bench")
@@ -308,8 +373,11 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
     """Emulate the placed design of TARGET (a model file or a project directory), bit-exact.
 
     \b
-    Example:
+    Examples:
       nn2aie simulate build/jet --inputs x.npy -o y.npy
+      nn2aie simulate jet.onnx --inputs x.npy --batch 8 --no-check
+      nn2aie simulate build/jet --inputs x.npy --native      # also run the emitted kernels compiled with g++
+      nn2aie simulate build/jet --inputs x.npy --json | jq .check.bit_exact
     """
     def go():
         from nn2aie.api import check_bit_exact, compile_path, load_project
@@ -353,7 +421,7 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
         if (check and not result["check"]["bit_exact"]) or (report is not None and not report.all_match):
             sys.exit(1)
 
-    _run(go)
+    _run(_showing_progress(go, json_out))
 
 
 @main.command("demo")
@@ -362,7 +430,13 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
 @click.option("--events", default=1000, show_default=True, help="Random events for the bit-exact check.")
 @click.option("--example", default="jet_tagger", type=click.Choice(sorted(EXAMPLES)), show_default=True)
 def demo_cmd(out: str, events: int, example: str) -> None:
-    """Compile, emulate and report a bundled example model (no arguments needed)."""
+    """Compile, emulate and report a bundled example model (no arguments needed).
+
+    \b
+    Examples:
+      nn2aie demo
+      nn2aie demo -o /tmp/jet --events 100000
+    """
     def go():
         model = resources.files("nn2aie.examples").joinpath(EXAMPLES[example])
         with resources.as_file(model) as path:
@@ -390,7 +464,7 @@ def demo_cmd(out: str, events: int, example: str) -> None:
             if not checked["bit_exact"]:
                 sys.exit(1)
 
-    _run(go)
+    _run(_showing_progress(go))
 
 
 @main.command("report")

@@ -46,12 +46,18 @@ reinterpret_cast requires return short signed sizeof static static_assert static
 this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t
 while xor xor_eq main adf aie std
 """.split())
+# Names the emitted sources use unqualified (element types, kernel classes and their namespaces, weight and bias
+# arrays, macros, adf::graph's member functions, GCC's legacy predefined macros): a graph member of the same name
+# would hide them (graph.h) or be replaced by the preprocessor, so identifiers never take one of them.
+_SHADOWING = re.compile(r"u?int(8|16|32|64)(_t)?|u?acc(32|48|64|80)|bfloat16|c(int|float)\w*|float\d*|DenseRole|"
+                        r"DenseL\d+|dense_l\d+|[WB]_\w+|NN2AIE_\w+|REGISTER_\w+|chess_\w+|ITERATIONS|"
+                        r"init|run|wait|end|resume|update|read|update_async|read_async|graph|linux|unix|i386")
 
 
 # -- text safety ------------------------------------------------------------------------------------------
 def comment_text(text: object, limit: int = 120) -> str:
     """Make any string inert inside //, /* */, # and Markdown text: printable ASCII only (no backslash, no
-    newline, no ``*/``), anything else as <U+XXXX>, cut to ``limit`` characters."""
+    newline, no ``*/``, no trigraph), anything else as <U+XXXX>, cut to ``limit`` characters."""
     out = []
     for ch in str(text):
         if " " <= ch <= "~" and ch not in "\\`":
@@ -59,16 +65,17 @@ def comment_text(text: object, limit: int = 120) -> str:
         else:
             out.append(f"<U+{ord(ch):04X}>")
     s = "".join(out).replace("*/", "*<U+002F>").replace("/*", "<U+002F>*")
+    s = s.replace("??", "?<U+003F>")  # no trigraph (??/ ends a // comment with a line splice in C++14 and older)
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def c_identifier(name: str) -> str:
     """A valid, non-reserved C++ identifier derived from ``name`` (not necessarily unique)."""
     s = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    s = re.sub(r"_+", "_", s).strip("_") or "x"
-    if s[0].isdigit() or s in _CXX_RESERVED:
+    s = re.sub(r"_+", "_", s).strip("_")[:60].rstrip("_") or "x"  # cut first: the cut name is the one checked
+    if s[0].isdigit() or s in _CXX_RESERVED or _SHADOWING.fullmatch(s):
         s = "n_" + s
-    return s[:60]
+    return s
 
 
 class _Names:
@@ -144,6 +151,7 @@ class _GraphWriter:
                                                   self.k_ident[k.name])
             for k in plan.kernels}
         self.plio_by_name = {p.name: p for p in plan.plios}
+        self.plio_file = plio_files(plan, self.p_ident)
         self.direct_dst = {link.dst: link for link in plan.direct_links}
         self.direct_src = {link.src: link for link in plan.direct_links}
 
@@ -191,14 +199,14 @@ class _GraphWriter:
         for p in self.plan.plios:
             kind = "adf::input_plio" if p.direction == "in" else "adf::output_plio"
             lines.append(f"{self.p_ident[p.name]} = {kind}::create(\"{self.p_ident[p.name]}\", "
-                         f"adf::plio_{int(p.bits)}_bits, \"{plio_file(p)}\", {_number(p.freq_mhz)});")
+                         f"adf::plio_{int(p.bits)}_bits, \"{self.plio_file[p.name]}\", {_number(p.freq_mhz)});")
         return lines
 
     def kernel_lines(self) -> list[str]:
         lines = []
         for k in self.plan.kernels:
             e, ident, inst = self.layers[k.layer], self.k_ident[k.name], self.instances[k.name]
-            lines.append(f"// {k.name}: layer {comment_text(k.layer, 60)}, chain {k.chain}, position {k.position} "
+            lines.append(f"// {ident}: layer {comment_text(k.layer, 60)}, chain {k.chain}, position {k.position} "
                          f"({k.role}), K [{k.k_start}, {k.k_start + e.k_slice}), "
                          f"N [{k.n_start}, {k.n_start + e.n_slice})")
             lines.append(f"{ident} = adf::kernel::create_object<{inst.type_name}>(")
@@ -298,15 +306,29 @@ class _GraphWriter:
         return mem[name]
 
 
-def plio_file(p) -> str:
-    """The PLIO's data file relative to the project root (the plan's name when it is a plain data/*.txt)."""
-    if re.fullmatch(r"data/[A-Za-z0-9_]+\.txt", p.file):
-        return p.file
-    return f"data/{c_identifier(p.name)}.txt"
+_PLAIN_DATA_FILE = re.compile(r"data/[A-Za-z0-9_]{1,64}\.txt")
 
 
-def expected_file(p) -> str:
-    return "data/expected_" + plio_file(p).removeprefix("data/")
+def expected_file(file: str) -> str:
+    """The file holding what an output PLIO must carry, next to the file the simulator writes."""
+    return "data/expected_" + file.removeprefix("data/")
+
+
+def plio_files(plan: PhysicalPlan, idents: dict[str, str]) -> dict[str, str]:
+    """Per PLIO name, its data file relative to the project root: the plan's name when it is a plain, short
+    data/*.txt, else one named after the PLIO's C++ identifier (``idents``). Files (expected_* included) are
+    unique even on case-insensitive file systems, so no PLIO overwrites another's data."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for p in plan.plios:
+        base = p.file if _PLAIN_DATA_FILE.fullmatch(p.file) else f"data/{idents[p.name]}.txt"
+        file, i = base, 1
+        while {f.lower() for f in (file, expected_file(file))} & used:
+            file = f"{base.removesuffix('.txt')}_{i}.txt"
+            i += 1
+        used |= {file.lower(), expected_file(file).lower()}
+        out[p.name] = file
+    return out
 
 
 # -- summary header -------------------------------------------------------------------------------------
@@ -413,16 +435,16 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
     y = _design_outputs(plan, x)
     plio_rows_info = []
     for s in specs:
-        p = w.plio_by_name[s.name]
+        file = w.plio_file[s.name]
         if s.direction == "in":
             rows = data_files.plio_rows(x, plan.batch, s.col_start, s.row_width)
-            files[plio_file(p)] = data_files.format_plio_text(rows, s.dtype, s.bits)
+            files[file] = data_files.format_plio_text(rows, s.dtype, s.bits)
         else:
             rows = data_files.plio_rows(y, plan.batch, s.col_start, s.row_width)
-            files[expected_file(p)] = data_files.format_plio_text(rows, s.dtype, s.bits)
+            files[expected_file(file)] = data_files.format_plio_text(rows, s.dtype, s.bits)
         plio_rows_info.append({"name": w.p_ident[s.name], "direction": s.direction, "dtype": s.dtype,
                                "bits": s.bits, "col_start": s.col_start, "row_width": s.row_width,
-                               "file": plio_file(p), "expected": expected_file(p)})
+                               "file": file, "expected": expected_file(file)})
 
     freqs = sorted({float(p.freq_mhz) for p in plan.plios})
     if len(freqs) != 1:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from nn2aie import progress
 from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError, InternalCheckError
 from nn2aie.ir.execution import DenseExec
@@ -131,7 +132,9 @@ def _cp_sat(layers: list[DenseExec], device: Device, edges: list[tuple[int, int]
     solver.parameters.num_workers = 1  # one worker + fixed seed + deterministic time: reproducible everywhere
     solver.parameters.random_seed = 0
     solver.parameters.max_deterministic_time = DETERMINISTIC_LIMIT
-    status = solver.Solve(m)
+    # display only; two rectangles are placed in an instant, not worth a line on screen
+    with progress.task(f"placement: CP-SAT search over {len(layers)} layer rectangles", enabled=len(layers) > 2):
+        status = solver.Solve(m)
     name = solver.StatusName(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return [], name, 0, 0

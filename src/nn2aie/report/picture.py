@@ -97,9 +97,10 @@ def _figure(plan: PhysicalPlan):
     if rep:
         title += (f"; placement {rep.get('method')} wire length {rep.get('wire_length')} "
                   f"(bound {rep.get('lower_bound')}, gap {100 * rep.get('gap', 0):.1f} %)")
-    fig.suptitle(title, fontsize=7)
+    # model names are plain text: no mathtext ("$...$" in a name would otherwise be parsed, or fail to parse)
+    fig.suptitle(title, fontsize=7, parse_math=False)
     legend = "   ".join(f"{layer_letter(i)} = {e.op} ({e.cas_length}x{e.cas_num})" for i, e in enumerate(plan.layers))
-    fig.text(0.03, 0.09, legend[:400], fontsize=5.5)
+    fig.text(0.03, 0.09, legend[:400], fontsize=5.5, parse_math=False)
     fig.text(0.03, 0.04, "rows bottom-up: interface (PLIO in/out), memory tiles (M), compute tiles; arrows: "
              "cascades; green: writes to memory tiles, violet: reads (broadcast), orange: direct hand-offs",
              fontsize=5)

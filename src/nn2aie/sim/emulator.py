@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nn2aie import progress
 from nn2aie.errors import IllegalConfigError, InternalCheckError
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.physical import Access, Kernel, PhysicalPlan, SharedBuffer
@@ -26,6 +27,7 @@ from nn2aie.ir.tiling import BlockLayout
 from nn2aie.kernels.dense import semantics as dense
 
 CHUNK_ELEMENTS = 1 << 20  # values per buffer per piece in the fast path: intermediate arrays stay cache-sized
+PROGRESS_MACS = 10**10  # multiply-accumulates of a run (about a second) from which it shows progress
 
 
 @dataclass
@@ -180,18 +182,23 @@ class Emulator:
         returns the padded output codes [iterations * batch, N padded] as exact integers in a float array."""
         rows = self.plan.batch
         iters = max(1, ceil_div(x.shape[0], rows))
-        if self._columns is not None:
-            # chunks of graph iterations keep the working set in cache; a trace wants one piece
-            widest = max([e.k_padded for e in self.plan.layers] + [e.n_padded for e in self.plan.layers])
-            step = iters if trace is not None else max(1, CHUNK_ELEMENTS // (widest * rows))
-            pool = {sb.name: np.zeros((step * rows, sb.dims[0]), dtype=np.float32)
-                    for sb in self.plan.shared_buffers}
-            y = np.empty((iters * rows, self.plan.layers[-1].n_padded), dtype=np.float32)
-            for i in range(0, iters, step):
-                n = min(step, iters - i)
-                y[i * rows:(i + n) * rows] = self._run_columns(x[i * rows:(i + n) * rows], n, trace, pool)
-        else:
-            y = self._run_streams(x, iters, trace)
+        macs = iters * rows * sum(e.k * e.n for e in self.plan.layers)
+        with progress.task(f"emulating {x.shape[0]:,} events", total=iters * rows,
+                           enabled=macs >= PROGRESS_MACS) as bar:
+            if self._columns is not None:
+                # chunks of graph iterations keep the working set in cache; a trace wants one piece
+                widest = max([e.k_padded for e in self.plan.layers] + [e.n_padded for e in self.plan.layers])
+                step = iters if trace is not None else max(1, CHUNK_ELEMENTS // (widest * rows))
+                pool = {sb.name: np.zeros((step * rows, sb.dims[0]), dtype=np.float32)
+                        for sb in self.plan.shared_buffers}
+                y = np.empty((iters * rows, self.plan.layers[-1].n_padded), dtype=np.float32)
+                for i in range(0, iters, step):
+                    n = min(step, iters - i)
+                    y[i * rows:(i + n) * rows] = self._run_columns(x[i * rows:(i + n) * rows], n, trace, pool)
+                    bar.advance(n * rows)
+            else:
+                y = self._run_streams(x, iters, trace)
+                bar.advance(iters * rows)
         return y
 
     # -- fast path: row-major buffers, column ports ------------------------------------------------------

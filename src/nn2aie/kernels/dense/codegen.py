@@ -201,7 +201,7 @@ def render_weights_header(e: DenseExec, layer_index: int, kernels: list[tuple[Ke
         w = np.asarray(kernel.weights)
         if w.size and (w.min() < lo or w.max() > hi):
             raise InternalCheckError(f"kernel {kernel.name}", f"weights outside {e.w_dtype}", "report this")
-        out.append(f"// {kernel.name}: chain {kernel.chain}, position {kernel.position} ({kernel.role}), "
+        out.append(f"// {ident}: chain {kernel.chain}, position {kernel.position} ({kernel.role}), "
                    f"K [{kernel.k_start}, {kernel.k_start + e.k_slice}), N [{kernel.n_start}, "
                    f"{kernel.n_start + e.n_slice})")
         out.append(f"alignas(32) static const {w_type} {weight_symbol(ident)}[{w.size}] = {{")
