@@ -156,3 +156,27 @@ def test_compile_options_with_a_project_directory_are_refused(jet_model, tmp_pat
     np.save(tmp_path / "x.npy", np.zeros((4, 16), dtype=np.float32))
     r = run(["simulate", str(out), "--inputs", str(tmp_path / "x.npy"), "--device", "xcve2302"])
     assert r.returncode == 2 and "project directory" in r.stderr
+
+
+def test_config_mmul_shape_is_used_and_merged_with_parallel(jet_model, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"layers": {"fc1_matmul": {"mmul": "4x16x8"}}}))
+    r = CliRunner().invoke(main, ["compile", "--json", str(jet_model), "-o", str(tmp_path / "o"), "--config",
+                                  str(cfg), "--parallel", "fc1_matmul=1x2", "--no-check"])
+    assert r.exit_code == 0, r.output
+    layer = next(x for x in json.loads(r.output)["layers"] if x["name"] == "fc1_matmul")
+    assert (layer["mmul"], layer["cas_length"], layer["cas_num"]) == ("4x16x8", 1, 2)
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"layers": [1, 2]}, "expected {\"layers\""),
+    ({"layers": {"fc1_matmul": {"mmul": "4x4x4"}}}, "not an aie::mmul shape for int8 x int8"),
+    ({"layers": {"fc1_matmul": {"mmul": "big"}}}, "is not a shape M x K x N"),
+    ({"layers": {"fc1_matmul": {"tiles": 3}}}, "unknown keys"),
+])
+def test_bad_config_is_refused_with_exit_2(jet_model, tmp_path, config, needle):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(config))
+    r = run(["compile", str(jet_model), "-o", str(tmp_path / "o"), "--config", str(cfg)])
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()

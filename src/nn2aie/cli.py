@@ -103,11 +103,12 @@ def _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, conf
             data = json.loads(pathlib.Path(config).read_text())
         except (OSError, ValueError) as exc:
             raise BadFileError(f"config {config}", f"unreadable JSON ({exc})", "fix the file") from None
-        if not isinstance(data, dict) or set(data) - {"layers"}:
+        if not isinstance(data, dict) or set(data) - {"layers"} or not isinstance(data.get("layers", {}), dict):
             raise IllegalConfigError(f"config {config}", "expected {\"layers\": {NAME: {\"cas_length\": L, "
-                                     "\"cas_num\": C}}}", "see docs/cli.md")
+                                     "\"cas_num\": C, \"mmul\": \"MxKxN\"}}}", "see docs/cli.md")
         overrides.update(data.get("layers", {}))
-    overrides.update(_parse_override(parallel))
+    for name, rect in _parse_override(parallel).items():  # --parallel sets the rectangle, keeps a config's mmul
+        overrides[name] = {**overrides.get(name, {}), **rect} if isinstance(overrides.get(name), dict) else rect
     return CompileOptions(device=device, batch=batch, plio_bits=plio_bits, pl_freq_mhz=pl_freq,
                           max_weight_bytes=max_weight_bytes, overrides=overrides)
 
@@ -134,7 +135,8 @@ compile_options = [
     click.option("--parallel", multiple=True, metavar="LAYER=LxC",
                  help="Force a layer's cas_length x cas_num, e.g. --parallel dense1=4x2 (repeatable)."),
     click.option("--config", type=click.Path(dir_okay=False), default=None,
-                 help="JSON file {\"layers\": {NAME: {\"cas_length\": L, \"cas_num\": C}}}."),
+                 help="JSON file {\"layers\": {NAME: {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}}} "
+                      "(each key optional)."),
 ]
 
 
