@@ -38,6 +38,11 @@ class CompileOptions:
         if self.plio_bits not in device.fact("plio_bits"):
             raise IllegalConfigError("option plio_bits", f"{self.plio_bits}-bit PLIO does not exist",
                                      "use 32, 64 or 128")
+        if self.pl_freq_mhz is not None and not (0 < self.pl_freq_mhz <= device.aie_clock_mhz / 2):  # NaN fails too
+            raise IllegalConfigError("option pl_freq_mhz",
+                                     f"{self.pl_freq_mhz} MHz is not a PL clock for {device.name}",
+                                     f"use a clock above 0 and at most half the AIE clock "
+                                     f"({device.aie_clock_mhz / 2:g} MHz, UG1603)")
         if self.max_weight_bytes is not None and not (64 <= self.max_weight_bytes <= device.data_memory_bytes):
             raise IllegalConfigError("option max_weight_bytes", f"{self.max_weight_bytes} B is outside "
                                      f"64..{device.data_memory_bytes}", "use at most the tile's data memory")
