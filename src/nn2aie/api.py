@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nn2aie import __version__, progress
-from nn2aie.errors import BadFileError, IllegalConfigError
+from nn2aie.errors import BadFileError, IllegalConfigError, Nn2aieError
 from nn2aie.frontends.loader import LoadedModel, load_model
 from nn2aie.ir.evaluate import cast_input, input_pre_cast, overflow_range
 from nn2aie.ir.physical import PhysicalPlan
@@ -116,7 +116,18 @@ class Compiled:
         return self._cached_emulator
 
     def reference(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.reference(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+        """The source framework's float outputs. If it cannot run a model nn2aie accepted, that is a typed error
+        (the design cannot be verified), not the framework's own exception."""
+        try:
+            return np.asarray(self.model.reference(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+        except Nn2aieError:
+            raise
+        except Exception as exc:  # onnxruntime / qonnx refusing the model
+            text = " ".join(str(exc).split())[:400] or type(exc).__name__
+            raise BadFileError(f"model {self.model.graph.name}", f"compiled, but the reference "
+                               f"({self.model.framework}) cannot run it to check bit-exactness "
+                               f"({type(exc).__name__}: {text})",
+                               "check the model with its source framework, or compile with --no-check") from exc
 
     def summary(self, checked: dict | None = None) -> dict:
         plan = self.plan

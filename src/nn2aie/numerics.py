@@ -183,6 +183,12 @@ def quantize_float(x: np.ndarray, frac: int, bits: int, signed: bool, lo: int, h
 
 def quantize_float32(x: np.ndarray, frac: int, lo: int, hi: int) -> np.ndarray:
     """Host-side input quantisation: round-half-even(x * 2**frac), clamp to [lo, hi] (QuantizeLinear / Quant)."""
+    if not -126 <= frac <= 127:
+        # 2**frac is not a normal float32 (inf, or a denormal): scale in float64, where it only changes the
+        # exponent. QuantizeLinear's x / scale in float32 gives the same codes: it overflows only beyond the
+        # clamp range and underflows only far below one half.
+        scaled64 = np.clip(np.rint(np.ldexp(np.asarray(x, dtype=np.float32).astype(np.float64), frac)), lo, hi)
+        return scaled64.astype(np.float32)
     # float32 like QuantizeLinear: x * 2**frac only changes the exponent (exact for float32 inputs)
     scaled = np.asarray(x, dtype=np.float32) * np.float32(2.0 ** frac)
     np.rint(scaled, out=scaled)

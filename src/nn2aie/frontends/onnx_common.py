@@ -6,17 +6,20 @@ never a raw protobuf / onnx exception.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
 from collections.abc import Iterable
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
 from onnx import numpy_helper
 
-from nn2aie.errors import BadFileError
+from nn2aie.errors import BadFileError, UnsupportedOpError
 
 ModelLike = str | pathlib.Path | onnx.ModelProto
+MIN_OPSET = 7  # the oldest default-domain opset onnxruntime guarantees
 
 _CHECK_HINT = "re-export the model, or check it with `python -c \"import onnx; onnx.checker.check_model('FILE')\"`"
 
@@ -47,12 +50,119 @@ def load_onnx(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     if not proto.HasField("graph") or len(proto.graph.node) == 0:
         raise BadFileError(where, "the model has no graph nodes (empty or truncated file)",
                            "re-export the model")
+    bad_text = _non_utf8_field(proto)
+    if bad_text is not None:
+        raise BadFileError(where, f"the text field {bad_text} is not valid UTF-8 (a corrupted file?)",
+                           "re-export the model")
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:  # onnx.checker.ValidationError and friends
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadFileError(where, f"is not a valid ONNX model ({first})", _CHECK_HINT) from None
+    check_structure(proto, where)
     return proto, file
+
+
+def _non_utf8_field(msg, path: str = "model") -> str | None:
+    """Path of the first protobuf ``string`` field holding bytes (the parser keeps invalid UTF-8 as bytes)."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == FieldDescriptor.LABEL_REPEATED
+        for i, item in enumerate(value if repeated else [value]):
+            here = f"{path}.{fd.name}[{i}]" if repeated else f"{path}.{fd.name}"
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                if not isinstance(item, str):
+                    return here
+            else:
+                found = _non_utf8_field(item, here)
+                if found is not None:
+                    return found
+    return None
+
+
+def _domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+@functools.cache
+def _known_opsets() -> dict[str, tuple[int, int]]:
+    """Operator-set domain -> (first, last) version this onnx package defines."""
+    try:
+        return dict(onnx.defs.C.schema_version_map())
+    except AttributeError:  # pragma: no cover - older/newer onnx without the C map
+        return {"": (1, onnx.defs.onnx_opset_version())}
+
+
+def without_unused_opsets(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` without operator-set imports no node uses (they do not change what the model computes,
+    but onnxruntime refuses domains/versions it does not know even when nothing uses them)."""
+    used = {_domain(n.domain) for n in proto.graph.node} | {""}
+    if all(_domain(imp.domain) in used for imp in proto.opset_import):
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    keep = [imp for imp in out.opset_import if _domain(imp.domain) in used]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    return out
+
+
+def check_structure(proto: onnx.ModelProto, where: str) -> None:
+    """What ``onnx.checker`` lets through but onnxruntime / qonnx refuse: duplicate node names, an operator set
+    imported twice (``''`` and ``ai.onnx`` are the same), a known operator set at a version ONNX does not define,
+    two type declarations of one tensor, and graph inputs/outputs without a defined element type."""
+    g = proto.graph
+    seen: dict[str, int] = {}
+    for imp in proto.opset_import:
+        dom = _domain(imp.domain)
+        if dom in seen:
+            raise BadFileError(where, f"imports the operator set {dom or 'ai.onnx'!r} twice (versions {seen[dom]} "
+                               f"and {imp.version})", "import every operator set once; " + _CHECK_HINT)
+        seen[dom] = int(imp.version)
+        if imp.version < 1:
+            raise BadFileError(where, f"imports the operator set {dom or 'ai.onnx'!r} with version {imp.version}",
+                               "operator set versions start at 1; " + _CHECK_HINT)
+        if dom == "" and imp.version < MIN_OPSET:
+            raise UnsupportedOpError(where, f"uses ONNX opset {imp.version}; onnxruntime (the reference nn2aie "
+                                     f"checks against) supports opset {MIN_OPSET} and newer",
+                                     "re-export the model with opset 13 or newer")
+        known = _known_opsets().get(dom)
+        if known is not None and not known[0] <= imp.version <= known[1]:
+            raise BadFileError(where, f"imports operator set {dom or 'ai.onnx'!r} version {imp.version}, which "
+                               f"ONNX does not define (versions {known[0]}..{known[1]})",
+                               "re-export with a released opset version")
+    names: dict[str, int] = {}
+    for node in g.node:
+        if node.name:
+            names[node.name] = names.get(node.name, 0) + 1
+    dup = next((n for n, c in names.items() if c > 1), None)
+    if dup is not None:
+        raise BadFileError(f"node {dup}", f"the name is used by {names[dup]} nodes (node names must be unique)",
+                           "give every node its own name and re-export the model")
+    declared: set[str] = set()
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.name in declared:
+            raise BadFileError(f"tensor {vi.name}", "has more than one type declaration (graph input, output or "
+                               "value_info)", "declare every tensor once and re-export the model")
+        declared.add(vi.name)
+    for vi, role in [(vi, "graph input") for vi in g.input] + [(vi, "graph output") for vi in g.output]:
+        code = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else None
+        if code is None or code == onnx.TensorProto.UNDEFINED or code not in onnx.TensorProto.DataType.values():
+            raise BadFileError(f"{role} {vi.name}", f"has no defined tensor element type ({elem_type_name(code or 0)})",
+                               "declare the input and output types (float32) and re-export the model")
+
+
+def check_inference(proto: onnx.ModelProto) -> None:
+    """ONNX type and shape inference in strict mode: a declared type or shape (value_info, graph output) that
+    contradicts what the operators compute makes the model invalid for onnxruntime as well."""
+    where = f"model {proto.graph.name or '(unnamed)'}"
+    try:
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as exc:  # onnx.shape_inference.InferenceError
+        text = " ".join(str(exc).split())
+        raise BadFileError(where, f"is inconsistent under ONNX type/shape inference ({text[:400]})",
+                           _CHECK_HINT) from None
 
 
 def opset_version(model: onnx.ModelProto, domain: str = "") -> int | None:
@@ -71,11 +181,25 @@ def node_where(node: onnx.NodeProto, index: int | None = None) -> str:
     return f"node {idx}({node.op_type}) producing {out}"
 
 
+def _unreadable(what: str, exc: Exception) -> BadFileError:
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return BadFileError(what, f"cannot be read ({type(exc).__name__}: {text})",
+                        "its dims, data type and stored data disagree; re-export the model")
+
+
 def initializers(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Initializer name -> NumPy array (sparse initializers densified)."""
-    out = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    """Initializer name -> NumPy array (sparse initializers densified); BadFileError for unreadable ones."""
+    out = {}
+    for init in graph.initializer:
+        try:
+            out[init.name] = numpy_helper.to_array(init)
+        except Exception as exc:  # dims that do not match the data, unknown data types, ...
+            raise _unreadable(f"initializer {init.name}", exc) from None
     for sp in graph.sparse_initializer:
-        out[sp.values.name] = _densify(sp)
+        try:
+            out[sp.values.name] = _densify(sp)
+        except Exception as exc:  # indices out of range, values/indices of different lengths, ...
+            raise _unreadable(f"sparse initializer {sp.values.name}", exc) from None
     return out
 
 
@@ -111,7 +235,10 @@ def constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     out = initializers(graph)
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
-            value = constant_node_value(node)
+            try:
+                value = constant_node_value(node)
+            except Exception as exc:  # a value tensor whose dims and data disagree
+                raise _unreadable(node_where(node), exc) from None
             if value is not None:
                 out[node.output[0]] = value
     return out

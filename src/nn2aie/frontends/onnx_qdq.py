@@ -18,7 +18,9 @@ Exactness of the reference: onnxruntime evaluates MatMul/Gemm/Add in float32. Ev
 integer multiple of the accumulator LSB, so float32 arithmetic is exact (in any summation order, with or without
 FMA) while every partial sum is below 2**24 LSBs. ``load_qdq`` checks the sufficient bound
 ``max|x| * max_n sum_k |W[k, n]| + max|b| < 2**24`` per layer (max|x| = largest code magnitude of the input type;
-this is never looser than ``K * max|x| * max|w| + max|b|``) and records ``graph.source['reference_exact']`` =
+this is never looser than ``K * max|x| * max|w| + max|b|``), and that every scale involved (input, weights,
+accumulator, output) is within 2**+-100 so that no float32 value overflows or becomes denormal, and records
+``graph.source['reference_exact']`` =
 ``'yes'`` / ``'no'``. Models beyond the bound make the float reference itself inexact: onnxruntime's output may
 then differ from the exact integer arithmetic nn2aie implements (and the AIE computes) by a rounding of the float32
 accumulator — compare such models against the exact integer semantics, not against onnxruntime.
@@ -35,6 +37,7 @@ from nn2aie.errors import BadFileError, UnsupportedOpError, UnsupportedQuantizat
 from nn2aie.frontends.onnx_common import (
     ModelLike,
     attr,
+    check_inference,
     constants,
     consumers_map,
     elem_type,
@@ -47,6 +50,7 @@ from nn2aie.frontends.onnx_common import (
     topological_order,
     unique,
     value_shape,
+    without_unused_opsets,
 )
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
@@ -56,6 +60,9 @@ _OPS_HINT = "nn2aie supports MatMul/Gemm/Add/Relu with QuantizeLinear/Dequantize
 _POW2_HINT = "re-export with power-of-two scales (e.g. quantize with scale = 2**-round(log2(s)))"
 _ZP_HINT = "re-export with symmetric quantization (zero point 0)"
 _EXACT_LIMIT = 1 << 24
+_FRAC_RANGE = 100  # |fractional bits| beyond which float32 values may overflow (2**128) or lose bits (denormals)
+_SCALE_TYPES = ("float32", "float16", "bfloat16")  # the ONNX type constraint of QuantizeLinear's scale
+MAX_FIXED_BATCH = 1 << 20  # a fixed batch dimension the reference run pads to (larger: export a dynamic batch)
 
 T = onnx.TensorProto
 # integer element types nn2aie accepts: onnx type -> (width, signed)
@@ -164,12 +171,19 @@ class _Parser:
             raise UnsupportedQuantizationError(where, "blocked quantization (block_size) is not supported",
                                                "re-export with per-tensor scales")
         scale = np.asarray(self.consts[node.input[1]])
+        if scale.dtype.name not in _SCALE_TYPES:
+            raise UnsupportedQuantizationError(where, f"scale type {scale.dtype.name} is not a QuantizeLinear/"
+                                               "DequantizeLinear scale type", "store the scale as float32")
         zp = None
         if len(node.input) > 2 and node.input[2]:
             if node.input[2] not in self.consts:
                 raise UnsupportedQuantizationError(where, "the zero point is not a constant",
                                                    "export with static quantization")
             zp = np.asarray(self.consts[node.input[2]])
+        for value, what in ((scale, "scale"), (zp, "zero point")):
+            if value is not None and value.ndim > 1:
+                raise BadFileError(where, f"the {what} has shape {list(value.shape)}: QuantizeLinear/"
+                                   f"DequantizeLinear take a scalar or 1-D {what}", "re-export the model")
         if scale.size != 1 or (zp is not None and zp.size != 1):
             raise UnsupportedQuantizationError(
                 where, f"per-axis quantization (scale shape {list(scale.shape)}) is not supported yet",
@@ -285,11 +299,13 @@ class _Parser:
             if shift >= 0:
                 codes = arr << np.int64(shift)
             else:
-                if np.any(arr % (1 << -shift)):
+                # a step of 2**63 or more: only the code 0 is a multiple of it (and int64 cannot hold the step)
+                off_grid = np.any(arr) if -shift > 62 else np.any(arr % (1 << -shift))
+                if off_grid:
                     raise UnsupportedQuantizationError(
                         f"tensor {value.origin}", f"bias scale {_p2(value.qtype.frac)} is finer than the "
                         f"accumulator LSB {_p2(acc_frac)} (input scale x weight scale)", hint)
-                codes = arr >> np.int64(-shift)
+                codes = arr >> np.int64(min(-shift, 63))
         else:
             scaled = value.astype(np.float64) * 2.0 ** acc_frac  # exact power-of-two scaling
             if not np.all(np.isfinite(scaled)) or np.any(scaled != np.rint(scaled)):
@@ -338,6 +354,14 @@ class _Parser:
             raise UnsupportedOpError(f"graph input {x_name}", f"has shape {shape}, expected [batch, K] with a "
                                      "static K", "export the MLP with a 2-D input [batch, features]")
         k_in = shape[1]
+        batch = shape[0]
+        if isinstance(batch, int) and batch < 1:
+            raise BadFileError(f"graph input {x_name}", f"has a fixed batch dimension {batch} (zero-size input)",
+                               "export with a dynamic (or positive) batch dimension")
+        if isinstance(batch, int) and batch > MAX_FIXED_BATCH:
+            raise UnsupportedOpError(f"graph input {x_name}", f"has a fixed batch dimension {batch}: the reference "
+                                     f"check pads the inputs to it (at most {MAX_FIXED_BATCH} supported)",
+                                     "export with a dynamic batch dimension")
 
         q0 = self.only_consumer(x_name, "the graph input")
         if q0 is None or q0.op_type != "QuantizeLinear":
@@ -386,6 +410,7 @@ class _Parser:
         name = self.graph.name or "onnx_qdq"
         source = {"framework": "onnx-qdq", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
         graph = Graph(identifier(name, "onnx_qdq"), self.tensors, self.ops, [graph_input], [cur_logical], source)
+        check_inference(self.model)
         graph.verify()
         return graph
 
@@ -506,7 +531,8 @@ class _Parser:
         x_max = max(-x_type.lo, x_type.hi)
         col = int(np.abs(codes).sum(axis=0).max(initial=0))
         b_max = int(np.abs(bias).max(initial=0)) if bias is not None else 0
-        if x_max * col + b_max >= _EXACT_LIMIT or acc_frac > 100:
+        fracs = (x_type.frac, w.qtype.frac, acc_frac, y_type.frac)
+        if x_max * col + b_max >= _EXACT_LIMIT or not all(-_FRAC_RANGE <= f <= _FRAC_RANGE for f in fracs):
             self.exact = False
         return nxt.output[0], y_type, y_name
 
@@ -529,7 +555,8 @@ def _session(proto: onnx.ModelProto, optimize: bool):
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    data = without_unused_opsets(proto).SerializeToString()
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def run_reference(model: ModelLike, x: np.ndarray, optimize: bool = False) -> np.ndarray:

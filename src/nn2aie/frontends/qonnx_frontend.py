@@ -29,14 +29,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from nn2aie.errors import BadFileError, UnsupportedOpError, UnsupportedQuantizationError
 from nn2aie.frontends.onnx_common import (
     ModelLike,
     attr,
+    check_inference,
     constants,
     consumers_map,
+    elem_type_name,
     identifier,
+    initializers,
     load_onnx,
     node_where,
     producers_map,
@@ -44,12 +48,17 @@ from nn2aie.frontends.onnx_common import (
     topological_order,
     unique,
     value_shape,
+    without_unused_opsets,
 )
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 from nn2aie.numerics import QONNX_TO_IR_ROUNDING
 
 QUANT_OP_TYPES = ("Quant", "IntQuant")
+QONNX_DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas")  # where qonnx finds its Quant implementation
+STANDARD_DOMAINS = ("", "ai.onnx")
+QUANT_PARAM_DTYPES = (np.dtype(np.float32),)  # QONNX specifies float32 (float64 would turn qonnx's outputs float64)
+MAX_FIXED_BATCH = 1 << 20
 PASS_THROUGH_OPS = ("Identity", "Dropout")
 SUPPORTED_TEXT = ("supported: Quant (per-tensor, power-of-two scale, zero point 0) on the input, weights, biases "
                   "and activations; Gemm / MatMul (+ Add bias); Relu; Identity / Dropout; constant sub-graphs")
@@ -62,6 +71,7 @@ MAX_ACT_BITS = 16
 MAX_WEIGHT_BITS = 16
 MAX_BIAS_BITS = 32
 FLOAT32_EXACT = 2**24  # every integer below this is exactly representable in float32
+FLOAT32_FRAC_RANGE = 100  # scales 2**+-100 keep every float32 value normal and finite
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -156,6 +166,25 @@ def _is_quant(node: onnx.NodeProto) -> bool:
     return node.op_type in QUANT_OP_TYPES
 
 
+INT, STRING = onnx.AttributeProto.INT, onnx.AttributeProto.STRING
+
+
+def _typed_attr(node: onnx.NodeProto, name: str, kind: int, default=None):
+    """Value of attribute ``name`` if it has type ``kind``; ``default`` if absent; None if of another type."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a) if a.type == kind else None
+    return default
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Does an array of ``shape`` broadcast to ``target`` without changing it (numpy rules)?"""
+    try:
+        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+    except ValueError:
+        return False
+
+
 class _QonnxImporter:
     def __init__(self, proto: onnx.ModelProto, file: str):
         self.proto = proto
@@ -202,7 +231,23 @@ class _QonnxImporter:
 
     def _check_op_types(self) -> None:
         for node in self.nodes:
-            if _is_quant(node) or node.op_type in ("Gemm", "MatMul", "Add", "Relu", "Constant") + PASS_THROUGH_OPS:
+            if _is_quant(node):
+                if node.domain not in QONNX_DOMAINS:
+                    raise UnsupportedOpError(node_where(node), f"{node.op_type} from domain {node.domain!r} is not the "
+                                             "QONNX quantizer (qonnx cannot execute it)",
+                                             f"use domain {QONNX_DOMAINS[0]!r}, as Brevitas export_qonnx writes")
+                if len(node.output) != 1 or not node.output[0]:
+                    outs = list(node.output)
+                    raise BadFileError(node_where(node), f"{node.op_type} has the outputs {outs}, expected one named "
+                                       "output", "re-export the model with Brevitas export_qonnx")
+                continue
+            if node.domain not in STANDARD_DOMAINS:
+                raise UnsupportedOpError(node_where(node), f"operator {node.op_type} from domain {node.domain!r} is "
+                                         "not supported by the QONNX frontend", SUPPORTED_TEXT)
+            if node.op_type in PASS_THROUGH_OPS:
+                self._check_pass_through(node)
+                continue
+            if node.op_type in ("Gemm", "MatMul", "Add", "Relu", "Constant"):
                 continue
             if all(o in self.consts for o in node.output):
                 continue  # folded constant sub-graph
@@ -216,9 +261,29 @@ class _QonnxImporter:
             raise UnsupportedOpError(node_where(node),
                                      f"operator {node.op_type} is not supported by the QONNX frontend", hint)
 
-    def parse_quant(self, node: onnx.NodeProto, role: str) -> QuantSpec:
+    def _check_pass_through(self, node: onnx.NodeProto) -> None:
+        """Identity, or an inference-mode Dropout: a constant scalar ratio and no (or a constant false)
+        training_mode, so that the output equals the input."""
+        extra = [i for i in node.input[1:] if i]
+        if node.op_type == "Identity" and not extra:
+            return
+        if node.op_type == "Dropout":
+            ratio = self.consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            training = self.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            ratio_ok = len(node.input) < 2 or not node.input[1] or (ratio is not None and np.size(ratio) == 1)
+            training_ok = len(node.input) < 3 or not node.input[2] or (
+                training is not None and np.size(training) == 1 and not np.asarray(training).reshape(-1)[0])
+            if ratio_ok and training_ok:
+                return
+        raise UnsupportedOpError(node_where(node), f"{node.op_type} with inputs {list(node.input)} is not a "
+                                 "pass-through (Dropout needs a constant scalar ratio and training_mode off)",
+                                 "export the model in eval mode")
+
+    def parse_quant(self, node: onnx.NodeProto, role: str, shape: tuple[int, ...] | None = None) -> QuantSpec:
+        """Parameters of a per-tensor power-of-two Quant; ``shape`` is the quantized tensor's shape (a batch-1
+        activation ``(1, n)``, or a constant's shape) that scale, zero point and bit width must broadcast to."""
         where = node_where(node)
-        if len(node.input) < 4:
+        if len(node.input) != 4:
             raise BadFileError(where, f"Quant has {len(node.input)} inputs, expected 4 (x, scale, zeropt, bitwidth)",
                                "re-export the model with Brevitas export_qonnx")
         scale, zeropt, bitwidth = (self._const(node.input[i]) for i in (1, 2, 3))
@@ -226,6 +291,14 @@ class _QonnxImporter:
             if value is None:
                 raise UnsupportedQuantizationError(where, f"the {what} is not a constant",
                                                    "export with fixed (eval-mode) quantization parameters")
+            if np.asarray(value).dtype not in QUANT_PARAM_DTYPES:
+                raise BadFileError(where, f"the {what} has type {np.asarray(value).dtype}; QONNX Quant takes float32 "
+                                   "parameters", "re-export the model with Brevitas export_qonnx")
+            if np.asarray(value).size == 0:
+                raise BadFileError(where, f"empty {what} tensor", "re-export the model")
+            if shape is not None and not _broadcasts_to(np.shape(value), shape):
+                raise BadFileError(where, f"the {what} of shape {list(np.shape(value))} does not broadcast to the "
+                                   f"quantized tensor's shape {list(shape)}", "re-export the model")
         scale = np.asarray(scale, dtype=np.float64)
         flat = scale.ravel()
         if flat.size == 0:
@@ -249,13 +322,16 @@ class _QonnxImporter:
             raise UnsupportedQuantizationError(where, f"bit width {bw.tolist()} is not a single integer",
                                                "use a fixed integer bit width")
         width = int(bw[0])
-        signed_attr, narrow_attr = attr(node, "signed"), attr(node, "narrow")
-        if signed_attr is None or narrow_attr is None:
-            raise BadFileError(where, "Quant lacks the required 'signed' / 'narrow' attributes",
+        signed_attr, narrow_attr = _typed_attr(node, "signed", INT), _typed_attr(node, "narrow", INT)
+        if signed_attr is None or narrow_attr is None or {signed_attr, narrow_attr} - {0, 1}:
+            raise BadFileError(where, "Quant needs integer attributes 'signed' and 'narrow' with values 0 or 1",
                                "re-export the model with Brevitas export_qonnx")
         signed, narrow = bool(signed_attr), bool(narrow_attr)
-        mode = attr(node, "rounding_mode", "ROUND")
-        mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+        mode = _typed_attr(node, "rounding_mode", STRING, b"ROUND")
+        if mode is None:
+            raise BadFileError(where, "the attribute 'rounding_mode' is not a string",
+                               "re-export the model with Brevitas export_qonnx")
+        mode = mode.decode(errors="replace").upper()
         if mode not in ROUNDING_TO_AP:
             raise UnsupportedQuantizationError(where, f"rounding_mode {mode} is unknown",
                                                f"use one of {', '.join(ROUNDING_TO_AP)}")
@@ -275,11 +351,11 @@ class _QonnxImporter:
 
     def resolve_param(self, name: str, role: str) -> _Param | None:
         """Constant operand ``name``: Quant(constant) codes (through Identity/Transpose) or a float constant."""
-        perms: list[list[int] | None] = []
+        perms: list[tuple[onnx.NodeProto, list[int] | None]] = []
         t = name
         while True:
             if t in self.consts:
-                values = self.consts[t]
+                values = self._numeric(self.consts[t], t, role)
                 spec = None
                 origin = t
                 break
@@ -290,21 +366,39 @@ class _QonnxImporter:
                 t = node.input[0]
                 continue
             if node.op_type == "Transpose":
-                perms.append(attr(node, "perm"))
+                perms.append((node, attr(node, "perm")))
                 t = node.input[0]
                 continue
             if _is_quant(node):
                 x = self._const(node.input[0])
                 if x is None:
                     return None
-                spec = self.parse_quant(node, role)
+                x = self._numeric(x, node.input[0], role)
+                if np.isnan(x).any():
+                    raise UnsupportedQuantizationError(f"tensor {node.input[0]}", f"the {role} contains NaN",
+                                                       "fix the exported parameters (NaN has no quantized code)")
+                spec = self.parse_quant(node, role, x.shape)
                 values = quantize_constant(x, spec)
                 origin = node.input[0]
                 break
             return None
-        for perm in reversed(perms):
-            values = np.transpose(values, perm) if perm is not None else np.transpose(values)
+        for node, perm in reversed(perms):
+            try:
+                values = np.transpose(values, perm) if perm is not None else np.transpose(values)
+            except ValueError as exc:
+                raise BadFileError(node_where(node), f"perm {perm} does not fit the {role} of shape "
+                                   f"{list(np.shape(values))} ({exc})", "re-export the model") from None
         return _Param(np.asarray(values), spec, origin)
+
+    @staticmethod
+    def _numeric(values: np.ndarray, name: str, role: str) -> np.ndarray:
+        """Weights and biases are float32, like the activations (QONNX's Gemm/MatMul/Add and its Quant outputs
+        follow their operands' type: another type would make the reference fail or compute in float64)."""
+        values = np.asarray(values)
+        if values.dtype != np.float32:
+            raise UnsupportedQuantizationError(f"tensor {name}", f"the {role} has type {values.dtype}, expected "
+                                               "float32", "store weights and biases as float32 tensors")
+        return values
 
     def _add_tensor(self, name: str, shape: tuple[int, ...], ftype: FixedType, data: np.ndarray | None,
                     origin: str) -> str:
@@ -386,22 +480,25 @@ class _QonnxImporter:
                     f"float bias {p.origin} is not exactly representable at the accumulator LSB 2^{-acc_frac} "
                     "(input scale x weight scale)",
                     "quantize the bias, e.g. QuantLinear(bias_quant=Int32Bias)")
-            codes = scaled.astype(np.int64)
-            if np.abs(codes).max(initial=0) >= 2**31:
+            if np.abs(scaled).max(initial=0) >= 2**31:
                 raise UnsupportedQuantizationError(node_where(layer.bias_node),
                                                    f"float bias {p.origin} does not fit 32 bits at the accumulator "
                                                    f"LSB 2^{-acc_frac}", "quantize the bias with Int32Bias")
-            return codes, FixedType(32, acc_frac, True)
+            return scaled.astype(np.int64), FixedType(32, acc_frac, True)
         spec = p.spec
         shift = acc_frac - spec.frac
         codes = p.values.astype(np.int64)
         width = spec.width
         if shift > 0:  # coarser than the accumulator: exact left shift
-            codes = codes << np.int64(shift)
+            if shift > MAX_BIAS_BITS and np.any(codes):  # beyond 32 bits (and beyond what int64 can shift)
+                raise UnsupportedQuantizationError(spec.where, f"bias codes at the accumulator LSB 2^{-acc_frac} "
+                                                   "do not fit 32 bits", "use a smaller bias or Int32Bias")
+            codes = codes << np.int64(min(shift, 62))
             width = spec.width + shift
-        elif shift < 0:  # finer: only if every code is a multiple of the step
-            step = np.int64(1) << np.int64(-shift)
-            if np.any(codes % step != 0):
+        elif shift < 0:  # finer: only if every code is a multiple of the step (2**63 and more: only 0 is)
+            off_grid = np.any(codes) if -shift > 62 else np.any(codes % (np.int64(1) << np.int64(-shift)) != 0)
+            step = np.int64(1) << np.int64(min(-shift, 62))
+            if off_grid:
                 raise UnsupportedQuantizationError(
                     spec.where, f"bias scale 2^{-spec.frac} is finer than the accumulator LSB 2^{-acc_frac} "
                     "(input scale x weight scale)",
@@ -438,7 +535,7 @@ class _QonnxImporter:
         if bias is not None:
             codes, b_type = bias
             inputs.append(self._add_tensor(f"{layer.op_name}_b", (n,), b_type, codes, layer.bias.origin))
-        self._check_float32_exact(layer, bias)
+        self._check_float32_exact(layer, bias, y_type.frac)
         y_ir = self._add_tensor(f"{layer.op_name}_out", (n,), y_type, None, out_onnx)
         self.ops.append(Op(layer.op_name, "dense", inputs, [y_ir], {"activation": "relu" if relu else "linear"}))
         return y_ir, y_type
@@ -467,13 +564,18 @@ class _QonnxImporter:
                                                f"{MAX_ACT_BITS}", "quantize activations to at most 16 bits")
         return chosen.fixed_type(rounding)
 
-    def _check_float32_exact(self, layer: _Layer, bias: tuple[np.ndarray, FixedType] | None) -> None:
+    def _check_float32_exact(self, layer: _Layer, bias: tuple[np.ndarray, FixedType] | None, y_frac: int) -> None:
         """Is the float32 reference (QONNX execute_onnx / Brevitas) exact for this layer?
 
         Every product and partial sum is an integer multiple of the accumulator LSB, so float32 arithmetic is
-        exact in any summation order while ``max|x| * max_n sum_k |W[k, n]| + max|b|`` stays below 2**24 LSBs.
+        exact in any summation order while ``max|x| * max_n sum_k |W[k, n]| + max|b|`` stays below 2**24 LSBs
+        and no value overflows or becomes denormal (every scale within 2**+-100).
         Beyond it the reference itself may round; nn2aie (and the AIE) compute exactly.
         """
+        acc_frac = layer.x_type.frac + layer.w_spec.frac
+        if not all(-FLOAT32_FRAC_RANGE <= f <= FLOAT32_FRAC_RANGE
+                   for f in (layer.x_type.frac, layer.w_spec.frac, acc_frac, y_frac)):
+            self.reference_exact = False
         xt = layer.x_type
         xmax = max(abs(xt.min_code), abs(xt.max_code))
         bound = float(np.abs(layer.weight).sum(axis=0).max(initial=0)) * xmax
@@ -493,6 +595,7 @@ class _QonnxImporter:
                                      "single-output MLPs are supported", "export one network per model")
         in_vi, out_name = ins[0], self.g.output[0].name
         shape = value_shape(in_vi)
+        self._check_io(in_vi, self.g.output[0], shape)
         t = in_vi.name
         input_quants: list[QuantSpec] = []
         layer: _Layer | None = None
@@ -526,7 +629,11 @@ class _QonnxImporter:
                                                  "is not supported", "apply the Relu after a dense layer")
                     layer.chain.append(("relu", node, None))
                 else:
-                    spec = self.parse_quant(node, "activation" if layer is not None else "input")
+                    if layer is not None:
+                        act_shape = (1, int(layer.weight.shape[1]))
+                    else:
+                        act_shape = (1, shape[-1]) if shape and isinstance(shape[-1], int) else None
+                    spec = self.parse_quant(node, "activation" if layer is not None else "input", act_shape)
                     if layer is None:
                         input_quants.append(spec)
                     else:
@@ -549,6 +656,8 @@ class _QonnxImporter:
                     k = shape[-1] if shape and isinstance(shape[-1], int) else None
                     if k is None:
                         k = self._weight_rows(node)
+                        for q in input_quants:  # their parameters could not be checked against [1, K] before
+                            self.parse_quant(q.node, "input", (1, int(k)))
                     x_ir = self._add_tensor(identifier(in_vi.name, "input"), (int(k),), x_type, None, in_vi.name)
                     self.inputs = [x_ir]
                 layer = self.start_layer(node, x_ir, x_type)
@@ -569,13 +678,44 @@ class _QonnxImporter:
             raise UnsupportedOpError(f"graph {self.g.name or '?'}", "no Gemm/MatMul layer found",
                                      "export an MLP built from QuantLinear layers")
         y_ir, _ = self.finish_layer(layer, t, None)
+        out_shape = value_shape(self.g.output[0])
+        n_out = int(layer.weight.shape[1])
+        if out_shape is not None and isinstance(out_shape[-1], int) and out_shape[-1] != n_out:
+            raise BadFileError(f"graph output {out_name}", f"is declared with {out_shape[-1]} features but the last "
+                               f"layer {node_where(layer.node)} computes {n_out}", "re-export the model")
         name = identifier(self.g.name or (pathlib.Path(self.file).stem if self.file else ""), "qonnx_model")
         source = {"framework": "qonnx", "file": self.file, "reference_exact": "yes" if self.reference_exact else "no"}
         if self.proto.producer_name:
             source["producer"] = f"{self.proto.producer_name} {self.proto.producer_version}".strip()
         graph = Graph(name, self.tensors, self.ops, self.inputs, [y_ir], source)
+        check_inference(self.proto)
         graph.verify()
         return graph
+
+    def _check_io(self, in_vi: onnx.ValueInfoProto, out_vi: onnx.ValueInfoProto, shape) -> None:
+        """Float32 input and output; input shape [batch, K] with a positive batch the reference can run."""
+        for vi, role in ((in_vi, "graph input"), (out_vi, "graph output")):
+            code = vi.type.tensor_type.elem_type
+            if code != onnx.TensorProto.FLOAT:
+                raise UnsupportedQuantizationError(f"{role} {vi.name}", f"has type {elem_type_name(code)}, expected "
+                                                   "float", "export the model with float32 inputs and outputs")
+        out_shape = value_shape(out_vi)
+        if out_shape is not None and (len(out_shape) != 2 or any(isinstance(d, int) and d < 1 for d in out_shape)):
+            raise BadFileError(f"graph output {out_vi.name}", f"is declared with shape {list(out_shape)}, expected "
+                               "[batch, N] with positive dimensions", "re-export the model")
+        if shape is None:
+            return
+        if len(shape) != 2:
+            raise UnsupportedOpError(f"graph input {in_vi.name}", f"has shape {list(shape)}, expected [batch, K]",
+                                     "export the MLP with a 2-D input [batch, features]")
+        for dim, what in zip(shape, ("batch", "feature"), strict=True):
+            if isinstance(dim, int) and dim < 1:
+                raise BadFileError(f"graph input {in_vi.name}", f"has a {what} dimension {dim} (zero-size input)",
+                                   "export with positive (or dynamic) dimensions")
+        if isinstance(shape[0], int) and shape[0] > MAX_FIXED_BATCH:
+            raise UnsupportedOpError(f"graph input {in_vi.name}", f"has a fixed batch dimension {shape[0]}: the "
+                                     f"reference check runs batches of that size (at most {MAX_FIXED_BATCH} "
+                                     "supported)", "export with batch size 1 or a dynamic batch dimension")
 
     def _weight_rows(self, node: onnx.NodeProto) -> int:
         p = self.resolve_param(node.input[1], "weight")
@@ -594,18 +734,42 @@ def load_qonnx(model: ModelLike) -> Graph:
 # ----------------------------------------------------------------------------------------------------------
 # reference execution
 # ----------------------------------------------------------------------------------------------------------
-def _prepare_for_batch(proto: onnx.ModelProto, batch: int):
-    """A qonnx ModelWrapper of ``proto`` with a static batch dimension ``batch`` (qonnx cleanup, same semantics)."""
+def _prepare_for_batch(proto: onnx.ModelProto, batch: int, features: int | None = None):
+    """A qonnx ModelWrapper of ``proto`` with a static batch dimension ``batch`` (qonnx cleanup, same semantics).
+
+    The input is declared ``[batch, features]`` (a symbolic or missing feature dimension would make qonnx
+    allocate a zero-width input) and an output without a shape ``[batch, n]`` (qonnx's ChangeBatchSize edits
+    dimension 0 of both)."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
     model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model.CopyFrom(without_unused_opsets(proto))
+    dense = initializers(model.graph)  # qonnx does not read sparse initializers: store them densely
+    for sp in model.graph.sparse_initializer:
+        model.graph.initializer.append(numpy_helper.from_array(dense[sp.values.name], sp.values.name))
+    del model.graph.sparse_initializer[:]
     inits = {i.name for i in model.graph.initializer}
     keep = [vi for vi in model.graph.input if vi.name not in inits]
     del model.graph.input[:]
     model.graph.input.extend(keep)  # the real input first: ChangeBatchSize edits graph.input[0]
+    if features is not None and model.graph.input:
+        _set_shape(model.graph.input[0], [batch, int(features)])
+    out = model.graph.output[0] if model.graph.output else None
+    if out is not None and len(out.type.tensor_type.shape.dim) == 0:
+        _set_shape(out, [batch, "n"])
     return cleanup_model(ModelWrapper(model), override_inpsize=batch)
+
+
+def _set_shape(vi: onnx.ValueInfoProto, dims: list[int | str]) -> None:
+    tt = vi.type.tensor_type
+    tt.ClearField("shape")
+    tt.shape.SetInParent()
+    for d in dims:
+        if isinstance(d, str):
+            tt.shape.dim.add().dim_param = d
+        else:
+            tt.shape.dim.add().dim_value = d
 
 
 def run_reference(model: ModelLike, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -630,7 +794,7 @@ def run_reference(model: ModelLike, x: np.ndarray, chunk: int = 4096) -> np.ndar
     if n == 0:
         raise BadFileError("run_reference", "no input rows", "pass an array of shape [n, features] with n >= 1")
     batch = max(1, min(n, int(chunk)))
-    prepared = _prepare_for_batch(proto, batch)
+    prepared = _prepare_for_batch(proto, batch, data.shape[1])
     iname, oname = prepared.graph.input[0].name, prepared.graph.output[0].name
     outs = []
     for start in range(0, n, batch):
