@@ -93,3 +93,14 @@ def test_shape_choice_uses_the_cost_model_only_when_strictly_faster():
     assert cost.dense_tile_cycles(last, "single") > chosen
     plan8, _ = compile_graph(random_mlp_graph([16, 64, 32, 32, 5]))
     assert {e.mmul for e in plan8.layers} == {(4, 8, 8)}
+
+
+@pytest.mark.parametrize("value", ["", "two", None, [2], 1.5, True, 0, -3])
+def test_non_integer_rectangle_overrides_are_refused(value):
+    with pytest.raises(IllegalConfigError, match="dense0.*cas_length .* is not a positive integer"):
+        compile_graph(random_mlp_graph([64, 32]), CompileOptions(overrides={"dense0": {"cas_length": value}}))
+
+
+def test_too_large_layer_names_the_memory_limit_not_empty_slices():
+    with pytest.raises(DoesNotFitError, match=r"with \d+x8 tiles, \d+ B of weights per tile exceed the 16384 B"):
+        compile_graph(random_mlp_graph([4096, 4096]))

@@ -112,17 +112,21 @@ def choose_parallelism(e: DenseExec, device: Device, max_weight_bytes: int,
 
     candidates = sorted((length * num, length, num) for length in range(1, max_len + 1)
                          for num in range(1, max_num + 1))
-    last_reason = ""
+    last_reason = empty_reason = ""
     for _, length, num in candidates:
         got = configure(length, num)
         if isinstance(got, str):
-            last_reason = got
+            if got.startswith("K="):  # empty slices say nothing about why fewer tiles did not fit
+                empty_reason = got
+            else:
+                last_reason = f"with {length}x{num} tiles, {got}"
             continue
         e.cas_length, e.cas_num = length, num
         e.k_slice, e.n_slice = got
         return _finish(e, device)
     raise DoesNotFitError(
-        f"layer {e.op} ({e.k}x{e.n})", f"no rectangle of at most {max_len}x{max_num} tiles fits ({last_reason})",
+        f"layer {e.op} ({e.k}x{e.n})",
+        f"no rectangle of at most {max_len}x{max_num} tiles fits ({last_reason or empty_reason})",
         "use narrower weights, a smaller batch, or a device with more tiles")
 
 

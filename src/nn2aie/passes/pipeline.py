@@ -52,6 +52,10 @@ class CompileOptions:
                                          "give any of {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}")
             if "mmul" in ov:
                 parse_mmul(ov["mmul"], f"override for layer {name}")
+            for key in ("cas_length", "cas_num"):
+                if key in ov and (type(ov[key]) is not int or ov[key] < 1):  # bool, float, str: refused
+                    raise IllegalConfigError(f"override for layer {name}", f"{key} {ov[key]!r} is not a positive "
+                                             "integer", f"give {key} as a whole number of tiles, e.g. 2")
 
 
 def parse_mmul(value, where: str) -> tuple[int, int, int]:

@@ -102,10 +102,10 @@ def plan_epilogue(yt: FixedType, acc_frac: int, acc: str, relu: bool, acc_bound:
             "accumulator)")
     if shift < lo_shift:
         raise UnsupportedQuantizationError(
-            where, f"output scale 2^-{yt.frac} is {-shift} bits finer than the accumulator scale 2^-{acc_frac}: "
+            where, f"output scale 2^{-yt.frac} is {-shift} bits finer than the accumulator scale 2^{-acc_frac}: "
             f"the SRS would shift left by {-shift}; AIE-ML supports left shifts of at most {-lo_shift} bit(s) "
             "(UG1583: SRS shifts -4..-2 are unsafe)",
-            f"use an output quantizer with at most {acc_frac - lo_shift} fractional bits")
+            f"use an output scale of at least 2^{-(acc_frac - lo_shift)}")
     if shift < 0 and acc_bound << -shift >= 1 << (ACC_BITS[acc] - 1):
         raise UnsupportedQuantizationError(
             where, f"the SRS left shift by {-shift} could overflow the {acc} lanes (|acc| may reach {acc_bound})",
