@@ -95,3 +95,31 @@ def test_mmul_shape_is_chosen_per_layer_and_a_users_shape_survives_growth():
     fixed = dse.explore(int8, CompileOptions(overrides={"dense1": {"mmul": "4x16x8"}}), batches=(4,))
     assert any(r != "dense1:1x1" for p in fixed for r in p.rectangles if r.startswith("dense1"))  # it grew
     assert all(p.mmul[1] == "dense1:4x16x8" and p.overrides["dense1"]["mmul"] == "4x16x8" for p in fixed)
+
+
+def test_pareto_files_are_replaced_whole_or_not_at_all(jet_points, tmp_path, monkeypatch):
+    from nn2aie.report import pareto as report
+
+    front = dse.pareto(jet_points)
+    paths = report.write_pareto(jet_points, front, tmp_path, "jet.onnx")
+    before = {p.name: p.read_bytes() for p in paths}
+    assert json.loads(before["pareto.json"])["designs"] and before["pareto.png"].startswith(b"\x89PNG")
+
+    # a second run is interrupted while pareto.md is being written (its bytes are out, the rename is not done)
+    monkeypatch.setattr(report, "_write", _interrupt_on("pareto.md", report._write))
+    with pytest.raises(KeyboardInterrupt):
+        report.write_pareto(jet_points[:2], dse.pareto(jet_points[:2]), tmp_path, "other.onnx")
+    assert (tmp_path / "pareto.md").read_bytes() == before["pareto.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.json", "pareto.md", "pareto.png"]  # no temp left
+
+
+def _interrupt_on(name, real):
+    def write(path, fill):
+        if path.name != name:
+            return real(path, fill)
+
+        def half(f):
+            fill(f)
+            raise KeyboardInterrupt  # after the bytes reached the temporary file, before the rename
+        return real(path, half)
+    return write
