@@ -336,3 +336,25 @@ def test_chromium_checks_are_not_vacuous(tmp_path):
     r = _browse(exe, tmp_path, page, "--dump-dom")
     assert any("Uncaught Error: boom" in line for line in _console_errors(r.stderr)), r.stderr[-2000:]
     assert _probe(exe, tmp_path, page)["w"] == 0
+
+
+def test_report_of_the_demo_project_renders_in_chromium(tmp_path):
+    """The acceptance path as a user runs it: `nn2aie demo`, then `nn2aie report` on its project."""
+    exe = _chromium()
+    demo = tmp_path / "demo"
+    for args in (["demo", "-o", str(demo)], ["report", str(demo)]):
+        r = subprocess.run([sys.executable, "-m", "nn2aie.cli", *args], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    page = demo / "report" / "report.html"
+    assert r.stdout.strip() == str(page)
+    shot = tmp_path / "demo.png"
+    r = _browse(exe, tmp_path, page, f"--screenshot={shot}")
+    assert r.returncode == 0 and _console_errors(r.stderr) == [], r.stderr[-2000:]
+    from PIL import Image  # matplotlib's own dependency
+
+    assert shot.is_file() and np.asarray(Image.open(shot).convert("L"), dtype=float).std() > 20  # not blank
+    probe = _probe(exe, tmp_path, page)
+    assert probe["complete"] and probe["w"] > 0 and probe["h"] > 0  # the placement picture decoded
+    dom = html.unescape(re.sub(r"<[^>]+>", " ", _browse(exe, tmp_path, page, "--dump-dom").stdout))
+    assert re.search(r"outputs matching\s+5,000 / 5,000", dom), dom[-3000:]  # the demo checks 1000 events x 5
