@@ -19,6 +19,7 @@ import onnx
 import pytest
 
 import nn2aie.api as api
+import nn2aie.atomic as atomic
 import nn2aie.codegen.project as project
 from nn2aie.api import compile_path, write_project_atomic
 from nn2aie.examples.builders import make_qdq_mlp
@@ -87,11 +88,11 @@ def _interrupt_provenance(mp):
 
 
 def _interrupt_exchange(mp):
-    mp.setattr(api, "_exchange", _interrupting(api._exchange))
+    mp.setattr(atomic, "_exchange", _interrupting(atomic._exchange))
 
 
 def _interrupt_between_renames(mp):  # no atomic exchange: previous aside, then the new one in: stop before it
-    mp.setattr(api, "_exchange", lambda a, b: False)
+    mp.setattr(atomic, "_exchange", lambda a, b: False)
     mp.setattr(pathlib.Path, "rename", _interrupting(pathlib.Path.rename, at=2))
 
 
@@ -112,7 +113,7 @@ def test_interrupted_write_keeps_previous_project_and_leaves_nothing(interrupt, 
 def test_replacing_a_project(designs, previous, monkeypatch, exchange):
     out, before = previous
     if not exchange:
-        monkeypatch.setattr(api, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     write_project_atomic(designs[1], out)
     after = _tree(out)
     assert after != before and '"batch": 8' in after["summary.json"].decode()

@@ -106,7 +106,7 @@ def test_pareto_files_are_replaced_whole_or_not_at_all(jet_points, tmp_path, mon
     assert json.loads(before["pareto.json"])["designs"] and before["pareto.png"].startswith(b"\x89PNG")
 
     # a second run is interrupted while pareto.md is being written (its bytes are out, the rename is not done)
-    monkeypatch.setattr(report, "_write", _interrupt_on("pareto.md", report._write))
+    monkeypatch.setattr(report.atomic, "write_file", _interrupt_on("pareto.md", report.atomic.write_file))
     with pytest.raises(KeyboardInterrupt):
         report.write_pareto(jet_points[:2], dse.pareto(jet_points[:2]), tmp_path, "other.onnx")
     assert (tmp_path / "pareto.md").read_bytes() == before["pareto.md"]

@@ -7,23 +7,15 @@
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import json
-import os
 import pathlib
-import re
-import secrets
-import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nn2aie import __version__, progress
+from nn2aie import __version__, atomic, progress
 from nn2aie.errors import BadFileError, IllegalConfigError, Nn2aieError
 from nn2aie.frontends.loader import LoadedModel, load_model
 from nn2aie.ir.evaluate import cast_input, input_pre_cast, overflow_range
@@ -241,46 +233,16 @@ def write_project_atomic(compiled: Compiled, out_dir: str | pathlib.Path, x: np.
     summary = compiled.summary(checked)
     summary["project_events"] = int(codes.shape[0])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(out_dir, "tmp")
+    tmp = atomic.sibling(out_dir, "tmp")
     tmp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would become the project's; this one follows the umask
     try:
         write_project(compiled.plan, tmp, codes, summary)
         _write_provenance(compiled, tmp, marker_extra or {})
-        _move_into_place(tmp, out_dir)
+        atomic.replace_dir(tmp, out_dir)
     except BaseException:
-        _remove(tmp)
+        atomic.remove(tmp)
         raise
     return summary
-
-
-_SIBLING = "{name}.nn2aie-{kind}-{pid}-{token}"
-
-
-def _sibling(out_dir: pathlib.Path, kind: str) -> pathlib.Path:
-    """A hidden sibling of ``out_dir`` that names what it is and which process made it."""
-    return out_dir.with_name("." + _SIBLING.format(name=out_dir.name, kind=kind, pid=os.getpid(),
-                                                   token=secrets.token_hex(4)))
-
-
-def _stale_siblings(out_dir: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
-    """(kind, path) of the temporary siblings of ``out_dir`` whose process no longer runs."""
-    pattern = re.compile(r"\." + re.escape(out_dir.name) + r"\.nn2aie-(tmp|old)-(\d+)-[0-9a-f]+")
-    for path in sorted(out_dir.parent.iterdir()):
-        m = pattern.fullmatch(path.name)
-        if m and not _process_alive(int(m.group(2))):
-            yield m.group(1), path
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":  # ours, or no safe liveness test (os.kill ends it on Windows)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
 
 
 def recover_stale_output(out_dir: str | pathlib.Path) -> list[pathlib.Path]:
@@ -288,68 +250,13 @@ def recover_stale_output(out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     when ``out_dir`` is missing; every other leftover sibling is removed. Returns the removed paths."""
     out_dir = pathlib.Path(out_dir)
     removed = []
-    for kind, path in _stale_siblings(out_dir):
+    for kind, path in atomic.stale_siblings(out_dir):
         if kind == "old" and not out_dir.exists() and not out_dir.is_symlink() and _is_nn2aie_project(path):
             path.rename(out_dir)
             continue
-        _remove(path)
+        atomic.remove(path)
         removed.append(path)
     return removed
-
-
-def _remove(path: pathlib.Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _move_into_place(new: pathlib.Path, out_dir: pathlib.Path) -> None:
-    """Replace ``out_dir`` by the directory ``new`` (a sibling). With an atomic exchange where the system has one,
-    else by two renames; either way no moment leaves a half-written project at ``out_dir``."""
-    if not out_dir.exists() and not out_dir.is_symlink():
-        new.rename(out_dir)
-        return
-    if _exchange(new, out_dir):
-        _remove(new)  # now the previous project
-        return
-    backup = _sibling(out_dir, "old")
-    try:
-        out_dir.rename(backup)
-        new.rename(out_dir)
-    except BaseException:
-        if backup.exists() and not out_dir.exists():  # put the previous project back
-            backup.rename(out_dir)
-        raise
-    _remove(backup)
-
-
-@functools.cache
-def _renameat2():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
-    """Swap two directory entries atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not
-    available (other systems, old kernels or libc, file systems without it)."""
-    fn = _renameat2()
-    if fn is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
 
 
 def _write_provenance(compiled: Compiled, out: pathlib.Path, marker_extra: dict) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
+from nn2aie import atomic
 from nn2aie.dse import DesignPoint
 
 
@@ -17,7 +17,7 @@ def write_pareto(points: list[DesignPoint], front: list[DesignPoint], out: pathl
     a = points[0].perf.assumptions
     rows = [p.to_json() | {"pareto": id(p) in on_front} for p in points]
     text = json.dumps({"model": model, "assumptions": a, "designs": rows}, indent=1, sort_keys=True) + "\n"
-    _write(out / "pareto.json", lambda f: f.write(text.encode()))
+    atomic.write_file(out / "pareto.json", lambda f: f.write(text.encode()))
     lines = [f"# Design space of {pathlib.Path(model).name}", "",
              f"Modelled with nn2aie's performance model: AIE {a['aie_clock_mhz']:g} MHz, {a['plio_bits']}-bit PLIO at "
              f"{a['pl_clock_mhz']} MHz; {a['kernel_cost_model']}. {len(points)} designs explored, {len(front)} on "
@@ -26,7 +26,7 @@ def write_pareto(points: list[DesignPoint], front: list[DesignPoint], out: pathl
              "|---:|---:|---:|---:|---:|---|---|---|"]
     lines += [f"| {p.tiles} | {p.batch} | {p.events_per_s:,.0f} | {p.latency_us:.3f} | {p.perf.tops:.2f} | "
               f"{' '.join(p.rectangles)} | {' '.join(p.mmul)} | {p.perf.bottleneck} |" for p in front]
-    _write(out / "pareto.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    atomic.write_file(out / "pareto.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,17 +43,6 @@ def write_pareto(points: list[DesignPoint], front: list[DesignPoint], out: pathl
     ax.set_title(f"{pathlib.Path(model).name}: explored designs", fontsize=9)
     fig.colorbar(sc, ax=ax, label="first-event latency (us)")
     ax.legend(fontsize=7)
-    _write(out / "pareto.png", lambda f: fig.savefig(f, format="png", metadata={"Software": None}))
+    atomic.write_file(out / "pareto.png", lambda f: fig.savefig(f, format="png", metadata={"Software": None}))
     return [out / "pareto.md", out / "pareto.json", out / "pareto.png"]
 
-
-def _write(path: pathlib.Path, fill) -> None:
-    """Write through a temporary sibling and rename it over ``path``: an interrupted run leaves the previous file
-    (or none), never a truncated one."""
-    tmp = path.with_name(f".{path.name}.nn2aie-tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            fill(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
