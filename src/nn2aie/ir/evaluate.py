@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from nn2aie.errors import UnsupportedQuantizationError
+from nn2aie.errors import InternalCheckError, UnsupportedQuantizationError
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.types import FixedType, type_from_json
 from nn2aie.numerics import aie_rounding, needs_wide_ints, saturate, shift_round
@@ -85,26 +85,19 @@ def bias_in_accumulator(graph: Graph, op: Op) -> np.ndarray | None:
     return b.data.astype(np.int64) << np.int64(shift)
 
 
-def evaluate_dense(graph: Graph, op: Op, x: np.ndarray) -> np.ndarray:
-    w = graph.tensor(op.inputs[1]).data
-    acc = exact_matmul(x, w)
-    bias = bias_in_accumulator(graph, op)
-    if bias is not None:
-        acc = acc + bias
-    if op.attrs.get("activation") == "relu":  # on the exact sum, before requantisation (ONNX, QONNX, hls4ml order)
-        acc = np.maximum(acc, 0)
-    y_t = graph.tensor(op.outputs[0])
-    assert isinstance(y_t.type, FixedType)
-    where = f"op {op.name} output tensor {y_t.origin or y_t.name}"
-    return requantize(acc, accumulator_frac(graph, op), y_t.type, where)
-
-
 def evaluate(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the graph on integer codes; returns every tensor's codes (int64)."""
+    """Run the graph on integer codes ([events, *shape] per graph input); returns every tensor's codes (int64).
+    Each op is evaluated by its family (kernels/registry.py), in topological order."""
+    from nn2aie.kernels.registry import family_for  # the registry imports the IR
+
     values = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
-    for op in graph.ops:
-        if op.kind == "dense":
-            values[op.outputs[0]] = evaluate_dense(graph, op, values[op.inputs[0]])
+    for op in graph.topo_order():
+        family = family_for(op.kind)
+        if family is None:
+            raise InternalCheckError(f"op {op.name}", f"unknown kind {op.kind}", "report this")
+        args = [values[t] if not graph.tensor(t).is_const else graph.tensor(t).data for t in op.inputs]
+        for name, value in zip(op.outputs, family.evaluate(graph, op, args), strict=True):
+            values[name] = value
     return values
 
 

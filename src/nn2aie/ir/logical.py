@@ -1,11 +1,8 @@
 """Logical IR: what to compute, with exact types. Plain dataclasses, JSON round-trip, ``verify()``.
 
-Supported op kinds (issue scope): ``dense`` — y = requantize(act(x @ W + b)): the activation acts on the exact
-accumulator, then the result is brought into the output type (the order of ONNX Relu -> QuantizeLinear, QONNX
-Relu -> Quant and hls4ml Dense -> ReLU -> cast). With saturating output types the other order gives the same
-codes (rounding is monotone and keeps 0), which lets frontends fold a ReLU that follows a quantizer.
-Inputs of a dense op: [x, W] or [x, W, b]; W has shape [K, N] (x @ W), b has shape [N].
-Attributes: ``activation`` in {"linear", "relu"}.
+Op kinds and their semantics belong to the op families (``kernels/<family>/``, listed in ``kernels/registry.py``;
+docs/ops.md is the reference). Tensor shapes are per event (no batch axis); the graph is a DAG with any number of
+inputs and outputs, its ops stored in a topological order.
 """
 
 from __future__ import annotations
@@ -16,10 +13,7 @@ from typing import Any
 import numpy as np
 
 from nn2aie.errors import InternalCheckError
-from nn2aie.ir.types import FixedType, TensorType, type_from_json
-
-OP_KINDS = ("dense",)
-ACTIVATIONS = ("linear", "relu")
+from nn2aie.ir.types import TensorType, type_from_json
 
 
 @dataclass
@@ -66,14 +60,41 @@ class Graph:
     source: dict[str, str] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
+    def _maps(self) -> tuple[dict[str, Op], dict[str, list[Op]]]:
+        """(producer of each tensor, consumers of each tensor), rebuilt when the op list changes."""
+        key = tuple((id(op), tuple(op.inputs), tuple(op.outputs)) for op in self.ops)
+        cached = self.__dict__.get("_maps_cache")
+        if cached is None or cached[0] != key:
+            producer: dict[str, Op] = {}
+            consumers: dict[str, list[Op]] = {}
+            for op in self.ops:
+                for t in op.outputs:
+                    producer.setdefault(t, op)
+                for t in dict.fromkeys(op.inputs):
+                    consumers.setdefault(t, []).append(op)
+            cached = (key, producer, consumers)
+            self.__dict__["_maps_cache"] = cached
+        return cached[1], cached[2]
+
     def producer(self, tensor: str) -> Op | None:
-        for op in self.ops:
-            if tensor in op.outputs:
-                return op
-        return None
+        return self._maps()[0].get(tensor)
 
     def consumers(self, tensor: str) -> list[Op]:
-        return [op for op in self.ops if tensor in op.inputs]
+        return list(self._maps()[1].get(tensor, []))
+
+    def op(self, name: str) -> Op:
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(name)
+
+    def activation_inputs(self, op: Op) -> list[str]:
+        """The op's inputs that are not constants, in order (repeats kept)."""
+        return [t for t in op.inputs if not self.tensors[t].is_const]
+
+    def topo_order(self) -> list[Op]:
+        """Ops in a topological order: the stored order, which ``verify`` checks is one."""
+        return list(self.ops)
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
@@ -87,9 +108,16 @@ class Graph:
         for name in self.inputs:
             if name not in self.tensors:
                 fail(f"graph input {name}", "no such tensor")
+        from nn2aie.kernels.registry import family_for  # the registry imports the IR
+
+        names: set[str] = set()
         for op in self.ops:
-            if op.kind not in OP_KINDS:
+            family = family_for(op.kind)
+            if family is None:
                 fail(f"op {op.name}", f"unknown kind {op.kind}")
+            if op.name in names:
+                fail(f"op {op.name}", "two ops share this name")
+            names.add(op.name)
             for t in op.inputs + op.outputs:
                 if t not in self.tensors:
                     fail(f"op {op.name}", f"tensor {t} is not declared")
@@ -100,35 +128,10 @@ class Graph:
                 if t in produced:
                     fail(f"op {op.name}", f"tensor {t} is produced twice")
                 produced.add(t)
-            if op.kind == "dense":
-                self._verify_dense(op, fail)
+            family.verify(self, op, fail)
         for name in self.outputs:
             if name not in produced:
                 fail(f"graph output {name}", "never produced")
-
-    def _verify_dense(self, op: Op, fail) -> None:
-        if len(op.inputs) not in (2, 3) or len(op.outputs) != 1:
-            fail(f"op {op.name}", "dense takes [x, W] or [x, W, b] and gives one output")
-        x, w = self.tensors[op.inputs[0]], self.tensors[op.inputs[1]]
-        y = self.tensors[op.outputs[0]]
-        for t in (x, w, y):
-            if not isinstance(t.type, FixedType):
-                fail(f"op {op.name}", f"tensor {t.name} is not fixed point")
-        if not w.is_const or w.data is None or w.data.shape != tuple(w.shape) or len(w.shape) != 2:
-            fail(f"op {op.name}", "weights must be a constant [K, N] array")
-        k, n = w.shape
-        if x.shape[-1] != k or y.shape[-1] != n:
-            fail(f"op {op.name}", f"shape mismatch x{x.shape} W{w.shape} y{y.shape}")
-        if len(op.inputs) == 3:
-            b = self.tensors[op.inputs[2]]
-            if not b.is_const or b.data is None or b.data.shape != (n,):
-                fail(f"op {op.name}", "bias must be a constant [N] array")
-        for t in [w] + ([self.tensors[op.inputs[2]]] if len(op.inputs) == 3 else []):
-            d = t.data
-            if d is None or d.min(initial=0) < t.type.min_code or d.max(initial=0) > t.type.max_code:
-                fail(f"tensor {t.name}", "constant codes outside the range of its type")
-        if op.attrs.get("activation", "linear") not in ACTIVATIONS:
-            fail(f"op {op.name}", f"activation {op.attrs.get('activation')} unknown")
 
     # -- serialisation ------------------------------------------------------------
     def to_json(self, with_data: bool = True) -> dict:

@@ -1,0 +1,1 @@
+"""The reduce op family (docs/ops.md): logical semantics, and the tile kernel behind the common interface."""
