@@ -4,7 +4,7 @@ import pytest
 
 from nn2aie.devices import get_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError
-from nn2aie.passes.parallelism import tile_buffers
+from nn2aie.kernels.dense.parallelism import tile_buffers
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 
 from helpers import random_mlp_graph

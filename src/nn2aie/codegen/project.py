@@ -20,16 +20,18 @@ import numpy as np
 
 from nn2aie.codegen import data_files
 from nn2aie.errors import InternalCheckError
-from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer, dtype_bytes
 from nn2aie.ir.tiling import TilingDescriptor
-from nn2aie.kernels.dense import codegen as dense_codegen
+from nn2aie.kernels.family import KernelInstance
+from nn2aie.kernels.registry import family_named
 from nn2aie.report.picture import placement_pictures
 
 GRAPH_CLASS = "Nn2aieGraph"
 GRAPH_INSTANCE = "nn2aie_graph"
 RUNTIME_RATIO = 0.9
 MEMTILE_ALIGN = 32  # bytes between the ping and pong halves of a memory-tile buffer (rounded up)
+# ADF / AIE-API element type names (adf.h typedefs)
+ADF_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16", "int32": "int32"}
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("nn2aie.codegen", "templates"),
@@ -146,9 +148,10 @@ class _GraphWriter:
         self.k_ident = {k.name: self.names.take(k.name) for k in plan.kernels}
         self.p_ident = {p.name: self.names.take(p.name) for p in plan.plios}
         self.s_ident = {sb.name: self.names.take(sb.name, "mt_") for sb in plan.shared_buffers}
+        self.families = {e.op: family_named(e.family) for e in plan.layers}
         self.instances = {
-            k.name: dense_codegen.kernel_instance(self.layers[k.layer], self.layer_index[k.layer], k,
-                                                  self.k_ident[k.name])
+            k.name: self.families[k.layer].instance(self.layers[k.layer], self.layer_index[k.layer], k,
+                                                    self.k_ident[k.name])
             for k in plan.kernels}
         self.plio_by_name = {p.name: p for p in plan.plios}
         self.plio_file = plio_files(plan, self.p_ident)
@@ -156,20 +159,31 @@ class _GraphWriter:
         self.direct_src = {link.src: link for link in plan.direct_links}
 
     # -- endpoint port expressions -------------------------------------------------------------------
-    def _source_port(self, kind: str, name: str) -> str:
+    @staticmethod
+    def _index(ports: dict[str, int], port: str, name: str, what: str) -> int:
+        """k.in[] / k.out[] index of a data port ("" = the kernel's only one)."""
+        if not port and len(ports) == 1:
+            return next(iter(ports.values()))
+        if port not in ports:
+            raise InternalCheckError(f"kernel {name}", f"has no {what} port {port!r}", "report this")
+        return ports[port]
+
+    def _out_index(self, name: str, port: str = "") -> int:
+        return self._index(self._instance(name).out_ports, port, name, "output")
+
+    def _in_index(self, name: str, port: str = "") -> int:
+        return self._index(self._instance(name).in_ports, port, name, "input")
+
+    def _source_port(self, kind: str, name: str, port: str = "") -> str:
         """Expression of the port that sends data into a shared buffer."""
         if kind == "plio":
             return f"{self._plio(name, 'in')}.out[0]"
-        inst = self._instance(name)
-        if inst.out_port is None:
-            raise InternalCheckError(f"kernel {name}", "writes a shared buffer but has no output buffer", "report this")
-        return f"{self.k_ident[name]}.out[{inst.out_port}]"
+        return f"{self.k_ident[name]}.out[{self._out_index(name, port)}]"
 
-    def _sink_port(self, kind: str, name: str) -> str:
+    def _sink_port(self, kind: str, name: str, port: str = "") -> str:
         if kind == "plio":
             return f"{self._plio(name, 'out')}.in[0]"
-        inst = self._instance(name)
-        return f"{self.k_ident[name]}.in[{inst.in_port}]"
+        return f"{self.k_ident[name]}.in[{self._in_index(name, port)}]"
 
     def _plio(self, name: str, direction: str) -> str:
         p = self.plio_by_name.get(name)
@@ -177,7 +191,7 @@ class _GraphWriter:
             raise InternalCheckError(f"PLIO {name}", f"is not an {direction}put PLIO of the plan", "report this")
         return self.p_ident[name]
 
-    def _instance(self, name: str) -> dense_codegen.KernelInstance:
+    def _instance(self, name: str) -> KernelInstance:
         if name not in self.instances:
             raise InternalCheckError(f"endpoint kernel:{name}", "no kernel of that name", "report this")
         return self.instances[name]
@@ -191,7 +205,7 @@ class _GraphWriter:
         for k in self.plan.kernels:
             out.append(f"adf::kernel {self.k_ident[k.name]};")
         for sb in self.plan.shared_buffers:
-            out.append(f"adf::shared_buffer<{dense_codegen.ADF_TYPES[sb.dtype]}> {self.s_ident[sb.name]};")
+            out.append(f"adf::shared_buffer<{ADF_TYPES[sb.dtype]}> {self.s_ident[sb.name]};")
         return out
 
     def plio_lines(self) -> list[str]:
@@ -207,8 +221,7 @@ class _GraphWriter:
         for k in self.plan.kernels:
             e, ident, inst = self.layers[k.layer], self.k_ident[k.name], self.instances[k.name]
             lines.append(f"// {ident}: layer {comment_text(k.layer, 60)}, chain {k.chain}, position {k.position} "
-                         f"({k.role}), K [{k.k_start}, {k.k_start + e.k_slice}), "
-                         f"N [{k.n_start}, {k.n_start + e.n_slice})")
+                         f"{self.families[k.layer].describe_kernel(e, k)}")
             lines.append(f"{ident} = adf::kernel::create_object<{inst.type_name}>(")
             lines.append("    " + ",\n    ".join(inst.ctor_args) + ");")
             lines.append(f"adf::source({ident}) = \"{inst.source}\";")
@@ -219,11 +232,12 @@ class _GraphWriter:
         lines = []
         for e in self.plan.layers:
             ks = sorted(self.plan.kernels_of(e.op), key=lambda k: (k.chain, k.position))
-            for a, b in zip(ks, ks[1:], strict=False):
-                if a.chain != b.chain:
+            for b in ks:
+                if b.cascade_from is None:
                     continue
+                a = self.kernels[b.cascade_from]
                 ia, ib = self.instances[a.name], self.instances[b.name]
-                if b.position != a.position + 1 or ia.cascade_out_port is None or ib.cascade_in_port is None:
+                if a.cascade_to != b.name or ia.cascade_out_port is None or ib.cascade_in_port is None:
                     raise InternalCheckError(f"cascade {a.name} -> {b.name}", "roles or positions do not chain",
                                              "report this")
                 lines.append(f"adf::connect<adf::cascade>({self.k_ident[a.name]}.out[{ia.cascade_out_port}], "
@@ -238,7 +252,7 @@ class _GraphWriter:
             lines.append(f"// {comment_text(sb.name, 60)}: tensor {comment_text(sb.tensor, 60)}, columns "
                          f"[{sb.col_start}, {sb.col_start + sb.dims[0]}) x {rows} rows, "
                          f"memory tile ({sb.col}, {sb.row})")
-            lines.append(f"{s} = adf::shared_buffer<{dense_codegen.ADF_TYPES[sb.dtype]}>::create("
+            lines.append(f"{s} = adf::shared_buffer<{ADF_TYPES[sb.dtype]}>::create("
                          f"{_ints(sb.dims)}, {len(sb.writers)}, {len(sb.readers)});")
             lines.append(f"adf::num_buffers({s}) = {sb.num_buffers};")
             for i, acc in enumerate(sb.writers):
@@ -246,26 +260,22 @@ class _GraphWriter:
                     raise InternalCheckError(f"buffer {sb.name} writer {i}", "needs exactly one source endpoint",
                                              "report this")
                 ep = acc.endpoints[0]
-                lines.append(f"adf::connect({self._source_port(ep.kind, ep.name)}, {s}.in[{i}]);")
+                lines.append(f"adf::connect({self._source_port(ep.kind, ep.name, ep.port)}, {s}.in[{i}]);")
                 lines.append(f"adf::write_access({s}.in[{i}]) = {tiling_text(acc.tiling)};")
             for j, acc in enumerate(sb.readers):
                 for ep in acc.endpoints:  # several endpoints: one port broadcast to all of them
-                    lines.append(f"adf::connect({s}.out[{j}], {self._sink_port(ep.kind, ep.name)});")
+                    lines.append(f"adf::connect({s}.out[{j}], {self._sink_port(ep.kind, ep.name, ep.port)});")
                 lines.append(f"adf::read_access({s}.out[{j}]) = {tiling_text(acc.tiling)};")
         return lines
 
     def direct_lines(self) -> list[str]:
         lines = []
         for link in self.plan.direct_links:
-            src, dst = self._instance(link.src), self._instance(link.dst)
-            if src.out_port is None:
-                raise InternalCheckError(f"direct link {link.src} -> {link.dst}", "source has no output buffer",
-                                         "report this")
             how = ("one buffer in the producer's memory, read by its neighbour"
                    if link.in_place else "tile-to-tile DMA")
             lines.append(f"// tensor {comment_text(link.tensor, 60)}: {how}")
-            lines.append(f"adf::connect({self.k_ident[link.src]}.out[{src.out_port}], "
-                         f"{self.k_ident[link.dst]}.in[{dst.in_port}]);")
+            lines.append(f"adf::connect({self.k_ident[link.src]}.out[{self._out_index(link.src, link.src_port)}], "
+                         f"{self.k_ident[link.dst]}.in[{self._in_index(link.dst, link.dst_port)}]);")
         return lines
 
     def location_lines(self) -> list[str]:
@@ -279,16 +289,23 @@ class _GraphWriter:
                 b = self._alloc(k, mem, pname)
                 lines.append(f"adf::location<adf::parameter>({ident}.param[{i}]) = {_address(c, r, b.offset)};"
                              f"  // {pname}, {b.size} B")
-            if k.name in self.direct_dst and self.direct_dst[k.name].in_place:
-                lines.append(f"// {ident}.in[{inst.in_port}] is {self.k_ident[self.direct_dst[k.name].src]}'s "
-                             "output buffer (shared memory, constrained there)")
-            else:
-                ping, pong = self._alloc(k, mem, "in_ping"), self._alloc(k, mem, "in_pong")
-                lines.append(f"adf::location<adf::buffer>({ident}.in[{inst.in_port}]) = "
+            fam = self.families[k.layer]
+            in_place = {(link.dst_port, link.src) for link in self.plan.direct_links
+                        if link.dst == k.name and link.in_place}
+            for port, index in inst.in_ports.items():
+                src = next((s for p, s in in_place if p in ("", port)), None)
+                if src is not None:
+                    lines.append(f"// {ident}.in[{index}] is {self.k_ident[src]}'s output buffer (shared memory, "
+                                 "constrained there)")
+                    continue
+                ping_name, pong_name = fam.input_buffers(port)
+                ping, pong = self._alloc(k, mem, ping_name), self._alloc(k, mem, pong_name)
+                lines.append(f"adf::location<adf::buffer>({ident}.in[{index}]) = "
                              f"{{{_address(c, r, ping.offset)}, {_address(c, r, pong.offset)}}};")
-            if inst.out_port is not None:
-                ping, pong = self._alloc(k, mem, "out_ping"), self._alloc(k, mem, "out_pong")
-                lines.append(f"adf::location<adf::buffer>({ident}.out[{inst.out_port}]) = "
+            for port, index in inst.out_ports.items():
+                ping_name, pong_name = fam.output_buffers(port)
+                ping, pong = self._alloc(k, mem, ping_name), self._alloc(k, mem, pong_name)
+                lines.append(f"adf::location<adf::buffer>({ident}.out[{index}]) = "
                              f"{{{_address(c, r, ping.offset)}, {_address(c, r, pong.offset)}}};")
             stack = self._alloc(k, mem, "stack")
             lines.append(f"adf::location<adf::stack>({ident}) = {_address(c, r, stack.offset)};")
@@ -332,16 +349,8 @@ def plio_files(plan: PhysicalPlan, idents: dict[str, str]) -> dict[str, str]:
 
 
 # -- summary header -------------------------------------------------------------------------------------
-def _layer_line(e: DenseExec, index: int) -> str:
-    act = "relu" if e.relu else "linear"
-    return (f"l{index} {comment_text(e.op, 40)}: {e.k} -> {e.n}, {e.a_dtype} x {e.w_dtype} -> {e.out_dtype}, "
-            f"{e.acc}, mmul {e.mmul[0]}x{e.mmul[1]}x{e.mmul[2]}, cas_length {e.cas_length} x cas_num {e.cas_num}, "
-            f"slices K {e.k_slice} N {e.n_slice}, shift {e.shift} ({e.rounding}, {e.saturation}), {act}, "
-            f"clamp [{e.clamp_lo}, {e.clamp_hi}]")
-
-
 def _cascade_count(plan: PhysicalPlan) -> int:
-    return sum(e.cas_num * (e.cas_length - 1) for e in plan.layers)
+    return sum(1 for k in plan.kernels if k.cascade_from is not None)
 
 
 def _header(plan: PhysicalPlan, events: int, iterations: int) -> list[str]:
@@ -354,7 +363,8 @@ def _header(plan: PhysicalPlan, events: int, iterations: int) -> list[str]:
         f"memory-tile buffer(s), {len(plan.direct_links)} direct link(s), {len(plan.plios)} PLIO(s)",
         "Layers:",
     ]
-    lines += ["  " + _layer_line(e, i) for i, e in enumerate(plan.layers)]
+    lines += [f"  l{i} {comment_text(e.op, 40)}: {family_named(e.family).describe(e, i)}"
+              for i, e in enumerate(plan.layers)]
     lines += [
         "",
         "Coordinates: adf::tile(col, row) counts compute tiles (row 0 = lowest compute row); memory tiles are",
@@ -367,7 +377,8 @@ def _header(plan: PhysicalPlan, events: int, iterations: int) -> list[str]:
 
 # -- data ------------------------------------------------------------------------------------------------
 def _design_inputs(plan: PhysicalPlan, inputs_codes: np.ndarray | None) -> np.ndarray:
-    k = plan.layers[0].k
+    shape = plan.tensor_shapes.get(plan.input_tensor)
+    k = int(np.prod(shape)) if shape else plan.layers[0].k  # type: ignore[attr-defined]
     if inputs_codes is None:
         return np.zeros((plan.batch, k), dtype=np.int64)
     x = np.asarray(inputs_codes)
@@ -398,21 +409,20 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
     files: dict[str, str] = {}
 
     # kernels and weights: only layers that have kernels, only the roles they use
-    kernel_files, weight_files = [], []
+    kernel_files, weight_files, includes = [], [], []
     for i, e in enumerate(plan.layers):
         ks = plan.kernels_of(e.op)
         if not ks:
             continue
-        label = comment_text(e.op, 60)
-        for path, text in dense_codegen.render_layer_sources(e, i, {k.role for k in ks}, label).items():
+        fam = family_named(e.family)
+        params = fam.param_headers(e, i)
+        for path, text in fam.render(e, i, [(k, w.k_ident[k.name]) for k in ks], comment_text(e.op, 60)).items():
             files["src/" + path] = text
-            kernel_files.append(path)
-        wpath = dense_codegen.weights_header_path(i)
-        files["src/" + wpath] = dense_codegen.render_weights_header(e, i, [(k, w.k_ident[k.name]) for k in ks],
-                                                                    label)
-        weight_files.append(wpath)
-
-    includes = [p for p in kernel_files if p.endswith(".h")] + weight_files
+            if path not in params:
+                kernel_files.append(path)
+        weight_files += params
+        includes += fam.includes(e, i)
+    includes += weight_files
     sections = [
         _Section("PLIOs (array interface)", w.plio_lines()),
         _Section("kernels: one per compute tile, weights as compiler-allocated parameters", w.kernel_lines()),
@@ -466,7 +476,7 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
     return files
 
 
-def kernel_instances(plan: PhysicalPlan) -> dict[str, tuple[str, dense_codegen.KernelInstance]]:
+def kernel_instances(plan: PhysicalPlan) -> dict[str, tuple[str, KernelInstance]]:
     """Per kernel name: its C++ identifier in graph.h and how graph.h creates it (class type, constructor
     arguments, ports), exactly as ``render_project`` prints them (used by native co-simulation)."""
     w = _GraphWriter(plan)

@@ -24,6 +24,7 @@ from the very strings hls4ml writes (iterating the weight variable), so the code
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,17 +34,26 @@ from nn2aie.ir.evaluate import INPUT_PRE_CAST, cast_float
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 
-SUPPORTED = "Dense (with bias or not), ReLU (Activation 'relu' after a Dense), linear Activation, Input"
+SUPPORTED = ("Input, Dense (with bias or not), Activation relu / linear / LeakyReLU (power-of-two slope) / Keras "
+             "ReLU(), merges Add / Subtract / Multiply / Maximum / Minimum / Average, Concatenate, Reshape, Flatten, "
+             "Permute (Transpose), GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D")
+_INPUT_CLASSES = ("Input", "InputLayer")
+_ACT_CLASSES = ("Activation", "ParametrizedActivation", "LeakyReLU", "ThresholdedReLU", "ReLU")
+_SUPPORTED_CLASSES = ("Dense", "Merge", "Concatenate", "Reshape", "Flatten", "Transpose", "GlobalPooling1D",
+                      "GlobalPooling2D") + _ACT_CLASSES
+# hls4ml merge op -> eltwise op (Average: see _Converter._merge)
+_MERGE_OPS = {"add": "add", "subtract": "sub", "multiply": "mul", "maximum": "max", "minimum": "min"}
 _NEAREST = {
     "Conv1D": "flatten the input and use a Dense (Linear) layer",
     "Conv2D": "flatten the input and use a Dense (Linear) layer",
-    "Activation": "use ReLU or no activation; other activations are not available on the AIE-ML dense kernel",
+    "Activation": "use ReLU, LeakyReLU with a power-of-two slope or no activation; other activations are not "
+                  "available on AIE-ML",
+    "ParametrizedActivation": "use ReLU or LeakyReLU with a power-of-two slope (e.g. 0.125)",
     "Softmax": "drop the final softmax (take the logits) and apply it on the host",
     "BatchNormalization": "fold the batch normalisation into the preceding Linear layer before conversion",
-    "Pooling1D": "flatten and use a Dense layer",
-    "Pooling2D": "flatten and use a Dense layer",
-    "Transpose": "give the model a flat [features] input (nn2aie compiles chains of Dense layers)",
-    "Reshape": "give the model a flat [features] input (nn2aie compiles chains of Dense layers)",
+    "Pooling1D": "use a global pooling layer, or flatten and use a Dense layer",
+    "Pooling2D": "use a global pooling layer, or flatten and use a Dense layer",
+    "Dot": "use Multiply followed by a Dense layer with a ones weight",
     "ApplyAlpha": "per-channel scales are not folded yet: quantize weights per tensor with a power-of-two scale "
                   "(e.g. Brevitas Int8WeightPerTensorFixedPoint)",
     "FixedPointQuantizer": "this is an HGQ2 per-element (heterogeneous) activation quantizer, and nn2aie needs one "
@@ -144,87 +154,344 @@ def _compose_requantisations(p: _Pending, out_t: FixedType) -> FixedType | None:
 
 
 def graph_from_hls4ml(model, name: str | None = None) -> Graph:
-    """Convert an hls4ml ``ModelGraph`` (a chain Input -> Dense [-> ReLU] -> ... ) into a logical graph."""
+    """Convert an hls4ml ``ModelGraph`` (a DAG of the layers listed in ``SUPPORTED``) into a logical graph."""
     layers = list(model.get_layers())
-    if not layers or _layer_class(layers[0]) not in ("Input", "InputLayer"):
+    if not layers or _layer_class(layers[0]) not in _INPUT_CLASSES:
         raise UnsupportedOpError("hls4ml model", "does not start with an Input layer", "convert a Sequential MLP")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UnsupportedOpError("hls4ml model", f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
-                                 "nn2aie compiles single-input, single-output chains")
-    # name the first layer nn2aie cannot compute (layout helpers hls4ml inserts, e.g. Transpose, come second)
-    layout = ("Transpose", "Reshape", "Flatten")
+    # name the first layer nn2aie cannot compute, before converting anything
     for layer in layers[1:]:
-        if _layer_class(layer) not in ("Dense", "Activation") + layout:
+        if _layer_class(layer) not in _SUPPORTED_CLASSES + _INPUT_CLASSES:
             raise _refuse(layer, f"layer class {_layer_class(layer)} is not supported")
-    tensors: dict[str, Tensor] = {}
-    ops: list[Op] = []
-    inp = layers[0]
-    x_t = fixed_type(inp.get_output_variable().type.precision, f"hls4ml layer {inp.name} (Input) result")
-    shape = tuple(int(d) for d in inp.get_output_variable().shape)
-    if len(shape) != 1:
-        raise _refuse(inp, f"input shape {list(shape)} is not one-dimensional")
-    tensors[inp.name] = Tensor(inp.name, shape, x_t, origin=inp.name)
-    current = inp.name  # the IR tensor feeding the next layer
-    pending: _Pending | None = None
-    source = {"framework": "hls4ml"}
-
-    def emit(p: _Pending, out_name: str, out_t: FixedType, act: str, origin: str) -> str:
-        tensors[out_name] = Tensor(out_name, (tensors[p.w].shape[1],), out_t, origin=origin)
-        ins = [p.x, p.w] + ([p.b] if p.b else [])
-        ops.append(Op(p.name, "dense", ins, [out_name], {"activation": act}))
-        return out_name
-
-    for layer in layers[1:]:
-        cls = _layer_class(layer)
-        if layer.inputs and len(layer.inputs) != 1:
-            raise _refuse(layer, f"has {len(layer.inputs)} inputs; only chains are supported")
-        if cls == "Dense":
-            if pending is not None:
-                current = emit(pending, pending.name, pending.result_t, "linear", pending.name)
-            pending = _dense(layer, current, tensors)
-        elif cls == "Activation" and layer.get_attr("activation", "").lower() in ("relu", "linear"):
-            act = layer.get_attr("activation").lower()
-            out_t = fixed_type(layer.get_output_variable().type.precision, f"hls4ml layer {layer.name} result")
-            if pending is None and act == "linear" and current == inp.name and not ops:
-                # an input quantizer (hls4ml's QONNX converter writes one): the host casts into the Input type,
-                # then into this one (api.quantize_input); the array sees only the second type
-                if out_t != x_t:
-                    source[INPUT_PRE_CAST] = json.dumps(x_t.to_json(), sort_keys=True)
-                    tensors[inp.name] = Tensor(inp.name, shape, out_t, origin=f"{inp.name}+{layer.name}")
-                    x_t = out_t
-                continue
-            if pending is None:
-                raise _refuse(layer, f"{act} is supported only directly after a Dense layer")
-            lo, hi = int(pending.acc_lo.min(initial=0)), int(pending.acc_hi.max(initial=0))
-            exact = _holds(pending.result_t, lo, hi, pending.acc_frac)
-            d = pending.result_t
-            if act == "relu" and exact:
-                current = emit(pending, layer.name, out_t, "relu", f"{pending.name}+{layer.name}")
-            elif act == "relu" and d.overflow in ("SAT", "SAT_SYM") and _holds(out_t, 0, _type_range(d)[1], d.frac):
-                current = emit(pending, layer.name, d, "relu", f"{pending.name}+{layer.name}")
-            elif act == "linear" and (exact or _holds(out_t, *_type_range(d), d.frac)):
-                current = emit(pending, layer.name, out_t if exact else d, "linear", f"{pending.name}+{layer.name}")
-            elif (folded := _compose_requantisations(pending, out_t)) is not None:
-                current = emit(pending, layer.name, folded, act, f"{pending.name}+{layer.name}")
-            else:
-                raise UnsupportedOpError(
-                    f"hls4ml layers {pending.name} (Dense) -> {layer.name} ({act})",
-                    f"the Dense result type {d.describe()} already rounds or overflows the exact sum, and the "
-                    f"{act} result type {out_t.describe()} rounds again: two requantisations in a row, which one "
-                    "nn2aie dense op does not express",
-                    f"give {pending.name}'s result a wide type (e.g. its accum type) and put the narrow type on "
-                    f"{layer.name}'s result")
-            pending = None
-        else:
-            what = f"activation '{layer.get_attr('activation')}'" if cls == "Activation" else f"layer class {cls}"
-            raise _refuse(layer, f"{what} is not supported")
-    if pending is not None:
-        current = emit(pending, pending.name, pending.result_t, "linear", pending.name)
-    if not ops:
-        raise UnsupportedOpError("hls4ml model", "contains no Dense layer", "nothing to compile")
-    graph = Graph(name or model.config.get_project_name(), tensors, ops, [inp.name], [current], source)
+    conv = _Converter(model, layers)
+    for layer in layers:
+        conv.convert(layer)
+    if not conv.ops:
+        raise UnsupportedOpError("hls4ml model", "contains no layer that computes anything", "nothing to compile")
+    graph = Graph(name or model.config.get_project_name(), conv.tensors, conv.ops, conv.inputs, conv.outputs(),
+                  conv.source)
     graph.verify()
     return graph
+
+
+class _Converter:
+    """Walks hls4ml's layers in their (topological) order; ``env`` maps each hls4ml variable to its IR tensor."""
+
+    def __init__(self, model, layers: list) -> None:
+        self.model = model
+        self.layers = layers
+        self.tensors: dict[str, Tensor] = {}
+        self.ops: list[Op] = []
+        self.inputs: list[str] = []
+        self.env: dict[str, str] = {}
+        self.pending: dict[str, _Pending] = {}  # a Dense whose only consumer is a ReLU / linear activation
+        self.source = {"framework": "hls4ml"}
+        self.consumers: dict[str, list] = {}
+        for layer in layers:
+            for t in dict.fromkeys(layer.inputs or []):
+                self.consumers.setdefault(t, []).append(layer)
+        by_name = {layer.name: layer for layer in layers}
+        self.model_outputs = [by_name[o].outputs[0] if o in by_name else o for o in model.outputs]
+
+    def outputs(self) -> list[str]:
+        missing = [o for o in self.model_outputs if o not in self.env]
+        if missing:
+            raise UnsupportedOpError("hls4ml model", f"output {missing[0]} is not produced by a converted layer",
+                                     "report this model to the nn2aie developers")
+        return [self.env[o] for o in self.model_outputs]
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def inp(self, layer, i: int = 0) -> str:
+        return self.env[layer.inputs[i]]
+
+    def type_of(self, tensor: str) -> FixedType:
+        t = self.tensors[tensor].type
+        assert isinstance(t, FixedType)
+        return t
+
+    def result_type(self, layer, what: str = "result") -> FixedType:
+        return fixed_type(layer.get_output_variable().type.precision,
+                          f"hls4ml layer {layer.name} ({_layer_class(layer)}) {what}")
+
+    def new_tensor(self, name: str, shape, t: FixedType, origin: str) -> str:
+        self.tensors[name] = Tensor(name, tuple(int(d) for d in shape), t, origin=origin)
+        return name
+
+    def emit(self, name: str, kind: str, ins: list[str], out: str, attrs: dict) -> str:
+        self.ops.append(Op(name, kind, ins, [out], attrs))
+        return out
+
+    def cast(self, src: str, t: FixedType, name: str, origin: str) -> str:
+        """``src`` requantised into ``t`` (an eltwise identity), or ``src`` itself when it already has type ``t``."""
+        if self.type_of(src) == t:
+            return src
+        out = self.new_tensor(name, self.tensors[src].shape, t, origin)
+        return self.emit(name, "eltwise", [src], out, {"op": "identity"})
+
+    def emit_dense(self, p: _Pending, out_name: str, out_t: FixedType, act: str, origin: str) -> str:
+        self.new_tensor(out_name, self.tensors[p.x].shape[:-1] + (self.tensors[p.w].shape[1],), out_t, origin)
+        ins = [p.x, p.w] + ([p.b] if p.b else [])
+        return self.emit(p.name, "dense", ins, out_name, {"activation": act})
+
+    # -- layers -----------------------------------------------------------------------------------------------
+    def convert(self, layer) -> None:
+        cls = _layer_class(layer)
+        if len(layer.outputs) != 1:
+            raise _refuse(layer, f"has {len(layer.outputs)} outputs")
+        out = layer.outputs[0]
+        if cls in _INPUT_CLASSES:
+            t = self.result_type(layer)
+            shape = tuple(int(d) for d in layer.get_output_variable().shape)
+            self.env[out] = self.new_tensor(layer.name, shape, t, layer.name)
+            self.inputs.append(layer.name)
+            return
+        missing = [t for t in layer.inputs if t not in self.env and t not in self.pending]
+        if missing:
+            raise _refuse(layer, f"input {missing[0]} is not a tensor nn2aie converted (a constant or an "
+                          "unsupported producer)")
+        if cls == "Dense":
+            self._dense(layer, out)
+        elif cls in _ACT_CLASSES:
+            self._activation(layer, out)
+        elif cls == "Merge":
+            self._merge(layer, out)
+        elif cls == "Concatenate":
+            self._concat(layer, out)
+        elif cls in ("Reshape", "Flatten"):
+            src = self.inp(layer)
+            shape = tuple(int(d) for d in layer.get_output_variable().shape)
+            if int(np.prod(shape)) != int(np.prod(self.tensors[src].shape)):
+                raise _refuse(layer, f"reshapes {list(self.tensors[src].shape)} into {list(shape)}")
+            # io_parallel: hls4ml's Vitis backend makes a Reshape an in-place view of its input (same array, same
+            # type: vivado:inplace_parallel_reshape), so its own result precision is never used
+            self.env[out] = self.new_tensor(layer.name, shape, self.type_of(src), layer.name)
+            self.emit(layer.name, "reshape", [src], layer.name, {})
+        elif cls == "Transpose":
+            self._transpose(layer, out)
+        elif cls in ("GlobalPooling1D", "GlobalPooling2D"):
+            self._global_pooling(layer, out)
+        else:  # pragma: no cover - the pre-pass refused it
+            raise _refuse(layer, f"layer class {cls} is not supported")
+
+    def _dense(self, layer, out: str) -> None:
+        src = self.inp(layer)
+        if len(self.tensors[src].shape) != 1:
+            raise _refuse(layer, f"input of shape {list(self.tensors[src].shape)}: only Dense layers on a flat "
+                          "[features] input are supported")
+        p = _dense(layer, src, self.tensors)
+        users = self.consumers.get(out, [])
+        if len(users) == 1 and out not in self.model_outputs and _activation_kind(users[0]) in ("relu", "linear"):
+            self.pending[out] = p  # folded into one dense op by the activation (see _activation)
+        else:
+            self.env[out] = self.emit_dense(p, p.name, p.result_t, "linear", p.name)
+
+    def _activation(self, layer, out: str) -> None:
+        act = _activation_kind(layer)
+        if act is None:
+            what = f"activation '{layer.get_attr('activation')}'"
+            if _layer_class(layer) == "ParametrizedActivation" or layer.get_attr("activ_param") is not None:
+                what += f" with parameter {layer.get_attr('activ_param')}"
+            raise _refuse(layer, f"{what} is not supported")
+        out_t = fixed_type(layer.get_output_variable().type.precision, f"hls4ml layer {layer.name} result")
+        src_name = layer.inputs[0]
+        if src_name in self.pending:
+            self.env[out] = self._fold(self.pending.pop(src_name), layer, act, out_t)
+            return
+        src = self.env[src_name]
+        if (act == "linear" and src in self.inputs and len(self.inputs) == 1 and not self.ops
+                and len(self.consumers.get(src_name, [])) == 1 and src_name not in self.model_outputs):
+            # an input quantizer (hls4ml's QONNX converter writes one): the host casts into the Input type,
+            # then into this one (api.quantize_input); the array sees only the second type
+            x_t = self.type_of(src)
+            if out_t != x_t:
+                self.source[INPUT_PRE_CAST] = json.dumps(x_t.to_json(), sort_keys=True)
+                self.tensors[src] = Tensor(src, self.tensors[src].shape, out_t, origin=f"{src}+{layer.name}")
+            self.env[out] = src
+            return
+        attrs: dict = {"op": {"linear": "identity"}.get(act, act)}
+        if act == "leaky_relu":
+            attrs["alpha_shift"] = _leaky_shift(layer)
+        self.env[out] = self.new_tensor(layer.name, self.tensors[src].shape, out_t, layer.name)
+        self.emit(layer.name, "eltwise", [src], layer.name, attrs)
+
+    def _fold(self, p: _Pending, layer, act: str, out_t: FixedType) -> str:
+        """Dense -> ReLU / linear activation as one dense op, when one requantisation expresses both casts."""
+        lo, hi = int(p.acc_lo.min(initial=0)), int(p.acc_hi.max(initial=0))
+        exact = _holds(p.result_t, lo, hi, p.acc_frac)
+        d = p.result_t
+        origin = f"{p.name}+{layer.name}"
+        if act == "relu" and exact:
+            return self.emit_dense(p, layer.name, out_t, "relu", origin)
+        if act == "relu" and d.overflow in ("SAT", "SAT_SYM") and _holds(out_t, 0, _type_range(d)[1], d.frac):
+            return self.emit_dense(p, layer.name, d, "relu", origin)
+        if act == "linear" and (exact or _holds(out_t, *_type_range(d), d.frac)):
+            return self.emit_dense(p, layer.name, out_t if exact else d, "linear", origin)
+        if (folded := _compose_requantisations(p, out_t)) is not None:
+            return self.emit_dense(p, layer.name, folded, act, origin)
+        raise UnsupportedOpError(
+            f"hls4ml layers {p.name} (Dense) -> {layer.name} ({act})",
+            f"the Dense result type {d.describe()} already rounds or overflows the exact sum, and the "
+            f"{act} result type {out_t.describe()} rounds again: two requantisations in a row, which one "
+            "nn2aie dense op does not express",
+            f"give {p.name}'s result a wide type (e.g. its accum type) and put the narrow type on "
+            f"{layer.name}'s result")
+
+    def _merge(self, layer, out: str) -> None:
+        op = str(layer.get_attr("op", "")).lower()
+        if op not in _MERGE_OPS and op != "average":
+            raise _refuse(layer, f"merge operation '{op}' is not supported")
+        a, b = self.inp(layer, 0), self.inp(layer, 1)
+        if self.tensors[a].shape != self.tensors[b].shape:
+            raise _refuse(layer, f"merges shapes {list(self.tensors[a].shape)} and {list(self.tensors[b].shape)} "
+                          "(hls4ml's broadcasting merge)", )
+        out_t = self.result_type(layer)
+        shape = self.tensors[a].shape
+        if op != "average":
+            # nnet::add/subtract/multiply/maximum/minimum: the exact ap_fixed result, assigned to res_T
+            self.env[out] = self.new_tensor(layer.name, shape, out_t, layer.name)
+            self.emit(layer.name, "eltwise", [a, b], layer.name, {"op": _MERGE_OPS[op]})
+            return
+        # nnet::average: (data1 + data2) * ap_ufixed<1,0>(0.5), both exact, assigned to res_T
+        ta, tb = self.type_of(a), self.type_of(b)
+        f = max(ta.frac, tb.frac)
+        (alo, ahi), (blo, bhi) = _type_range(ta), _type_range(tb)
+        lo = (alo << (f - ta.frac)) + (blo << (f - tb.frac))
+        hi = (ahi << (f - ta.frac)) + (bhi << (f - tb.frac))
+        total = self.new_tensor(f"{layer.name}_sum", shape, _exact_type(lo, hi, f), f"{layer.name} (exact sum)")
+        self.emit(f"{layer.name}_sum", "eltwise", [a, b], total, {"op": "add"})
+        half = f"{layer.name}_half"
+        self.tensors[half] = Tensor(half, (), FixedType(2, 1, True), np.array(1, dtype=np.int64),
+                                    origin=f"{layer.name} (0.5)")
+        self.env[out] = self.new_tensor(layer.name, shape, out_t, layer.name)
+        self.emit(layer.name, "eltwise", [total, half], layer.name, {"op": "mul"})
+
+    def _concat(self, layer, out: str) -> None:
+        ins = [self.inp(layer, i) for i in range(len(layer.inputs))]
+        rank = len(self.tensors[ins[0]].shape)
+        axis = int(layer.get_attr("axis", -1))
+        axis = axis + rank if axis < 0 else axis - 1  # hls4ml keeps Keras' axis, which counts the batch axis
+        shapes = [self.tensors[t].shape for t in ins]
+        if not 0 <= axis < rank or any(len(s) != rank or s[:axis] + s[axis + 1:] != shapes[0][:axis] +
+                                       shapes[0][axis + 1:] for s in shapes):
+            raise _refuse(layer, f"concatenates shapes {[list(s) for s in shapes]} along axis "
+                          f"{layer.get_attr('axis')}")
+        out_t = self.result_type(layer)
+        # nnet::concatenate*: res[i] = data[j], an assignment into res_T per input
+        cast = [self.cast(t, out_t, f"{layer.name}_in{i}", f"{layer.name} (input {i} cast)")
+                for i, t in enumerate(ins)]
+        shape = list(shapes[0])
+        shape[axis] = sum(s[axis] for s in shapes)
+        self.env[out] = self.new_tensor(layer.name, shape, out_t, layer.name)
+        self.emit(layer.name, "concat", cast, layer.name, {"axis": axis})
+
+    def _transpose(self, layer, out: str) -> None:
+        src = self.inp(layer)
+        perm = layer.get_attr("perm")
+        rank = len(self.tensors[src].shape)
+        if not isinstance(perm, list | tuple) or sorted(int(p) for p in perm) != list(range(rank)):
+            raise _refuse(layer, f"permutation {perm!r} of a rank-{rank} tensor is not understood")
+        perm = [int(p) for p in perm]
+        out_t = self.result_type(layer)
+        cast = self.cast(src, out_t, f"{layer.name}_in", f"{layer.name} (input cast)")  # res[i] = data[idx]
+        if perm == list(range(rank)):
+            self.env[out] = cast if cast != src else self._reshape_alias(layer, src)
+            return
+        shape = [self.tensors[src].shape[p] for p in perm]
+        self.env[out] = self.new_tensor(layer.name, shape, out_t, layer.name)
+        self.emit(layer.name, "transpose", [cast], layer.name, {"perm": perm})
+
+    def _reshape_alias(self, layer, src: str) -> str:
+        self.new_tensor(layer.name, self.tensors[src].shape, self.type_of(src), layer.name)
+        return self.emit(layer.name, "reshape", [src], layer.name, {})
+
+    def _global_pooling(self, layer, out: str) -> None:
+        src = self.inp(layer)
+        shape = self.tensors[src].shape
+        cls = _layer_class(layer)
+        rank = 2 if cls == "GlobalPooling1D" else 3
+        if len(shape) != rank or layer.get_attr("data_format", "channels_last") != "channels_last":
+            raise _refuse(layer, f"pools a {list(shape)} input ({layer.get_attr('data_format')}); nn2aie reads "
+                          "channels-last [positions, channels] (1D) or [height, width, channels] (2D)")
+        axes = list(range(rank - 1))
+        n = int(np.prod(shape[:-1]))
+        x_t = self.type_of(src)
+        out_t = self.result_type(layer)
+        acc_t = fixed_type(layer.get_attr("accum_t").precision, f"hls4ml layer {layer.name} ({cls}) accum")
+        pool_op = str(layer.get_attr("pool_op"))
+        out_shape = (shape[-1],)
+        attrs = {"axes": axes, "keepdims": False}
+        xlo, xhi = _type_range(x_t)
+        if pool_op == "Max":
+            # nnet::max returns the largest input converted to accum_t; the caller assigns that to res_T
+            if _holds(acc_t, xlo, xhi, x_t.frac):
+                self.env[out] = self.new_tensor(layer.name, out_shape, out_t, layer.name)
+                self.emit(layer.name, "reduce", [src], layer.name, {"op": "max", **attrs})
+                return
+            mx = self.new_tensor(f"{layer.name}_max", out_shape, acc_t, f"{layer.name} (accum)")
+            self.emit(f"{layer.name}_max", "reduce", [src], mx, {"op": "max", **attrs})
+            self.env[out] = self.cast(mx, out_t, layer.name, layer.name)
+            if self.env[out] == mx:  # accum_t == res_T
+                self.env[out] = self._reshape_alias(layer, mx)
+            return
+        if pool_op != "Average":
+            raise _refuse(layer, f"pooling operation {pool_op} is not supported")
+        # nnet::avg: accum_t y = 0; y += x[i] (each partial sum assigned to accum_t); y /= n (ap_fixed division:
+        # the codes at accum_t's fraction divided by n, truncated toward zero); then res_T = y
+        if not _holds(acc_t, min(0, n * xlo), max(0, n * xhi), x_t.frac):
+            raise UnsupportedQuantizationError(
+                f"hls4ml layer {layer.name} ({cls}) accum", f"accum type {acc_t.describe()} cannot hold every "
+                f"partial sum of {n} inputs of type {x_t.describe()} exactly: hls4ml would round or wrap inside "
+                "the average", f"set {layer.name}'s accum precision wide, e.g. ap_fixed<32,16> (at least "
+                f"{x_t.frac} fractional bits)")
+        quotient_t = FixedType(acc_t.width, acc_t.frac, acc_t.signed, "TRN_ZERO", "SAT")
+        q = self.new_tensor(f"{layer.name}_mean", out_shape, quotient_t, f"{layer.name} (accum / {n})")
+        self.emit(f"{layer.name}_mean", "reduce", [src], q, {"op": "mean", "divide": "exact", **attrs})
+        self.env[out] = self.cast(q, out_t, layer.name, layer.name)
+        if self.env[out] == q:  # pragma: no cover - res_T is never the internal TRN_ZERO type
+            self.env[out] = self._reshape_alias(layer, q)
+
+
+def _activation_kind(layer) -> str | None:
+    """'relu' | 'linear' | 'leaky_relu' for the activations nn2aie computes, else None."""
+    if _layer_class(layer) not in _ACT_CLASSES:
+        return None
+    act = str(layer.get_attr("activation", "")).lower()
+    if act in ("relu", "linear"):
+        return act
+    param = layer.get_attr("activ_param")
+    if act == "thresholdedrelu" and param is not None and float(param) == 0.0:
+        return "relu"  # nnet::thresholded_relu: x > theta ? x : 0 with theta = 0 (Keras ReLU())
+    if act == "leakyrelu" and param is not None and _is_power_of_two_slope(float(param)):
+        return "leaky_relu"
+    return None
+
+
+def _is_power_of_two_slope(alpha: float) -> bool:
+    if not 0 < alpha <= 1:
+        return False
+    mant, _ = math.frexp(alpha)
+    return mant == 0.5
+
+
+def _leaky_shift(layer) -> int:
+    """nnet::leaky_relu computes alpha * x with alpha = param_t(<the printed slope>): exact when param_t holds the
+    power-of-two slope 2^-s; the product then has s more fractional bits (docs/ops.md leaky_relu)."""
+    alpha = float(layer.get_attr("activ_param"))
+    s = -int(math.log2(alpha))
+    param_t = fixed_type(layer.get_attr("param_t").precision, f"hls4ml layer {layer.name} param")
+    code = cast_float(np.array([float(str(alpha))]), param_t, f"hls4ml layer {layer.name} param")
+    if int(code[0]) * 2.0 ** -param_t.frac != alpha:
+        raise UnsupportedQuantizationError(
+            f"hls4ml layer {layer.name} (LeakyReLU) param", f"param type {param_t.describe()} does not hold the "
+            f"slope {alpha} exactly", f"give {layer.name} a param precision with at least {s} fractional bits")
+    return s
+
+
+def _exact_type(lo: int, hi: int, frac: int) -> FixedType:
+    """The narrowest signed type holding every code in [lo, hi] at ``frac`` (an internal, exact tensor)."""
+    width = 2
+    while -(1 << (width - 1)) > lo or (1 << (width - 1)) - 1 < hi:
+        width += 1
+    return FixedType(width, frac, True, "TRN", "SAT")
 
 
 def _dense(layer, x: str, tensors: dict[str, Tensor]) -> _Pending:

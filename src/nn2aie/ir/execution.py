@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+class OpExec:
+    """How one logical op runs: the family's plan for it (a dataclass subclass per family).
+
+    Every subclass has ``op`` (the logical op's name), a rectangle footprint ``cas_length`` columns x ``cas_num``
+    rows of compute tiles (0 x 0 for an op resolved without tiles, e.g. a view folded into descriptors),
+    ``override`` (the rectangle was given by the user) and ``notes``. The family's own fields say the rest."""
+
+    family: ClassVar[str] = ""
+    op: str
+    cas_length: int
+    cas_num: int
+    override: bool
+    notes: list[str]
+
+    @property
+    def tiles(self) -> int:
+        return self.cas_length * self.cas_num
+
+    def to_json(self) -> dict:
+        d = asdict(self)  # type: ignore[call-overload]
+        d["family"] = self.family
+        d["tiles"] = self.tiles
+        return d
+
+
 @dataclass
-class DenseExec:
+class DenseExec(OpExec):
     """How one dense op runs: a rectangle of ``cas_length`` x ``cas_num`` tiles.
 
     The reduction K is split into ``cas_length`` slices of ``k_slice`` along a cascade chain; the outputs N into
@@ -54,11 +80,9 @@ class DenseExec:
     def n_padded(self) -> int:
         return self.cas_num * self.n_slice
 
-    @property
-    def tiles(self) -> int:
-        return self.cas_length * self.cas_num
+    family: ClassVar[str] = "dense"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict:  # stable keys (no "family": dense plans predate families)
         d = asdict(self)
         d["mmul"] = list(self.mmul)
         d["tiles"] = self.tiles

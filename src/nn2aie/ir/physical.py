@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from nn2aie.ir.execution import DenseExec
+from nn2aie.ir.execution import OpExec
 from nn2aie.ir.tiling import TilingDescriptor
 
 
@@ -29,32 +29,35 @@ class BufferAlloc:
 
 @dataclass
 class Kernel:
-    """One compute-tile kernel instance: a slice of one layer."""
+    """One compute-tile kernel instance: a piece of one layer (op), at (position, chain) of its footprint."""
 
     name: str
     layer: str
-    chain: int  # index along N (0..cas_num-1)
-    position: int  # index along the cascade (0..cas_length-1)
-    role: str  # single | first | middle | last
+    chain: int  # row of the layer's footprint (dense: index along N, 0..cas_num-1)
+    position: int  # column of the footprint (dense: index along the cascade, 0..cas_length-1)
+    role: str  # the family's role of this tile (dense: single | first | middle | last)
     col: int
     row: int
-    k_start: int  # slice of the padded reduction dimension
-    n_start: int  # slice of the padded output dimension
-    weights: np.ndarray  # packed in the order the kernel reads them, container dtype
+    k_start: int  # dense: slice of the padded reduction dimension (0 for other families)
+    n_start: int  # dense: slice of the padded output dimension (0 for other families)
+    weights: np.ndarray  # packed in the order the kernel reads them, container dtype (may be empty)
     bias: np.ndarray | None  # int32 codes at the accumulator LSB (first/single only)
     memory: list[BufferAlloc] = field(default_factory=list)
+    family: str = "dense"
+    cascade_from: str | None = None  # the kernel whose cascade output feeds this one (explicit, never parsed)
+    cascade_to: str | None = None
 
     @property
     def has_output(self) -> bool:
-        return self.role in ("single", "last")
+        return self.role in ("single", "last") if self.family == "dense" else True
 
     @property
     def has_cascade_in(self) -> bool:
-        return self.role in ("middle", "last")
+        return self.cascade_from is not None
 
     @property
     def has_cascade_out(self) -> bool:
-        return self.role in ("first", "middle")
+        return self.cascade_to is not None
 
     def to_json(self) -> dict:
         return {
@@ -72,9 +75,10 @@ class Endpoint:
 
     kind: str  # "kernel" | "plio"
     name: str
+    port: str = ""  # the kernel's data port; "" = its only port in that direction
 
     def to_json(self) -> str:
-        return f"{self.kind}:{self.name}"
+        return f"{self.kind}:{self.name}" + (f".{self.port}" if self.port else "")
 
 
 @dataclass
@@ -122,9 +126,14 @@ class DirectLink:
     src: str  # kernel name
     dst: str
     in_place: bool = False  # dst's core reads src's output buffer in src's memory (a neighbour module)
+    src_port: str = ""  # "" = the kernel's only output / input port
+    dst_port: str = ""
 
     def to_json(self) -> dict:
-        return {"tensor": self.tensor, "src": self.src, "dst": self.dst, "in_place": self.in_place}
+        out = {"tensor": self.tensor, "src": self.src, "dst": self.dst, "in_place": self.in_place}
+        if self.src_port or self.dst_port:
+            out |= {"src_port": self.src_port, "dst_port": self.dst_port}
+        return out
 
 
 @dataclass
@@ -150,7 +159,7 @@ class PhysicalPlan:
     device: str
     graph_name: str
     batch: int
-    layers: list[DenseExec]
+    layers: list[OpExec]
     kernels: list[Kernel]
     shared_buffers: list[SharedBuffer]
     direct_links: list[DirectLink]
@@ -159,6 +168,7 @@ class PhysicalPlan:
     output_tensor: str
     tensor_types: dict[str, Any]  # tensor name -> FixedType (graph IO and layer boundaries)
     notes: list[str] = field(default_factory=list)
+    tensor_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-event shapes of the same tensors
     placement: dict = field(default_factory=dict)  # passes.placement.PlacementReport.to_json()
     resources: dict = field(default_factory=dict)  # passes.legality.peak_usage: the highest use of each resource
 
@@ -171,7 +181,7 @@ class PhysicalPlan:
                 return k
         raise KeyError(name)
 
-    def layer(self, op: str) -> DenseExec:
+    def layer(self, op: str) -> OpExec:
         for layer in self.layers:
             if layer.op == op:
                 return layer

@@ -36,3 +36,13 @@ def op_kinds() -> tuple[str, ...]:
 
 def family_for(kind: str) -> OpFamily | None:
     return _by_kind().get(kind)
+
+
+@cache
+def _by_name() -> dict[str, OpFamily]:
+    return {fam.name: fam for fam in families()}
+
+
+def family_named(name: str) -> OpFamily:
+    """The family of an execution plan entry (``OpExec.family``)."""
+    return _by_name()[name]

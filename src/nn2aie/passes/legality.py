@@ -239,10 +239,9 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
 
     # -- cascades and program memory -----------------------------------------------------------------------------
     allowed = {_DIRECTIONS[d] for d in device.fact("cascade_directions")}
-    chains = {(k.layer, k.chain, k.position): k for k in plan.kernels}
     for k in plan.kernels:
-        if k.has_cascade_in:
-            prev = chains[(k.layer, k.chain, k.position - 1)]
+        if k.cascade_from is not None:
+            prev = kernels[k.cascade_from]
             ok = (k.col - prev.col, k.row - prev.row) in allowed
             uses.append(Usage("cascade direction", f"cascade {prev.name} -> {k.name}", 0 if ok else 1, 0,
                               "hop not east/south"))

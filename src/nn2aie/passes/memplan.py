@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError, UnsupportedOpError
-from nn2aie.ir.execution import DenseExec, ceil_div
+from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.physical import Access as PortAccess
 from nn2aie.ir.physical import DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
 from nn2aie.ir.tiling import TilingDescriptor, Traversal
-from nn2aie.kernels.dense import cost as dense_cost
 
 
 @dataclass
@@ -87,15 +86,35 @@ def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, to
     return groups
 
 
-def boundary_feasible(producer: DenseExec, consumer: DenseExec, channels: int) -> bool:
-    """Can the tensor between these two layers be split over memory tiles within the DMA channel limits?"""
-    writers = [SliceSpec(c * producer.n_slice, producer.n_slice, [], None) for c in range(producer.cas_num)]
-    readers = [SliceSpec(p * consumer.k_slice, consumer.k_slice, [], None) for p in range(consumer.cas_length)]
+def boundary_feasible(writer_slices: list[tuple[int, int]], reader_slices: list[tuple[int, int]],
+                      channels: int) -> bool:
+    """Can a tensor with these (start, width) writer and reader slices be split over memory tiles within the DMA
+    channel limits?"""
+    writers = [SliceSpec(s, w, [], None) for s, w in writer_slices]
+    readers = [SliceSpec(s, w, [], None) for s, w in dict.fromkeys(reader_slices)]
+    total = max(s + w for s, w in writer_slices + reader_slices)
     try:
-        _groups(writers, readers, max(producer.n_padded, consumer.k_padded), channels, "")
+        _groups(writers, readers, total, channels, "")
     except DoesNotFitError:
         return False
     return True
+
+
+@dataclass
+class TensorRoute:
+    """What the memory plan needs to route one tensor: its writer and reader ports (None: the array interface,
+    a PLIO), rows per graph iteration, the logical width, and the modelled cycles of the layer on the PLIO side
+    (the PLIO split keeps the PLIO from bounding that layer)."""
+
+    tensor: str
+    dtype: str
+    rows: int
+    width: int
+    writers: list[SliceSpec] | None
+    readers: list[SliceSpec] | None
+    kernels: list[Kernel]
+    plio_layer_cycles: float = 0.0
+    direct: tuple[Endpoint, Endpoint] | None = None  # (writer, reader) when a direct hand-off is possible
 
 
 class MemoryPlanner:
@@ -123,76 +142,62 @@ class MemoryPlanner:
         return max(1, 4 // dtype_bytes(dtype))
 
     # -- routes -----------------------------------------------------------------------------------------
-    def route(self, tensor: str, dtype: str, producer: DenseExec | None, prod_kernels: list[Kernel],
-              consumer: DenseExec | None, cons_kernels: list[Kernel], logical_width: int) -> None:
-        rows = self.batch
-        where = f"tensor {tensor}"
-        if producer is not None and consumer is not None and self._direct(producer, consumer):
-            src, dst = prod_kernels[-1], cons_kernels[0]
-            self.links.append(DirectLink(tensor, src.name, dst.name, self._reads_neighbour(dst, src)))
+    def route(self, r: TensorRoute) -> None:
+        rows = r.rows
+        where = f"tensor {r.tensor}"
+        if r.direct is not None:
+            (src, dst) = r.direct
+            kernels = {k.name: k for k in r.kernels}
+            self.links.append(DirectLink(r.tensor, src.name, dst.name,
+                                         self._reads_neighbour(kernels[dst.name], kernels[src.name]),
+                                         src.port, dst.port))
             return
-        word = self._word_elems(dtype)
-        writers = readers = None
-        if producer is not None:
-            writers = [SliceSpec(k.n_start, producer.n_slice, [Endpoint("kernel", k.name)],
-                                 (producer.mmul[0], producer.mmul[2]))
-                       for k in prod_kernels if k.has_output]
-            written = producer.n_padded
+        word = self._word_elems(r.dtype)
+        writers, readers = r.writers, r.readers
+        if writers is not None:
+            written = max(w.end for w in writers)
         else:
-            written = ceil_div(logical_width, word) * word  # host pads rows to whole 32-bit words
-        if consumer is not None:
-            readers = []
-            for pos in range(consumer.cas_length):
-                eps = [Endpoint("kernel", k.name) for k in cons_kernels if k.position == pos]
-                readers.append(SliceSpec(pos * consumer.k_slice, consumer.k_slice, eps,
-                                         (consumer.mmul[0], consumer.mmul[1])))
-            total = max(written, consumer.k_padded)
-        else:
-            total = written
+            written = ceil_div(r.width, word) * word  # host pads rows to whole 32-bit words
+        total = max([written] + [x.end for x in readers or []])
         # a memory tile holds its columns double buffered: split the tensor where it would not fit
-        max_columns = self.device.memtile_bytes // (2 * rows * dtype_bytes(dtype))
+        max_columns = self.device.memtile_bytes // (2 * rows * dtype_bytes(r.dtype))
         if writers is None or readers is None:  # a PLIO side: also split where one PLIO would slow the layer down
-            layer = consumer if writers is None else producer
             specs = readers if writers is None else writers
-            assert layer is not None and specs is not None
-            max_columns = min(max_columns, max(self._plio_columns(layer, rows, dtype),
+            assert specs is not None
+            max_columns = min(max_columns, max(self._plio_columns(r.plio_layer_cycles, rows, r.dtype),
                                                max(spec.width for spec in specs)))
         max_columns -= max_columns % word
         for gi, (s, e) in enumerate(_groups(writers, readers, total, self.channels, where, max_columns)):
-            name = f"{tensor}_mt{gi}" if e - s < total else f"{tensor}_mt"
+            name = f"{r.tensor}_mt{gi}" if e - s < total else f"{r.tensor}_mt"
             g_written = min(e, written) - s
             dims = (e - s, rows)
             if writers is None:
-                plio = self._plio("in", tensor, dtype, gi, g_written)
+                plio = self._plio("in", r.tensor, r.dtype, gi, g_written)
                 w_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
             else:
                 w_specs = [w for w in writers if s <= w.start < e]
             if readers is None:
-                plio = self._plio("out", tensor, dtype, gi, g_written)
+                plio = self._plio("out", r.tensor, r.dtype, gi, g_written)
                 r_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
             else:
-                r_specs = [r for r in readers if s <= r.start < e]
+                r_specs = [x for x in readers if s <= x.start < e]
             w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
-            r_acc = [PortAccess(r.endpoints, _descriptor(r, s, dims, rows, g_written)) for r in r_specs]
-            cols = [self._col_of(ep, prod_kernels + cons_kernels) for spec in w_specs + r_specs
-                    for ep in spec.endpoints]
+            r_acc = [PortAccess(x.endpoints, _descriptor(x, s, dims, rows, g_written)) for x in r_specs]
+            cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]
             cols = [c for c in cols if c is not None]
             near = sum(cols) / len(cols) if cols else 0.0
             mc, mr = self._take_memtile(near, where)
             for p in self.plios:
                 if p.col < 0:
                     p.col = mc
-            self.shared.append(SharedBuffer(name, tensor, dtype, dims, mc, mr, w_acc, r_acc, col_start=s))
+            self.shared.append(SharedBuffer(name, r.tensor, r.dtype, dims, mc, mr, w_acc, r_acc, col_start=s))
 
-    def _plio_columns(self, layer: DenseExec, rows: int, dtype: str) -> int:
+    def _plio_columns(self, layer_cycles: float, rows: int, dtype: str) -> int:
         """Columns one PLIO moves per graph iteration in the time the layer's slowest tile computes (the
         kernel cost model), so the PLIO does not bound the design: a PLIO carries plio_bits at the PL clock, at
         most one 32-bit stream (4 B) per AIE cycle."""
-        roles = ["single"] if layer.cas_length == 1 else ["first", "last"] + (["middle"] if layer.cas_length > 2
-                                                                             else [])
-        cycles = max(dense_cost.dense_tile_cycles(layer, role) for role in roles)
         rate = self.device.plio_bytes_per_cycle(self.plio_bits, self.pl_freq_mhz)
-        return int(cycles * rate // (rows * dtype_bytes(dtype)))
+        return int(layer_cycles * rate // (rows * dtype_bytes(dtype)))
 
     def _plio(self, direction: str, tensor: str, dtype: str, index: int, width: int) -> Plio:
         name = f"plio_{direction}{len([p for p in self.plios if p.direction == direction])}"
@@ -213,12 +218,6 @@ class MemoryPlanner:
             if k.name == ep.name:
                 return k.col
         return None
-
-    @staticmethod
-    def _direct(p: DenseExec, c: DenseExec) -> bool:
-        return (p.cas_num == 1 and c.cas_length == 1 and c.cas_num == 1 and p.n_slice == c.k_slice
-                and p.batch == c.batch and p.mmul[0] == c.mmul[0] and p.mmul[2] == c.mmul[1]
-                and p.out_dtype == c.a_dtype)
 
 
 def check_chain(ops_in_order: list, graph) -> None:

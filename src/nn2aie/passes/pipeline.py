@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 
 from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError
-from nn2aie.ir.execution import DenseExec
-from nn2aie.ir.logical import Graph
-from nn2aie.ir.physical import Kernel, PhysicalPlan
+from nn2aie.ir.execution import OpExec
+from nn2aie.ir.logical import Graph, Op
+from nn2aie.ir.physical import Endpoint, Kernel, PhysicalPlan
+from nn2aie.kernels.family import OpFamily, PortSpec
+from nn2aie.kernels.registry import family_for, family_named
 from nn2aie.passes.legality import check_legality, peak_usage
-from nn2aie.passes.memplan import MemoryPlanner, boundary_feasible, check_chain
-from nn2aie.passes.parallelism import choose_parallelism
-from nn2aie.passes.partition import memory_map, partition_layer
+from nn2aie.passes.memplan import MemoryPlanner, SliceSpec, TensorRoute, boundary_feasible, check_chain
 from nn2aie.passes.placement import PlacementReport, place
-from nn2aie.passes.precision import plan_precision
 from nn2aie.passes.verify import verify_plan
 
 
@@ -47,27 +46,12 @@ class CompileOptions:
             raise IllegalConfigError("option max_weight_bytes", f"{self.max_weight_bytes} B is outside "
                                      f"64..{device.data_memory_bytes}", "use at most the tile's data memory")
         for name, ov in self.overrides.items():
-            if not isinstance(ov, dict) or set(ov) - {"cas_length", "cas_num", "mmul"}:
+            if not isinstance(ov, dict):
                 raise IllegalConfigError(f"override for layer {name}", f"unknown keys in {ov!r}",
                                          "give any of {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}")
-            if "mmul" in ov:
-                parse_mmul(ov["mmul"], f"override for layer {name}")
-            for key in ("cas_length", "cas_num"):
-                if key in ov and (type(ov[key]) is not int or ov[key] < 1):  # bool, float, str: refused
-                    raise IllegalConfigError(f"override for layer {name}", f"{key} {ov[key]!r} is not a positive "
-                                             "integer", f"give {key} as a whole number of tiles, e.g. 2")
-
-
-def parse_mmul(value, where: str) -> tuple[int, int, int]:
-    """An mmul shape given as "4x16x8" or [4, 16, 8]."""
-    try:
-        parts = value.lower().split("x") if isinstance(value, str) else list(value)
-        shape = tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise IllegalConfigError(where, f"mmul {value!r} is not a shape M x K x N", "write it like \"4x16x8\"")
-    return shape  # type: ignore[return-value]
+            # the keys and values each layer accepts are its family's (checked once the graph is known; a
+            # dense-style check first keeps errors early for the common case)
+            family_named("dense").validate_override(name, ov)
 
 
 @dataclass
@@ -75,7 +59,7 @@ class State:
     graph: Graph
     device: Device
     options: CompileOptions
-    layers: list[DenseExec] = field(default_factory=list)
+    layers: list[OpExec] = field(default_factory=list)
     kernels: list[Kernel] = field(default_factory=list)
     placement: PlacementReport | None = None
     plan: PhysicalPlan | None = None
@@ -91,6 +75,16 @@ class State:
         return out
 
 
+def _family(op: Op) -> OpFamily:
+    fam = family_for(op.kind)
+    assert fam is not None  # Graph.verify refuses unknown kinds
+    return fam
+
+
+def _exec_family(e: OpExec) -> OpFamily:
+    return family_named(e.family)
+
+
 def _legalise(s: State) -> None:
     s.graph.verify()
     if len(s.graph.inputs) != 1 or len(s.graph.outputs) != 1:
@@ -103,20 +97,31 @@ def _legalise(s: State) -> None:
     if unknown:
         raise IllegalConfigError(f"override for {sorted(unknown)[0]}", "no layer of that name",
                                  f"layers are: {', '.join(op.name for op in s.graph.ops)}")
+    for op in s.graph.ops:
+        if op.name in s.options.overrides:
+            _family(op).validate_override(op.name, s.options.overrides[op.name])
 
 
 def _precision(s: State) -> None:
-    def shape(op) -> tuple[int, int, int] | None:
-        ov = s.options.overrides.get(op.name, {})
-        return parse_mmul(ov["mmul"], f"override for layer {op.name}") if "mmul" in ov else None
-
-    s.layers = [plan_precision(s.graph, op, s.device, s.options.batch, shape(op)) for op in s.graph.ops]
+    s.layers = [_family(op).plan(s.graph, op, s.device, s.options.batch, s.options.overrides.get(op.name, {}))
+                for op in s.graph.topo_order()]
 
 
 def _parallelism(s: State) -> None:
     limit = s.options.max_weight_bytes or s.device.bank_bytes
     for e in s.layers:
-        choose_parallelism(e, s.device, limit, s.options.overrides.get(e.op))
+        _exec_family(e).parallelise(s.graph, e, s.device, limit, s.options.overrides.get(e.op))
+
+
+def _tensor_edges(s: State) -> list[tuple[int, int, str]]:
+    """(producer layer index, consumer layer index, tensor) for every activation tensor between two layers."""
+    index = {e.op: i for i, e in enumerate(s.layers)}
+    edges = []
+    for op in s.graph.topo_order():
+        for t in op.outputs:
+            for user in s.graph.consumers(t):
+                edges.append((index[op.name], index[user.name], t))
+    return edges
 
 
 def _legalise_boundaries(s: State) -> None:
@@ -125,11 +130,18 @@ def _legalise_boundaries(s: State) -> None:
     tensor can be split at columns where no slice straddles a cut."""
     limit = s.options.max_weight_bytes or s.device.bank_bytes
     channels = min(s.device.fact("memtile_dma_channels").values())
-    for prod, cons in zip(s.layers, s.layers[1:], strict=False):
-        if boundary_feasible(prod, cons, channels):
+
+    def feasible(prod: OpExec, cons: OpExec, tensor: str) -> bool:
+        j = s.graph.activation_inputs(s.graph.op(cons.op)).index(tensor)
+        return boundary_feasible(_exec_family(prod).port_slices(prod, "out"),
+                                 _exec_family(cons).port_slices(cons, "in", j), channels)
+
+    for pi, ci, tensor in _tensor_edges(s):
+        prod, cons = s.layers[pi], s.layers[ci]
+        if feasible(prod, cons, tensor):
             continue
         target, fixed = (cons, prod) if not cons.override else (prod, cons)
-        if target.override:
+        if target.override or "cas_length" not in _exec_family(target).override_keys:
             raise DoesNotFitError(
                 f"tensor between layers {prod.op} and {cons.op}",
                 f"{prod.cas_num} producer chains and {cons.cas_length} consumer cascade positions cannot be "
@@ -138,11 +150,12 @@ def _legalise_boundaries(s: State) -> None:
         for length in range(target.cas_length + 1, s.device.columns + 1):
             num = target.cas_num if target is cons else max(1, -(-target.tiles // length))
             try:
-                choose_parallelism(target, s.device, limit, {"cas_length": length, "cas_num": num})
+                _exec_family(target).parallelise(s.graph, target, s.device, limit,
+                                                 {"cas_length": length, "cas_num": num})
             except IllegalConfigError:
                 continue
             target.override = False
-            if boundary_feasible(prod, cons, channels):
+            if feasible(prod, cons, tensor):
                 target.notes.append(f"cascade lengthened to {length} so the tensor to/from {fixed.op} can be "
                                     "split over memory tiles")
                 break
@@ -154,44 +167,100 @@ def _legalise_boundaries(s: State) -> None:
 
 def _partition(s: State) -> None:
     s.kernels = []
-    for i, (op, e) in enumerate(zip(s.graph.ops, s.layers, strict=True)):
-        s.kernels += partition_layer(s.graph, op, e, s.device, f"l{i}")
+    for i, e in enumerate(s.layers):
+        s.kernels += _exec_family(e).partition(s.graph, s.graph.op(e.op), e, s.device, f"l{i}")
 
 
 def _place(s: State) -> None:
-    s.placement = place(s.layers, s.kernels, s.device)
+    edges = list(dict.fromkeys((p, c) for p, c, _ in _tensor_edges(s)))
+    s.placement = place(s.layers, s.kernels, s.device, edges)
+
+
+def _rows(s: State, tensor: str) -> int:
+    shape = s.graph.tensor(tensor).shape
+    lead = 1
+    for d in shape[:-1]:
+        lead *= d
+    return s.options.batch * lead
 
 
 def _memory_plan(s: State) -> None:
     o = s.options
     mp = MemoryPlanner(s.device, o.batch, o.plio_bits, o.pl_freq_mhz or s.device.pl_clock_mhz_default)
     g = s.graph
-    ops = g.ops
-    types = {}
-    for i, op in enumerate(ops):
-        x, y = op.inputs[0], op.outputs[0]
-        types[x], types[y] = g.tensor(x).type, g.tensor(y).type
-        mine = [k for k in s.kernels if k.layer == op.name]
-        if i == 0:
-            mp.route(x, s.layers[0].a_dtype, None, [], s.layers[0], mine, g.tensor(x).shape[-1])
-        prev_kernels = mine
-        if i + 1 < len(ops):
-            nxt = [k for k in s.kernels if k.layer == ops[i + 1].name]
-            mp.route(y, s.layers[i].out_dtype, s.layers[i], prev_kernels, s.layers[i + 1], nxt,
-                     g.tensor(y).shape[-1])
-        else:
-            mp.route(y, s.layers[i].out_dtype, s.layers[i], prev_kernels, None, [], g.tensor(y).shape[-1])
+    execs = {e.op: e for e in s.layers}
+    by_layer: dict[str, list[Kernel]] = {e.op: [] for e in s.layers}
+    for k in s.kernels:
+        by_layer[k.layer].append(k)
+    ports: dict[str, list[PortSpec]] = {k.name: _exec_family(execs[k.layer]).ports(execs[k.layer], k)
+                                        for k in s.kernels}
+
+    def endpoint(k: Kernel, spec: PortSpec) -> Endpoint:
+        single = sum(1 for p in ports[k.name] if p.direction == spec.direction) == 1
+        return Endpoint("kernel", k.name, "" if single else spec.name)
+
+    def slices(op: Op, tensor: str, direction: str) -> tuple[list[SliceSpec], list[tuple[Kernel, PortSpec]]]:
+        names = g.activation_inputs(op) if direction == "in" else op.outputs
+        specs: list[SliceSpec] = []
+        used = []
+        for k in by_layer[op.name]:
+            for spec in ports[k.name]:
+                if spec.direction == direction and names[spec.index] == tensor:
+                    used.append((k, spec))
+                    block = spec.block
+                    same = next((x for x in specs if (x.start, x.width, x.block) == (spec.start, spec.width, block)),
+                                None) if direction == "in" else None
+                    if same is not None:  # one read port broadcast to every tile that needs the same slice
+                        same.endpoints.append(endpoint(k, spec))
+                    else:
+                        specs.append(SliceSpec(spec.start, spec.width, [endpoint(k, spec)], block))
+        return specs, used
+
+    types, shapes = {}, {}
+    tensors = list(g.inputs) + [t for op in g.topo_order() for t in op.outputs]
+    for t in tensors:
+        types[t], shapes[t] = g.tensor(t).type, tuple(g.tensor(t).shape)
+        producer = g.producer(t)
+        consumers = g.consumers(t)
+        writers = w_used = None
+        if producer is not None:
+            writers, w_used = slices(producer, t, "out")
+        readers: list[SliceSpec] | None = None
+        r_used: list[tuple[Kernel, PortSpec]] = []
+        if consumers:
+            readers = []
+            for user in consumers:
+                specs, used = slices(user, t, "in")
+                readers += specs
+                r_used += used
+        dtype = (w_used[0][1] if w_used else r_used[0][1]).dtype
+        plio_layer = execs[consumers[0].name] if producer is None else execs[producer.name]
+        kernels = [k for k, _ in (w_used or [])] + [k for k, _ in r_used]
+        direct = None
+        if (w_used is not None and len(w_used) == 1 and len(r_used) == 1 and t not in g.outputs
+                and _same_window(w_used[0][1], r_used[0][1])):
+            direct = (endpoint(*w_used[0]), endpoint(*r_used[0]))
+        mp.route(TensorRoute(t, dtype, _rows(s, t), g.tensor(t).shape[-1], writers, readers, kernels,
+                             _exec_family(plio_layer).max_tile_cycles(plio_layer), direct))
     # a direct hand-off reads the producer's output buffer in place: the consumer needs no input buffers
     by_name = {k.name: k for k in s.kernels}
     for link in (link for link in mp.links if link.in_place):
         k = by_name[link.dst]
-        e = next(layer for layer in s.layers if layer.op == k.layer)
-        k.memory = memory_map(e, s.device, k.role, f"kernel {k.name}", frozenset({"in_ping", "in_pong"}))
+        e = execs[k.layer]
+        fam = _exec_family(e)
+        port = link.dst_port or next(p.name for p in ports[k.name] if p.direction == "in")
+        k.memory = fam.memory_map(e, k, s.device, frozenset(fam.input_buffers(port)))
     s.plan = PhysicalPlan(
         device=s.device.name, graph_name=g.name, batch=o.batch, layers=s.layers, kernels=s.kernels,
         shared_buffers=mp.shared, direct_links=mp.links, plios=mp.plios, input_tensor=g.inputs[0],
-        output_tensor=g.outputs[0], tensor_types=types,
+        output_tensor=g.outputs[0], tensor_types=types, tensor_shapes=shapes,
         placement=s.placement.to_json() if s.placement is not None else {})
+
+
+def _same_window(w: PortSpec, r: PortSpec) -> bool:
+    """A writer port and a reader port that hold the same window in the same layout: a direct hand-off."""
+    return (w.start == r.start == 0 and w.width == r.width and w.block == r.block and w.dtype == r.dtype
+            and w.rows == r.rows)
 
 
 def _check(s: State) -> None:

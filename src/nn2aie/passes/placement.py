@@ -189,7 +189,7 @@ def check_placement(kernels: list[Kernel], device: Device) -> None:
         seen[(k.col, k.row)] = k.name
         if any(b.offset + b.size > device.data_memory_bytes for b in k.memory):
             raise InternalCheckError(where, "a buffer lies outside the tile's own memory", "report this")
-        if k.has_cascade_in:
-            prev = by_name[k.name.rsplit("_p", 1)[0] + f"_p{k.position - 1}"]
+        if k.cascade_from is not None:
+            prev = by_name[k.cascade_from]
             if (prev.col + 1, prev.row) != (k.col, k.row):
                 raise InternalCheckError(where, "cascade source is not the west neighbour", "report this")

@@ -116,12 +116,11 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
                     feeds[ep.name] = name
     for link in plan.direct_links:
         feeds[link.dst] = f"kernel:{link.src}"
-    chains = {(k.layer, k.chain, k.position): k for k in plan.kernels}
     for k in plan.kernels:
         e = layers[k.layer]
         name = f"kernel:{k.name}"
         preds = [feeds[k.name]] if k.name in feeds else []
-        west = f"kernel:{chains[(k.layer, k.chain, k.position - 1)].name}" if k.has_cascade_in else None
+        west = f"kernel:{k.cascade_from}" if k.cascade_from is not None else None
         stages[name] = Stage(name, "kernel", dense_cost.dense_tile_cycles(e, k.role), 0.0, preds, west)
     for s in stages.values():  # plio nodes of writers resolve to their stage names
         s.preds = [p.replace("plio:", "plio-in:") for p in s.preds]

@@ -1,9 +1,11 @@
 """Physical emulator: runs the PLACED design tile by tile, bit-exact, vectorised over graph iterations.
 
 It executes the plan objects codegen prints: PLIO words enter memory-tile buffers through their write
-descriptors, every kernel gets the window its read descriptor (or direct hand-off) delivers, runs the kernel
-family's ``semantics`` on its own weight slice, forwards cascade accumulators east, and its output is scattered
-into the next memory-tile buffer by the writer descriptor. Outputs are gathered from the output PLIOs.
+descriptors, every kernel gets the window its read descriptor (or direct hand-off) delivers, ops run in
+topological order, each by its family (``OpFamily.emulate``: the family's bit-exact tile semantics, cascades
+included) through this module's port I/O: a kernel reads a port's window from the buffer its read descriptor (or
+direct hand-off) names and writes its output through the writer descriptor. Outputs are gathered from the
+output PLIOs.
 
 Two equivalent ways to move data, chosen once per plan:
 - **column ports** (fast): at start-up every descriptor is expanded (``TilingDescriptor.addresses``) and composed
@@ -15,7 +17,9 @@ Two equivalent ways to move data, chosen once per plan:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +28,8 @@ from nn2aie.errors import IllegalConfigError, InternalCheckError
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.physical import Access, Kernel, PhysicalPlan, SharedBuffer
 from nn2aie.ir.tiling import BlockLayout
-from nn2aie.kernels.dense import semantics as dense
+from nn2aie.kernels.family import OpFamily, PortSpec
+from nn2aie.kernels.registry import family_named
 
 CHUNK_ELEMENTS = 1 << 20  # values per buffer per piece in the fast path: intermediate arrays stay cache-sized
 PROGRESS_MACS = 10**10  # multiply-accumulates of a run (about a second) from which it shows progress
@@ -33,18 +38,12 @@ PROGRESS_MACS = 10**10  # multiply-accumulates of a run (about a second) from wh
 @dataclass
 class Trace:
     """Per-kernel values of one run (for co-simulation of emitted kernels), in buffer/cascade order:
-    input windows, cascade words received, and output windows or cascade words sent."""
+    input windows, cascade words received, and output windows or cascade words sent. Kernels with several data
+    ports key the extra ones as ``"kernel.port"``."""
 
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     cascade_in: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass
-class _Position:
-    kernels: list[Kernel]  # the chains' tiles at one cascade position, by chain
-    weights: np.ndarray  # their weight matrices side by side
-    bias: np.ndarray | None
 
 
 def _column_offset(access: Access, layout: BlockLayout | None, rows: int, width: int, buf_cols: int,
@@ -70,104 +69,229 @@ def _column_offset(access: Access, layout: BlockLayout | None, rows: int, width:
     return off
 
 
+PortKey = tuple[str, str]  # (kernel name, port name)
+
+
+class _PortIO:
+    """What a family's ``emulate`` sees: read / write a port's window as a logical [iterations * rows, width]
+    matrix, whichever way the emulator moves data; a cache for prepared parameters; the trace when recording."""
+
+    def __init__(self, emu: Emulator, buffers: dict[str, np.ndarray], iterations: int, trace: Trace | None):
+        self.emu = emu
+        self.buffers = buffers
+        self.iterations = iterations
+        self.trace = trace
+        self.outputs: dict[PortKey, np.ndarray] = {}  # written windows that a direct hand-off reads
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        if key not in self.emu.cache:
+            self.emu.cache[key] = build()
+        return self.emu.cache[key]
+
+    def source(self, kernel: Kernel, port: str) -> str:
+        """Where the port's data comes from (equal for ports that read one broadcast)."""
+        key = (kernel.name, port)
+        if key in self.emu.direct_src:
+            return "direct:" + "/".join(self.emu.direct_src[key])
+        sb, idx = self.emu.reader_of[key]
+        return f"{sb.name}#{idx}"
+
+    def read(self, kernel: Kernel, port: str) -> np.ndarray:
+        key = (kernel.name, port)
+        if key in self.emu.direct_src:
+            return self.outputs[self.emu.direct_src[key]]
+        sb, idx = self.emu.reader_of[key]
+        spec = self.emu.port(kernel, port)
+        if self.emu.columns is not None:
+            off = self.emu.columns[(sb.name, "r", idx)]
+            return self.buffers[sb.name][:, off:off + spec.width]
+        window = Emulator.read_stream(self.buffers[sb.name], sb, idx)
+        return self.emu.from_window(kernel, spec, window)
+
+    def write(self, kernel: Kernel, port: str, matrix: np.ndarray) -> None:
+        self.write_group([(kernel, port)], matrix)
+
+    def write_group(self, ports: list[tuple[Kernel, str]], matrix: np.ndarray) -> None:
+        """Several output ports whose windows lie side by side in ``matrix`` (in the given order)."""
+        emu = self.emu
+        specs = [emu.port(k, p) for k, p in ports]
+        keys = [(k.name, p) for k, p in ports]
+        target = emu.group_target(keys) if emu.columns is not None else None
+        if target is not None:  # the ports fill adjacent columns of one buffer: one copy (or none)
+            name, off = target
+            if off == 0 and matrix.shape[1] == self.buffers[name].shape[1]:
+                self.buffers[name] = matrix
+            else:
+                self.buffers[name][:, off:off + matrix.shape[1]] = matrix
+        col = 0
+        for key, spec, (k, _p) in zip(keys, specs, ports, strict=True):
+            out = matrix[:, col:col + spec.width]
+            col += spec.width
+            if key in emu.direct_dst:
+                self.outputs[key] = out
+            if target is None and key in emu.writer_of:
+                sb, idx = emu.writer_of[key]
+                if emu.columns is not None:
+                    off = emu.columns[(sb.name, "w", idx)]
+                    self.buffers[sb.name][:, off:off + spec.width] = out
+                else:
+                    Emulator.write_stream(self.buffers[sb.name], sb, idx, emu.to_window(k, spec, out))
+
+
 class Emulator:
     def __init__(self, plan: PhysicalPlan):
         self.plan = plan
         self.layers = {e.op: e for e in plan.layers}
+        self.families: dict[str, OpFamily] = {e.op: family_named(e.family) for e in plan.layers}
         self.kernels = {k.name: k for k in plan.kernels}
-        self._reader_of: dict[str, tuple[SharedBuffer, int]] = {}
-        self._writer_of: dict[str, tuple[SharedBuffer, int]] = {}
+        self.ports: dict[str, dict[str, PortSpec]] = {
+            k.name: {p.name: p for p in self.families[k.layer].ports(self.layers[k.layer], k)} for k in plan.kernels}
+        self.reader_of: dict[PortKey, tuple[SharedBuffer, int]] = {}
+        self.writer_of: dict[PortKey, tuple[SharedBuffer, int]] = {}
+        self.plio_reader: dict[str, tuple[SharedBuffer, int]] = {}
+        self.plio_writer: dict[str, tuple[SharedBuffer, int]] = {}
         for sb in plan.shared_buffers:
             for i, acc in enumerate(sb.readers):
                 for ep in acc.endpoints:
-                    self._reader_of[f"{ep.kind}:{ep.name}"] = (sb, i)
+                    if ep.kind == "plio":
+                        self.plio_reader[ep.name] = (sb, i)
+                    else:
+                        self.reader_of[(ep.name, self._port_name(ep.name, ep.port, "in"))] = (sb, i)
             for i, acc in enumerate(sb.writers):
                 for ep in acc.endpoints:
-                    self._writer_of[f"{ep.kind}:{ep.name}"] = (sb, i)
-        self._direct_src = {link.dst: link.src for link in plan.direct_links}
+                    if ep.kind == "plio":
+                        self.plio_writer[ep.name] = (sb, i)
+                    else:
+                        self.writer_of[(ep.name, self._port_name(ep.name, ep.port, "out"))] = (sb, i)
+        self.direct_src: dict[PortKey, PortKey] = {}
+        self.direct_dst: set[PortKey] = set()
+        for link in plan.direct_links:
+            src = (link.src, self._port_name(link.src, link.src_port, "out"))
+            self.direct_src[(link.dst, self._port_name(link.dst, link.dst_port, "in"))] = src
+            self.direct_dst.add(src)
         self._plio = {p.name: p for p in plan.plios}
-        # weights are unpacked once from the packed arrays the project ships
-        self._weights = {k.name: dense.weight_matrix(self.layers[k.layer], k.weights) for k in plan.kernels}
         self.input_type = plan.tensor_types[plan.input_tensor]
         self.output_type = plan.tensor_types[plan.output_tensor]
-        self._columns = self._prove_column_ports()
-        self._positions = self._group_positions()
-        self._whole_write = self._whole_layer_writes()
+        self.cache: dict[Any, Any] = {}  # families' prepared parameters (weights unpacked once, ...)
+        self.columns = self._prove_column_ports()
+        self._groups: dict[tuple[PortKey, ...], tuple[str, int] | None] = {}
+        self._order = self._op_order()
 
-    # -- start-up: which ports are column slices ------------------------------------------------------------
-    def _port_shape(self, access: Access, read: bool) -> tuple[BlockLayout | None, int]:
-        ep = access.endpoints[0]
-        if ep.kind == "plio":
-            return None, self._plio[ep.name].row_width
-        k = self.kernels[ep.name]
-        e = self.layers[k.layer]
-        return (dense.input_layout(e), e.k_slice) if read else (dense.output_layout(e), e.n_slice)
+    # -- start-up ----------------------------------------------------------------------------------------------
+    def _port_name(self, kernel: str, port: str, direction: str) -> str:
+        if port:
+            return port
+        names = [p.name for p in self.ports[kernel].values() if p.direction == direction]
+        if len(names) != 1:
+            raise InternalCheckError(f"kernel {kernel}", f"an endpoint names no port but the kernel has {len(names)} "
+                                     f"{direction}put ports", "report this")
+        return names[0]
+
+    def port(self, kernel: Kernel, name: str) -> PortSpec:
+        return self.ports[kernel.name][name]
+
+    def _op_order(self) -> list[str]:
+        """Ops with kernels in data order: a kernel's producers (direct or through buffers) run before it."""
+        producers: dict[str, set[str]] = {op: set() for op in self.layers}
+        writer_ops: dict[str, set[str]] = {}
+        for (kname, _p), (sb, _i) in self.writer_of.items():
+            writer_ops.setdefault(sb.tensor, set()).add(self.kernels[kname].layer)
+        for (kname, _p), (sb, _i) in self.reader_of.items():
+            producers[self.kernels[kname].layer] |= writer_ops.get(sb.tensor, set())
+        for (dst, _p), (src, _q) in self.direct_src.items():
+            producers[self.kernels[dst].layer].add(self.kernels[src].layer)
+        order: list[str] = []
+        done: set[str] = set()
+        names = [e.op for e in self.plan.layers]  # plan order is topological; keep it where data allows
+        while len(order) < len(names):
+            ready = [n for n in names if n not in done and producers[n] - {n} <= done]
+            if not ready:
+                raise InternalCheckError("emulator", "the plan's data flow has a cycle", "report this")
+            order.append(ready[0])
+            done.add(ready[0])
+        return order
+
+    def _layout(self, kernel: Kernel, spec: PortSpec) -> BlockLayout | None:
+        return self.families[kernel.layer].layout(self.layers[kernel.layer], kernel, spec)
 
     def _prove_column_ports(self) -> dict[tuple[str, str, int], int] | None:
         offsets: dict[tuple[str, str, int], int] = {}
-        rows = self.plan.batch
         for sb in self.plan.shared_buffers:
+            rows = sb.dims[1]
             for kind, accesses in (("w", sb.writers), ("r", sb.readers)):
                 for i, acc in enumerate(accesses):
-                    layout, width = self._port_shape(acc, kind == "r")
+                    ep = acc.endpoints[0]
+                    if ep.kind == "plio":
+                        layout, width = None, self._plio[ep.name].row_width
+                    else:
+                        k = self.kernels[ep.name]
+                        spec = self.port(k, self._port_name(ep.name, ep.port, "in" if kind == "r" else "out"))
+                        layout, width = self._layout(k, spec), spec.width
                     off = _column_offset(acc, layout, rows, width, sb.dims[0], kind == "r")
                     if off is None:
                         return None
                     offsets[(sb.name, kind, i)] = off
         return offsets
 
-    def _group_positions(self) -> dict[str, list[_Position]]:
-        """Per layer and cascade position, the chains' tiles. They read the same broadcast port (checked), so
-        their products are computed in one GEMM over their weight slices side by side."""
-        groups: dict[str, list[_Position]] = {}
-        for e in self.plan.layers:
-            kernels = self.plan.kernels_of(e.op)
-            groups[e.op] = []
-            for pos in range(e.cas_length):
-                ks = sorted((k for k in kernels if k.position == pos), key=lambda k: k.chain)
-                sources = {self._direct_src.get(k.name) or self._reader_of[f"kernel:{k.name}"][0].name + "#"
-                           + str(self._reader_of[f"kernel:{k.name}"][1]) for k in ks}
-                if len(sources) != 1:
-                    raise InternalCheckError(f"layer {e.op} position {pos}", "chains read different ports",
-                                             "report this")
-                bias = None
-                if ks[0].bias is not None:
-                    bias = np.concatenate([k.bias for k in ks]).astype(dense.accumulator_dtype(e))
-                weights = np.hstack([self._weights[k.name] for k in ks])
-                groups[e.op].append(_Position(ks, weights, bias))
-        return groups
-
-    def _whole_layer_writes(self) -> dict[str, tuple[str, int]]:
-        """Layers whose last-position chains write adjacent column slices (chain order) of one buffer:
-        the whole layer output is then one column block of that buffer."""
-        out: dict[str, tuple[str, int]] = {}
-        if self._columns is None:
-            return out
-        for e in self.plan.layers:
-            last = self._positions[e.op][-1].kernels
-            targets = [self._writer_of.get(f"kernel:{k.name}") for k in last]
-            if any(t is None for t in targets) or len({t[0].name for t in targets}) != 1:
-                continue
-            offs = [self._columns[(t[0].name, "w", t[1])] for t in targets]
-            if offs == [offs[0] + c * e.n_slice for c in range(len(offs))]:
-                out[e.op] = (targets[0][0].name, offs[0])
-        return out
+    def group_target(self, keys: list[PortKey]) -> tuple[str, int] | None:
+        """(buffer, column) when the ports write adjacent column slices of one buffer in this order."""
+        key = tuple(keys)
+        if key not in self._groups:
+            targets = [self.writer_of.get(k) for k in keys]
+            got = None
+            if all(t is not None for t in targets) and len({t[0].name for t in targets}) == 1 and len(keys) > 1:
+                assert self.columns is not None
+                offs = [self.columns[(t[0].name, "w", t[1])] for t in targets]
+                widths = [self.ports[k][p].width for k, p in keys]
+                if all(offs[i + 1] == offs[i] + widths[i] for i in range(len(offs) - 1)):
+                    got = (targets[0][0].name, offs[0])
+            elif len(keys) == 1 and targets[0] is not None:
+                assert self.columns is not None
+                got = (targets[0][0].name, self.columns[(targets[0][0].name, "w", targets[0][1])])
+            self._groups[key] = got
+        return self._groups[key]
 
     @property
     def uses_column_ports(self) -> bool:
-        return self._columns is not None
+        return self.columns is not None
+
+    # -- windows (general path) ----------------------------------------------------------------------------------
+    def from_window(self, kernel: Kernel, spec: PortSpec, window: np.ndarray) -> np.ndarray:
+        """[iterations, rows * width] in buffer order -> [iterations * rows, width]."""
+        iters = window.shape[0]
+        layout = self._layout(kernel, spec)
+        mat = layout.from_blocks(window) if layout is not None else window.reshape(iters, spec.rows, spec.width)
+        return mat.reshape(iters * spec.rows, spec.width)
+
+    def to_window(self, kernel: Kernel, spec: PortSpec, matrix: np.ndarray) -> np.ndarray:
+        mat = np.asarray(matrix).astype(np.int64).reshape(-1, spec.rows, spec.width)
+        layout = self._layout(kernel, spec)
+        return layout.to_blocks(mat) if layout is not None else mat.reshape(mat.shape[0], -1)
 
     # -- public ------------------------------------------------------------------------------------------
+    def _rows_per_event(self, tensor: str) -> int:
+        shape = self.plan.tensor_shapes.get(tensor, ())
+        return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+
+    def _width(self, tensor: str, fallback: int) -> int:
+        shape = self.plan.tensor_shapes.get(tensor)
+        return int(shape[-1]) if shape else fallback
+
+    def output_columns(self) -> int:
+        """Columns the output PLIOs carry (the output tensor padded)."""
+        return max(self.plio_reader[p.name][0].col_start + p.row_width for p in self.plan.plios
+                   if p.direction == "out")
+
     def run(self, x_codes: np.ndarray, trace: Trace | None = None, padded: bool = False) -> np.ndarray:
         """Integer input codes [B, K] -> integer output codes [B, N] (int64).
 
         ``padded=True`` returns what the output PLIOs carry instead: every row of every graph iteration
         (B rounded up to the batch; the extra rows are zero inputs) and every written column (N padded)."""
         plan = self.plan
-        first, last = plan.layers[0], plan.layers[-1]
         x = np.asarray(x_codes)
-        if x.ndim != 2 or x.shape[1] != first.k:
-            raise IllegalConfigError("emulator input", f"expected shape [batch, {first.k}], got {list(x.shape)}",
+        k = self._width(plan.input_tensor, plan.layers[0].k if hasattr(plan.layers[0], "k") else 0)
+        if x.ndim != 2 or x.shape[1] != k:
+            raise IllegalConfigError("emulator input", f"expected shape [batch, {k}], got {list(x.shape)}",
                                      "pass one row per event with the model's input width")
         lo, hi = self.input_type.min_code, self.input_type.max_code
         if x.size and (x.min() < lo or x.max() > hi):
@@ -175,23 +299,24 @@ class Emulator:
                                      "quantize inputs with the model's input quantizer first")
         y = self.run_unchecked(x, trace)
         y = y.astype(np.int64)
-        return y if padded else y[: x.shape[0], : last.n]
+        n = self._width(plan.output_tensor, getattr(plan.layers[-1], "n", y.shape[1]))
+        return y if padded else y[: x.shape[0], : n]
 
     def run_unchecked(self, x: np.ndarray, trace: Trace | None = None) -> np.ndarray:
         """``run`` for inputs already known to be valid codes (e.g. from the model's own quantizer, in float32):
         returns the padded output codes [iterations * batch, N padded] as exact integers in a float array."""
         rows = self.plan.batch
         iters = max(1, ceil_div(x.shape[0], rows))
-        macs = iters * rows * sum(e.k * e.n for e in self.plan.layers)
+        macs = iters * sum(self.families[e.op].useful_ops(e) for e in self.plan.layers)
         with progress.task(f"emulating {x.shape[0]:,} events", total=iters * rows,
                            enabled=macs >= PROGRESS_MACS) as bar:
-            if self._columns is not None:
+            if self.columns is not None:
                 # chunks of graph iterations keep the working set in cache; a trace wants one piece
-                widest = max([e.k_padded for e in self.plan.layers] + [e.n_padded for e in self.plan.layers])
+                widest = max(sb.dims[0] * sb.dims[1] for sb in self.plan.shared_buffers) // rows
                 step = iters if trace is not None else max(1, CHUNK_ELEMENTS // (widest * rows))
-                pool = {sb.name: np.zeros((step * rows, sb.dims[0]), dtype=np.float32)
+                pool = {sb.name: np.zeros((step * sb.dims[1], sb.dims[0]), dtype=np.float32)
                         for sb in self.plan.shared_buffers}
-                y = np.empty((iters * rows, self.plan.layers[-1].n_padded), dtype=np.float32)
+                y = np.empty((iters * rows, self.output_columns()), dtype=np.float32)
                 for i in range(0, iters, step):
                     n = min(step, iters - i)
                     y[i * rows:(i + n) * rows] = self._run_columns(x[i * rows:(i + n) * rows], n, trace, pool)
@@ -201,147 +326,84 @@ class Emulator:
                 bar.advance(iters * rows)
         return y
 
+    def _run_ops(self, io: _PortIO) -> None:
+        for op in self._order:
+            e = self.layers[op]
+            kernels = self.plan.kernels_of(op)
+            if kernels:
+                self.families[op].emulate(e, kernels, io)
+
     # -- fast path: row-major buffers, column ports ------------------------------------------------------
     def _run_columns(self, x: np.ndarray, iters: int, trace: Trace | None, pool: dict[str, np.ndarray]) -> np.ndarray:
         """One piece of ``iters`` graph iterations. ``pool`` holds zeroed row-major buffers reused across pieces:
         writers overwrite the same columns every piece, so columns nobody writes stay zero."""
         plan, rows = self.plan, self.plan.batch
         events = iters * rows
-        cols = self._columns
+        cols = self.columns
         assert cols is not None
-        buffers = {name: arr[:events] for name, arr in pool.items()}
+        buffers = {sb.name: pool[sb.name][: iters * sb.dims[1]] for sb in plan.shared_buffers}
         if x.shape[0] < events:  # rows past the last event are zero inputs
             for sb in plan.shared_buffers:
-                buffers[sb.name][x.shape[0]:] = 0
+                buffers[sb.name][x.shape[0] * (sb.dims[1] // rows):] = 0
+        x_rows = x.reshape(-1, x.shape[1] // self._rows_per_event(plan.input_tensor)) \
+            if self._rows_per_event(plan.input_tensor) > 1 else x
         for p in plan.plios:
             if p.direction == "in":
-                sb, idx = self._writer_of[f"plio:{p.name}"]
+                sb, idx = self.plio_writer[p.name]
                 off = cols[(sb.name, "w", idx)]
                 start = sb.col_start + off
-                avail = max(0, min(p.row_width, x.shape[1] - start))
-                if off == 0 and start == 0 and avail == x.shape[1] == buffers[sb.name].shape[1]:
-                    buffers[sb.name][: x.shape[0]] = x  # the whole row in one contiguous copy
+                avail = max(0, min(p.row_width, x_rows.shape[1] - start))
+                n_rows = x_rows.shape[0]
+                if off == 0 and start == 0 and avail == x_rows.shape[1] == buffers[sb.name].shape[1]:
+                    buffers[sb.name][:n_rows] = x_rows  # the whole row in one contiguous copy
                 else:
-                    buffers[sb.name][: x.shape[0], off:off + avail] = x[:, start:start + avail]
-        outputs: dict[str, np.ndarray] = {}
-        for e in plan.layers:
-            cascade = None
-            for pos, group in enumerate(self._positions[e.op]):
-                k0 = group.kernels[0]
-                if k0.name in self._direct_src:
-                    a_mat = outputs[self._direct_src[k0.name]]
-                else:
-                    sb, idx = self._reader_of[f"kernel:{k0.name}"]
-                    off = cols[(sb.name, "r", idx)]
-                    a_mat = buffers[sb.name][:, off:off + e.k_slice]
-                if a_mat.dtype != group.weights.dtype:
-                    a_mat = a_mat.astype(group.weights.dtype)
-                if trace is not None:
-                    self._record_inputs(trace, e, group.kernels, a_mat, cascade, iters)
-                result = dense.run_tile_logical(e, k0.role, a_mat, group.weights, group.bias, cascade)
-                if trace is not None:
-                    self._record_outputs(trace, e, group.kernels, result)
-                if pos + 1 < len(self._positions[e.op]):
-                    cascade = result
-                    continue
-                result = result.reshape(events, -1)
-                target = self._whole_write.get(e.op)
-                if target is not None:  # the chains fill the next buffer's columns side by side
-                    name, off = target
-                    if off == 0 and result.shape[1] == buffers[name].shape[1]:
-                        buffers[name] = result
-                    else:
-                        buffers[name][:, off:off + result.shape[1]] = result
-                for c, k in enumerate(group.kernels):
-                    out = result[:, c * e.n_slice:(c + 1) * e.n_slice]
-                    outputs[k.name] = out
-                    key = f"kernel:{k.name}"
-                    if target is None and key in self._writer_of:
-                        sb, idx = self._writer_of[key]
-                        off = cols[(sb.name, "w", idx)]
-                        buffers[sb.name][:, off:off + e.n_slice] = out
-        y = np.zeros((events, plan.layers[-1].n_padded), dtype=np.float32)
+                    buffers[sb.name][:n_rows, off:off + avail] = x_rows[:, start:start + avail]
+        io = _PortIO(self, buffers, iters, trace)
+        self._run_ops(io)
+        rpe = self._rows_per_event(plan.output_tensor)
+        y = np.zeros((events * rpe, self.output_columns()), dtype=np.float32)
         for p in plan.plios:
             if p.direction == "out":
-                sb, idx = self._reader_of[f"plio:{p.name}"]
+                sb, idx = self.plio_reader[p.name]
                 off = cols[(sb.name, "r", idx)]
-                y[:, sb.col_start + off:sb.col_start + off + p.row_width] = buffers[sb.name][:, off:off + p.row_width]
-        return y
-
-    @staticmethod
-    def _record_inputs(trace: Trace, e, kernels: list[Kernel], a_mat, cascade, iters: int) -> None:
-        """Before the call (the cascade array is consumed in place): windows in buffer/cascade order."""
-        a = np.asarray(a_mat, dtype=np.int64).reshape(iters, e.batch, e.k_slice)
-        window = dense.input_layout(e).to_blocks(a)
-        for c, k in enumerate(kernels):
-            trace.inputs[k.name] = window
-            if k.has_cascade_in:
-                words = cascade[..., c * e.n_slice:(c + 1) * e.n_slice].astype(np.int64)
-                trace.cascade_in[k.name] = dense.cascade_to_stream(e, words)
-
-    @staticmethod
-    def _record_outputs(trace: Trace, e, kernels: list[Kernel], result) -> None:
-        for c, k in enumerate(kernels):
-            block = result[..., c * e.n_slice:(c + 1) * e.n_slice].astype(np.int64)
-            trace.outputs[k.name] = (dense.cascade_to_stream(e, block) if k.has_cascade_out
-                                     else dense.output_layout(e).to_blocks(block))
+                y[:, sb.col_start + off:sb.col_start + off + p.row_width] = \
+                    io.buffers[sb.name][:, off:off + p.row_width]
+        return y.reshape(events, -1) if rpe > 1 else y
 
     # -- general path: descriptor address lists ---------------------------------------------------------
     def _run_streams(self, x: np.ndarray, iters: int, trace: Trace | None) -> np.ndarray:
         plan, rows = self.plan, self.plan.batch
+        rpe_in = self._rows_per_event(plan.input_tensor)
         x_pad = np.zeros((iters * rows, x.shape[1]), dtype=np.int64)
         x_pad[: x.shape[0]] = x
-        x_iter = x_pad.reshape(iters, rows, -1)
+        x_iter = x_pad.reshape(iters, rows * rpe_in, -1)
         buffers = {sb.name: np.zeros((iters, sb.dims[0] * sb.dims[1]), dtype=np.int64)
                    for sb in plan.shared_buffers}
         for p in plan.plios:
             if p.direction == "in":
-                sb, idx = self._writer_of[f"plio:{p.name}"]
+                sb, idx = self.plio_writer[p.name]
                 start = sb.col_start
-                stream = np.zeros((iters, rows, p.row_width), dtype=np.int64)
-                avail = max(0, min(p.row_width, x.shape[1] - start))
+                stream = np.zeros((iters, rows * rpe_in, p.row_width), dtype=np.int64)
+                avail = max(0, min(p.row_width, x_iter.shape[2] - start))
                 stream[:, :, :avail] = x_iter[:, :, start:start + avail]
-                self._write(buffers[sb.name], sb, idx, stream.reshape(iters, -1))
-        windows: dict[str, np.ndarray] = {}
-        for e in plan.layers:
-            cascade = None
-            for k in sorted(plan.kernels_of(e.op), key=lambda k: (k.chain, k.position)):
-                if k.name in self._direct_src:
-                    window = windows[self._direct_src[k.name]]
-                else:
-                    sb, idx = self._reader_of[f"kernel:{k.name}"]
-                    window = self._read(buffers[sb.name], sb, idx)
-                a_mat = dense.input_matrix(e, window)
-                if trace is not None:
-                    self._record_inputs(trace, e, [k], a_mat, cascade, iters)
-                result = dense.run_tile_logical(e, k.role, a_mat, self._weights[k.name], k.bias,
-                                                cascade if k.has_cascade_in else None)
-                if trace is not None:
-                    self._record_outputs(trace, e, [k], result)
-                if not k.has_output:
-                    cascade = result
-                    continue
-                cascade = None
-                window = dense.output_layout(e).to_blocks(result.astype(np.int64))
-                windows[k.name] = window
-                key = f"kernel:{k.name}"
-                if key in self._writer_of:
-                    sb, idx = self._writer_of[key]
-                    self._write(buffers[sb.name], sb, idx, window)
-        y = np.zeros((iters, rows, plan.layers[-1].n_padded), dtype=np.int64)
+                self.write_stream(buffers[sb.name], sb, idx, stream.reshape(iters, -1))
+        io = _PortIO(self, buffers, iters, trace)
+        self._run_ops(io)
+        rpe = self._rows_per_event(plan.output_tensor)
+        y = np.zeros((iters, rows * rpe, self.output_columns()), dtype=np.int64)
         for p in plan.plios:
             if p.direction == "out":
-                sb, idx = self._reader_of[f"plio:{p.name}"]
-                stream = self._read(buffers[sb.name], sb, idx)
-                y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows, p.row_width)
+                sb, idx = self.plio_reader[p.name]
+                stream = self.read_stream(buffers[sb.name], sb, idx)
+                y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows * rpe, p.row_width)
         return y.reshape(iters * rows, -1)
 
     @staticmethod
-    def _read(buf: np.ndarray, sb: SharedBuffer, idx: int) -> np.ndarray:
+    def read_stream(buf: np.ndarray, sb: SharedBuffer, idx: int) -> np.ndarray:
         addr, valid = sb.readers[idx].tiling.addresses()
         return np.where(valid[None, :], buf[:, addr], 0)
 
     @staticmethod
-    def _write(buf: np.ndarray, sb: SharedBuffer, idx: int, stream: np.ndarray) -> None:
+    def write_stream(buf: np.ndarray, sb: SharedBuffer, idx: int, stream: np.ndarray) -> None:
         addr, _ = sb.writers[idx].tiling.addresses()
         buf[:, addr] = stream

@@ -8,14 +8,13 @@ built from the plan's layer index and the caller's sanitised kernel identifiers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jinja2
 import numpy as np
 
 from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel
+from nn2aie.kernels.family import KernelInstance
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
 ROLE_ORDER = ("single", "first", "middle", "last")
@@ -39,20 +38,6 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
     autoescape=False,
 )
-
-
-@dataclass(frozen=True)
-class KernelInstance:
-    """What the graph needs to create and wire one dense tile."""
-
-    type_name: str  # e.g. DenseL0<DenseRole::single>
-    ctor_args: tuple[str, ...]  # C++ expressions, in constructor order
-    params: tuple[str, ...]  # Kernel.memory buffer name of k.param[0], k.param[1], ...
-    source: str  # kernel source, relative to the project's src/ directory
-    in_port: int  # k.in[] index of the input buffer
-    cascade_in_port: int | None  # k.in[] index of the cascade input
-    out_port: int | None  # k.out[] index of the output buffer
-    cascade_out_port: int | None  # k.out[] index of the cascade output
 
 
 def class_name(layer_index: int) -> str:
@@ -172,9 +157,18 @@ def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) 
         params.append("bias")
     return KernelInstance(
         type_name=f"{class_name(layer_index)}<DenseRole::{kernel.role}>", ctor_args=tuple(args),
-        params=tuple(params), source=source_path(layer_index), in_port=0,
-        cascade_in_port=1 if kernel.has_cascade_in else None,
-        out_port=0 if kernel.has_output else None, cascade_out_port=0 if kernel.has_cascade_out else None)
+        params=tuple(params), source=source_path(layer_index), in_ports={"in": 0},
+        out_ports={"out": 0} if kernel.has_output else {},
+        cascade_in_port=1 if kernel.has_cascade_in else None, cascade_out_port=0 if kernel.has_cascade_out else None)
+
+
+def layer_line(e: DenseExec, index: int) -> str:
+    """graph.h's header line of the layer (its name made comment-safe by the caller's ``e.op``-free text)."""
+    act = "relu" if e.relu else "linear"
+    return (f"{e.k} -> {e.n}, {e.a_dtype} x {e.w_dtype} -> {e.out_dtype}, "
+            f"{e.acc}, mmul {e.mmul[0]}x{e.mmul[1]}x{e.mmul[2]}, cas_length {e.cas_length} x cas_num {e.cas_num}, "
+            f"slices K {e.k_slice} N {e.n_slice}, shift {e.shift} ({e.rounding}, {e.saturation}), {act}, "
+            f"clamp [{e.clamp_lo}, {e.clamp_hi}]")
 
 
 def format_array(values: np.ndarray, per_line: int, indent: str = "    ") -> str:

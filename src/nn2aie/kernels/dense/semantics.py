@@ -18,7 +18,7 @@ Layouts (shared with the C++ template and the DMA descriptors):
 - weights: packed by ``pack_weights`` in the order the kernel loads them: (group, k_blk, j), each block
   mmul_k x mmul_n row-major.
 Accumulation order does not change the result: lanes are exact integers and the accumulator width is chosen so
-no partial sum can overflow (see passes/precision.py). The NumPy model therefore uses BLAS in float32 or
+no partial sum can overflow (see kernels/dense/precision.py). The NumPy model therefore uses BLAS in float32 or
 float64, whichever is provably exact for the slice (``product_dtype``), and sums cascades in float64
 (exact below 2**53).
 """

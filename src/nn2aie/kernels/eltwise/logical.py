@@ -1,16 +1,158 @@
-"""Logical semantics of the eltwise family (docs/ops.md): verify and the exact integer model."""
+"""Logical semantics of the eltwise family (docs/ops.md): verify and the exact integer model.
+
+Every op computes its result exactly as an integer at a stated fraction (int64: ``verify`` proves from the types
+that every intermediate stays below 2**62), then ``ir.evaluate.requantize`` brings it into the output type."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from nn2aie.ir.logical import Graph, Op
+from nn2aie.ir.evaluate import requantize
+from nn2aie.ir.logical import Graph, Op, Tensor
+from nn2aie.ir.types import FixedType
 from nn2aie.kernels.family import Fail
+
+BINARY = ("add", "sub", "mul", "max", "min")
+UNARY = ("relu", "clip", "leaky_relu", "identity")
+OPS = BINARY + UNARY
+EXACT_LIMIT = 1 << 62  # every exact intermediate stays below this (int64 arithmetic)
+
+
+def _max_abs(t: Tensor) -> int:
+    """Largest code magnitude of a tensor: from its data for a constant, from its type otherwise."""
+    if t.data is not None:
+        return int(np.abs(t.data).max(initial=0))
+    assert isinstance(t.type, FixedType)
+    return max(abs(t.type.min_code), abs(t.type.max_code))
+
+
+def _bound(value) -> tuple[int, int] | None:
+    """A clip bound attribute: None, or (code, frac)."""
+    if value is None:
+        return None
+    code, frac = value
+    return int(code), int(frac)
+
+
+def result_frac(graph: Graph, op: Op) -> int:
+    """The fraction of the op's exact result (docs/ops.md, the table of eltwise ops)."""
+    kind = op.attrs["op"]
+    fa = graph.tensor(op.inputs[0]).type.frac
+    if kind in ("add", "sub", "max", "min"):
+        return max(fa, graph.tensor(op.inputs[1]).type.frac)
+    if kind == "mul":
+        return fa + graph.tensor(op.inputs[1]).type.frac
+    if kind == "clip":
+        fracs = [fa] + [b[1] for b in (_bound(op.attrs.get("lo")), _bound(op.attrs.get("hi"))) if b is not None]
+        return max(fracs)
+    if kind == "leaky_relu":
+        return fa + int(op.attrs["alpha_shift"])
+    return fa  # relu, identity
+
+
+def result_bound(graph: Graph, op: Op) -> int:
+    """An upper bound on |exact result| and every intermediate, in units of 2**-result_frac."""
+    kind = op.attrs["op"]
+    a = graph.tensor(op.inputs[0])
+    f = result_frac(graph, op)
+    am = _max_abs(a)
+    if kind in ("add", "sub", "max", "min"):
+        b = graph.tensor(op.inputs[1])
+        return (am << (f - a.type.frac)) + (_max_abs(b) << (f - b.type.frac))
+    if kind == "mul":
+        return am * _max_abs(graph.tensor(op.inputs[1]))
+    if kind == "clip":
+        out = am << (f - a.type.frac)
+        for b in (_bound(op.attrs.get("lo")), _bound(op.attrs.get("hi"))):
+            if b is not None:
+                out = max(out, abs(b[0]) << (f - b[1]))
+        return out
+    if kind == "leaky_relu":
+        return am << int(op.attrs["alpha_shift"])
+    return am
 
 
 def verify(graph: Graph, op: Op, fail: Fail) -> None:
-    fail(f"op {op.name}", "the eltwise family's logical semantics are not written yet")
+    where = f"op {op.name}"
+    kind = op.attrs.get("op")
+    if kind not in OPS:
+        fail(where, f"eltwise op {kind!r} is unknown (known: {', '.join(OPS)})")
+    arity = 2 if kind in BINARY else 1
+    if len(op.inputs) != arity or len(op.outputs) != 1:
+        fail(where, f"eltwise {kind} takes {arity} input(s) and gives one output")
+    a, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    ts = [graph.tensors[t] for t in op.inputs] + [y]
+    for t in ts:
+        if not isinstance(t.type, FixedType):
+            fail(where, f"tensor {t.name} is not fixed point")
+    if a.is_const:
+        fail(where, "the first input of an eltwise op must be an activation (constants go second)")
+    if y.is_const:
+        fail(where, "the output must be an activation")
+    if tuple(y.shape) != tuple(a.shape):
+        fail(where, f"output shape {y.shape} differs from the input shape {a.shape}")
+    if arity == 2:
+        b = graph.tensors[op.inputs[1]]
+        if b.is_const:
+            ok = tuple(b.shape) in ((), tuple(a.shape)) or (len(a.shape) >= 1 and tuple(b.shape) == (a.shape[-1],))
+            if not ok:
+                fail(where, f"constant operand of shape {b.shape} is neither a scalar, a per-channel vector of "
+                     f"a's last axis nor of a's shape {a.shape}")
+            if b.data is None or b.data.shape != tuple(b.shape):
+                fail(f"tensor {b.name}", "constant data does not match its shape")
+            if b.data.min(initial=0) < b.type.min_code or b.data.max(initial=0) > b.type.max_code:
+                fail(f"tensor {b.name}", "constant codes outside the range of its type")
+        elif tuple(b.shape) != tuple(a.shape):
+            fail(where, f"operand shapes {a.shape} and {b.shape} differ (two activations must have one shape)")
+    if kind == "clip":
+        for key in ("lo", "hi"):
+            value = op.attrs.get(key)
+            if value is not None and (not isinstance(value, list | tuple) or len(value) != 2
+                                      or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                fail(where, f"clip bound {key}={value!r} must be null or [code, frac] (two integers)")
+    elif "lo" in op.attrs or "hi" in op.attrs:
+        fail(where, "only clip takes the bounds lo / hi")
+    if kind == "leaky_relu":
+        s = op.attrs.get("alpha_shift")
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            fail(where, f"alpha_shift={s!r} must be an integer >= 0 (slope 2**-alpha_shift)")
+    elif "alpha_shift" in op.attrs:
+        fail(where, "only leaky_relu takes alpha_shift")
+    if result_bound(graph, op) >= EXACT_LIMIT:
+        fail(where, "the exact result needs more than 62 bits (operand fractions too far apart)")
+
+
+def _aligned(x: np.ndarray, shift: int) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64) << np.int64(shift)
 
 
 def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    raise NotImplementedError("eltwise logical semantics")
+    kind = op.attrs["op"]
+    a_t = graph.tensor(op.inputs[0])
+    y_t = graph.tensor(op.outputs[0])
+    assert isinstance(y_t.type, FixedType)
+    f = result_frac(graph, op)
+    a = _aligned(inputs[0], f - a_t.type.frac) if kind != "leaky_relu" and kind != "mul" else \
+        np.asarray(inputs[0], dtype=np.int64)
+    if kind in BINARY:
+        b_t = graph.tensor(op.inputs[1])
+        if kind == "mul":
+            acc = a * np.asarray(inputs[1], dtype=np.int64)
+        else:
+            b = _aligned(inputs[1], f - b_t.type.frac)
+            acc = {"add": np.add, "sub": np.subtract, "max": np.maximum, "min": np.minimum}[kind](a, b)
+    elif kind == "relu":
+        acc = np.maximum(a, 0)
+    elif kind == "clip":
+        acc = a
+        lo, hi = _bound(op.attrs.get("lo")), _bound(op.attrs.get("hi"))
+        if lo is not None:
+            acc = np.maximum(acc, np.int64(lo[0]) << np.int64(f - lo[1]))
+        if hi is not None:
+            acc = np.minimum(acc, np.int64(hi[0]) << np.int64(f - hi[1]))
+    elif kind == "leaky_relu":
+        acc = np.where(a >= 0, a << np.int64(int(op.attrs["alpha_shift"])), a)
+    else:  # identity
+        acc = a
+    where = f"op {op.name} output tensor {y_t.origin or y_t.name}"
+    return [requantize(np.asarray(acc, dtype=np.int64), f, y_t.type, where)]

@@ -240,3 +240,15 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
         has_bias=bias is not None, acc_bound=bound, n_accumulators=accumulator_budget(acc, mmul),
         mmul_fixed=mmul_fixed,
     )
+
+
+def parse_mmul(value, where: str) -> tuple[int, int, int]:
+    """An mmul shape given as "4x16x8" or [4, 16, 8]."""
+    try:
+        parts = value.lower().split("x") if isinstance(value, str) else list(value)
+        shape = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise IllegalConfigError(where, f"mmul {value!r} is not a shape M x K x N", "write it like \"4x16x8\"")
+    return shape  # type: ignore[return-value]

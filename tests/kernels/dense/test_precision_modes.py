@@ -1,4 +1,4 @@
-"""The SRS epilogue chosen by passes/precision.py reproduces the logical model exactly, for every rounding and
+"""The SRS epilogue chosen by kernels/dense/precision.py reproduces the logical model exactly, for every rounding and
 overflow mode, type pair and output container, over the whole accumulator range the types allow; and the
 combinations it cannot reproduce are refused with a message naming the tensor.
 
@@ -22,7 +22,7 @@ from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 from nn2aie.numerics import srs, srs_then_pack
-from nn2aie.passes.precision import plan_precision
+from nn2aie.kernels.dense.precision import plan_precision
 
 DEVICE = get_device("xcve2802")
 ROUNDINGS = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV", "CEIL", "UP")

@@ -15,7 +15,7 @@ from nn2aie.errors import DoesNotFitError, IllegalConfigError
 from nn2aie.ir.execution import DenseExec, ceil_div
 from nn2aie.ir.physical import dtype_bytes
 from nn2aie.kernels.dense import cost as dense_cost
-from nn2aie.passes.precision import accumulator_budget, legal_mmul_shapes
+from nn2aie.kernels.dense.precision import accumulator_budget, legal_mmul_shapes
 
 ALIGN = 32  # bytes: 256-bit vector loads must be aligned (AM020, AIE-API)
 

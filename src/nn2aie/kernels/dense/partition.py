@@ -10,8 +10,8 @@ from nn2aie.ir.evaluate import bias_in_accumulator
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel, numpy_dtype
+from nn2aie.kernels.dense.parallelism import ALIGN, tile_buffers
 from nn2aie.kernels.dense.semantics import pack_weights
-from nn2aie.passes.parallelism import ALIGN, tile_buffers
 
 
 def role_of(position: int, length: int) -> str:
@@ -47,7 +47,7 @@ def partition_layer(graph: Graph, op: Op, e: DenseExec, device: Device, layer_id
     b_pad = np.zeros(e.n_padded, dtype=np.int64)
     if bias is not None:
         b_pad[: e.n] = bias
-    kernels = []
+    kernels: list[Kernel] = []
     for chain in range(e.cas_num):
         n0 = chain * e.n_slice
         for pos in range(e.cas_length):
@@ -63,4 +63,6 @@ def partition_layer(graph: Graph, op: Op, e: DenseExec, device: Device, layer_id
                 k_start=k0, n_start=n0, weights=packed, bias=kb,
                 memory=memory_map(e, device, role, f"kernel {name} of layer {op.name}"),
             ))
+            if pos > 0:  # the cascade runs from the previous position of the same chain
+                kernels[-2].cascade_to, kernels[-1].cascade_from = name, kernels[-2].name
     return kernels
