@@ -21,6 +21,7 @@ from nn2aie.frontends.loader import LoadedModel, load_model
 from nn2aie.ir.evaluate import cast_input, input_pre_cast, overflow_range
 from nn2aie.ir.physical import PhysicalPlan
 from nn2aie.ir.types import FixedType
+from nn2aie.kernels.registry import family_named
 from nn2aie.numerics import quantize_float32
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.perf.model import model_performance
@@ -61,6 +62,15 @@ class Compiled:
         return input_pre_cast(self.model.graph)
 
     @property
+    def input_width(self) -> int:
+        """Input codes per event (the input tensor flattened)."""
+        return int(np.prod(self.plan.tensor_shapes[self.plan.input_tensor]))
+
+    @property
+    def output_width(self) -> int:
+        return int(np.prod(self.plan.tensor_shapes[self.plan.output_tensor]))
+
+    @property
     def output_type(self) -> FixedType:
         return self.plan.tensor_types[self.plan.output_tensor]
 
@@ -71,7 +81,9 @@ class Compiled:
 
     def _quantize32(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        k = self.plan.layers[0].k
+        k = self.input_width
+        if x.ndim > 2 and x.shape[0] and int(np.prod(x.shape[1:])) == k:  # [events, *input shape]
+            x = x.reshape(x.shape[0], k)
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != k:
@@ -91,7 +103,8 @@ class Compiled:
         """Float inputs -> dequantized float32 outputs of the placed design (codes stay in float32 on the way:
         they come from the model's own quantizer, so the range check of ``Emulator.run`` is not needed)."""
         codes = self._quantize32(x)
-        y = self._emulator().run_unchecked(codes)[: codes.shape[0], : self.plan.layers[-1].n]
+        emu = self._emulator()
+        y = emu.trim(emu.run_unchecked(codes), codes.shape[0])
         return np.multiply(y, np.float32(self.output_type.lsb), dtype=np.float32)
 
     def native_cosim(self, x: np.ndarray, **kwargs) -> NativeReport:
@@ -125,17 +138,14 @@ class Compiled:
         plan = self.plan
         g = self.model.graph
         layers = []
-        for e, op in zip(plan.layers, g.ops, strict=True):
+        for e in plan.layers:
+            op = g.op(e.op)
             layers.append({
-                "name": op.name, "k": e.k, "n": e.n, "activation": "relu" if e.relu else "linear",
-                "input_type": g.tensor(op.inputs[0]).type.describe(),
-                "weight_type": g.tensor(op.inputs[1]).type.describe(),
-                "output_type": g.tensor(op.outputs[0]).type.describe(),
-                "mmul": "x".join(map(str, e.mmul)), "acc": e.acc, "shift": e.shift, "rounding": e.rounding,
-                "saturation": e.saturation, "cas_length": e.cas_length, "cas_num": e.cas_num, "tiles": e.tiles,
-                "k_slice": e.k_slice, "n_slice": e.n_slice, "override": e.override,
+                "name": op.name, "input_type": g.tensor(g.activation_inputs(op)[0]).type.describe(),
+                "output_type": g.tensor(op.outputs[0]).type.describe(), "cas_length": e.cas_length,
+                "cas_num": e.cas_num, "tiles": e.tiles, "override": e.override,
                 "tiles_at": sorted([k.col, k.row] for k in plan.kernels_of(e.op)),
-            })
+            } | family_named(e.family).summary(g, op, e))
         return {
             "generator": f"nn2aie {__version__}",
             "model": {"name": g.name, "framework": self.model.framework, "file": g.source.get("file", "")},
@@ -171,7 +181,7 @@ def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, see
     """Seeded inputs spanning the input type's whole range (including saturating values), as floats."""
     rng = np.random.default_rng(seed)
     t = compiled.input_type
-    k = compiled.plan.layers[0].k
+    k = compiled.input_width
     span = (t.max_code - t.min_code + 1) * t.lsb
     x = rng.uniform(t.min_code * t.lsb - span / 4, t.max_code * t.lsb + span / 4, size=(events, k))
     return x.astype(np.float32)
@@ -180,7 +190,8 @@ def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, see
 def check_bit_exact(compiled: Compiled, x: np.ndarray) -> dict:
     """Emulate the placed design and run the source framework on the same float inputs; compare exactly."""
     ours = compiled.emulate(x)
-    macs = int(np.asarray(x).shape[0]) * sum(e.k * e.n for e in compiled.plan.layers)
+    plan = compiled.plan
+    macs = int(np.asarray(x).shape[0]) * sum(family_named(e.family).useful_ops(e) for e in plan.layers) // plan.batch
     with progress.task(f"reference: {compiled.model.framework} on {int(np.asarray(x).shape[0]):,} events",
                        enabled=macs >= emulator.PROGRESS_MACS):  # display only
         ref = compiled.reference(x)

@@ -207,8 +207,10 @@ def _compile_and_write(model, out, options, inputs, check, dump_after, force, js
         _say(f"device {compiled.plan.device}: {summary['tiles_used']} compute tiles, "
              f"{summary['memory_tiles_used']} memory-tile buffers, {len(compiled.plan.plios)} PLIOs")
         for layer in summary["layers"]:
-            _say(f"  {layer['name']:<16} {layer['k']:>5}x{layer['n']:<5} {layer['cas_length']}x{layer['cas_num']} "
-                 f"tiles  mmul {layer['mmul']} {layer['acc']}  {layer['input_type']} -> {layer['output_type']}")
+            shape = f"{layer['k']:>5}x{layer['n']:<5}" if "k" in layer else f"{layer.get('family', ''):<11}"
+            kernel = f"mmul {layer['mmul']} {layer['acc']}" if "mmul" in layer else layer.get("variant", "")
+            _say(f"  {layer['name']:<16} {shape} {layer['cas_length']}x{layer['cas_num']} "
+                 f"tiles  {kernel}  {layer['input_type']} -> {layer['output_type']}")
         _say(placement_picture(compiled.plan))
         _say(placement_summary(compiled.plan, str(out)))
         _say(performance_summary(summary["performance"]))
@@ -456,7 +458,8 @@ def demo_cmd(out: str, events: int, example: str) -> None:
             _say(f"tiles used: {summary['tiles_used']} compute tiles of {compiled.plan.device} "
                  f"+ {summary['memory_tiles_used']} memory-tile buffers")
             for layer in summary["layers"]:
-                _say(f"  {layer['name']:<10} {layer['k']:>4}->{layer['n']:<4} {layer['cas_length']}x"
+                shape = f"{layer['k']:>4}->{layer['n']:<4}" if "k" in layer else f"{layer.get('family', ''):<10}"
+                _say(f"  {layer['name']:<10} {shape} {layer['cas_length']}x"
                      f"{layer['cas_num']} tiles at {layer['tiles_at']}")
             _say("placement:")
             _say(placement_picture(compiled.plan))

@@ -5,7 +5,8 @@ more tiles to the layer whose tiles bound the interval in the performance model 
 chains (``cas_num``) when its columns allow, else twice the cascade length. Every design it visits is compiled
 by the normal passes (placement, memory plan, legality) and modelled, so each point is a real, legal design.
 For every rectangle the parallelism pass picks the layer's aie::mmul shape and register blocking with the fewest
-modelled cycles among the shapes the device offers (``passes/parallelism._finish``; a shape the user gives is kept).
+modelled cycles among the shapes the device offers (``kernels/dense/parallelism._finish``;
+a shape the user gives is kept).
 The search stops when the bottleneck is no longer a kernel (PLIO / DMA bound), the tile budget is spent, the
 layer cannot be split further, or the bottleneck layer's rectangle was fixed by the user (``base.overrides``).
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from nn2aie.devices import get_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError
 from nn2aie.ir.logical import Graph
+from nn2aie.kernels.registry import family_named
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.perf.model import Performance, model_performance
 
@@ -51,16 +53,6 @@ class DesignPoint:
                 "overrides": self.overrides, "events_per_s": round(self.events_per_s),
                 "latency_us": round(self.latency_us, 4), "interval_cycles": round(self.perf.interval_cycles, 1),
                 "tops": round(self.perf.tops, 3), "bottleneck": self.perf.bottleneck}
-
-
-def _grow(layer, device_rows: int, device_cols: int) -> dict | None:
-    """A rectangle with about twice the tiles for ``layer`` (more chains first: they add no cascade latency)."""
-    _, mk, mn = layer.mmul
-    if layer.cas_num * 2 <= device_rows and -(-layer.n // mn) >= layer.cas_num * 2:
-        return {"cas_length": layer.cas_length, "cas_num": layer.cas_num * 2}
-    if layer.cas_length * 2 <= device_cols and -(-layer.k // mk) >= layer.cas_length * 2:
-        return {"cas_length": layer.cas_length * 2, "cas_num": layer.cas_num}
-    return None
 
 
 def explore(graph: Graph, base: CompileOptions | None = None, max_tiles: int | None = None,
@@ -94,7 +86,8 @@ def explore(graph: Graph, base: CompileOptions | None = None, max_tiles: int | N
             if {"cas_length", "cas_num"} & set(base.overrides.get(layer_op, {})):  # the user fixed this rectangle
                 break
             device = get_device(plan.device)
-            grown = _grow(plan.layer(layer_op), device.compute_rows, device.columns)
+            layer = plan.layer(layer_op)
+            grown = family_named(layer.family).grow(layer, device)
             if grown is None:
                 break
             overrides[layer_op] = {**overrides.get(layer_op, {}), **grown}  # keeps a user's mmul

@@ -24,7 +24,7 @@ Rules (catalog fact in brackets):
   router finds congested [stream_switch_ports].
 - ``PLIO ports``: 64-bit PL interface channels per interface column and direction [shim_pl_ports].
 - ``cascade direction``: each cascade hop goes to the east or south neighbour [cascade_directions].
-- ``program memory``: the kernel family's estimate per tile [program_memory_bytes].
+- ``program memory``: the kernel family's estimate per tile (``OpFamily.program_memory``) [program_memory_bytes].
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError
 from nn2aie.ir.physical import Kernel, PhysicalPlan
-from nn2aie.kernels.dense.resources import program_memory_bytes
+from nn2aie.kernels.registry import family_named
 
 RULES = ("tile data memory", "neighbour memory", "tile DMA channels", "tile buffer descriptors",
          "memory-tile capacity", "memory-tile DMA channels", "memory-tile buffer descriptors",
@@ -245,7 +245,8 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
             ok = (k.col - prev.col, k.row - prev.row) in allowed
             uses.append(Usage("cascade direction", f"cascade {prev.name} -> {k.name}", 0 if ok else 1, 0,
                               "hop not east/south"))
-        uses.append(Usage("program memory", tile(k), program_memory_bytes(layers[k.layer], k.role, device),
+        e = layers[k.layer]
+        uses.append(Usage("program memory", tile(k), family_named(e.family).program_memory(e, k, device),
                           int(device.fact("program_memory_bytes")), "B (estimate)"))
     return uses
 

@@ -7,7 +7,7 @@ emulator use):
   one 32-bit stream, 4 B/cycle);
 - memory-tile writes and reads: one DMA channel per access, 4 B per AIE cycle (AM020), the descriptor's element
   count; a read broadcast to several chains is one stream;
-- compute tiles: ``kernels/dense/cost.dense_tile_cycles`` (the kernel's calibrated cost model, call included);
+- compute tiles: the family's ``tile_cycles`` (e.g. kernels/dense/cost.py, calibrated, call included);
 - direct hand-offs: none (the consumer reads the producer's buffer; only the lock hand-over).
 
 A stage starts when the data it needs for this iteration is complete (all writers of a memory-tile buffer; the
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from nn2aie.devices import Device, get_device
 from nn2aie.ir.physical import PhysicalPlan, dtype_bytes
-from nn2aie.kernels.dense import cost as dense_cost
+from nn2aie.kernels.registry import family_named
 from nn2aie.passes.legality import global_row, route
 
 DMA_BYTES_PER_CYCLE = 4  # one 32-bit stream / DMA channel per AIE cycle (AM020)
@@ -86,7 +86,7 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
     def node(ep) -> str:
         return f"kernel:{ep.name}" if ep.kind == "kernel" else f"plio:{ep.name}"
 
-    feeds: dict[str, str] = {}  # kernel -> the stage that fills its input buffer
+    feeds: dict[str, list[str]] = defaultdict(list)  # kernel -> the stages that fill its input ports
     for sb in plan.shared_buffers:
         elem = dtype_bytes(sb.dtype)
         here = (sb.col, global_row(device, "memtile", sb.row))
@@ -113,15 +113,15 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
             stages[name] = Stage(name, kind, nbytes / rate, hop * hops, list(writers))
             for ep in acc.endpoints:
                 if ep.kind == "kernel":
-                    feeds[ep.name] = name
+                    feeds[ep.name].append(name)
     for link in plan.direct_links:
-        feeds[link.dst] = f"kernel:{link.src}"
+        feeds[link.dst].append(f"kernel:{link.src}")
     for k in plan.kernels:
         e = layers[k.layer]
         name = f"kernel:{k.name}"
-        preds = [feeds[k.name]] if k.name in feeds else []
+        preds = list(dict.fromkeys(feeds.get(k.name, [])))  # one predecessor per input port
         west = f"kernel:{k.cascade_from}" if k.cascade_from is not None else None
-        stages[name] = Stage(name, "kernel", dense_cost.dense_tile_cycles(e, k.role), 0.0, preds, west)
+        stages[name] = Stage(name, "kernel", family_named(e.family).tile_cycles(e, k), 0.0, preds, west)
     for s in stages.values():  # plio nodes of writers resolve to their stage names
         s.preds = [p.replace("plio:", "plio-in:") for p in s.preds]
     return stages
@@ -179,17 +179,15 @@ def model_performance(plan: PhysicalPlan, iterations: int = 24, aie_clock_mhz: f
     latency = last[0] - min(start[n][0] for n in ins)
     batch = plan.batch
     events_per_s = batch * f_aie * 1e6 / interval
-    macs = sum(e.k * e.n for e in plan.layers)
+    macs = sum(family_named(e.family).useful_ops(e) for e in plan.layers) // batch
     bottleneck = max(stages.values(), key=lambda s: (s.duration, s.name))
     util = {n.removeprefix("kernel:"): s.duration / interval for n, s in stages.items() if s.kind == "kernel"}
     assumptions = {
         "aie_clock_mhz": f_aie, "pl_clock_mhz": sorted({p.freq_mhz for p in plan.plios}),
         "plio_bits": sorted({p.bits for p in plan.plios}), "batch": batch, "iterations_simulated": iterations,
         "dma_bytes_per_cycle": DMA_BYTES_PER_CYCLE, "stream_hop_cycles": float(device.fact("stream_hop_cycles")),
-        "kernel_cost_model": "kernels/dense/cost.py: calibrated on AMD's 64x64x64 int8 GEMM (within 2.4 %); kernel "
-                             f"call overhead {dense_cost.CALL_OVERHEAD_CYCLES} cycles assumed (UG1079 'tens of "
-                             f"cycles', not calibrated); {dense_cost.CASCADE_CYCLES_PER_WORD:.3f} cycles per cascade "
-                             "word (by analogy with the calibrated epilogue, not measured)",
+        "kernel_cost_model": "; ".join(dict.fromkeys(
+            text for e in plan.layers if (text := family_named(e.family).cost_assumptions()))),
         "buffers": "every buffer double-buffered; PL side never stalls the PLIOs",
     }
     return Performance(interval, latency, events_per_s, latency / f_aie, 2 * macs * events_per_s / 1e12,
@@ -202,9 +200,12 @@ def _per_layer(plan: PhysicalPlan, stages: dict[str, Stage], interval: float) ->
     out = {}
     for e in plan.layers:
         cycles = [stages[f"kernel:{k.name}"].duration for k in plan.kernels if k.layer == e.op]
-        peak = dense_cost.NATIVE_MACS_PER_INSTRUCTION[(e.a_dtype.removeprefix("u"), e.w_dtype)]
+        if not cycles:
+            continue
+        fam = family_named(e.family)
+        peak = fam.peak_ops_per_cycle(e)
         out[e.op] = {"tiles": len(cycles), "kernel_cycles_max": round(max(cycles), 1),
                      "utilisation_max": round(max(cycles) / interval, 4),
                      "utilisation_mean": round(sum(cycles) / len(cycles) / interval, 4),
-                     "mac_use": round(plan.batch * e.k * e.n / (len(cycles) * peak * interval), 4)}
+                     "mac_use": round(fam.useful_ops(e) / (len(cycles) * peak * interval), 4) if peak else None}
     return out

@@ -35,8 +35,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "generator": str, "model": dict, "device": str, "batch": int, "tiles_used": int, "memory_tiles_used": int,
     "plios": list, "layers": list, "performance": dict,
 }
-_LAYER_REQUIRED = ("name", "k", "n", "input_type", "weight_type", "output_type", "mmul", "acc", "cas_length",
-                   "cas_num", "tiles")
+_LAYER_REQUIRED = ("name", "input_type", "output_type", "cas_length", "cas_num", "tiles")  # every family's
 _HINT = "pass a project directory written by `nn2aie compile` or `nn2aie demo` (recompile it if in doubt)"
 
 
@@ -132,15 +131,18 @@ def _context(project_dir: pathlib.Path, summary: dict) -> dict:
     layers = []
     for layer in summary["layers"]:
         layers.append({
-            "name": layer["name"], "k": layer["k"], "n": layer["n"], "activation": layer.get("activation", "–"),
-            "input_type": layer["input_type"], "weight_type": layer["weight_type"],
-            "output_type": layer["output_type"], "mmul": layer["mmul"], "acc": layer["acc"],
+            # generic fields, then the family's own (dense: k, n, weights, mmul, accumulator); "–" where absent
+            "name": layer["name"], "k": layer.get("k", "–"), "n": layer.get("n", "–"),
+            "activation": layer.get("activation", "–"), "input_type": layer["input_type"],
+            "weight_type": layer.get("weight_type", "–"), "output_type": layer["output_type"],
+            "mmul": layer.get("mmul", "–"), "acc": layer.get("acc", "–"),
             "cas_length": layer["cas_length"], "cas_num": layer["cas_num"], "tiles": layer["tiles"],
             "where": _tile_span(layer.get("tiles_at")),
             # per-layer model results (perf/model.py) are shown only when summary.json carries them
             "cycles": _num(modelled[layer["name"]]["kernel_cycles_max"]) if layer["name"] in modelled else None,
             "utilisation": _pct(modelled[layer["name"]]["utilisation_max"]) if layer["name"] in modelled else None,
-            "mac_use": _pct(modelled[layer["name"]]["mac_use"]) if layer["name"] in modelled else None,
+            "mac_use": _pct(modelled[layer["name"]]["mac_use"])
+            if layer["name"] in modelled and modelled[layer["name"]].get("mac_use") is not None else None,
         })
     resources = summary.get("resources") or {}
     rows = []

@@ -274,8 +274,19 @@ class Emulator:
         return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
 
     def _width(self, tensor: str, fallback: int) -> int:
+        """Codes per event of a graph input or output (the tensor flattened)."""
         shape = self.plan.tensor_shapes.get(tensor)
-        return int(shape[-1]) if shape else fallback
+        return int(np.prod(shape)) if shape else fallback
+
+    def trim(self, y: np.ndarray, events: int) -> np.ndarray:
+        """``run_unchecked``'s padded output -> [events, output codes per event] (padding rows/columns dropped)."""
+        plan = self.plan
+        rpe = self._rows_per_event(plan.output_tensor)
+        n = self._width(plan.output_tensor, getattr(plan.layers[-1], "n", y.shape[1]))
+        if rpe == 1:
+            return y[:events, :n]
+        cols = n // rpe
+        return y.reshape(y.shape[0], rpe, -1)[:events, :, :cols].reshape(events, n)
 
     def output_columns(self) -> int:
         """Columns the output PLIOs carry (the output tensor padded)."""
@@ -299,8 +310,7 @@ class Emulator:
                                      "quantize inputs with the model's input quantizer first")
         y = self.run_unchecked(x, trace)
         y = y.astype(np.int64)
-        n = self._width(plan.output_tensor, getattr(plan.layers[-1], "n", y.shape[1]))
-        return y if padded else y[: x.shape[0], : n]
+        return y if padded else self.trim(y, x.shape[0])
 
     def run_unchecked(self, x: np.ndarray, trace: Trace | None = None) -> np.ndarray:
         """``run`` for inputs already known to be valid codes (e.g. from the model's own quantizer, in float32):

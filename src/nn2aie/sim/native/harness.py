@@ -28,26 +28,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import jinja2
 import numpy as np
 
 from nn2aie.errors import IllegalConfigError, InternalCheckError, MissingToolError
-from nn2aie.ir.execution import DenseExec, ceil_div
+from nn2aie.ir.execution import OpExec, ceil_div
 from nn2aie.ir.physical import Kernel, PhysicalPlan
-from nn2aie.kernels.dense import codegen as dense_codegen
+from nn2aie.kernels.family import KernelInstance, OpFamily
+from nn2aie.kernels.registry import family_named
 from nn2aie.sim.emulator import Emulator, Trace
 
 INCLUDE_DIR = pathlib.Path(__file__).resolve().parent / "include"
 CXX_FLAGS = ("-std=c++17", "-O1", "-DAIE_EMU_CHECK_ACC_RANGE=1", "-DAIE_EMU_CHECK_ALIGNMENT=1")
 DRIVER_NAME = "nn2aie_driver.cc"
 TRACE_BUDGET = 1 << 24  # values recorded per chunk of graph iterations (int64: 128 MB)
-_ROLE_OUTPUT = {"single": "buffer", "last": "buffer", "first": "cascade", "middle": "cascade"}
-
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("nn2aie.sim.native", "templates"),
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-    autoescape=False,
-)
 
 
 # -- results ---------------------------------------------------------------------------------------------------
@@ -179,17 +172,17 @@ def _header_digest() -> str:
 @dataclass
 class _Layer:
     index: int
-    spec: DenseExec
+    spec: OpExec
+    family: OpFamily
     kernels: list[Kernel]
-    sources: dict[str, str]  # path relative to src/ -> text (kernel .h/.cc, weights .h, driver)
+    sources: dict[str, str]  # path relative to src/ -> text (kernel .h/.cc, parameter headers, driver)
     binary: pathlib.Path | None = None
     cached: bool = False
 
 
-def _layer_sources(files: dict[str, str], index: int) -> dict[str, str]:
+def _layer_sources(files: dict[str, str], e: OpExec, fam: OpFamily, index: int) -> dict[str, str]:
     out = {}
-    for rel in (dense_codegen.header_path(index), dense_codegen.source_path(index),
-                dense_codegen.weights_header_path(index)):
+    for rel in fam.native_sources(e, index):
         key = "src/" + rel
         if key not in files:
             raise InternalCheckError(f"native co-simulation of layer {index}", f"the rendered project has no {key}",
@@ -199,24 +192,19 @@ def _layer_sources(files: dict[str, str], index: int) -> dict[str, str]:
 
 
 def driver_source(plan: PhysicalPlan, index: int, kernels: list[Kernel],
-                  instances: dict[str, tuple[str, dense_codegen.KernelInstance]] | None = None) -> str:
+                  instances: dict[str, tuple[str, KernelInstance]] | None = None) -> str:
     """The C++ driver of layer ``index``: one entry per kernel instance, in ``kernels`` order. ``instances``:
     ``nn2aie.codegen.project.kernel_instances(plan)`` when the caller has it already."""
     from nn2aie.codegen.project import kernel_instances
 
     instances = instances if instances is not None else kernel_instances(plan)
+    e = plan.layers[index]
     entries = []
     for j, k in enumerate(kernels):
         _, inst = instances[k.name]
-        if inst.params[:1] != ("weights",) or len(inst.params) > 2:
-            raise InternalCheckError(f"kernel {k.name}", f"unexpected parameters {inst.params}", "report this")
         entries.append({"index": j, "name": k.name, "col": k.col, "row": k.row, "role": k.role,
-                        "type_name": inst.type_name, "ctor_args": list(inst.ctor_args),
-                        "has_bias": len(inst.params) == 2})
-    return _ENV.get_template("driver.cc.j2").render(
-        idx=index, ns=f"dense_l{index}", kernel_header=dense_codegen.header_path(index),
-        weights_header=dense_codegen.weights_header_path(index), kernel_source=dense_codegen.source_path(index),
-        entries=entries)
+                        "type_name": inst.type_name, "ctor_args": list(inst.ctor_args), "params": list(inst.params)})
+    return family_named(e.family).native_driver(e, index, entries)
 
 
 def _build(layer: _Layer, cxx: str, cache_dir: pathlib.Path) -> None:
@@ -265,46 +253,23 @@ class _Accumulated:
     offset: int = 0  # values compared so far (flat index of this chunk's first value)
 
 
-def _position(e: DenseExec, k: Kernel, output: str, element: int) -> str:
-    if output == "cascade":
-        lanes = dense_codegen.CASCADE_WORD_BITS // (32 if e.acc == "acc32" else 64)
-        return f"cascade word {element // lanes}, lane {element % lanes}"
-    mm, _, mn = e.mmul
-    block, inside = divmod(element, mm * mn)
-    rb, cb = divmod(block, e.n_slice // mn)
-    row, col = rb * mm + inside // mn, cb * mn + inside % mn
-    return f"window row {row}, column {col} = layer output column {k.n_start + col}"
-
-
 def _run_kernel(layer: _Layer, entry: int, k: Kernel, trace: Trace, iters: int, work: pathlib.Path,
                 acc: _Accumulated) -> None:
-    e = layer.spec
+    e, fam = layer.spec, layer.family
     res = acc.result
     if res.error is not None:
         return
-    window = trace.inputs[k.name].reshape(iters, -1)
-    a = window.astype(np.dtype(e.a_dtype))
-    if not np.array_equal(a, window):
-        raise InternalCheckError(f"kernel {k.name}", f"input window values do not fit {e.a_dtype}", "report this")
-    stem = work / f"l{layer.index}_e{entry}"
-    in_path, cin_path, out_path = stem.with_suffix(".in"), stem.with_suffix(".cin"), stem.with_suffix(".out")
-    a.tofile(in_path)
-    cin_arg = "-"
-    if k.has_cascade_in:
-        np.ascontiguousarray(trace.cascade_in[k.name].reshape(iters, -1), dtype=np.int64).tofile(cin_path)
-        cin_arg = str(cin_path)
+    run = fam.native_run(e, k, trace, iters, work / f"l{layer.index}_e{entry}")
     assert layer.binary is not None
-    proc = subprocess.run([str(layer.binary), str(entry), str(iters), str(in_path), cin_arg, str(out_path)],
-                          capture_output=True, text=True)
-    out_dtype = np.dtype(e.out_dtype) if k.has_output else np.dtype(np.int64)
-    want = trace.outputs[k.name].reshape(-1).astype(np.int64)
+    proc = subprocess.run([str(layer.binary), str(entry), str(iters), *run.args], capture_output=True, text=True)
+    want = run.want
     if proc.returncode != 0:
         msg = proc.stderr.strip() or f"exit code {proc.returncode}"
         res.error, res.match = msg.splitlines()[0][:300], False
         return
-    got = np.fromfile(out_path, dtype=out_dtype).astype(np.int64)
-    for p in (in_path, cin_path, out_path):
-        p.unlink(missing_ok=True)
+    got = np.fromfile(run.out_path, dtype=run.out_dtype).astype(np.int64)
+    for p in run.files:
+        pathlib.Path(p).unlink(missing_ok=True)
     if got.size != want.size:
         res.error, res.match = f"the driver wrote {got.size} values, expected {want.size}", False
         return
@@ -317,7 +282,7 @@ def _run_kernel(layer: _Layer, entry: int, k: Kernel, trace: Trace, iters: int, 
             per_iter = want.size // iters
             res.first_index = acc.offset + i
             res.iteration, res.element = divmod(res.first_index, per_iter)
-            res.position = _position(e, k, res.output, res.element)
+            res.position = fam.native_position(e, k, res.output, res.element)
             res.got, res.want = int(got[i]), int(want[i])
         res.match = False
     acc.offset += int(want.size)
@@ -334,9 +299,10 @@ def _prepare(plan: PhysicalPlan, files: dict[str, str] | None) -> list[_Layer]:
         ks = sorted(plan.kernels_of(e.op), key=lambda k: (k.chain, k.position))
         if not ks:
             continue
-        sources = _layer_sources(files, i)
+        fam = family_named(e.family)
+        sources = _layer_sources(files, e, fam, i)
         sources[DRIVER_NAME] = driver_source(plan, i, ks, instances)
-        layers.append(_Layer(i, e, ks, sources))
+        layers.append(_Layer(i, e, fam, ks, sources))
     return layers
 
 
@@ -387,15 +353,15 @@ def run_native_cosim(plan: PhysicalPlan, x_codes: np.ndarray, *, cxx: str | None
         for k in lay.kernels:
             results[k.name] = _Accumulated(KernelResult(
                 kernel=k.name, layer=lay.spec.op, layer_index=lay.index, tile=(k.col, k.row), role=k.role,
-                output=_ROLE_OUTPUT[k.role], match=True, compared=0))
+                output="cascade" if k.has_cascade_out else "buffer", match=True, compared=0))
 
     # graph iterations in chunks that keep the recorded trace bounded
     rows = plan.batch
     iterations = ceil_div(x.shape[0], rows)
-    per_iter = sum(plan.layer(k.layer).batch * (plan.layer(k.layer).k_slice + 2 * plan.layer(k.layer).n_slice)
-                   for k in plan.kernels)
+    emu_ports = Emulator(plan)
+    per_iter = sum(3 * spec.rows * spec.width for ports in emu_ports.ports.values() for spec in ports.values())
     step = max(1, TRACE_BUDGET // max(1, per_iter))
-    emulator = Emulator(plan)
+    emulator = emu_ports
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nn2aie-native-run-") as tmp:
         work = pathlib.Path(tmp)
