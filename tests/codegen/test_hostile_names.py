@@ -154,6 +154,8 @@ def _rename_plan(plan) -> None:
         e.op = layer[e.op]
     for k in plan.kernels:
         k.name, k.layer = kernel[k.name], layer[k.layer]
+        k.cascade_from = kernel.get(k.cascade_from) if k.cascade_from else None
+        k.cascade_to = kernel.get(k.cascade_to) if k.cascade_to else None
     for p in plan.plios:
         p.name, p.tensor, p.file = plio[p.name], tensor.get(p.tensor, p.tensor), "data/" + next(names) + ".txt"
     for sb in plan.shared_buffers:
@@ -164,6 +166,7 @@ def _rename_plan(plan) -> None:
     plan.direct_links = [dataclasses.replace(d, tensor=tensor.get(d.tensor, d.tensor), src=kernel[d.src],
                                              dst=kernel[d.dst]) for d in plan.direct_links]
     plan.tensor_types = {tensor[t]: v for t, v in plan.tensor_types.items()}
+    plan.tensor_shapes = {tensor[t]: v for t, v in plan.tensor_shapes.items()}
     plan.input_tensor, plan.output_tensor = tensor[plan.input_tensor], tensor[plan.output_tensor]
 
 
