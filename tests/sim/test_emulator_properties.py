@@ -26,8 +26,8 @@ from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
-from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.kernels.dense.precision import PREFERRED_MMUL
+from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator
 
 EXAMPLES = int(os.environ.get("NN2AIE_HYPOTHESIS_EXAMPLES", "300"))

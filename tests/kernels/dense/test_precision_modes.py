@@ -21,8 +21,8 @@ from nn2aie.ir.evaluate import accumulator_frac, requantize
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
-from nn2aie.numerics import srs, srs_then_pack
 from nn2aie.kernels.dense.precision import plan_precision
+from nn2aie.numerics import srs, srs_then_pack
 
 DEVICE = get_device("xcve2802")
 ROUNDINGS = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV", "CEIL", "UP")
