@@ -258,10 +258,16 @@ def test_conv1d_is_refused_with_the_module_path():
     assert "model.0 (Conv1d)" in str(err.value) and "nn.Linear" in str(err.value)
 
 
-def test_batchnorm_and_residual_are_refused():
+def test_batchnorm_is_refused():
     model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)).eval()
     with pytest.raises(UnsupportedOpError, match=r"model\.1 \(BatchNorm1d\).*fold"):
         nn2aie.from_pytorch(model, torch.randn(1, 8), calibration=_cal())
+
+
+def test_residual_is_traced_not_refused():
+    """A residual add is no longer refused by from_pytorch itself: it becomes an ONNX Add between QDQ pairs
+    (tests/frontends/test_pytorch_dag.py checks the emitted model against a fake-quant oracle)."""
+    from nn2aie.frontends.pytorch import export_qdq
 
     class Residual(nn.Module):
         def __init__(self) -> None:
@@ -271,8 +277,8 @@ def test_batchnorm_and_residual_are_refused():
         def forward(self, x):
             return x + self.fc(x)
 
-    with pytest.raises(UnsupportedOpError, match="plain chain"):
-        nn2aie.from_pytorch(Residual().eval(), torch.randn(1, 8), calibration=_cal())
+    proto = export_qdq(Residual().eval(), torch.randn(1, 8), calibration=_cal())
+    assert [n.op_type for n in proto.graph.node].count("Add") == 2  # the bias add and the residual add
 
 
 def test_missing_calibration_is_refused():

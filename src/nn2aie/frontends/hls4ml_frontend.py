@@ -1,4 +1,4 @@
-"""hls4ml ``ModelGraph`` -> nn2aie logical graph.
+"""hls4ml ``ModelGraph`` (a DAG) -> nn2aie logical graph.
 
 Used by the hls4ml backend plugin (``nn2aie.hls4ml_plugin``); it reads the converted model hls4ml holds (layers,
 their precision objects and weight variables) and never imports hls4ml itself.
@@ -15,6 +15,25 @@ What hls4ml's C++ computes for ``Dense`` (``nnet::dense``, io_parallel) and how 
   or when the two requantisations compose into one (``_compose_requantisations``: a Dense result that cannot
   overflow and truncates, then a coarser TRN/RND activation type, as HGQ2 writes them; or an activation type
   with the Dense result's fractional bits). Any other pair of requantisations is refused.
+
+The model is a DAG: layers are read in hls4ml's (topological) order, a variable may feed several layers and the
+model may have several outputs. What hls4ml's C++ (nnet_utils, io_parallel) computes for the other layers, and the
+logical ops (docs/ops.md) that reproduce it exactly:
+
+* ``Merge`` add / subtract / multiply / maximum / minimum: ``res = data1 OP data2`` with the exact ap_fixed result
+  (max/min: the selected input) assigned to res_T -> one eltwise op. Average: ``(data1 + data2) * ap_ufixed<1,0>
+  (0.5)``, both exact -> eltwise add into an exact internal type, then eltwise mul by the constant 1/2;
+* ``Concatenate``: ``res[i] = data[j]``, an assignment into res_T per input -> an eltwise identity per input whose
+  type differs, then concat;
+* ``Reshape`` / Flatten: in io_parallel the Vitis backend makes it an in-place view (same array and type) -> reshape
+  with the input's type. ``Transpose``: ``res[i] = data[idx]`` -> (identity if the types differ) + transpose;
+* ``Activation`` relu / linear after a Dense whose only consumer it is: folded as below; otherwise (or after any
+  other layer) eltwise relu / identity. Keras ``ReLU()`` (hls4ml's thresholded ReLU with theta 0) is relu.
+  LeakyReLU: ``alpha * x`` with alpha in param_t, exact for a power-of-two slope param_t holds -> leaky_relu;
+* ``GlobalPooling1D/2D`` Max: ``max`` converted to accum_t, then to res_T -> reduce max (+ identity when accum_t
+  does not hold the input type). Average: partial sums in accum_t (required exact), ``y /= n`` (ap_fixed division of
+  the codes at accum_t's fraction, truncated toward zero), then res_T -> reduce mean with ``divide: exact`` into
+  accum_t's grid with TRN_ZERO rounding (exactly that quotient), then an eltwise identity into res_T.
 
 Weights: hls4ml prints each weight as decimal text with as many decimals as its type has fractional bits and its
 C++ casts the parsed double with the weight type's rounding and overflow modes. ``weight_codes`` reproduces that
@@ -248,6 +267,9 @@ class _Converter:
         if missing:
             raise _refuse(layer, f"input {missing[0]} is not a tensor nn2aie converted (a constant or an "
                           "unsupported producer)")
+        n_in = 2 if cls == "Merge" else len(layer.inputs) if cls == "Concatenate" else 1
+        if len(layer.inputs) != n_in or (cls == "Concatenate" and n_in < 2):
+            raise _refuse(layer, f"has {len(layer.inputs)} inputs")
         if cls == "Dense":
             self._dense(layer, out)
         elif cls in _ACT_CLASSES:
@@ -342,7 +364,7 @@ class _Converter:
         a, b = self.inp(layer, 0), self.inp(layer, 1)
         if self.tensors[a].shape != self.tensors[b].shape:
             raise _refuse(layer, f"merges shapes {list(self.tensors[a].shape)} and {list(self.tensors[b].shape)} "
-                          "(hls4ml's broadcasting merge)", )
+                          "(hls4ml's broadcasting merge)")
         out_t = self.result_type(layer)
         shape = self.tensors[a].shape
         if op != "average":
@@ -422,15 +444,13 @@ class _Converter:
         xlo, xhi = _type_range(x_t)
         if pool_op == "Max":
             # nnet::max returns the largest input converted to accum_t; the caller assigns that to res_T
-            if _holds(acc_t, xlo, xhi, x_t.frac):
+            if _holds(acc_t, xlo, xhi, x_t.frac) or acc_t == out_t:  # one requantisation
                 self.env[out] = self.new_tensor(layer.name, out_shape, out_t, layer.name)
                 self.emit(layer.name, "reduce", [src], layer.name, {"op": "max", **attrs})
                 return
             mx = self.new_tensor(f"{layer.name}_max", out_shape, acc_t, f"{layer.name} (accum)")
             self.emit(f"{layer.name}_max", "reduce", [src], mx, {"op": "max", **attrs})
             self.env[out] = self.cast(mx, out_t, layer.name, layer.name)
-            if self.env[out] == mx:  # accum_t == res_T
-                self.env[out] = self._reshape_alias(layer, mx)
             return
         if pool_op != "Average":
             raise _refuse(layer, f"pooling operation {pool_op} is not supported")

@@ -5,19 +5,25 @@ Two paths, chosen from the module's contents:
 * **Brevitas** (any submodule from ``brevitas.nn``): the module already carries its quantizers. It is exported to
   QONNX in memory (``brevitas.export.export_qonnx``) and loaded by the QONNX frontend; the reference is qonnx's
   own execution of that export (equal to the Brevitas forward for fixed-point quantizers).
-* **plain torch** (``nn.Linear``, ``nn.ReLU``, ``nn.Identity``, ``nn.Dropout`` in eval mode, ``nn.Flatten`` before
-  the first Linear; ``F.relu`` / ``torch.relu`` / ``.relu()`` / ``torch.flatten`` in a custom ``forward``): post-
-  training quantization with power-of-two scales from a calibration batch, emitted as an ONNX QDQ model (opset 21,
-  zero points 0) and loaded by the QDQ frontend; the reference is onnxruntime on that QDQ model.
+* **plain torch** (``nn.Linear``, ``nn.ReLU``, ``nn.Identity``, ``nn.Dropout`` in eval mode, ``nn.Flatten``;
+  in a custom ``forward`` also ``F.relu`` / ``torch.relu`` / ``.relu()``, ``a + b`` / ``torch.add`` of two tensors
+  (residuals), ``torch.cat``, ``torch.mean`` / ``torch.sum`` / ``.mean()`` / ``.sum()`` over feature axes,
+  ``torch.flatten(x, 1)``, ``.reshape`` / ``.view`` / ``torch.reshape`` with integer sizes): a DAG traced with
+  torch.fx, quantized post-training with power-of-two scales from a calibration batch, emitted as an ONNX QDQ model
+  (opset 21, zero points 0; ``export_qdq``) and loaded by the QDQ frontend; the reference is onnxruntime on that QDQ
+  model. Every op's float result is followed by QuantizeLinear -> DequantizeLinear, and every op reads
+  DequantizeLinear outputs (docs/ops.md conventions); a ReLU that is the only use of a Linear fuses into it.
 
 Calibration rule (plain torch), every fraction ``f`` meaning scale ``2**-f``:
 
 * weights, per tensor, signed ``weight_bits``: ``f = floor(log2((2**(weight_bits-1) - 1) / max|W|))`` -> no code
   clips; codes = round_half_even(W * 2**f);
-* the input and every layer output: ``m`` = max |value| of the *float* model over the calibration batch (after the
-  ReLU when the layer has one); ``f`` = the largest integer with ``m * 2**f <= max_code`` (``max_code`` = 127 for
-  int8, 255 for uint8, 32767 for int16). Outputs of a ReLU are uint8 with ``act_bits=8`` and int16 with
-  ``act_bits=16`` (the QDQ frontend has no uint16); everything else is signed. ``m = 0`` counts as ``m = 1``;
+* the input and every op output (Linear, ReLU, add, cat, mean, sum): ``m`` = max |value| of the *float* model over
+  the calibration batch (after the ReLU when the layer has one); ``f`` = the largest integer with
+  ``m * 2**f <= max_code`` (``max_code`` = 127 for int8, 255 for uint8, 32767 for int16). Outputs of a ReLU are
+  uint8 with ``act_bits=8`` and int16 with ``act_bits=16`` (the QDQ frontend has no uint16); a cat of inputs of one
+  type keeps that type; everything else is signed. ``m = 0`` counts as ``m = 1``. Flatten / reshape keep their
+  input's scale and type;
 * bias, int ``bias_bits`` (default 32) at the accumulator scale ``2**-(f_x + f_w)``: codes =
   round_half_even(b * 2**(f_x + f_w)); a bias that does not fit is refused (no silent clipping).
 
@@ -32,7 +38,7 @@ import io
 import math
 import operator
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,11 +163,15 @@ def _from_brevitas(torch: Any, module: Any, example: Any, model_name: str) -> Lo
 # plain torch: trace, check, calibrate, emit QDQ
 # ------------------------------------------------------------------------------------------------------------
 @dataclass
-class _Layer:
-    path: str  # module path of the nn.Linear, e.g. "model.0"
-    weight: np.ndarray  # float64 [N, K] (torch layout)
-    bias: np.ndarray | None  # float64 [N]
-    relu: bool = False
+class _Node:
+    """One computing step of the traced module (identity-like steps are aliases, not nodes)."""
+    kind: str  # input | linear | relu | add | cat | mean | sum | flatten | reshape
+    where: str  # for messages, e.g. "model.fc1 (Linear)"
+    inputs: list[int]  # indices of the producing nodes
+    attrs: dict = field(default_factory=dict)  # linear: weight [N, K], bias [N] | None; cat: dim; mean/sum: dims,
+    #                                            keepdim; reshape: shape (torch arguments)
+    relu: bool = False  # a linear with a fused ReLU
+    value: np.ndarray | None = None  # float64 calibration values [samples, ...]
 
 
 def _where(path: str, mod: Any | None = None) -> str:
@@ -169,8 +179,19 @@ def _where(path: str, mod: Any | None = None) -> str:
     return f"{full} ({type(mod).__name__})" if mod is not None else full
 
 
-def _trace_layers(torch: Any, module: Any) -> tuple[list[_Layer], bool]:
-    """The module as a chain of dense layers; returns (layers, flatten_at_input)."""
+def _tensor_args(value: Any, fx: Any) -> list[Any]:
+    """fx nodes in an argument, in order, looking into lists and tuples (torch.cat's first argument)."""
+    if isinstance(value, fx.Node):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _tensor_args(v, fx)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _tensor_args(v, fx)]
+    return []
+
+
+def _trace_graph(torch: Any, module: Any) -> tuple[list[_Node], list[int]]:
+    """The module as a DAG of nodes (topological, node 0 the input) and the indices of its outputs."""
     import torch.fx as fx
 
     try:
@@ -178,95 +199,166 @@ def _trace_layers(torch: Any, module: Any) -> tuple[list[_Layer], bool]:
     except Exception as exc:  # noqa: BLE001 - fx raises many types for untraceable code
         raise UnsupportedOpError(_where("", module), f"cannot be traced with torch.fx ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''})",
-                                 "write the MLP as nn.Sequential(nn.Linear, nn.ReLU, ...) without data-dependent "
-                                 "control flow") from None
+                                 "write the model as nn.Sequential(nn.Linear, nn.ReLU, ...) or a forward without "
+                                 "data-dependent control flow") from None
     nn = torch.nn
     F = torch.nn.functional
-    layers: list[_Layer] = []
-    flatten = False
-    prev: Any = None
+    nodes: list[_Node] = []
+    env: dict[Any, int] = {}  # fx node -> index of the node computing its value
+    outputs: list[int] | None = None
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if prev is not None:
-                raise UnsupportedOpError(_where(""), "has more than one input", "trace a single-input MLP")
-            prev = node
+            if nodes:
+                raise UnsupportedOpError(_where(""), "has more than one input", "trace a single-input model")
+            env[node] = len(nodes)
+            nodes.append(_Node("input", "model input", []))
             continue
         if node.op == "output":
-            if node.args[0] is not prev:
-                raise UnsupportedOpError(_where(""), "does not return the last layer's output as one tensor",
-                                         "return a single tensor from forward")
+            result = node.args[0]
+            items = list(result) if isinstance(result, list | tuple) else [result]
+            if not items or not all(isinstance(v, fx.Node) and v in env for v in items):
+                raise UnsupportedOpError(_where(""), "does not return a tensor or a tuple of tensors computed by "
+                                         "supported layers", "return the output tensor(s) from forward")
+            outputs = list(dict.fromkeys(env[v] for v in items))
             break
         if node.op == "get_attr":
-            raise UnsupportedOpError(_where(str(node.target)), "uses a parameter directly in forward",
+            raise UnsupportedOpError(_where(str(node.target)), "uses a parameter or buffer directly in forward",
                                      _HINT_MLP)
-        ins = [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
-        if ins != [prev]:
-            raise UnsupportedOpError(_where(node.name), "is not a plain chain: the node takes "
-                                     f"{len(ins)} tensor inputs or skips a step (residual / multi-branch graph)",
-                                     _HINT_MLP)
-        label, path, mod = _classify(node, gm, nn, F, torch)
+        label, path, mod, attrs = _classify(node, gm, nn, F, torch)
+        where = _where(path, mod) if mod is not None else _where(path)
+        ins = _tensor_args(list(node.args) + list(node.kwargs.values()), fx)
+        if not ins:
+            raise UnsupportedOpError(f"{where}", "takes no tensor input", _HINT_MLP)
+        want = {"cat": None, "add": 2}.get(label, 1)
+        if label == "add" and len(ins) != 2:
+            raise UnsupportedOpError(f"{where} (add)", "adds a constant (only tensor + tensor is supported)",
+                                     "fold a constant offset into the preceding nn.Linear's bias")
+        if want is not None and len(ins) != want:
+            raise UnsupportedOpError(where, f"takes {len(ins)} tensor inputs, expected {want}", _HINT_MLP)
+        idx = [env[n] for n in ins]
+        if label == "identity":
+            env[node] = idx[0]
+            continue
         if label == "linear":
-            w = mod.weight.detach().to(torch.float64).cpu().numpy()
-            b = None if mod.bias is None else mod.bias.detach().to(torch.float64).cpu().numpy()
-            layers.append(_Layer(_where(path), w, b))
-        elif label == "relu":
-            if not layers:
-                raise UnsupportedOpError(_where(path, mod), "is a ReLU before the first nn.Linear",
-                                         "apply it to the inputs on the host (nn2aie inputs are signed)")
-            layers[-1].relu = True  # relu(relu(x)) == relu(x)
-        elif label == "flatten":
-            if layers:
-                raise UnsupportedOpError(_where(path, mod), "flattens after the first nn.Linear",
-                                         "nn.Flatten is accepted at the input only (the activations are 2-D)")
-            flatten = True
-        elif label == "identity":
-            pass
-        prev = node
-    if not layers:
+            attrs = {"weight": mod.weight.detach().to(torch.float64).cpu().numpy(),
+                     "bias": None if mod.bias is None else mod.bias.detach().to(torch.float64).cpu().numpy()}
+        env[node] = len(nodes)
+        nodes.append(_Node(label, where, idx, attrs))
+    assert outputs is not None
+    _fold_relus(nodes, outputs)
+    if not any(n.kind == "linear" for n in nodes):
         raise UnsupportedOpError(_where("", module), "contains no nn.Linear", _HINT_MLP)
-    return layers, flatten
+    return nodes, outputs
 
 
-def _classify(node: Any, gm: Any, nn: Any, F: Any, torch: Any) -> tuple[str, str, Any]:
+def _fold_relus(nodes: list[_Node], outputs: list[int]) -> None:
+    """A ReLU whose input is the only use of a Linear fuses into it; relu(relu(x)) == relu(x). Folded ReLUs become
+    aliases: every later reference to them is redirected to their input."""
+    users: dict[int, int] = {}
+    for n in nodes:
+        for i in dict.fromkeys(n.inputs):
+            users[i] = users.get(i, 0) + 1
+    alias: dict[int, int] = {}
+    for k, n in enumerate(nodes):
+        n.inputs = [alias.get(i, i) for i in n.inputs]
+        if n.kind != "relu":
+            continue
+        src = nodes[n.inputs[0]]
+        if src.kind == "relu" or (src.kind == "linear" and src.relu):
+            alias[k] = n.inputs[0]
+        elif src.kind == "linear" and users.get(n.inputs[0], 0) == 1 and n.inputs[0] not in outputs:
+            src.relu = True
+            alias[k] = n.inputs[0]
+    outputs[:] = list(dict.fromkeys(alias.get(o, o) for o in outputs))
+    keep = [k for k in range(len(nodes)) if k not in alias]
+    renum = {old: new for new, old in enumerate(keep)}
+    kept = [nodes[k] for k in keep]
+    for n in kept:
+        n.inputs = [renum[i] for i in n.inputs]
+    nodes[:] = kept
+    outputs[:] = [renum[o] for o in outputs]
+
+
+def _classify(node: Any, gm: Any, nn: Any, F: Any, torch: Any) -> tuple[str, str, Any, dict]:
+    """(label, path, module or None, attributes) of one traced call."""
     if node.op == "call_module":
         path = str(node.target)
         mod = gm.get_submodule(path)
         if isinstance(mod, nn.Linear):
-            return "linear", path, mod
+            return "linear", path, mod, {}
         if isinstance(mod, nn.ReLU):
-            return "relu", path, mod
+            return "relu", path, mod, {}
         if isinstance(mod, nn.Identity | nn.Dropout):  # Dropout only reaches here in eval mode
-            return "identity", path, mod
+            return "identity", path, mod, {}
         if isinstance(mod, nn.Flatten):
             if mod.start_dim != 1 or mod.end_dim != -1:
                 raise UnsupportedOpError(_where(path, mod), f"flattens dims {mod.start_dim}..{mod.end_dim}",
                                          "use nn.Flatten() (start_dim=1, end_dim=-1)")
-            return "flatten", path, mod
+            return "flatten", path, mod, {}
         kind = type(mod).__name__
         nearest = _NEAREST.get(kind, "nn.Linear / nn.ReLU")
-        raise UnsupportedOpError(_where(path, mod), f"{kind} is not supported by the AIE-ML dense flow",
+        raise UnsupportedOpError(_where(path, mod), f"{kind} is not supported by the AIE-ML flow",
                                  f"nearest supported alternative: {nearest}; {_HINT_MLP}")
     target = node.target
+    args, kwargs = list(node.args), dict(node.kwargs)
     if node.op == "call_function":
         fname = getattr(target, "__name__", str(target))
         if target in (F.relu, torch.relu, torch.relu_):
-            return "relu", node.name, None
+            return "relu", node.name, None, {}
         if target is torch.flatten and _flatten_args_ok(node):
-            return "flatten", node.name, None
+            return "flatten", node.name, None, {}
+        if target in (operator.add, torch.add):
+            if kwargs.get("alpha", 1) != 1 or len(args) != 2:
+                raise UnsupportedOpError(f"{_where(node.name)} (add)", "adds with a scale (alpha) or extra "
+                                         "arguments", "write a + b")
+            return "add", node.name, None, {}
+        if target in (torch.cat, torch.concat):
+            return "cat", node.name, None, {"dim": kwargs.get("dim", args[1] if len(args) > 1 else 0)}
+        if target in (torch.mean, torch.sum):
+            return _reduce_attrs("mean" if target is torch.mean else "sum", node, args[1:], kwargs)
+        if target is torch.reshape:
+            return "reshape", node.name, None, {"shape": _shape_args(node, args[1:])}
         if target in (operator.getitem,):
             fname = "indexing"
     elif node.op == "call_method":
         fname = f".{target}()"
         if target in ("relu", "relu_"):
-            return "relu", node.name, None
+            return "relu", node.name, None, {}
         if target == "flatten" and _flatten_args_ok(node):
-            return "flatten", node.name, None
+            return "flatten", node.name, None, {}
+        if target == "add" and len(args) == 2 and kwargs.get("alpha", 1) == 1:
+            return "add", node.name, None, {}
+        if target in ("mean", "sum"):
+            return _reduce_attrs(target, node, args[1:], kwargs)
+        if target in ("view", "reshape"):
+            return "reshape", node.name, None, {"shape": _shape_args(node, args[1:])}
     else:  # pragma: no cover - fx has no other node kinds in a traced forward
         fname = node.op
     nearest = "nn.ReLU" if any(s in fname for s in ("sigmoid", "tanh", "gelu", "silu", "elu", "softmax")) else \
         "nn.Linear / nn.ReLU"
-    raise UnsupportedOpError(f"{_where(node.name)} ({fname})", "is not supported by the AIE-ML dense flow",
+    raise UnsupportedOpError(f"{_where(node.name)} ({fname})", "is not supported by the AIE-ML flow",
                              f"nearest supported alternative: {nearest}; {_HINT_MLP}")
+
+
+def _reduce_attrs(kind: str, node: Any, args: list, kwargs: dict) -> tuple[str, str, None, dict]:
+    dims = kwargs.get("dim", args[0] if args else None)
+    keepdim = kwargs.get("keepdim", args[1] if len(args) > 1 else False)
+    dims = [dims] if isinstance(dims, int) else list(dims) if isinstance(dims, list | tuple) else None
+    if dims is None or not dims or not all(isinstance(d, int) for d in dims) or "dtype" in kwargs \
+            or not isinstance(keepdim, bool):
+        raise UnsupportedOpError(f"{_where(node.name)} ({kind})", f"reduces over {kwargs.get('dim', args)!r}",
+                                 f"give the feature axes explicitly, e.g. torch.{kind}(x, dim=1) (never the batch "
+                                 "axis)")
+    return kind, node.name, None, {"dims": dims, "keepdim": keepdim}
+
+
+def _shape_args(node: Any, args: list) -> list[int]:
+    shape = list(args[0]) if len(args) == 1 and isinstance(args[0], list | tuple) else list(args)
+    if not shape or not all(isinstance(s, int) for s in shape):
+        raise UnsupportedOpError(f"{_where(node.name)} (reshape)", f"reshapes to {shape!r} (computed sizes)",
+                                 "give the target shape as integers with -1 for the batch axis, e.g. "
+                                 "x.reshape(-1, 16)")
+    return shape
 
 
 def _flatten_args_ok(node: Any) -> bool:
@@ -289,8 +381,79 @@ def _calibration_frac(m: float, max_code: int) -> int:
     return f
 
 
+def _axes(n: _Node, dims: list[int], rank: int) -> list[int]:
+    """Per-sample axes (0-based, without the batch axis) of torch dims on a [samples, ...] value of ``rank``."""
+    out = []
+    for d in dims:
+        d = d + rank if d < 0 else d
+        if not 1 <= d < rank:
+            raise UnsupportedOpError(n.where, f"works on dim {d} of a rank-{rank} tensor (dim 0 is the batch)",
+                                     "reduce / concatenate over feature axes only")
+        out.append(d - 1)
+    return sorted(set(out))
+
+
+def _calibrate(nodes: list[_Node], x_cal: np.ndarray) -> None:
+    """Float64 values of every node on the calibration batch (the float model; linears as x @ W.T + b)."""
+    for n in nodes:
+        vals = [nodes[i].value for i in n.inputs]
+        if n.kind == "input":
+            v = x_cal
+        elif n.kind == "linear":
+            if vals[0].shape[-1] != n.attrs["weight"].shape[1]:
+                raise IllegalConfigError(n.where, f"takes {n.attrs['weight'].shape[1]} features, gets "
+                                         f"{list(vals[0].shape[1:])}", "pass an input the module accepts")
+            v = vals[0] @ n.attrs["weight"].T + (n.attrs["bias"] if n.attrs["bias"] is not None else 0.0)
+            if n.relu:
+                v = np.maximum(v, 0.0)
+        elif n.kind == "relu":
+            v = np.maximum(vals[0], 0.0)
+        elif n.kind == "add":
+            if vals[0].shape != vals[1].shape:
+                raise UnsupportedOpError(n.where, f"adds shapes {list(vals[0].shape[1:])} and "
+                                         f"{list(vals[1].shape[1:])} (broadcasting)", "add tensors of one shape")
+            v = vals[0] + vals[1]
+        elif n.kind == "cat":
+            (axis,) = _axes(n, [n.attrs["dim"]], vals[0].ndim)
+            n.attrs["axis"] = axis
+            try:
+                v = np.concatenate(vals, axis=axis + 1)
+            except ValueError as exc:
+                raise UnsupportedOpError(n.where, f"concatenates incompatible shapes ({exc})", _HINT_MLP) from None
+        elif n.kind in ("mean", "sum"):
+            n.attrs["axes"] = _axes(n, n.attrs["dims"], vals[0].ndim)
+            fn = np.mean if n.kind == "mean" else np.sum
+            v = fn(vals[0], axis=tuple(a + 1 for a in n.attrs["axes"]), keepdims=n.attrs["keepdim"])
+        elif n.kind == "flatten":
+            v = vals[0].reshape(len(vals[0]), -1)
+        else:  # reshape
+            try:
+                v = vals[0].reshape(n.attrs["shape"])
+            except ValueError as exc:
+                raise UnsupportedOpError(n.where, f"cannot reshape {list(vals[0].shape[1:])} ({exc})",
+                                         "use -1 for the batch axis") from None
+            if v.shape[0] != len(vals[0]):
+                raise UnsupportedOpError(n.where, f"reshapes to {n.attrs['shape']}, which moves the batch axis",
+                                         "keep the batch axis first, e.g. x.reshape(-1, 16)")
+        n.value = np.asarray(v, dtype=np.float64)
+
+
 def _from_plain(torch: Any, module: Any, example: Any, calibration: Any, act_bits: int, weight_bits: int,
                 bias_bits: int, model_name: str) -> LoadedModel:
+    proto = export_qdq(module, example, calibration=calibration, act_bits=act_bits, weight_bits=weight_bits,
+                       bias_bits=bias_bits, name=model_name)
+    loaded = load_model(proto)
+    loaded.graph.source["frontend"] = "pytorch (post-training quantization -> onnx qdq)"
+    return loaded
+
+
+def export_qdq(module: Any, example_input: Any, *, calibration: Any, act_bits: int = 8, weight_bits: int = 8,
+               bias_bits: int = 32, name: str | None = None) -> onnx.ModelProto:
+    """The ONNX QDQ model ``from_pytorch`` quantizes a plain torch module into (post-training, power-of-two scales;
+    the module docstring gives the rule), before the QDQ frontend reads it."""
+    torch = _require_torch()
+    model_name = name or type(module).__name__.lower() or "model"
+    example = _as_tensor(torch, example_input, "example_input")
     if act_bits not in (8, 16):
         raise IllegalConfigError("act_bits", f"is {act_bits}", "use 8 or 16")
     if not 2 <= int(weight_bits) <= 16:
@@ -300,38 +463,51 @@ def _from_plain(torch: Any, module: Any, example: Any, calibration: Any, act_bit
     if weight_bits > 8 and act_bits == 8:
         raise IllegalConfigError("weight_bits", f"is {weight_bits} with act_bits=8",
                                  "AIE-ML has no 8-bit x 16-bit kernel: use weight_bits <= 8 or act_bits=16")
-    layers, flatten = _trace_layers(torch, module)
-    for layer in layers:
-        if not (np.isfinite(layer.weight).all() and (layer.bias is None or np.isfinite(layer.bias).all())):
-            raise IllegalConfigError(layer.path, "has NaN or infinite parameters", "fix the trained weights")
+    nodes, outputs = _trace_graph(torch, module)
+    for n in nodes:
+        if n.kind == "linear" and not (np.isfinite(n.attrs["weight"]).all() and
+                                       (n.attrs["bias"] is None or np.isfinite(n.attrs["bias"]).all())):
+            raise IllegalConfigError(n.where, "has NaN or infinite parameters", "fix the trained weights")
     if calibration is None:
         raise IllegalConfigError(
             f"model {model_name}", "is a plain PyTorch model: post-training quantization needs calibration data",
             "pass calibration=... (a float tensor/array of representative inputs, e.g. a few hundred samples)")
     cal = _as_tensor(torch, calibration, "calibration")
-    k_in = int(np.prod(example.shape[1:]))
-    if not flatten and example.ndim != 2:
-        raise IllegalConfigError("example_input", f"has shape {list(example.shape)}",
-                                 "pass [batch, features] or start the module with nn.Flatten()")
     if tuple(cal.shape[1:]) != tuple(example.shape[1:]):
         raise IllegalConfigError("calibration", f"has sample shape {list(cal.shape[1:])}, the example input "
                                  f"{list(example.shape[1:])}", "pass calibration samples shaped like the input")
-    if layers[0].weight.shape[1] != k_in:
-        raise IllegalConfigError("example_input", f"has {k_in} features, {layers[0].path} takes "
-                                 f"{layers[0].weight.shape[1]}", "pass an input the module accepts")
-    with torch.no_grad():  # the module runs on the example so shape errors surface as torch's own messages
-        module(example[:1])
+    # nn.Flatten as the input's only use: the compiled design takes the flattened [samples, K] rows
+    users = [n for n in nodes if 0 in n.inputs]
+    flatten_input = len(users) == 1 and users[0].kind == "flatten" and 0 not in outputs
+    if flatten_input:
+        drop = nodes.index(users[0])
+        for n in nodes:
+            n.inputs = [0 if i == drop else i - (i > drop) for i in n.inputs]
+        outputs[:] = [0 if o == drop else o - (o > drop) for o in outputs]
+        del nodes[drop]
+    first = next(n for n in nodes if n.kind == "linear")
+    if flatten_input and first.inputs == [0] and first.attrs["weight"].shape[1] != int(np.prod(example.shape[1:])):
+        raise IllegalConfigError("example_input", f"has {int(np.prod(example.shape[1:]))} features, {first.where} "
+                                 f"takes {first.attrs['weight'].shape[1]}", "pass an input the module accepts")
+    try:
+        with torch.no_grad():  # the module runs on the example: shape errors surface with torch's own message
+            module(example[:1])
+    except Exception as exc:  # noqa: BLE001 - torch raises many types
+        raise IllegalConfigError("example_input", f"the module fails on it ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                                 "pass an input the module accepts") from None
+    x_cal = cal.to(torch.float64).numpy()
+    x_cal = x_cal.reshape(len(x_cal), -1) if flatten_input else x_cal
+    _calibrate(nodes, x_cal)
+    return _emit_qdq(nodes, outputs, act_bits, int(weight_bits), int(bias_bits), model_name)
 
-    x_cal = cal.reshape(cal.shape[0], -1).to(torch.float64).numpy()
-    proto = _emit_qdq(layers, x_cal, act_bits, int(weight_bits), int(bias_bits), model_name)
-    loaded = load_model(proto)
-    loaded.graph.source["frontend"] = "pytorch (post-training quantization -> onnx qdq)"
-    return loaded
 
-
-def _emit_qdq(layers: list[_Layer], x_cal: np.ndarray, act_bits: int, weight_bits: int, bias_bits: int,
+def _emit_qdq(nodes: list[_Node], outputs: list[int], act_bits: int, weight_bits: int, bias_bits: int,
               model_name: str) -> onnx.ModelProto:
-    nodes: list[onnx.NodeProto] = []
+    """Every node's float result is followed by QuantizeLinear -> DequantizeLinear (power-of-two scale, zero point
+    0); its consumers read the DequantizeLinear output. Views (flatten, reshape) keep their input's scale and type
+    exactly."""
+    onodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
 
     def qparams(prefix: str, frac: int, np_type: Any) -> list[str]:
@@ -341,11 +517,11 @@ def _emit_qdq(layers: list[_Layer], x_cal: np.ndarray, act_bits: int, weight_bit
 
     def q_dq(src: str, prefix: str, frac: int, onnx_type: int, out: str | None = None) -> str:
         np_type = _ACT_NP[onnx_type]
-        nodes.append(helper.make_node("QuantizeLinear", [src, *qparams(prefix, frac, np_type)],
-                                      [f"{prefix}_q"], name=f"{prefix}_quant"))
+        onodes.append(helper.make_node("QuantizeLinear", [src, *qparams(prefix, frac, np_type)],
+                                       [f"{prefix}_q"], name=f"{prefix}_quant"))
         dq = out or f"{prefix}_dq"
-        nodes.append(helper.make_node("DequantizeLinear", [f"{prefix}_q", *qparams(f"{prefix}_dq", frac, np_type)],
-                                      [dq], name=f"{prefix}_dequant"))
+        onodes.append(helper.make_node("DequantizeLinear", [f"{prefix}_q", *qparams(f"{prefix}_dq", frac, np_type)],
+                                       [dq], name=f"{prefix}_dequant"))
         return dq
 
     signed_t = _ACT_ONNX[(act_bits, True)]
@@ -354,52 +530,93 @@ def _emit_qdq(layers: list[_Layer], x_cal: np.ndarray, act_bits: int, weight_bit
     w_max = (1 << (weight_bits - 1)) - 1
     b_lo, b_hi = -(1 << (bias_bits - 1)), (1 << (bias_bits - 1)) - 1
 
-    x_frac = _calibration_frac(float(np.abs(x_cal).max()), _max_code(signed_t))
-    cur = q_dq("x", "input", x_frac, signed_t)
-    act = x_cal  # float activations of the float model (calibration statistics)
-    for i, layer in enumerate(layers):
-        p = f"fc{i}"
-        last = i == len(layers) - 1
-        w = layer.weight  # [N, K]
-        w_frac = _calibration_frac(float(np.abs(w).max()), w_max)
-        w_codes = np.rint(w * 2.0 ** w_frac)  # |codes| <= w_max by construction, round half to even
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(w_codes.T).astype(w_np), f"{p}_weight_q"))
-        w_dq = f"{p}_weight_dq"
-        nodes.append(helper.make_node("DequantizeLinear", [f"{p}_weight_q", *qparams(w_dq, w_frac, w_np)],
-                                      [w_dq], name=f"{p}_weight_dequant"))
-        y = f"{p}_matmul_out"
-        nodes.append(helper.make_node("MatMul", [cur, w_dq], [y], name=f"{p}_matmul"))
-        acc_frac = x_frac + w_frac
-        if layer.bias is not None:
-            b_codes = np.rint(layer.bias * 2.0 ** acc_frac)
-            worst = int(np.argmax(np.abs(b_codes)))
-            if b_codes[worst] < b_lo or b_codes[worst] > b_hi:
-                raise UnsupportedQuantizationError(
-                    f"{layer.path}.bias[{worst}]",
-                    f"bias {layer.bias[worst]:.6g} at the accumulator scale 2^-{acc_frac} is code "
-                    f"{int(b_codes[worst])}, outside int{bias_bits}",
-                    "raise bias_bits (up to 32), lower act_bits, or calibrate with inputs of a larger range")
-            inits.append(numpy_helper.from_array(b_codes.astype(np.int32), f"{p}_bias_q"))
-            b_dq = f"{p}_bias_dq"
-            nodes.append(helper.make_node("DequantizeLinear", [f"{p}_bias_q", *qparams(b_dq, acc_frac, np.int32)],
-                                          [b_dq], name=f"{p}_bias_dequant"))
-            nodes.append(helper.make_node("Add", [y, b_dq], [f"{p}_add_out"], name=f"{p}_bias_add"))
-            y = f"{p}_add_out"
-        act = act @ w.T + (layer.bias if layer.bias is not None else 0.0)
-        out_t = signed_t
-        if layer.relu:
-            nodes.append(helper.make_node("Relu", [y], [f"{p}_relu_out"], name=f"{p}_relu"))
-            y = f"{p}_relu_out"
-            act = np.maximum(act, 0.0)
-            out_t = relu_t
-        o_frac = _calibration_frac(float(np.abs(act).max()), _max_code(out_t))
-        cur = q_dq(y, p, o_frac, out_t, out="y" if last else None)
-        x_frac = o_frac
-    k, n = layers[0].weight.shape[1], layers[-1].weight.shape[0]
-    graph = helper.make_graph(nodes, model_name,
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", int(k)])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", int(n)])],
-                              initializer=inits)
+    out_names = {o: ("y" if len(outputs) == 1 else f"y{j}") for j, o in enumerate(outputs)}
+    names: list[str] = []  # the DequantizeLinear output of each node
+    qtypes: list[tuple[int, int]] = []  # (frac, onnx type) of each node
+    counters: dict[str, int] = {}
+
+    def prefix_for(kind: str) -> str:
+        i = counters.get(kind, 0)
+        counters[kind] = i + 1
+        return f"{'fc' if kind == 'linear' else kind}{i}"
+
+    def requant(k: int, y: str, p: str, out_t: int) -> None:
+        frac = _calibration_frac(float(np.abs(nodes[k].value).max(initial=0.0)), _max_code(out_t))
+        names.append(q_dq(y, p, frac, out_t, out=out_names.get(k)))
+        qtypes.append((frac, out_t))
+
+    for k, n in enumerate(nodes):
+        ins = [names[i] for i in n.inputs]
+        if n.kind == "input":
+            requant(k, "x", "input", signed_t)
+            continue
+        p = prefix_for(n.kind)
+        if n.kind == "linear":
+            x_frac = qtypes[n.inputs[0]][0]
+            w, bias = n.attrs["weight"], n.attrs["bias"]  # [N, K], [N]
+            w_frac = _calibration_frac(float(np.abs(w).max()), w_max)
+            w_codes = np.rint(w * 2.0 ** w_frac)  # |codes| <= w_max by construction, round half to even
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(w_codes.T).astype(w_np), f"{p}_weight_q"))
+            w_dq = f"{p}_weight_dq"
+            onodes.append(helper.make_node("DequantizeLinear", [f"{p}_weight_q", *qparams(w_dq, w_frac, w_np)],
+                                           [w_dq], name=f"{p}_weight_dequant"))
+            y = f"{p}_matmul_out"
+            onodes.append(helper.make_node("MatMul", [ins[0], w_dq], [y], name=f"{p}_matmul"))
+            acc_frac = x_frac + w_frac
+            if bias is not None:
+                b_codes = np.rint(bias * 2.0 ** acc_frac)
+                worst = int(np.argmax(np.abs(b_codes)))
+                if b_codes[worst] < b_lo or b_codes[worst] > b_hi:
+                    path = n.where.split(" (")[0]
+                    raise UnsupportedQuantizationError(
+                        f"{path}.bias[{worst}]",
+                        f"bias {bias[worst]:.6g} at the accumulator scale 2^-{acc_frac} is code "
+                        f"{int(b_codes[worst])}, outside int{bias_bits}",
+                        "raise bias_bits (up to 32), lower act_bits, or calibrate with inputs of a larger range")
+                inits.append(numpy_helper.from_array(b_codes.astype(np.int32), f"{p}_bias_q"))
+                b_dq = f"{p}_bias_dq"
+                onodes.append(helper.make_node("DequantizeLinear", [f"{p}_bias_q", *qparams(b_dq, acc_frac,
+                                                                                             np.int32)],
+                                               [b_dq], name=f"{p}_bias_dequant"))
+                onodes.append(helper.make_node("Add", [y, b_dq], [f"{p}_add_out"], name=f"{p}_bias_add"))
+                y = f"{p}_add_out"
+            if n.relu:
+                onodes.append(helper.make_node("Relu", [y], [f"{p}_relu_out"], name=f"{p}_relu"))
+                y = f"{p}_relu_out"
+            requant(k, y, p, relu_t if n.relu else signed_t)
+        elif n.kind == "relu":
+            onodes.append(helper.make_node("Relu", ins, [f"{p}_out"], name=p))
+            requant(k, f"{p}_out", p, relu_t)
+        elif n.kind == "add":
+            onodes.append(helper.make_node("Add", ins, [f"{p}_out"], name=p))
+            requant(k, f"{p}_out", p, signed_t)
+        elif n.kind == "cat":
+            onodes.append(helper.make_node("Concat", ins, [f"{p}_out"], name=p, axis=n.attrs["axis"] + 1))
+            types = {qtypes[i][1] for i in n.inputs}
+            requant(k, f"{p}_out", p, types.pop() if len(types) == 1 else signed_t)
+        elif n.kind in ("mean", "sum"):
+            axes = f"{p}_axes"
+            inits.append(numpy_helper.from_array(np.asarray([a + 1 for a in n.attrs["axes"]], np.int64), axes))
+            op = "ReduceMean" if n.kind == "mean" else "ReduceSum"
+            onodes.append(helper.make_node(op, [ins[0], axes], [f"{p}_out"], name=p,
+                                           keepdims=int(n.attrs["keepdim"])))
+            requant(k, f"{p}_out", p, signed_t)
+        else:  # flatten / reshape: a view, then Q/DQ at the input's own scale and type (exact)
+            if n.kind == "flatten":
+                onodes.append(helper.make_node("Flatten", ins, [f"{p}_out"], name=p, axis=1))
+            else:
+                shape = f"{p}_shape"
+                inits.append(numpy_helper.from_array(np.asarray((-1,) + n.value.shape[1:], np.int64), shape))
+                onodes.append(helper.make_node("Reshape", [ins[0], shape], [f"{p}_out"], name=p))
+            frac, onnx_t = qtypes[n.inputs[0]]
+            names.append(q_dq(f"{p}_out", p, frac, onnx_t, out=out_names.get(k)))
+            qtypes.append((frac, onnx_t))
+
+    def info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *map(int, value.shape[1:])])
+
+    graph = helper.make_graph(onodes, model_name, [info("x", nodes[0].value)],
+                              [info(out_names[o], nodes[o].value) for o in outputs], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="nn2aie.frontends.pytorch", producer_version="1")
     model.ir_version = IR_VERSION
