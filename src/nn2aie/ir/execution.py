@@ -10,6 +10,14 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def rows_per_event(shape: tuple[int, ...]) -> int:
+    """On-chip rows one event of a tensor takes: the product of its per-event leading axes (1 when flat)."""
+    rows = 1
+    for d in shape[:-1]:
+        rows *= int(d)
+    return rows
+
+
 class OpExec:
     """How one logical op runs: the family's plan for it (a dataclass subclass per family).
 

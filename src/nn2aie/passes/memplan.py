@@ -220,7 +220,7 @@ class MemoryPlanner:
         return None
 
 
-def check_chain(ops_in_order: list, graph) -> None:  # noqa: D103 (DAG routing replaces it with the next step)
+def check_chain(ops_in_order: list, graph) -> None:
     """This version routes straight chains: each activation feeds exactly one dense op."""
     for op in ops_in_order:
         users = graph.consumers(op.outputs[0])

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError
-from nn2aie.ir.execution import OpExec
+from nn2aie.ir.execution import OpExec, rows_per_event
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import Endpoint, Kernel, PhysicalPlan
 from nn2aie.kernels.family import OpFamily, PortSpec
@@ -49,9 +49,7 @@ class CompileOptions:
             if not isinstance(ov, dict):
                 raise IllegalConfigError(f"override for layer {name}", f"unknown keys in {ov!r}",
                                          "give any of {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}")
-            # the keys and values each layer accepts are its family's (checked once the graph is known; a
-            # dense-style check first keeps errors early for the common case)
-            family_named("dense").validate_override(name, ov)
+            # keys and values are checked by the layer's own family once the graph is known (_legalise)
 
 
 @dataclass
@@ -177,11 +175,7 @@ def _place(s: State) -> None:
 
 
 def _rows(s: State, tensor: str) -> int:
-    shape = s.graph.tensor(tensor).shape
-    lead = 1
-    for d in shape[:-1]:
-        lead *= d
-    return s.options.batch * lead
+    return s.options.batch * rows_per_event(s.graph.tensor(tensor).shape)
 
 
 def _memory_plan(s: State) -> None:

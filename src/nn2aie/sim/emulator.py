@@ -25,7 +25,7 @@ import numpy as np
 
 from nn2aie import progress
 from nn2aie.errors import IllegalConfigError, InternalCheckError
-from nn2aie.ir.execution import ceil_div
+from nn2aie.ir.execution import ceil_div, rows_per_event
 from nn2aie.ir.physical import Access, Kernel, PhysicalPlan, SharedBuffer
 from nn2aie.ir.tiling import BlockLayout
 from nn2aie.kernels.family import OpFamily, PortSpec
@@ -270,8 +270,7 @@ class Emulator:
 
     # -- public ------------------------------------------------------------------------------------------
     def _rows_per_event(self, tensor: str) -> int:
-        shape = self.plan.tensor_shapes.get(tensor, ())
-        return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+        return rows_per_event(self.plan.tensor_shapes.get(tensor, ()))
 
     def _width(self, tensor: str, fallback: int) -> int:
         """Codes per event of a graph input or output (the tensor flattened)."""
@@ -355,8 +354,8 @@ class Emulator:
         if x.shape[0] < events:  # rows past the last event are zero inputs
             for sb in plan.shared_buffers:
                 buffers[sb.name][x.shape[0] * (sb.dims[1] // rows):] = 0
-        x_rows = x.reshape(-1, x.shape[1] // self._rows_per_event(plan.input_tensor)) \
-            if self._rows_per_event(plan.input_tensor) > 1 else x
+        rpe_in = self._rows_per_event(plan.input_tensor)
+        x_rows = x.reshape(-1, x.shape[1] // rpe_in) if rpe_in > 1 else x
         for p in plan.plios:
             if p.direction == "in":
                 sb, idx = self.plio_writer[p.name]

@@ -9,7 +9,7 @@ import numpy as np
 from nn2aie.devices import Device
 from nn2aie.errors import IllegalConfigError
 from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator, exact_matmul, requantize
-from nn2aie.ir.execution import DenseExec, OpExec
+from nn2aie.ir.execution import DenseExec, OpExec, rows_per_event
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel
 from nn2aie.ir.types import FixedType
@@ -88,7 +88,7 @@ class DenseFamily(OpFamily):
 
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         shape = parse_mmul(override["mmul"], f"override for layer {op.name}") if "mmul" in override else None
-        rows = batch * _leading(graph.tensor(op.inputs[0]).shape)
+        rows = batch * rows_per_event(graph.tensor(op.inputs[0]).shape)
         return plan_precision(graph, op, device, rows, shape)
 
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
@@ -213,7 +213,3 @@ def _dense(e: OpExec) -> DenseExec:
     assert isinstance(e, DenseExec), e
     return e
 
-
-def _leading(shape: tuple[int, ...]) -> int:
-    """Rows per event of a [..., K] input: the product of the leading axes (1 for a flat input)."""
-    return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
