@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nn2aie.devices import Device
-from nn2aie.errors import DoesNotFitError, UnsupportedOpError
+from nn2aie.errors import DoesNotFitError
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.physical import Access as PortAccess
 from nn2aie.ir.physical import DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
@@ -218,14 +218,3 @@ class MemoryPlanner:
             if k.name == ep.name:
                 return k.col
         return None
-
-
-def check_chain(ops_in_order: list, graph) -> None:
-    """This version routes straight chains: each activation feeds exactly one dense op."""
-    for op in ops_in_order:
-        users = graph.consumers(op.outputs[0])
-        if len(users) > 1 or (op.outputs[0] in graph.outputs and users):
-            raise UnsupportedOpError(
-                f"tensor {graph.tensor(op.outputs[0]).origin or op.outputs[0]}",
-                "feeds several consumers (a branching graph); this version maps straight layer chains",
-                "export a sequential MLP; branching graphs are planned for a later release")

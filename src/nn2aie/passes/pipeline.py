@@ -15,7 +15,7 @@ from nn2aie.ir.physical import Endpoint, Kernel, PhysicalPlan
 from nn2aie.kernels.family import OpFamily, PortSpec
 from nn2aie.kernels.registry import family_for, family_named
 from nn2aie.passes.legality import check_legality, peak_usage
-from nn2aie.passes.memplan import MemoryPlanner, SliceSpec, TensorRoute, boundary_feasible, check_chain
+from nn2aie.passes.memplan import MemoryPlanner, SliceSpec, TensorRoute, boundary_feasible
 from nn2aie.passes.placement import PlacementReport, place
 from nn2aie.passes.verify import verify_plan
 
@@ -89,8 +89,12 @@ def _legalise(s: State) -> None:
         raise UnsupportedOpError(f"graph {s.graph.name}", "the model must have exactly one input and one output",
                                  "export a single-input, single-output model")
     if not s.graph.ops:
-        raise UnsupportedOpError(f"graph {s.graph.name}", "contains no dense layer", "nothing to compile")
-    check_chain(s.graph.ops, s.graph)
+        raise UnsupportedOpError(f"graph {s.graph.name}", "contains no op", "nothing to compile")
+    out = s.graph.outputs[0]
+    if s.graph.consumers(out):
+        raise UnsupportedOpError(f"tensor {s.graph.tensor(out).origin or out}",
+                                 "is the graph output and also feeds further ops",
+                                 "output the last op's result only (an internal tensor cannot be a second output yet)")
     unknown = set(s.options.overrides) - {op.name for op in s.graph.ops}
     if unknown:
         raise IllegalConfigError(f"override for {sorted(unknown)[0]}", "no layer of that name",

@@ -12,6 +12,7 @@ import numpy as np
 from nn2aie.devices import Device
 from nn2aie.errors import InternalCheckError
 from nn2aie.ir.physical import PhysicalPlan, dtype_bytes
+from nn2aie.kernels.registry import family_named
 from nn2aie.passes.placement import check_placement
 
 
@@ -31,12 +32,20 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
             if s1 < e0:
                 raise _internal(f"kernel {k.name}", f"buffers {n0} and {n1} overlap")
 
-    # every kernel input has exactly one source, every output exactly one sink
+    # every kernel input port has exactly one source, every output port exactly one sink
+    ports = {k.name: family_named(e.family).ports(e, k) for e in plan.layers for k in plan.kernels_of(e.op)}
+
+    def port_key(kernel: str, port: str, direction: str) -> tuple[str, str]:
+        if port:
+            return kernel, port
+        names = [p.name for p in ports.get(kernel, []) if p.direction == direction]
+        return kernel, names[0] if len(names) == 1 else "?"
+
     sources: Counter = Counter()
     sinks: Counter = Counter()
     for link in plan.direct_links:
-        sinks[link.src] += 1
-        sources[link.dst] += 1
+        sinks[port_key(link.src, link.src_port, "out")] += 1
+        sources[port_key(link.dst, link.dst_port, "in")] += 1
     for sb in plan.shared_buffers:
         where = f"memory-tile buffer {sb.name} at memtile ({sb.col},{sb.row})"
         used_memtiles[(sb.col, sb.row)] += 1
@@ -58,7 +67,10 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
                 raise _internal(where, "innermost tile width or offset is not a whole number of 32-bit words")
             for ep in acc.endpoints:
                 if ep.kind == "kernel":
-                    (sinks if acc in sb.writers else sources)[ep.name] += 1
+                    if acc in sb.writers:
+                        sinks[port_key(ep.name, ep.port, "out")] += 1
+                    else:
+                        sources[port_key(ep.name, ep.port, "in")] += 1
         written = np.zeros(sb.dims[0] * sb.dims[1], dtype=bool)
         for acc in sb.writers:
             written[acc.tiling.addresses()[0]] = True
@@ -70,9 +82,10 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
         if n > 1:
             raise _internal(f"memory tile ({c},{r})", f"holds {n} buffers")
     for k in plan.kernels:
-        if k.position == 0 and sources[k.name] != 1:
-            raise _internal(f"kernel {k.name}", f"{sources[k.name]} input sources")
-        if k.position > 0 and sources[k.name] != 1:
-            raise _internal(f"kernel {k.name}", f"{sources[k.name]} input sources")
-        if k.has_output and sinks[k.name] != 1:
-            raise _internal(f"kernel {k.name}", f"output goes to {sinks[k.name]} places")
+        for spec in ports[k.name]:
+            if spec.direction == "in" and sources[(k.name, spec.name)] != 1:
+                raise _internal(f"kernel {k.name}", f"input port {spec.name} has {sources[(k.name, spec.name)]} "
+                                "sources")
+            if spec.direction == "out" and sinks[(k.name, spec.name)] != 1:
+                raise _internal(f"kernel {k.name}", f"output port {spec.name} goes to {sinks[(k.name, spec.name)]} "
+                                "places")

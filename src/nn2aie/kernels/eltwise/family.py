@@ -1,20 +1,278 @@
-"""The eltwise family behind the common interface (kernels/family.py)."""
+"""The eltwise family behind the common interface (kernels/family.py).
+
+An op runs on ``cas_num`` tiles side by side, each on a column slice of every operand (plain rows, widths a
+multiple of 4 so a window is whole 16-lane vectors); no cascade. The per-tile steps are planned in plan.py and
+emulated in tile.py; templates/ holds the C++."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import jinja2
 import numpy as np
 
+from nn2aie.devices import Device
+from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedQuantizationError
+from nn2aie.ir.execution import OpExec, ceil_div
 from nn2aie.ir.logical import Graph, Op
+from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes, numpy_dtype
+from nn2aie.kernels import plain
 from nn2aie.kernels.eltwise import logical
-from nn2aie.kernels.family import Fail, OpFamily
+from nn2aie.kernels.eltwise.plan import COLUMN_ALIGN, LANES, EltwiseExec, plan
+from nn2aie.kernels.eltwise.tile import constant_window, run_tile
+from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("nn2aie.kernels.eltwise", "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    autoescape=False,
+)
+CALL_OVERHEAD_CYCLES = 40  # as the dense family's: "tens of cycles" per kernel call (UG1079), not calibrated
+OPERAND_CONTAINERS = ("int8", "uint8", "int16", "uint16")
+
+
+def _e(e: OpExec) -> EltwiseExec:
+    assert isinstance(e, EltwiseExec), e
+    return e
+
+
+def header_path(index: int) -> str:
+    return f"kernels/eltwise_l{index}.h"
+
+
+def source_path(index: int) -> str:
+    return f"kernels/eltwise_l{index}.cc"
+
+
+def params_path(index: int) -> str:
+    return f"data/params_l{index}.h"
 
 
 class EltwiseFamily(OpFamily):
     name = "eltwise"
     kinds = ("eltwise",)
+    override_keys = frozenset({"cas_num"})
 
+    # -- logical ------------------------------------------------------------------------------------------------
     def verify(self, graph: Graph, op: Op, fail: Fail) -> None:
         logical.verify(graph, op, fail)
 
     def evaluate(self, graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return logical.evaluate(graph, op, inputs)
+
+    # -- planning -----------------------------------------------------------------------------------------------
+    def validate_override(self, layer: str, override: dict) -> None:
+        super().validate_override(layer, override)
+        if "cas_num" in override and (type(override["cas_num"]) is not int or override["cas_num"] < 1):
+            raise IllegalConfigError(f"override for layer {layer}", f"cas_num {override['cas_num']!r} is not a "
+                                     "positive integer", "give cas_num as a whole number of tiles, e.g. 2")
+
+    def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
+        for t in [op.inputs[0]] + ([op.inputs[1]] if len(op.inputs) > 1 else []):
+            tensor = graph.tensor(t)
+            if tensor.type.container not in OPERAND_CONTAINERS:
+                raise UnsupportedQuantizationError(
+                    f"op {op.name} operand {tensor.origin or t}", f"{tensor.type.width}-bit codes need a "
+                    f"{tensor.type.container} container; eltwise tiles take 8- and 16-bit operands",
+                    "quantize the operands to at most 16 bits")
+        return plan(graph, op, device, batch)
+
+    def _buffers(self, e: EltwiseExec, slice_width: int) -> int:
+        window = e.rows * slice_width
+        ins = dtype_bytes(e.a_dtype) + (dtype_bytes(e.b_dtype) if e.b_dtype else 0)
+        param = dtype_bytes(e.c_dtype) if e.const == "table" else 0
+        return window * (2 * ins + 2 * dtype_bytes(e.out_dtype) + param)
+
+    def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
+                    override: dict | None) -> None:
+        x = _e(e)
+        budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
+            int(device.fact("heap_bytes_default")) - 8 * plain.ALIGN
+        if override and "cas_num" in override:
+            parts = int(override["cas_num"])
+            slices = plain.column_slices(x.width, parts, COLUMN_ALIGN)
+            if slices is None:
+                raise IllegalConfigError(f"override for layer {x.op}", f"cas_num {parts} leaves a tile without "
+                                         f"columns ({x.width} columns in slices of {COLUMN_ALIGN})",
+                                         f"use at most {ceil_div(x.width, COLUMN_ALIGN)} tiles")
+            if self._buffers(x, slices[0][1]) > budget:
+                raise DoesNotFitError(f"op {x.op}", f"{parts} tile(s) of {slices[0][1]} columns need "
+                                      f"{self._buffers(x, slices[0][1])} B of buffers, a tile has {budget} B free",
+                                      "use more tiles (cas_num) or a smaller batch")
+            x.cas_num, x.slice, x.override = parts, slices[0][1], True
+            return
+        for parts in range(1, ceil_div(x.width, COLUMN_ALIGN) + 1):
+            slices = plain.column_slices(x.width, parts, COLUMN_ALIGN)
+            if slices is not None and self._buffers(x, slices[0][1]) <= budget:
+                x.cas_num, x.slice = parts, slices[0][1]
+                return
+        raise DoesNotFitError(f"op {x.op}", f"{x.rows} rows of one column slice do not fit a tile",
+                              "use a smaller batch")
+
+    def grow(self, e: OpExec, device: Device) -> dict | None:
+        x = _e(e)
+        if x.cas_num * 2 <= device.compute_rows and plain.column_slices(x.width, x.cas_num * 2, COLUMN_ALIGN):
+            return {"cas_num": x.cas_num * 2}
+        return None
+
+    # -- physical -----------------------------------------------------------------------------------------------
+    def partition(self, graph: Graph, op: Op, e: OpExec, device: Device, layer_id: str) -> list[Kernel]:
+        x = _e(e)
+        kernels = []
+        for chain in range(x.cas_num):
+            start = chain * x.slice
+            param = np.zeros(0, dtype=np.int8)
+            if x.const == "table":
+                param = constant_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
+            k = Kernel(name=f"{layer_id}_c{chain}", layer=op.name, chain=chain, position=0, role="single",
+                       col=-1, row=-1, k_start=0, n_start=start, weights=param, bias=None, family=self.name)
+            k.memory = self.memory_map(x, k, device, frozenset())
+            kernels.append(k)
+        return kernels
+
+    def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
+        x = _e(e)
+        out = [PortSpec("in0", "in", 0, kernel.n_start, x.slice, None, x.a_dtype, x.rows)]
+        if x.b_dtype:
+            out.append(PortSpec("in1", "in", 1, kernel.n_start, x.slice, None, x.b_dtype, x.rows))
+        out.append(PortSpec("out", "out", 0, kernel.n_start, x.slice, None, x.out_dtype, x.rows))
+        return out
+
+    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
+        x = _e(e)
+        return [(c * x.slice, x.slice) for c in range(x.cas_num)]
+
+    def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
+        x = _e(e)
+        buffers = plain.port_buffers(self.ports(x, kernel), skip)
+        if x.const == "table":
+            buffers.insert(0, ("param", x.rows * x.slice * dtype_bytes(x.c_dtype)))
+        return plain.memory_map(buffers, device, f"kernel {kernel.name} of op {x.op}")
+
+    # -- emulation ----------------------------------------------------------------------------------------------
+    def emulate(self, e: OpExec, kernels: list[Kernel], io: Any) -> None:
+        x = _e(e)
+        for k in kernels:
+            ports = self.ports(x, k)
+            a = io.read(k, "in0")
+            b = None
+            if x.b_dtype:
+                b = io.read(k, "in1")
+            elif x.const == "table":
+                b = np.tile(k.weights.astype(np.int64).reshape(x.rows, x.slice), (io.iterations, 1))
+            y = run_tile(x, a, b)
+            if io.trace is not None:
+                ins = [(ports[0], a)] + ([(ports[1], b)] if x.b_dtype else [])
+                plain.record(io.trace, k, ins, y, io.iterations)
+            io.write(k, "out", y)
+
+    # -- cost and resources -------------------------------------------------------------------------------------
+    def _vector_ops(self, x: EltwiseExec) -> int:
+        """Vector instructions per 16-lane step: UPS per operand, ADD/MUL, SRS per result, MAX/MIN."""
+        if x.arith in ("add", "sub"):
+            return 4  # UPS, UPS, ADD, SRS
+        if x.arith == "mul":
+            return 2  # MUL, SRS
+        ops = 2  # UPS, SRS
+        if x.second:
+            ops += 3  # UPS, SRS, MAX/MIN
+        return ops + (x.lo is not None) + (x.hi is not None)
+
+    def tile_cycles(self, e: OpExec, kernel: Kernel) -> float:
+        return self.max_tile_cycles(e)
+
+    def max_tile_cycles(self, e: OpExec) -> float:
+        x = _e(e)
+        return float(CALL_OVERHEAD_CYCLES + (x.rows * x.slice // LANES) * self._vector_ops(x))
+
+    def useful_ops(self, e: OpExec) -> int:
+        x = _e(e)
+        return x.rows * x.width
+
+    def cost_assumptions(self) -> str:
+        return ("kernels/eltwise: one vector instruction per cycle per 16 lanes (UPS, ADD/MUL, SRS, MAX/MIN "
+                "counted, loads and stores in parallel slots), plus the call overhead; not calibrated")
+
+    def program_memory(self, e: OpExec, kernel: Kernel, device: Device) -> int:
+        # the loop body (at most ~10 bundles, software-pipelined x3) and a fixed frame of ~40 bundles
+        return int(device.fact("program_memory_runtime_bytes")) + 16 * (40 + 3 * (2 + self._vector_ops(_e(e))))
+
+    # -- codegen ------------------------------------------------------------------------------------------------
+    def _context(self, x: EltwiseExec, index: int, comment: str) -> dict:
+        b_t = x.b_dtype or x.c_dtype
+        return {
+            "idx": index, "comment": comment, "kind": x.kind, "guard": f"NN2AIE_ELTWISE_L{index}_H",
+            "ns": f"eltwise_l{index}", "cls": f"EltwiseL{index}", "header": header_path(index),
+            "inputs": 2 if x.b_dtype else 1, "has_param": x.const == "table",
+            "in0_t": plain.CXX_TYPES[x.a_dtype], "in1_t": plain.CXX_TYPES.get(x.b_dtype, ""),
+            "b_t": plain.CXX_TYPES.get(b_t, ""), "o_t": plain.CXX_TYPES[x.out_dtype], "acc": x.acc,
+            "rows": x.rows, "slice": x.slice, "lanes": LANES, "rounding": x.epi().rounding,
+            "saturation": x.epi().saturation, "scalar": x.scalar if x.const == "scalar" else None,
+            "arith": x.arith, "combine": x.combine, "second": x.second, "ua": x.ua, "ub": x.ub,
+            "e1": {"args": plain.epilogue_args(x.epi(), x.out_dtype)},
+            "e2": {"args": plain.epilogue_args(x.epi(True), x.out_dtype) if x.epilogue2 else ""},
+            "lo": x.lo, "hi": x.hi,
+        }
+
+    def render(self, e: OpExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> dict[str, str]:
+        x = _e(e)
+        ctx = self._context(x, index, comment)
+        files = {header_path(index): _ENV.get_template("eltwise_kernel.h.j2").render(ctx),
+                 source_path(index): _ENV.get_template("eltwise_kernel.cc.j2").render(ctx)}
+        if x.const == "table":
+            arrays = [(f"P_{ident}", f"{ident}: columns [{k.n_start}, {k.n_start + x.slice})", k.weights)
+                      for k, ident in kernels]
+            files[params_path(index)] = plain.param_header(
+                params_path(index), f"Eltwise op {index} ({comment}): the constant operand per tile window.",
+                x.c_dtype, arrays)
+        return files
+
+    def includes(self, e: OpExec, index: int) -> list[str]:
+        return [header_path(index)]
+
+    def param_headers(self, e: OpExec, index: int) -> list[str]:
+        return [params_path(index)] if _e(e).const == "table" else []
+
+    def instance(self, e: OpExec, index: int, kernel: Kernel, ident: str) -> KernelInstance:
+        x = _e(e)
+        args: tuple[str, ...] = ()
+        params: tuple[str, ...] = ()
+        if x.const == "table":
+            n = int(kernel.weights.size)
+            args = (f"std::vector<{plain.CXX_TYPES[x.c_dtype]}>(P_{ident}, P_{ident} + {n})",)
+            params = ("param",)
+        ins = {"in0": 0} | ({"in1": 1} if x.b_dtype else {})
+        return KernelInstance(type_name=f"EltwiseL{index}", ctor_args=args, params=params,
+                              source=source_path(index), in_ports=ins, out_ports={"out": 0})
+
+    def describe(self, e: OpExec, index: int) -> str:
+        x = _e(e)
+        operand = {"none": "", "scalar": f" constant {x.scalar}", "table": " constant tensor"}[x.const]
+        return (f"eltwise {x.kind}{operand}, {x.a_dtype}{' x ' + x.b_dtype if x.b_dtype else ''} -> "
+                f"{x.out_dtype}, {x.acc}, {x.width} columns over {x.cas_num} tile(s) of {x.slice}")
+
+    def describe_kernel(self, e: OpExec, kernel: Kernel) -> str:
+        return f"columns [{kernel.n_start}, {kernel.n_start + _e(e).slice})"
+
+    def native_sources(self, e: OpExec, index: int) -> list[str]:
+        return [header_path(index), source_path(index)] + self.param_headers(e, index)
+
+    def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
+        x = _e(e)
+        spec = plain.DriverSpec(f"eltwise_l{index}", header_path(index), source_path(index),
+                                params_path(index) if x.const == "table" else None, 2 if x.b_dtype else 1,
+                                x.const == "table")
+        return plain.driver_source(spec, entries)
+
+    def native_run(self, e: OpExec, kernel: Kernel, trace: Any, iters: int, stem: Any) -> NativeRun:
+        return plain.run_spec(kernel, self.ports(e, kernel), trace, iters, stem)
+
+    def native_position(self, e: OpExec, kernel: Kernel, output: str, element: int) -> str:
+        return plain.position(self.ports(e, kernel)[-1], element)
+
+    # -- reporting ----------------------------------------------------------------------------------------------
+    def summary(self, graph: Graph, op: Op, e: OpExec) -> dict:
+        x = _e(e)
+        return {"op": x.kind, "width": x.width, "slice": x.slice, "acc": x.acc, "shift": x.epi().shift,
+                "rounding": x.epi().rounding, "saturation": x.epi().saturation,
+                "constant": x.const, "elements": x.rows * x.width}

@@ -468,6 +468,39 @@ vector<T, Elems> bit_and(const vector<T, Elems>& v1, const vector<T, Elems>& v2)
   return r;
 }
 
+// -- element-wise accumulator arithmetic (UG1529 "Arithmetic") ----------------------------------------------------
+// aie::add / aie::sub(acc1, acc2): lane-wise sum / difference of two accumulators of one type (exact here; the
+// lanes must stay inside the accumulator's range, checked). aie::add(acc, v): the vector's elements added to the
+// lanes (sign- or zero-extended by the element type).
+template <typename Tag, unsigned Elems>
+accum<Tag, Elems> add(const accum<Tag, Elems>& a, const accum<Tag, Elems>& b) {
+  accum<Tag, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.emu_set_lane(i, a.emu_lane(i) + b.emu_lane(i));
+  return r;
+}
+template <typename Tag, unsigned Elems>
+accum<Tag, Elems> sub(const accum<Tag, Elems>& a, const accum<Tag, Elems>& b) {
+  accum<Tag, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.emu_set_lane(i, a.emu_lane(i) - b.emu_lane(i));
+  return r;
+}
+template <typename Tag, typename T, unsigned Elems>
+accum<Tag, Elems> add(const accum<Tag, Elems>& a, const vector<T, Elems>& v) {
+  accum<Tag, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.emu_set_lane(i, a.emu_lane(i) + static_cast<std::int64_t>(v.get(i)));
+  return r;
+}
+
+// aie::mul<AccumTag>(v1, v2) (UG1529 "Arithmetic"): element-wise products, exact, in an accumulator of AccumTag.
+template <typename Tag, typename T1, typename T2, unsigned Elems>
+accum<Tag, Elems> mul(const vector<T1, Elems>& a, const vector<T2, Elems>& b) {
+  static_assert(aie_emu::is_acc_tag_v<Tag>, "mul<AccumTag>: name the accumulator (acc32 / acc64)");
+  accum<Tag, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i)
+    r.emu_set_lane(i, static_cast<std::int64_t>(a.get(i)) * static_cast<std::int64_t>(b.get(i)));
+  return r;
+}
+
 // -- aie::mmul -------------------------------------------------------------------------------------------------
 namespace emu_detail {
 // Accumulator an mmul gets when none is named: 32-bit lanes for 8/16-bit operands, 64-bit lanes when an operand

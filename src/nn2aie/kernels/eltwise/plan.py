@@ -1,0 +1,171 @@
+"""How an eltwise op runs on tiles: the integer steps of one 16-lane vector, chosen so that they give the codes
+of the logical model (kernels/eltwise/logical.py) for every input the types allow.
+
+Every op is one of two shapes on the tile:
+
+- **arithmetic** (add, sub, mul): ``acc = (a << ua) +- (b << ub)`` or ``acc = a * b`` exactly in an accumulator
+  (UPS / ADD / MUL), then one SRS epilogue (kernels/epilogue.py) into the output type;
+- **monotone** (max, min, relu, clip, leaky_relu, identity): each operand is requantised on its own
+  (``y_i = epilogue_i(x_i << u_i)``), then combined with max / min and clamped to constant bounds. This equals
+  requantising the exact result because requantisation (rounding, then a saturating clamp) is monotone:
+  ``rq(max(x, y)) = max(rq(x), rq(y))`` and ``rq(clip(x, lo, hi)) = clip(rq(x), rq(lo), rq(hi))``. LeakyReLU
+  with slope ``2^-s`` is ``max(rq_fa(a), rq_(fa+s)(a))``: for ``a >= 0`` the first is the larger, for ``a < 0`` the
+  second, and they are the two branches of the logical model. A wrapping output type is not monotone: refused
+  where wrap-around could happen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from nn2aie.devices import Device
+from nn2aie.errors import UnsupportedQuantizationError
+from nn2aie.ir.evaluate import requantize
+from nn2aie.ir.execution import OpExec, rows_per_event
+from nn2aie.ir.logical import Graph, Op
+from nn2aie.ir.types import FixedType
+from nn2aie.kernels.eltwise import logical
+from nn2aie.kernels.epilogue import ACC_BITS, Epilogue, plan_epilogue
+
+LANES = 16  # elements per vector step (int8: 128-bit, int16: 256-bit vectors; acc32 / acc64 accumulators)
+COLUMN_ALIGN = 4  # slice widths: rows (a multiple of 4) x width must be whole vectors
+MAX_UPSHIFT = 59  # accum::from_vector shifts 0..59 (UPS)
+
+
+@dataclass
+class EltwiseExec(OpExec):
+    op: str
+    kind: str  # logical op: add, sub, mul, max, min, relu, clip, leaky_relu, identity
+    rows: int  # rows per graph iteration (batch x leading axes)
+    width: int  # columns of the tensor (its last axis)
+    a_dtype: str
+    b_dtype: str  # second activation's container, "" when the second operand is a constant or absent
+    const: str  # "none" | "scalar" | "table" (a constant tensor expanded per window)
+    c_dtype: str  # constant container ("" without constant)
+    scalar: int  # the scalar constant's code (const == "scalar")
+    out_dtype: str
+    acc: str  # acc32 | acc64
+    arith: str  # add | sub | mul | none
+    combine: str  # max | min | none: how the second requantised operand joins the first
+    second: str  # "b" (the other operand) | "a" (leaky_relu's second branch) | ""
+    ua: int  # up-shift of the first operand
+    ub: int  # up-shift of the second operand / branch
+    epilogue: dict  # Epilogue of the first (or only) result
+    epilogue2: dict  # Epilogue of the second requantised operand ({} without one)
+    lo: int | None = None  # constant bounds after requantisation (clip / relu)
+    hi: int | None = None
+    slice: int = 0  # columns per tile (multiple of COLUMN_ALIGN)
+    cas_length: int = 1
+    cas_num: int = 1
+    override: bool = False
+    notes: list[str] = field(default_factory=list)
+    const_rows: int = 1  # rows per event of a "table" constant (1: per channel)
+
+    family: ClassVar[str] = "eltwise"
+
+    def epi(self, second: bool = False) -> Epilogue:
+        return Epilogue(**(self.epilogue2 if second else self.epilogue))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["family"] = self.family
+        d["tiles"] = self.tiles
+        return d
+
+
+def _max_abs(t: FixedType) -> int:
+    return max(abs(t.min_code), abs(t.max_code))
+
+
+def _acc_for(bound: int) -> str:
+    return "acc32" if bound < 1 << (ACC_BITS["acc32"] - 1) else "acc64"
+
+
+def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
+    kind = op.attrs["op"]
+    a_t = graph.tensor(op.inputs[0])
+    y_t = graph.tensor(op.outputs[0])
+    assert isinstance(a_t.type, FixedType) and isinstance(y_t.type, FixedType)
+    where = f"op {op.name} output tensor {y_t.origin or y_t.name}"
+    yt, fa = y_t.type, a_t.type.frac
+    b_t = graph.tensor(op.inputs[1]) if len(op.inputs) > 1 else None
+    const, c_dtype, scalar, const_rows = "none", "", 0, 1
+    b_dtype = ""
+    if b_t is not None:
+        if b_t.is_const:
+            assert b_t.data is not None
+            c_dtype = b_t.type.container
+            if b_t.data.ndim == 0:
+                const, scalar = "scalar", int(b_t.data)
+            else:
+                const = "table"
+                const_rows = rows_per_event(tuple(b_t.shape)) if len(b_t.shape) == len(a_t.shape) else 1
+        else:
+            b_dtype = b_t.type.container
+    amax = _max_abs(a_t.type)
+    bmax = logical._max_abs(b_t) if b_t is not None else 0
+    fb = b_t.type.frac if b_t is not None else 0
+    fields: dict = {"lo": None, "hi": None}
+    if kind in ("add", "sub"):
+        f = max(fa, fb, yt.frac)
+        ua, ub = f - fa, f - fb
+        bound = (amax << ua) + (bmax << ub)
+        acc = _acc_for(bound)
+        epi = plan_epilogue(yt, f, acc, False, bound, device, where)
+        fields |= {"arith": kind, "combine": "none", "second": "", "ua": ua, "ub": ub, "epilogue": epi, "epi2": None}
+    elif kind == "mul":
+        bound = amax * bmax
+        acc = _acc_for(bound)
+        epi = plan_epilogue(yt, fa + fb, acc, False, bound, device, where)
+        fields |= {"arith": "mul", "combine": "none", "second": "", "ua": 0, "ub": 0, "epilogue": epi, "epi2": None}
+    else:
+        ua = max(0, yt.frac - fa)
+        bound = amax << ua
+        second, ub, epi2, combine = "", 0, None, "none"
+        if kind in ("max", "min"):
+            ub = max(0, yt.frac - fb)
+            bound = max(bound, bmax << ub)
+            second, combine = "b", kind
+        elif kind == "leaky_relu":
+            s = int(op.attrs["alpha_shift"])
+            ub = max(0, yt.frac - fa - s)
+            bound = max(bound, amax << ub)
+            second, combine = "a", "max"
+        acc = _acc_for(bound)
+        epi = plan_epilogue(yt, fa + ua, acc, False, amax << ua, device, where)
+        if second == "b":
+            epi2 = plan_epilogue(yt, fb + ub, acc, False, bmax << ub, device, where)
+        elif second == "a":
+            epi2 = plan_epilogue(yt, fa + int(op.attrs["alpha_shift"]) + ub, acc, False, amax << ub, device, where)
+        for e in (epi, epi2):
+            if e is not None and (e.wrap_bits or e.saturation == "none"):
+                raise UnsupportedQuantizationError(
+                    where, f"eltwise {kind} into a wrapping output type: wrap-around could happen, and the tile "
+                    "computes this op by requantising each operand first (exact only for saturating types)",
+                    "quantize this tensor with saturation (AP_SAT), or wide enough that it cannot wrap")
+        if epi2 is not None and (epi2.rounding, epi2.saturation) != (epi.rounding, epi.saturation):
+            raise UnsupportedQuantizationError(where, "the two requantisations need different tile modes",
+                                               "report this model to the nn2aie developers")
+        if kind in ("relu", "clip"):
+            lo = [0, 0] if kind == "relu" else op.attrs.get("lo")
+            hi = None if kind == "relu" else op.attrs.get("hi")
+            for key, bnd in (("lo", lo), ("hi", hi)):
+                if bnd is not None:
+                    fields[key] = int(requantize(np.array([bnd[0]], dtype=np.int64), int(bnd[1]), yt, where)[0])
+        fields |= {"arith": "none", "combine": combine, "second": second, "ua": ua, "ub": ub, "epilogue": epi,
+                   "epi2": epi2}
+    for shift in (fields["ua"], fields["ub"]):
+        if shift > MAX_UPSHIFT:
+            raise UnsupportedQuantizationError(where, f"an operand would be shifted up by {shift} bits (UPS: "
+                                               f"at most {MAX_UPSHIFT})", "use closer scales on the operands")
+    epi2 = fields.pop("epi2")
+    return EltwiseExec(
+        op=op.name, kind=kind, rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        a_dtype=a_t.type.container, b_dtype=b_dtype, const=const, c_dtype=c_dtype, scalar=scalar,
+        out_dtype=yt.container, acc=acc, arith=fields["arith"], combine=fields["combine"], second=fields["second"],
+        ua=fields["ua"], ub=fields["ub"], epilogue=asdict(fields["epilogue"]),
+        epilogue2=asdict(epi2) if epi2 is not None else {}, lo=fields["lo"], hi=fields["hi"],
+        const_rows=const_rows)

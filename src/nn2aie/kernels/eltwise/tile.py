@@ -1,0 +1,53 @@
+"""Bit-exact semantics of one eltwise tile (what templates/eltwise_kernel.cc.j2 computes), on int64 arrays.
+
+A tile sees windows ``[rows, slice]`` of its operands (plain rows); a constant operand is the tile's parameter
+array expanded to the window (``constant_window``) or a scalar."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nn2aie.ir.logical import Graph, Op
+from nn2aie.kernels.eltwise.plan import EltwiseExec
+from nn2aie.kernels.epilogue import apply_epilogue
+from nn2aie.kernels.plain import BITS, is_signed
+
+
+def constant_window(graph: Graph, op: Op, e: EltwiseExec, start: int) -> np.ndarray:
+    """The constant operand as the tile's parameter array: [rows, slice] codes, columns past the tensor zero."""
+    b = graph.tensor(op.inputs[1])
+    assert b.data is not None
+    per_event = np.asarray(b.data, dtype=np.int64).reshape(e.const_rows, -1)  # [rows of one event, width]
+    table = np.zeros((e.const_rows, e.slice), dtype=np.int64)
+    cols = min(e.slice, e.width - start)
+    table[:, :cols] = per_event[:, start:start + cols]
+    return np.tile(table, (e.rows // e.const_rows, 1))
+
+
+def run_tile(e: EltwiseExec, a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """Output codes of the window(s): ``a`` [n, slice] (n = iterations x rows), ``b`` the same shape (the second
+    activation or the constant window, broadcast) or None; int64 in, int64 out."""
+    a = np.asarray(a, dtype=np.int64)
+    if e.const == "scalar":
+        b = np.full_like(a, e.scalar)
+    elif b is not None:
+        b = np.broadcast_to(np.asarray(b, dtype=np.int64), a.shape)
+    bits, signed = BITS[e.out_dtype], is_signed(e.out_dtype)
+    if e.arith in ("add", "sub"):
+        assert b is not None
+        acc = (a << e.ua) + (b << e.ub) if e.arith == "add" else (a << e.ua) - (b << e.ub)
+        return apply_epilogue(acc, e.epi(), bits, signed)
+    if e.arith == "mul":
+        assert b is not None
+        return apply_epilogue(a * b, e.epi(), bits, signed)
+    y = apply_epilogue(a << e.ua, e.epi(), bits, signed)
+    if e.second:
+        other = b if e.second == "b" else a
+        assert other is not None
+        y2 = apply_epilogue(other << e.ub, e.epi(True), bits, signed)
+        y = np.maximum(y, y2) if e.combine == "max" else np.minimum(y, y2)
+    if e.lo is not None:
+        y = np.maximum(y, e.lo)
+    if e.hi is not None:
+        y = np.minimum(y, e.hi)
+    return y

@@ -1,0 +1,191 @@
+"""Shared building blocks of the families whose tiles read and write plain row-major windows (eltwise, view,
+reduce): a window per port (no block layout), at most one parameter array per tile, one kernel class per op.
+
+Not a family (nothing here is registered): each family still owns its semantics, template, cost and resources;
+this module holds what would otherwise be the same code three times -- the memory map, the column split, the
+native co-simulation driver and its file protocol, the trace of a tile's windows.
+
+C++ contract of a plain kernel class (``{cls}`` per op, one instance per tile)::
+
+    class {cls} {                                  // header kernels/<family>_l<i>.h
+      p_t (&p)[P_SIZE];                            // only when the op has a parameter array
+     public:
+      {cls}(p_t (&p_i)[P_SIZE]);                   // or a default constructor
+      void run(adf::input_buffer<in0_t, adf::extents<IN0_SIZE>>& in0, [... in1,]
+               adf::output_buffer<o_t, adf::extents<OUT_SIZE>>& out);
+    };
+
+The namespace of the op (``{ns}``) defines ``in0_t``/``in1_t``/``o_t``/``p_t`` and the sizes; the driver below
+only uses those names.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from nn2aie.devices import Device
+from nn2aie.errors import DoesNotFitError, InternalCheckError
+from nn2aie.ir.execution import ceil_div
+from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
+from nn2aie.kernels.family import NativeRun, PortSpec
+
+ALIGN = 32  # bytes: vector loads and stores are 256-bit aligned (AM020)
+CXX_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16", "int32": "int32"}
+STD_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t"}
+BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("nn2aie.kernels", "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def container_of(bits: int, signed: bool) -> str:
+    return f"{'' if signed else 'u'}int{bits}"
+
+
+def is_signed(dtype: str) -> bool:
+    return not dtype.startswith("u")
+
+
+# -- columns and memory ------------------------------------------------------------------------------------------
+def column_slices(width: int, parts: int, align: int) -> list[tuple[int, int]] | None:
+    """``parts`` equal slices of ``align``-multiple width covering ``width`` columns (the last may extend into
+    padding), every slice starting inside the tensor; None when ``parts`` cannot all be non-empty."""
+    per = ceil_div(ceil_div(width, parts), align) * align
+    if (parts - 1) * per >= width:
+        return None
+    return [(p * per, per) for p in range(parts)]
+
+
+def memory_map(buffers: list[tuple[str, int]], device: Device, where: str) -> list[BufferAlloc]:
+    """First-fit, 32-byte aligned allocation of the named buffers (with the tile's stack and heap) in the tile's
+    own data memory."""
+    items = list(buffers) + [("stack", int(device.fact("stack_bytes_default"))),
+                             ("heap", int(device.fact("heap_bytes_default")))]
+    allocs, offset = [], 0
+    for name, size in items:
+        offset = ceil_div(offset, ALIGN) * ALIGN
+        allocs.append(BufferAlloc(name, offset, size, offset // device.bank_bytes))
+        offset += size
+    if offset > device.data_memory_bytes:
+        raise DoesNotFitError(where, f"needs {offset} B of data memory, the tile has {device.data_memory_bytes} B",
+                              "use a smaller batch, or more tiles for this op (cas_num)")
+    return allocs
+
+
+def port_buffers(ports: list[PortSpec], skip: frozenset[str]) -> list[tuple[str, int]]:
+    """Ping and pong buffers of every port, in port order, without those in ``skip``."""
+    out = []
+    for p in ports:
+        size = p.rows * p.width * dtype_bytes(p.dtype)
+        out += [(n, size) for n in (f"{p.name}_ping", f"{p.name}_pong") if n not in skip]
+    return out
+
+
+def window_bytes(ports: list[PortSpec]) -> int:
+    return sum(2 * p.rows * p.width * dtype_bytes(p.dtype) for p in ports)
+
+
+# -- emulation ---------------------------------------------------------------------------------------------------
+def trace_key(kernel: Kernel, port: PortSpec, first: bool) -> str:
+    """Trace key of a port's window: the kernel's name for its first input / its output, ``kernel.port`` else."""
+    return kernel.name if first else f"{kernel.name}.{port.name}"
+
+
+def record(trace: Any, kernel: Kernel, inputs: list[tuple[PortSpec, np.ndarray]], output: np.ndarray,
+           iters: int) -> None:
+    """Windows of one tile in buffer order (plain rows: the matrix row-major per graph iteration)."""
+    for i, (spec, mat) in enumerate(inputs):
+        trace.inputs[trace_key(kernel, spec, i == 0)] = np.asarray(mat, dtype=np.int64).reshape(iters, -1)
+    trace.outputs[kernel.name] = np.asarray(output, dtype=np.int64).reshape(iters, -1)
+
+
+# -- codegen -----------------------------------------------------------------------------------------------------
+def format_array(values: np.ndarray, per_line: int = 16, indent: str = "    ") -> str:
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(flat[i:i + per_line]) for i in range(0, len(flat), per_line)]
+    return ",\n".join(indent + line for line in lines)
+
+
+def param_header(path: str, comment: str, dtype: str, arrays: list[tuple[str, str, np.ndarray]]) -> str:
+    """A parameter header: one ``alignas(32) static const`` array per tile, (symbol, note, values)."""
+    guard = "NN2AIE_" + "".join(c if c.isalnum() else "_" for c in path.upper())
+    lines = ["// Generated by nn2aie: do not edit by hand.", f"// {comment}", f"#ifndef {guard}", f"#define {guard}",
+             "", "#include <cstdint>", ""]
+    for symbol, note, values in arrays:
+        lines.append(f"// {note}")
+        lines.append(f"alignas(32) static const {STD_TYPES[dtype]} {symbol}[{np.asarray(values).size}] = {{")
+        lines.append(format_array(values))
+        lines.append("};")
+        lines.append("")
+    lines.append(f"#endif  // {guard}")
+    return "\n".join(lines) + "\n"
+
+
+# -- native co-simulation ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DriverSpec:
+    """What the shared driver needs of an op's kernel class."""
+
+    ns: str  # the op's C++ namespace
+    kernel_header: str
+    kernel_source: str
+    param_header: str | None
+    inputs: int  # input buffer ports (in0, in1, ...)
+    has_param: bool
+
+
+def driver_source(spec: DriverSpec, entries: list[dict]) -> str:
+    """The C++ driver running each kernel instance of ``entries`` (dicts with index, name, col, row, role,
+    type_name, ctor_args and params as graph.h creates the kernel) on files."""
+    for entry in entries:
+        if len(entry["params"]) != (1 if spec.has_param else 0):
+            raise InternalCheckError(f"kernel {entry['name']}", f"unexpected parameters {entry['params']}",
+                                     "report this")
+    return _ENV.get_template("plain_driver.cc.j2").render(s=spec, entries=entries)
+
+
+def run_spec(kernel: Kernel, ports: list[PortSpec], trace: Any, iters: int, stem: pathlib.Path) -> NativeRun:
+    """Write the tile's input windows for ``iters`` graph iterations; what the driver writes and what to compare."""
+    ins = [p for p in ports if p.direction == "in"]
+    out = next(p for p in ports if p.direction == "out")
+    args, files = [], []
+    out_path = stem.with_suffix(".out")
+    args.append(str(out_path))
+    files.append(out_path)
+    for i, p in enumerate(ins):
+        window = trace.inputs[trace_key(kernel, p, i == 0)].reshape(iters, -1)
+        codes = window.astype(np.dtype(p.dtype))
+        if not np.array_equal(codes, window):
+            raise InternalCheckError(f"kernel {kernel.name}", f"input window values do not fit {p.dtype}",
+                                     "report this")
+        path = stem.with_suffix(f".in{i}")
+        codes.tofile(path)
+        args.append(str(path))
+        files.append(path)
+    want = trace.outputs[kernel.name].reshape(-1).astype(np.int64)
+    return NativeRun(args, out_path, np.dtype(out.dtype), want, files, "buffer")
+
+
+def position(port: PortSpec, element: int) -> str:
+    row, col = divmod(element, port.width)
+    return f"window row {row % port.rows}, column {col} = tensor column {port.start + col}"
+
+
+def epilogue_args(epi: Any, dtype: str) -> str:
+    """Template arguments ``SHIFT, APPLY_LO, LO, APPLY_HI, HI, WRAP_BITS`` of a kernel's ``finish`` step; a clamp
+    the container's range already implies is skipped (as in the dense kernel)."""
+    bits, signed = BITS[dtype], is_signed(dtype)
+    c_hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    c_lo = -(1 << (bits - 1)) if signed else 0
+    apply_lo = epi.clamp_lo > c_lo
+    apply_hi = epi.clamp_hi < c_hi
+    return (f"{epi.shift}, {str(apply_lo).lower()}, {epi.clamp_lo}, {str(apply_hi).lower()}, {epi.clamp_hi}, "
+            f"{epi.wrap_bits}")
