@@ -133,18 +133,23 @@ def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]
     total = a.sum(axis=axes, keepdims=keep)
     if kind == "sum":
         return [requantize(total, fa, y_t.type, where)]
-    n = reduced_count(graph, op)
-    if op.attrs["divide"] == "float32":
+    return [mean_codes(total, reduced_count(graph, op), a_t.type, y_t.type, op.attrs["divide"], where)]
+
+
+def mean_codes(total: np.ndarray, n: int, a: FixedType, y: FixedType, divide: str, where: str) -> np.ndarray:
+    """Output codes of ``mean`` from the exact sums ``total`` (int64 codes at a's fraction) of ``n`` elements."""
+    fa = a.frac
+    if divide == "float32":
         value = np.ldexp(total.astype(np.float64), -fa).astype(np.float32)  # float32(sum * 2**-fa): one rounding
         q = value / np.float32(n)  # IEEE float32 division, round to nearest even
-        return [_requantize_float32(q, y_t.type, where)]
+        return _requantize_float32(q, y, where)
     # exact: round(sum * 2**(fy - fa) / n) with y's rounding, then y's overflow (a requantisation at shift 0)
-    fy = y_t.type.frac
+    fy = y.frac
     num = total.astype(object) * (1 << max(0, fy - fa))
     den = n * (1 << max(0, fa - fy))
-    rounded = _div_round(num, den, aie_rounding(y_t.type.rounding, where))
+    rounded = _div_round(num, den, aie_rounding(y.rounding, where))
     lo, hi = -(1 << 62), 1 << 62  # beyond every type's range: clamping here keeps int64 and the saturated code
-    if y_t.type.overflow == "WRAP":
-        rounded = rounded % (1 << y_t.type.width)  # wrap is modulo 2**width: reduce first, keep the residue
+    if y.overflow == "WRAP":
+        rounded = rounded % (1 << y.width)  # wrap is modulo 2**width: reduce first, keep the residue
     rounded = np.clip(rounded, lo, hi).astype(np.int64)
-    return [requantize(rounded, fy, y_t.type, where)]
+    return requantize(rounded, fy, y, where)
