@@ -150,7 +150,7 @@ def input_codes(compiled: Compiled, x) -> np.ndarray:
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.number):
         raise IllegalConfigError("inputs", f"have dtype {x.dtype}", "pass a float array")
-    k = compiled.plan.layers[0].k
+    k = compiled.input_width
     x = x.reshape(-1, k) if x.size % k == 0 else x
     if x.ndim != 2 or x.shape[1] != k:
         raise IllegalConfigError("inputs", f"expected [samples, {k}], got {list(np.shape(x))}",
