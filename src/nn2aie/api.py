@@ -322,8 +322,9 @@ def _graph_model(path: pathlib.Path) -> LoadedModel:
         raise BadFileError(f"{path}", f"unreadable ({exc})", "recompile the project") from None
 
     def reference(x: np.ndarray) -> np.ndarray:
-        codes = quantize_input(np.asarray(x), graph.tensor(graph.inputs[0]).type).astype(np.int64)
+        x_t = graph.tensor(graph.inputs[0])
+        codes = quantize_input(np.asarray(x), x_t.type).astype(np.int64).reshape((-1,) + tuple(x_t.shape))
         y = evaluate(graph, {graph.inputs[0]: codes})[graph.outputs[0]]
-        return (y * graph.tensor(graph.outputs[0]).type.lsb).astype(np.float32)
+        return (y.reshape(len(codes), -1) * graph.tensor(graph.outputs[0]).type.lsb).astype(np.float32)
 
     return LoadedModel(graph, graph.source.get("framework", "graph"), None, reference)

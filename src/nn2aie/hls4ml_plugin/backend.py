@@ -135,9 +135,10 @@ def compiled_model(model, refresh: bool = False) -> Compiled:
     graph = graph_from_hls4ml(model)
 
     def reference(x: np.ndarray) -> np.ndarray:  # the logical integer model (link 2 of the chain)
-        x_t = graph.tensor(graph.inputs[0]).type
-        y = evaluate(graph, {graph.inputs[0]: cast_input(x, x_t, input_pre_cast(graph), "inputs")})[graph.outputs[0]]
-        return y * graph.tensor(graph.outputs[0]).type.lsb
+        x_t = graph.tensor(graph.inputs[0])
+        codes = cast_input(x, x_t.type, input_pre_cast(graph), "inputs").reshape((-1,) + tuple(x_t.shape))
+        y = evaluate(graph, {graph.inputs[0]: codes})[graph.outputs[0]]
+        return y.reshape(len(codes), -1) * graph.tensor(graph.outputs[0]).type.lsb
 
     loaded = LoadedModel(graph, "hls4ml", None, reference)  # type: ignore[arg-type]  # no ONNX model
     compiled = compile_loaded(loaded, compile_options(model))

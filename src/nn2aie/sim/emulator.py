@@ -325,7 +325,8 @@ class Emulator:
                 step = iters if trace is not None else max(1, CHUNK_ELEMENTS // (widest * rows))
                 pool = {sb.name: np.zeros((step * sb.dims[1], sb.dims[0]), dtype=np.float32)
                         for sb in self.plan.shared_buffers}
-                y = np.empty((iters * rows, self.output_columns()), dtype=np.float32)
+                rpe_out = self._rows_per_event(self.plan.output_tensor)
+                y = np.empty((iters * rows, self.output_columns() * rpe_out), dtype=np.float32)
                 for i in range(0, iters, step):
                     n = min(step, iters - i)
                     y[i * rows:(i + n) * rows] = self._run_columns(x[i * rows:(i + n) * rows], n, trace, pool)

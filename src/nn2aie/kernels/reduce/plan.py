@@ -48,7 +48,7 @@ class ReduceExec(OpExec):
     a_dtype: str
     out_dtype: str
     acc: str
-    up: int  # max: up-shift of the maximum before the SRS (output finer than the input)
+    up: int  # up-shift of every row (sum, mean) or of the maximum before the SRS (output finer than the input)
     epilogue: dict  # Epilogue ({} for a table mean)
     table_min: int = 0  # the smallest possible sum: index 0 of the table
     table: list[int] = field(default_factory=list)  # table mean: output code of each sum table_min + i
@@ -103,19 +103,21 @@ def plan(graph: Graph, op: Op, device: Device, batch: int) -> ReduceExec:
                                            "quantize the input to at most 16 bits")
     amax = max(abs(at.min_code), abs(at.max_code))
     bound = red * amax
-    acc = "acc32" if bound < 1 << (ACC_BITS["acc32"] - 1) else "acc64"
-    up, epi, table, table_min = 0, None, [], 0
+    # an output finer than the accumulator: every row is shifted up as it is added (UPS), the SRS shifts right
+    shift_k = red.bit_length() - 1 if kind == "mean" and red & (red - 1) == 0 else 0
+    up = max(0, yt.frac - at.frac - shift_k) if kind != "mean" or shift_k or red == 1 else 0
+    acc = "acc32" if bound << up < 1 << (ACC_BITS["acc32"] - 1) else "acc64"
+    epi, table, table_min = None, [], 0
     if kind == "sum":
-        epi = plan_epilogue(yt, at.frac, acc, False, bound, device, where)
+        epi = plan_epilogue(yt, at.frac + up, acc, False, bound << up, device, where)
     elif kind == "max":
-        up = max(0, yt.frac - at.frac)
         epi = plan_epilogue(yt, at.frac + up, acc, False, amax << up, device, where)
     elif red & (red - 1) == 0:  # mean over 2^k elements
         if op.attrs["divide"] == "float32" and bound >= FLOAT32_EXACT:
             raise UnsupportedQuantizationError(where, f"the float32 sum of {red} inputs may reach {bound} codes "
                                                "(>= 2^24) and be rounded by the source framework",
                                                "use narrower inputs or fewer elements per mean")
-        epi = plan_epilogue(yt, at.frac + red.bit_length() - 1, acc, False, bound, device, where)
+        epi = plan_epilogue(yt, at.frac + shift_k + up, acc, False, bound << up, device, where)
     else:
         table_min, table_max = red * at.min_code, red * at.max_code
         size = table_max - table_min + 1
@@ -140,7 +142,7 @@ def run_tile(e: ReduceExec, a: np.ndarray, iters: int) -> np.ndarray:
     if e.kind == "max":
         acc = x.max(axis=1) << e.up
     else:
-        acc = x.sum(axis=1)
+        acc = x.sum(axis=1) << e.up
     acc = acc.reshape(iters * e.rows_out, -1)
     if e.table:
         return np.asarray(e.table, dtype=np.int64)[acc - e.table_min]
