@@ -61,7 +61,15 @@ def test_benchmark_models_are_placed_optimally(sizes):
     layers = plan.layers
     origins = [(min(k.col for k in plan.kernels_of(e.op)), min(k.row for k in plan.kernels_of(e.op))) for e in layers]
     edges = placement.chain_edges(layers)
-    assert placement.wire_length(layers, origins, edges, [0], [len(layers) - 1]) == rep["wire_length"]
+    graph = random_mlp_graph(sizes)
+
+    def words(t: str) -> int:  # bytes per graph iteration of a tensor, in 32-byte words: the hop weight
+        tensor = graph.tensor(t)
+        return -(-plan.batch * tensor.shape[-1] * tensor.type.container_bits // 8 // 32)
+
+    weights = placement.Weights(tuple(words(f"x{i + 1}") for i in range(len(layers) - 1)), {0: words("x0")},
+                                {len(layers) - 1: words(f"x{len(layers)}")})
+    assert placement.wire_length(layers, origins, edges, [0], [len(layers) - 1], weights) == rep["wire_length"]
 
 
 def test_cp_sat_beats_the_shelf_when_shelves_stack():

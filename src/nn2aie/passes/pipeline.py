@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 
 from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError
-from nn2aie.ir.execution import OpExec, rows_per_event
+from nn2aie.ir.execution import OpExec, ceil_div, rows_per_event
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import Endpoint, Kernel, PhysicalPlan
 from nn2aie.kernels.family import OpFamily, PortSpec
 from nn2aie.kernels.registry import family_for, family_named
 from nn2aie.passes.legality import check_legality, peak_usage
 from nn2aie.passes.memplan import MemoryPlanner, SliceSpec, TensorRoute, boundary_feasible
-from nn2aie.passes.placement import PlacementReport, place
+from nn2aie.passes.placement import PlacementReport, Weights, place
 from nn2aie.passes.verify import verify_plan
 
 
@@ -173,9 +173,25 @@ def _partition(s: State) -> None:
         s.kernels += _exec_family(e).partition(s.graph, s.graph.op(e.op), e, s.device, f"l{i}")
 
 
+def _words(s: State, tensor: str) -> int:
+    """32-byte words a tensor moves per graph iteration (the placement's edge weight)."""
+    t = s.graph.tensor(tensor)
+    return max(1, ceil_div(_rows(s, tensor) * int(t.shape[-1]) * t.type.container_bits // 8, 32))
+
+
 def _place(s: State) -> None:
-    edges = list(dict.fromkeys((p, c) for p, c, _ in _tensor_edges(s)))
-    s.placement = place(s.layers, s.kernels, s.device, edges)
+    weights: dict[tuple[int, int], int] = {}
+    for p, c, t in _tensor_edges(s):
+        weights[(p, c)] = weights.get((p, c), 0) + _words(s, t)
+    index = {e.op: i for i, e in enumerate(s.layers)}
+    sources: dict[int, int] = {}
+    for t in s.graph.inputs:
+        for user in s.graph.consumers(t):
+            sources[index[user.name]] = sources.get(index[user.name], 0) + _words(s, t)
+    sinks = {index[op.name]: _words(s, t) for t in s.graph.outputs if (op := s.graph.producer(t)) is not None}
+    edges = list(weights)
+    s.placement = place(s.layers, s.kernels, s.device, edges,
+                        Weights(tuple(weights[e] for e in edges), sources, sinks))
 
 
 def _rows(s: State, tensor: str) -> int:

@@ -52,14 +52,29 @@ def chain_edges(layers: list[DenseExec]) -> list[tuple[int, int]]:
     return [(i, i + 1) for i in range(len(layers) - 1)]
 
 
+@dataclass(frozen=True)
+class Weights:
+    """What one tile hop of each edge costs: the bytes it moves per graph iteration, in 32-byte words (one
+    256-bit stream beat), so a wide tensor pulls its producer and consumer closer than a narrow one."""
+
+    edges: tuple[int, ...]
+    sources: dict[int, int]  # layer index -> words it reads from the graph input
+    sinks: dict[int, int]  # layer index -> words it writes to the graph output
+
+
+def _unit(edges: list[tuple[int, int]], sources: list[int], sinks: list[int]) -> Weights:
+    return Weights(tuple(1 for _ in edges), {i: 1 for i in sources}, {i: 1 for i in sinks})
+
+
 def wire_length(layers: list[DenseExec], origins: list[tuple[int, int]], edges: list[tuple[int, int]],
-                sources: list[int], sinks: list[int]) -> int:
-    """The placement objective (see the module docstring), in tile hops."""
+                sources: list[int], sinks: list[int], weights: Weights | None = None) -> int:
+    """The placement objective (see the module docstring): tile hops, each weighted by ``weights`` (default 1)."""
+    w = weights or _unit(edges, sources, sinks)
     total = 0
-    for p, c in edges:
+    for k, (p, c) in enumerate(edges):
         (xp, yp), (xc, yc) = origins[p], origins[c]
-        total += abs(xp + layers[p].cas_length - 1 - xc) + yp + yc
-    total += sum(origins[i][1] for i in sources) + sum(origins[i][1] for i in sinks)
+        total += w.edges[k] * (abs(xp + layers[p].cas_length - 1 - xc) + yp + yc)
+    total += sum(w.sources[i] * origins[i][1] for i in sources) + sum(w.sinks[i] * origins[i][1] for i in sinks)
     return total
 
 
@@ -98,7 +113,7 @@ def shelf_placement(layers: list[DenseExec], device: Device) -> list[tuple[int, 
 
 
 def _cp_sat(layers: list[DenseExec], device: Device, edges: list[tuple[int, int]], sources: list[int],
-            sinks: list[int], hint: list[tuple[int, int]] | None):
+            sinks: list[int], hint: list[tuple[int, int]] | None, weights: Weights):
     """(origins, status, objective, bound) from CP-SAT, or None when OR-Tools is missing."""
     try:
         from ortools.sat.python import cp_model
@@ -121,8 +136,8 @@ def _cp_sat(layers: list[DenseExec], device: Device, edges: list[tuple[int, int]
         span = xs[p] + layers[p].cas_length - 1 - xs[c]
         m.Add(d >= span)
         m.Add(d >= -span)
-        terms += [d, ys[p], ys[c]]
-    terms += [ys[i] for i in sources] + [ys[i] for i in sinks]
+        terms += [weights.edges[k] * d, weights.edges[k] * ys[p], weights.edges[k] * ys[c]]
+    terms += [weights.sources[i] * ys[i] for i in sources] + [weights.sinks[i] * ys[i] for i in sinks]
     m.Minimize(sum(terms))
     if hint is not None:
         for i, (x0, y0) in enumerate(hint):
@@ -143,15 +158,21 @@ def _cp_sat(layers: list[DenseExec], device: Device, edges: list[tuple[int, int]
 
 
 def place(layers: list[DenseExec], kernels: list[Kernel], device: Device,
-          edges: list[tuple[int, int]] | None = None) -> PlacementReport:
-    """Assign (col, row) to every kernel. ``edges`` are (producer, consumer) layer indices (default: a chain)."""
+          edges: list[tuple[int, int]] | None = None, weights: Weights | None = None) -> PlacementReport:
+    """Assign (col, row) to every kernel. ``edges`` are (producer, consumer) layer indices (default: a chain);
+    ``weights`` (default: every hop costs 1, graph input read by the layers without producers, output written by
+    those without consumers) name the layers at the graph's ends too."""
     start = time.perf_counter()
     _check_fits(layers, device)
     edges = chain_edges(layers) if edges is None else edges
-    sources, sinks = _endpoints(len(layers), edges)
+    if weights is None:
+        sources, sinks = _endpoints(len(layers), edges)
+        weights = _unit(edges, sources, sinks)
+    else:
+        sources, sinks = sorted(weights.sources), sorted(weights.sinks)
     shelf = shelf_placement(layers, device)
-    shelf_cost = wire_length(layers, shelf, edges, sources, sinks) if shelf is not None else -1
-    solved = _cp_sat(layers, device, edges, sources, sinks, shelf)
+    shelf_cost = wire_length(layers, shelf, edges, sources, sinks, weights) if shelf is not None else -1
+    solved = _cp_sat(layers, device, edges, sources, sinks, shelf, weights)
     if solved is not None and solved[0]:
         origins, status, objective, bound = solved
         if shelf is not None and shelf_cost < objective:  # never worse than the hint (cannot happen when optimal)
