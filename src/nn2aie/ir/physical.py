@@ -27,6 +27,29 @@ class BufferAlloc:
         return {"name": self.name, "offset": self.offset, "size": self.size, "bank": self.bank}
 
 
+@dataclass(frozen=True)
+class PortSpec:
+    """One data port of a tile kernel: which columns of which tensor it moves, in which tile-side layout.
+
+    Tensors on chip are row-major ``[rows, columns]`` per graph iteration (rows = batch x the product of the
+    per-event leading axes, columns = the last axis, zero-padded). A port moves columns ``[start, start + width)``
+    of every row; ``block`` is the (rows, columns) block layout of the window in the tile buffer (row-block major,
+    row-major inside a block; what aie::mmul loads and stores), or None for plain row-major rows."""
+
+    name: str  # "in", "in1", "out", ...: the family's port name
+    direction: str  # "in" | "out"
+    index: int  # which activation input (in the op's input order, constants skipped) or output it moves
+    start: int
+    width: int
+    block: tuple[int, int] | None
+    dtype: str  # container type of the window
+    rows: int  # rows per graph iteration
+
+    def to_json(self, tensor: str) -> dict:
+        return {"name": self.name, "direction": self.direction, "tensor": tensor, "columns": [self.start, self.width],
+                "rows": self.rows, "dtype": self.dtype, "block": list(self.block) if self.block else None}
+
+
 @dataclass
 class Kernel:
     """One compute-tile kernel instance: a piece of one layer (op), at (position, chain) of its footprint."""
@@ -46,6 +69,8 @@ class Kernel:
     family: str = "dense"
     cascade_from: str | None = None  # the kernel whose cascade output feeds this one (explicit, never parsed)
     cascade_to: str | None = None
+    ports: list[PortSpec] = field(default_factory=list)  # data ports (set by the memory plan from the family)
+    port_tensors: list[str] = field(default_factory=list)  # the tensor each port moves
 
     @property
     def has_output(self) -> bool:
@@ -66,6 +91,9 @@ class Kernel:
             "weight_bytes": int(self.weights.nbytes),
             "bias_bytes": int(self.bias.nbytes) if self.bias is not None else 0,
             "memory": [b.to_json() for b in self.memory],
+            "family": self.family,
+            "ports": [p.to_json(t) for p, t in zip(self.ports, self.port_tensors, strict=True)],
+            "cascade": {"from": self.cascade_from, "to": self.cascade_to},
         }
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nn2aie.errors import UnsupportedOpError
+from nn2aie.ir.physical import PortSpec  # noqa: F401  (re-exported: families import it from here)
 
 if TYPE_CHECKING:
     from nn2aie.devices import Device
@@ -29,25 +30,6 @@ if TYPE_CHECKING:
     from nn2aie.ir.tiling import BlockLayout
 
 Fail = Callable[[str, str], None]  # fail(where, reason): raises InternalCheckError
-
-
-@dataclass(frozen=True)
-class PortSpec:
-    """One data port of a tile kernel: which columns of which tensor it moves, in which tile-side layout.
-
-    Tensors on chip are row-major ``[rows, columns]`` per graph iteration (rows = batch x the product of the
-    per-event leading axes, columns = the last axis, zero-padded). A port moves columns ``[start, start + width)``
-    of every row; ``block`` is the (rows, columns) block layout of the window in the tile buffer (row-block major,
-    row-major inside a block; what aie::mmul loads and stores), or None for plain row-major rows."""
-
-    name: str  # "in", "in1", "out", ...: the family's port name
-    direction: str  # "in" | "out"
-    index: int  # which activation input (in the op's input order, constants skipped) or output it moves
-    start: int
-    width: int
-    block: tuple[int, int] | None
-    dtype: str  # container type of the window
-    rows: int  # rows per graph iteration
 
 
 @dataclass(frozen=True)

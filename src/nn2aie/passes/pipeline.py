@@ -208,6 +208,11 @@ def _memory_plan(s: State) -> None:
         by_layer[k.layer].append(k)
     ports: dict[str, list[PortSpec]] = {k.name: _exec_family(execs[k.layer]).ports(execs[k.layer], k)
                                         for k in s.kernels}
+    for k in s.kernels:  # the plan carries each tile's ports: the single source for codegen, emulator, cost
+        op = g.op(k.layer)
+        ins, outs = g.activation_inputs(op), op.outputs
+        k.ports = ports[k.name]
+        k.port_tensors = [(ins if p.direction == "in" else outs)[p.index] for p in k.ports]
 
     def endpoint(k: Kernel, spec: PortSpec) -> Endpoint:
         single = sum(1 for p in ports[k.name] if p.direction == spec.direction) == 1

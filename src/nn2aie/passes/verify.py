@@ -33,7 +33,7 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
                 raise _internal(f"kernel {k.name}", f"buffers {n0} and {n1} overlap")
 
     # every kernel input port has exactly one source, every output port exactly one sink
-    ports = {k.name: family_named(e.family).ports(e, k) for e in plan.layers for k in plan.kernels_of(e.op)}
+    ports = {k.name: k.ports or family_named(e.family).ports(e, k) for e in plan.layers for k in plan.kernels_of(e.op)}
 
     def port_key(kernel: str, port: str, direction: str) -> tuple[str, str]:
         if port:

@@ -145,7 +145,8 @@ class Emulator:
         self.families: dict[str, OpFamily] = {e.op: family_named(e.family) for e in plan.layers}
         self.kernels = {k.name: k for k in plan.kernels}
         self.ports: dict[str, dict[str, PortSpec]] = {
-            k.name: {p.name: p for p in self.families[k.layer].ports(self.layers[k.layer], k)} for k in plan.kernels}
+            k.name: {p.name: p for p in (k.ports or self.families[k.layer].ports(self.layers[k.layer], k))}
+            for k in plan.kernels}  # the plan's ports (a plan built by hand may leave them to the family)
         self.reader_of: dict[PortKey, tuple[SharedBuffer, int]] = {}
         self.writer_of: dict[PortKey, tuple[SharedBuffer, int]] = {}
         self.plio_reader: dict[str, tuple[SharedBuffer, int]] = {}
