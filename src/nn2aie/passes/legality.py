@@ -166,15 +166,19 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
     for (c, r), bufs in sorted(by_memtile.items()):
         where = f"memory tile ({c},{r}) ({', '.join(sb.name for sb in bufs)})"
         uses.append(Usage("memory-tile capacity", where, sum(sb.bytes for sb in bufs), device.memtile_bytes, "B"))
-        writers = [a for sb in bufs for a in sb.writers]
-        readers = [a for sb in bufs for a in sb.readers]
+        writers = [(a, sb) for sb in bufs for a in sb.writers]
+        readers = [(a, sb) for sb in bufs for a in sb.readers]
         uses.append(Usage("memory-tile DMA channels", f"{where} S2MM (in)", len(writers), int(mt_channels["s2mm"])))
         uses.append(Usage("memory-tile DMA channels", f"{where} MM2S (out)", len(readers), int(mt_channels["mm2s"])))
         bds = [0] * pools
-        for i, _ in enumerate(writers):
-            bds[i % pools] += per_buffer
-        for i, acc in enumerate(readers):
-            bds[i % pools] += per_buffer + (extra if acc.tiling.boundary_dimension is not None else 0)
+
+        def chain(sb) -> int:  # one BD per buffer of the rotation: a deeper buffer (skip connection) takes more
+            return per_buffer * sb.num_buffers // 2
+
+        for i, (_, sb) in enumerate(writers):
+            bds[i % pools] += chain(sb)
+        for i, (acc, sb) in enumerate(readers):
+            bds[i % pools] += chain(sb) + (extra if acc.tiling.boundary_dimension is not None else 0)
         for p, used in enumerate(bds):
             uses.append(Usage("memory-tile buffer descriptors", f"{where} BD pool {p}", used, pool_size))
 

@@ -282,6 +282,34 @@ def _same_window(w: PortSpec, r: PortSpec) -> bool:
             and w.rows == r.rows)
 
 
+MAX_SKIP_BUFFERS = 8  # deepest memory-tile buffer the depth search tries (each one costs a BD per access)
+
+
+def _buffer_depth(s: State) -> None:
+    """A tensor read by ops at different depths of the graph (a skip connection) is held until its last reader is
+    done: with two buffers its writer would wait for the long branch. Give each such memory-tile buffer the fewest
+    buffers that reach the modelled interval of a deeper one (performance model), within the memory tile's
+    capacity and MAX_SKIP_BUFFERS."""
+    from nn2aie.perf.model import model_performance  # perf reads the plan; the plan does not need perf otherwise
+
+    plan = s.plan
+    assert plan is not None
+    layer_of = {k.name: k.layer for k in plan.kernels}
+    skips = [sb for sb in plan.shared_buffers
+             if len({layer_of[ep.name] for acc in sb.readers for ep in acc.endpoints if ep.kind == "kernel"}) > 1]
+    for sb in skips:
+        one = int(sb.bytes // sb.num_buffers)
+        others = sum(b.bytes for b in plan.shared_buffers if (b.col, b.row) == (sb.col, sb.row) and b is not sb)
+        deepest = min(MAX_SKIP_BUFFERS, (s.device.memtile_bytes - others) // max(1, one))
+        best, best_ii = sb.num_buffers, model_performance(plan).interval_cycles
+        for n in range(sb.num_buffers + 1, deepest + 1):
+            sb.num_buffers = n
+            ii = model_performance(plan).interval_cycles
+            if ii < best_ii - 1e-6:
+                best, best_ii = n, ii
+        sb.num_buffers = best
+
+
 def _check(s: State) -> None:
     assert s.plan is not None
     verify_plan(s.plan, s.device)
@@ -296,6 +324,7 @@ PASSES: list[tuple[str, Callable[[State], None]]] = [
     ("partition", _partition),
     ("place", _place),
     ("memory-plan", _memory_plan),
+    ("buffer-depth", _buffer_depth),
     ("legality-check", _check),
 ]
 PASS_NAMES = [name for name, _ in PASSES]

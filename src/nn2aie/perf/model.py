@@ -12,8 +12,9 @@ emulator use):
 
 A stage starts when the data it needs for this iteration is complete (all writers of a memory-tile buffer; the
 slice a tile reads; the producer of a direct hand-off), when it has finished its previous iteration, and when the
-double buffer it writes into has a free half (its consumer has finished iteration i - 2: every buffer in the design
-is double-buffered). Tiles of one cascade chain run in lock-step: a tile starts no earlier than its west
+buffer it writes into has a free slot (its consumers have finished iteration i - n: tile buffers hold n = 2, a
+memory-tile buffer holds its planned ``num_buffers``, more than 2 on a skip connection).
+Tiles of one cascade chain run in lock-step: a tile starts no earlier than its west
 neighbour and finishes no earlier than the neighbour's partial sums arrive. Streams add
 ``stream_hop_cycles`` per switch on their route (the legality model's routes) to latency, not to occupancy.
 
@@ -43,6 +44,7 @@ class Stage:
     latency: float = 0.0  # extra cycles until the data arrives (stream hops)
     preds: list[str] = field(default_factory=list)  # data this iteration needs
     cascade_from: str | None = None  # lock-step with the west neighbour of a cascade chain
+    buffers: int = 2  # buffers of what the stage writes into (tile buffers: ping-pong; memory tiles: the plan's)
 
 
 @dataclass
@@ -124,6 +126,10 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
         stages[name] = Stage(name, "kernel", family_named(e.family).tile_cycles(e, k), 0.0, preds, west)
     for s in stages.values():  # plio nodes of writers resolve to their stage names
         s.preds = [p.replace("plio:", "plio-in:") for p in s.preds]
+    for sb in plan.shared_buffers:  # a stage writing into a memory-tile buffer may run num_buffers - 1 ahead
+        for i, acc in enumerate(sb.writers):
+            for ep in acc.endpoints:
+                stages[f"plio-in:{ep.name}" if ep.kind == "plio" else f"write:{sb.name}:{i}"].buffers = sb.num_buffers
     return stages
 
 
@@ -159,8 +165,8 @@ def model_performance(plan: PhysicalPlan, iterations: int = 24, aie_clock_mhz: f
             s = stages[n]
             t = busy[n][i - 1] if i else 0.0
             t = max([t] + [done[p][i] for p in s.preds])
-            if i >= 2:  # the double buffer this stage writes: its consumers released the half of iteration i - 2
-                t = max([t] + [busy[c][i - 2] for c in consumers[n]])
+            if i >= s.buffers:  # the buffers this stage writes: its consumers released iteration i - buffers
+                t = max([t] + [busy[c][i - s.buffers] for c in consumers[n]])
             if s.cascade_from:
                 t = max(t, start[s.cascade_from][i])
             end = t + s.duration
@@ -188,7 +194,9 @@ def model_performance(plan: PhysicalPlan, iterations: int = 24, aie_clock_mhz: f
         "dma_bytes_per_cycle": DMA_BYTES_PER_CYCLE, "stream_hop_cycles": float(device.fact("stream_hop_cycles")),
         "kernel_cost_model": "; ".join(dict.fromkeys(
             text for e in plan.layers if (text := family_named(e.family).cost_assumptions()))),
-        "buffers": "every buffer double-buffered; PL side never stalls the PLIOs",
+        "buffers": ("every buffer double-buffered" if all(sb.num_buffers == 2 for sb in plan.shared_buffers) else
+                    "tile buffers double-buffered, memory-tile buffers as planned (num_buffers: "
+                    f"{sorted({sb.num_buffers for sb in plan.shared_buffers})})") + "; PL side never stalls the PLIOs",
     }
     return Performance(interval, latency, events_per_s, latency / f_aie, 2 * macs * events_per_s / 1e12,
                        bottleneck.name, bottleneck.kind, util, assumptions, _per_layer(plan, stages, interval))
