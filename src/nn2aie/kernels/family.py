@@ -88,6 +88,16 @@ class OpFamily(ABC):
         """One DSE step: an override giving about twice the tiles, or None when the op cannot grow."""
         return None
 
+    def column_alias(self, graph: Graph, op: Op, e: OpExec) -> list[int] | None:
+        """For an op that moves no data when its inputs are stored as column ranges of its output (a concat on
+        the last axis, a rename): the first output column of each activation input; None otherwise. The pipeline
+        then checks the producers and, where the memory tiles can hold it, calls ``resolve_alias``."""
+        return None
+
+    def resolve_alias(self, e: OpExec) -> None:
+        """Mark the op as resolved into its neighbours' memory-tile descriptors: no tiles (0 x 0)."""
+        raise NotImplementedError
+
     # -- physical ----------------------------------------------------------------------------------------------
     def partition(self, graph: Graph, op: Op, e: OpExec, device: Device, layer_id: str) -> list[Kernel]:
         """The op's tile kernels (names, footprint positions, roles, parameters, memory maps, cascade links)."""

@@ -61,6 +61,7 @@ class State:
     kernels: list[Kernel] = field(default_factory=list)
     placement: PlacementReport | None = None
     plan: PhysicalPlan | None = None
+    aliases: dict[str, tuple[str, int]] = field(default_factory=dict)  # tensor -> (tensor holding it, 1st column)
 
     def to_json(self) -> dict:
         if self.plan is not None:
@@ -115,14 +116,28 @@ def _parallelism(s: State) -> None:
         _exec_family(e).parallelise(s.graph, e, s.device, limit, s.options.overrides.get(e.op))
 
 
+def _root(s: State, tensor: str) -> tuple[str, int]:
+    """The tensor whose buffer holds ``tensor`` (itself unless a view was resolved into descriptors), and the first
+    column ``tensor`` takes in it."""
+    col = 0
+    while tensor in s.aliases:
+        tensor, off = s.aliases[tensor]
+        col += off
+    return tensor, col
+
+
 def _tensor_edges(s: State) -> list[tuple[int, int, str]]:
-    """(producer layer index, consumer layer index, tensor) for every activation tensor between two layers."""
+    """(producer layer index, consumer layer index, tensor) for every activation tensor between two layers with
+    tiles (through views resolved into descriptors)."""
     index = {e.op: i for i, e in enumerate(s.layers)}
     edges = []
     for op in s.graph.topo_order():
+        if s.layers[index[op.name]].tiles == 0:
+            continue
         for t in op.outputs:
-            for user in s.graph.consumers(t):
-                edges.append((index[op.name], index[user.name], t))
+            for user in s.graph.consumers(_root(s, t)[0]):
+                if s.layers[index[user.name]].tiles:
+                    edges.append((index[op.name], index[user.name], t))
     return edges
 
 
@@ -167,6 +182,51 @@ def _legalise_boundaries(s: State) -> None:
                                   "set cas_length/cas_num of both layers explicitly")
 
 
+def _resolve_views(s: State) -> None:
+    """A view whose inputs can be stored as column ranges of its output (a concat on the last axis, a rename)
+    gets no tile: its producers write straight into the output's memory-tile buffer at their columns. Only where
+    that is exact and legal: every input written by one op with tiles and read by nothing else, no writer's
+    padding columns reaching into the next input's, 32-bit aligned columns, and memory tiles that can serve the
+    joined writers and the readers within their DMA channels."""
+    g = s.graph
+    execs = {e.op: e for e in s.layers}
+    channels = min(s.device.fact("memtile_dma_channels").values())
+    for e in s.layers:
+        fam = _exec_family(e)
+        op = g.op(e.op)
+        offsets = fam.column_alias(g, op, e)
+        if offsets is None or len(set(op.inputs)) != len(op.inputs):
+            continue
+        y = op.outputs[0]
+        writers: list[tuple[int, int]] = []
+        ok = True
+        for j, (t, off) in enumerate(zip(op.inputs, offsets, strict=True)):
+            prod = g.producer(t)
+            if prod is None or t in g.outputs or len(g.consumers(t)) != 1 or _rows(s, t) != _rows(s, y):
+                ok = False
+                break
+            pe = execs[prod.name]
+            if pe.tiles == 0:
+                ok = False
+                break
+            slices = _exec_family(pe).port_slices(pe, "out", prod.outputs.index(t))
+            end = max(a + w for a, w in slices)
+            padded_into_next = j < len(op.inputs) - 1 and end != g.tensor(t).shape[-1]
+            if padded_into_next or (off * g.tensor(t).type.container_bits) % 32:
+                ok = False
+                break
+            writers += [(a + off, w) for a, w in slices]
+        for user in g.consumers(y) if ok else []:
+            ue = execs[user.name]
+            if ue.tiles == 0 or not boundary_feasible(writers, _exec_family(ue).port_slices(
+                    ue, "in", g.activation_inputs(user).index(y)), channels):
+                ok = False
+        if ok:
+            fam.resolve_alias(e)
+            for t, off in zip(op.inputs, offsets, strict=True):
+                s.aliases[t] = (y, off)
+
+
 def _partition(s: State) -> None:
     s.kernels = []
     for i, e in enumerate(s.layers):
@@ -188,10 +248,25 @@ def _place(s: State) -> None:
     for t in s.graph.inputs:
         for user in s.graph.consumers(t):
             sources[index[user.name]] = sources.get(index[user.name], 0) + _words(s, t)
-    sinks = {index[op.name]: _words(s, t) for t in s.graph.outputs if (op := s.graph.producer(t)) is not None}
-    edges = list(weights)
-    s.placement = place(s.layers, s.kernels, s.device, edges,
-                        Weights(tuple(weights[e] for e in edges), sources, sinks))
+    sinks: dict[int, int] = {}
+    for t in s.graph.outputs:
+        writers = [t]
+        while writers:  # through views resolved into descriptors, to the ops that write the output's buffer
+            w = writers.pop()
+            op = s.graph.producer(w)
+            if op is None:
+                continue
+            if s.layers[index[op.name]].tiles == 0:
+                writers += op.inputs
+            else:
+                sinks[index[op.name]] = sinks.get(index[op.name], 0) + _words(s, w)
+    # layers without tiles (views resolved into descriptors) take no rectangle
+    placed = [i for i, e in enumerate(s.layers) if e.tiles]
+    local = {i: j for j, i in enumerate(placed)}
+    edges = [(local[p], local[c]) for p, c in weights]
+    s.placement = place([s.layers[i] for i in placed], s.kernels, s.device, edges,
+                        Weights(tuple(weights.values()), {local[i]: w for i, w in sources.items() if i in local},
+                                {local[i]: w for i, w in sinks.items() if i in local}))
 
 
 def _rows(s: State, tensor: str) -> int:
@@ -235,25 +310,48 @@ def _memory_plan(s: State) -> None:
                         specs.append(SliceSpec(spec.start, spec.width, [endpoint(k, spec)], block))
         return specs, used
 
+    def writer_slices(t: str) -> tuple[list[SliceSpec], list[tuple[Kernel, PortSpec]]]:
+        """The ports writing tensor ``t``'s buffer: its producer's, or through a view resolved into descriptors,
+        its inputs' producers' shifted to their columns."""
+        op = g.producer(t)
+        assert op is not None
+        if execs[op.name].tiles:
+            return slices(op, t, "out")
+        specs, used = [], []
+        for a in op.inputs:
+            sub, sub_used = writer_slices(a)
+            off = s.aliases[a][1]
+            specs += [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in sub]
+            used += sub_used
+        return specs, used
+
     types, shapes = {}, {}
     tensors = list(g.inputs) + [t for op in g.topo_order() for t in op.outputs]
     for t in tensors:
         types[t], shapes[t] = g.tensor(t).type, tuple(g.tensor(t).shape)
+        if t in s.aliases:  # held in the buffer of the view's output: routed with it
+            continue
         producer = g.producer(t)
         consumers = g.consumers(t)
         writers = w_used = None
         if producer is not None:
-            writers, w_used = slices(producer, t, "out")
+            writers, w_used = writer_slices(t)
         readers: list[SliceSpec] | None = None
         r_used: list[tuple[Kernel, PortSpec]] = []
         if consumers:
             readers = []
             for user in consumers:
                 specs, used = slices(user, t, "in")
-                readers += specs
+                for spec in specs:  # ops reading the same window share one broadcast read
+                    same = next((x for x in readers if (x.start, x.width, x.block) == (spec.start, spec.width,
+                                                                                      spec.block)), None)
+                    if same is not None:
+                        same.endpoints += spec.endpoints
+                    else:
+                        readers.append(spec)
                 r_used += used
         dtype = (w_used[0][1] if w_used else r_used[0][1]).dtype
-        plio_layer = execs[consumers[0].name] if producer is None else execs[producer.name]
+        plio_layer = execs[consumers[0].name] if producer is None else execs[w_used[0][0].layer]
         kernels = [k for k, _ in (w_used or [])] + [k for k, _ in r_used]
         direct = None
         if (w_used is not None and len(w_used) == 1 and len(r_used) == 1 and t not in g.outputs
@@ -321,6 +419,7 @@ PASSES: list[tuple[str, Callable[[State], None]]] = [
     ("precision", _precision),
     ("parallelism", _parallelism),
     ("legalise-boundaries", _legalise_boundaries),
+    ("resolve-views", _resolve_views),
     ("partition", _partition),
     ("place", _place),
     ("memory-plan", _memory_plan),

@@ -26,14 +26,33 @@ def test_transpose_slice_reshape_chain():
     assert {e.op: e.copy for e in plan.layers if e.family == "view"} == {"tr": False, "sl": False, "rs": False}
 
 
-def test_two_branch_concat_with_fan_out():
+def two_branch(first: int, second: int):
     gb = GraphBuilder(1)
     x = gb.tensor("x", (12,), X_T)
-    a = gb.dense("a", x, 8, H_T, relu=True)
-    b = gb.dense("b", x, 6, H_T, relu=True)
-    c = gb.op("cat", "concat", [a, b], (14,), H_T, axis=0)
-    check(gb.graph(x, gb.dense("head", c, 4, FixedType(8, 2, True))),
-          {"a": {"cas_length": 2, "cas_num": 1}, "head": {"cas_length": 2, "cas_num": 1}})
+    a = gb.dense("a", x, first, H_T, relu=True)
+    b = gb.dense("b", x, second, H_T, relu=True)
+    c = gb.op("cat", "concat", [a, b], (first + second,), H_T, axis=0)
+    return gb.graph(x, gb.dense("head", c, 4, FixedType(8, 2, True)))
+
+
+def test_two_branch_concat_is_resolved_into_descriptors():
+    """The first branch writes exactly its 8 columns: both branches write into the concat's buffer (no tile),
+    and the input fans out to both branches through one broadcast read."""
+    for overrides in ({}, {"a": {"cas_length": 2, "cas_num": 1}, "head": {"cas_length": 2, "cas_num": 1}}):
+        plan, _ = check(two_branch(8, 6), overrides)
+        assert {e.op: e.tiles for e in plan.layers}["cat"] == 0 and not plan.kernels_of("cat")
+        bufs = {sb.tensor: sb for sb in plan.shared_buffers}
+        assert "a_y" not in bufs and "b_y" not in bufs
+        assert sum(len(sb.writers) for sb in plan.shared_buffers if sb.tensor == "cat_y") == 2
+        reads = [len(acc.endpoints) for sb in plan.shared_buffers if sb.tensor == "x" for acc in sb.readers]
+        assert reads == ([2] if not overrides else [1, 1, 1])  # a's two cascade positions read other slices
+
+
+def test_concat_after_a_padded_branch_needs_a_copy_tile():
+    """The first branch's 6 columns are written as 8 (its mmul block): in the concat's buffer its padding would
+    land on the second branch's columns, so the concat runs as a copy tile."""
+    plan, _ = check(two_branch(6, 8))
+    assert {e.op: e.tiles for e in plan.layers}["cat"] == 1
 
 
 def test_concat_on_a_leading_axis_and_a_copy_reshape():

@@ -15,7 +15,7 @@ from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
 from nn2aie.kernels import plain
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.view import logical
-from nn2aie.kernels.view.plan import LANES, ViewExec, plan, run_tile
+from nn2aie.kernels.view.plan import LANES, ViewExec, column_alias, plan, run_tile, too_large
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("nn2aie.kernels.view", "templates"),
@@ -66,6 +66,14 @@ class ViewFamily(OpFamily):
             raise DoesNotFitError(f"op {x.op} ({x.kind})", f"its copy tile needs {need} B of buffers, a tile has "
                                   f"{budget} B free", "use a smaller batch")
 
+    def column_alias(self, graph: Graph, op: Op, e: OpExec) -> list[int] | None:
+        return column_alias(graph, op)
+
+    def resolve_alias(self, e: OpExec) -> None:
+        x = _v(e)
+        x.resolved, x.cas_length, x.cas_num = True, 0, 0
+        x.notes.append("resolved into memory-tile descriptors: the producers write their columns of the output")
+
     def _buffers(self, x: ViewExec) -> list[tuple[str, int]]:
         b = dtype_bytes(x.dtype)
         out = [] if x.copy else [("param", 4 * len(x.table))]
@@ -76,6 +84,10 @@ class ViewFamily(OpFamily):
     # -- physical -----------------------------------------------------------------------------------------------
     def partition(self, graph: Graph, op: Op, e: OpExec, device: Device, layer_id: str) -> list[Kernel]:
         x = _v(e)
+        if x.resolved:
+            return []
+        if not x.copy and not x.table:
+            raise too_large(op, x.out_rows * x.out_width)
         table = np.zeros(0, dtype=np.int32) if x.copy else np.asarray(x.table, dtype=np.int32)
         k = Kernel(name=f"{layer_id}_c0", layer=op.name, chain=0, position=0, role="single", col=-1, row=-1,
                    k_start=0, n_start=0, weights=table, bias=None, family=self.name)
@@ -166,6 +178,9 @@ class ViewFamily(OpFamily):
 
     def describe(self, e: OpExec, index: int) -> str:
         x = _v(e)
+        if x.resolved:
+            return (f"view {x.kind}: no tile, resolved into the memory-tile descriptors of its producers "
+                    f"(columns of a {x.out_rows}x{x.out_columns} buffer per event)")
         ins = " + ".join(f"{r}x{c}" for r, c in zip(x.in_rows, x.in_columns, strict=True))
         return (f"view {x.kind}: {ins} -> {x.out_rows}x{x.out_columns} per event, {x.dtype}, "
                 f"{'vector copy' if x.copy else 'gather'} on one tile")
@@ -187,5 +202,6 @@ class ViewFamily(OpFamily):
 
     def summary(self, graph: Graph, op: Op, e: OpExec) -> dict:
         x = _v(e)
-        return {"op": x.kind, "method": "copy" if x.copy else "gather", "out_rows": x.out_rows,
+        method = "descriptors" if x.resolved else "copy" if x.copy else "gather"
+        return {"op": x.kind, "method": method, "out_rows": x.out_rows,
                 "out_columns": x.out_columns}

@@ -1,4 +1,8 @@
-"""How a view op runs on a tile: a copy kernel that gathers every output element from its input windows.
+"""How a view op runs: resolved into memory-tile descriptors where its inputs can simply be stored as column
+ranges of its output (``column_alias``: a concat on the last axis, a rename that keeps rows and columns), else a
+copy kernel on one tile.
+
+The copy kernel that gathers every output element from its input windows.
 
 On chip a tensor is ``[rows, columns]`` per graph iteration with the columns padded to whole 32-bit words (what
 the DMA moves); a view changes rows, columns or order. The tile reads each input window (``batch`` events, padded
@@ -45,6 +49,7 @@ class ViewExec(OpExec):
     out_columns: int
     copy: bool  # the table is the identity: a vector copy
     table: list[int] = field(default_factory=list)  # per output element of one event: source index, -1 = zero
+    resolved: bool = False  # no tile: the producers write straight into the output's memory-tile buffer
     cas_length: int = 1
     cas_num: int = 1
     override: bool = False
@@ -68,6 +73,12 @@ class ViewExec(OpExec):
         return d
 
 
+def too_large(op: Op, elements: int) -> UnsupportedOpError:
+    return UnsupportedOpError(f"op {op.name} ({op.kind})", f"moves {elements} elements per event; the copy kernel's "
+                              f"index table holds at most {MAX_TABLE}",
+                              "split the tensor, or keep its layout (a view of fewer elements)")
+
+
 def plan(graph: Graph, op: Op, batch: int) -> ViewExec:
     ins = [graph.tensor(t) for t in op.inputs]
     y = graph.tensor(op.outputs[0])
@@ -79,9 +90,12 @@ def plan(graph: Graph, op: Op, batch: int) -> ViewExec:
     out_cols = int(y.shape[-1]) if y.shape else 1
     out_width = padded_width(out_cols, dtype)
     if out_rows * out_width > MAX_TABLE:
-        raise UnsupportedOpError(f"op {op.name} ({op.kind})", f"moves {out_rows * out_width} elements per event; "
-                                 f"the copy kernel's index table holds at most {MAX_TABLE}",
-                                 "split the tensor, or keep its layout (a view of fewer elements)")
+        if column_alias(graph, op) is None:
+            raise too_large(op, out_rows * out_width)
+        # only resolvable into descriptors (checked when the pipeline tries: partition refuses otherwise)
+        return ViewExec(op=op.name, kind=op.kind, batch=batch, dtype=dtype, in_rows=in_rows, in_widths=in_widths,
+                        in_columns=in_cols, out_rows=out_rows, out_width=out_width, out_columns=out_cols,
+                        copy=False, table=[])
     # element positions in the concatenated padded input windows of one event, run through the logical view
     positions, offset = [], 0
     for t, rows, width, cols in zip(ins, in_rows, in_widths, in_cols, strict=True):
@@ -96,6 +110,23 @@ def plan(graph: Graph, op: Op, batch: int) -> ViewExec:
     return ViewExec(op=op.name, kind=op.kind, batch=batch, dtype=dtype, in_rows=in_rows, in_widths=in_widths,
                     in_columns=in_cols, out_rows=out_rows, out_width=out_width, out_columns=out_cols,
                     copy=bool(copy and (batch * flat.size) % LANES == 0), table=flat.tolist())
+
+
+def column_alias(graph: Graph, op: Op) -> list[int] | None:
+    """First output column of each input when the view is a column layout of its inputs, else None."""
+    ins = [graph.tensor(t) for t in op.inputs]
+    y = graph.tensor(op.outputs[0])
+    rank = len(y.shape)
+    if op.kind == "concat" and op.attrs["axis"] == rank - 1 and rank >= 1:
+        offsets, col = [], 0
+        for t in ins:
+            offsets.append(col)
+            col += int(t.shape[-1])
+        return offsets
+    if op.kind == "reshape" and ins[0].shape and y.shape and ins[0].shape[-1] == y.shape[-1] and \
+            rows_per_event(tuple(ins[0].shape)) == rows_per_event(tuple(y.shape)):
+        return [0]  # the same rows and columns: a new name for the same buffer
+    return None
 
 
 def run_tile(e: ViewExec, inputs: list[np.ndarray], iters: int) -> np.ndarray:
