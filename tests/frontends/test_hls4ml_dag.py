@@ -11,7 +11,8 @@ and overflow modes, so every requantisation the frontend emits is exercised (the
 Covered: residual Add + Keras ReLU() + LeakyReLU(1/4) with fan-out (``residual``), Subtract / Multiply / Maximum /
 Minimum / Average / Concatenate as six outputs of one model (``merges``), Permute + GlobalAveragePooling1D,
 GlobalMaxPooling1D, Flatten -> Dense, Reshape + GlobalAveragePooling2D / GlobalMaxPooling2D (``pooling``).
-The backend does not compile these graphs yet; only the frontend's logical graph is checked here.
+Only the frontend's logical graph is checked here (its dense layers keep 32-bit results, which tiles refuse);
+tests/acceptance/test_dag_hls4ml.py compiles and emulates a residual model end to end.
 """
 
 from __future__ import annotations
@@ -269,8 +270,8 @@ def test_leaky_relu_slope_must_be_a_power_of_two(tmp_path):
 
 
 def test_dag_model_through_the_plugin_is_refused_by_the_backend_with_a_typed_error(tmp_path):
-    """The logical graph converts; compile()/predict() go through the backend, which may refuse DAGs for now —
-    but only with a typed error."""
+    """The logical graph converts; compile() refuses this model's 32-bit dense results with a typed error (the
+    acceptance test compiles a residual model whose types fit the tiles)."""
     _, hm = convert(CASES["residual"], "nn2aie", str(tmp_path / "p"))
     assert len(graph_from_hls4ml(hm).ops) == 8
     try:
