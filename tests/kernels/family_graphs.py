@@ -55,10 +55,10 @@ def random_codes(graph: Graph, n: int, seed: int = 5) -> np.ndarray:
 
 
 def check(graph: Graph, overrides: dict | None = None, events: int = 2000, cosim_events: int = 48,
-          batch: int = 4):
+          batch: int = 4, device: str = "xcve2802"):
     """Compile, emulate ``events`` inputs (== the logical model, exactly) and co-simulate every kernel natively
     on the first ``cosim_events``. Returns the plan."""
-    plan, _ = compile_graph(graph, CompileOptions(batch=batch, overrides=overrides or {}))
+    plan, _ = compile_graph(graph, CompileOptions(device=device, batch=batch, overrides=overrides or {}))
     x = random_codes(graph, events)
     t = graph.tensor(graph.inputs[0])
     want = evaluate(graph, {graph.inputs[0]: x.reshape((events,) + tuple(t.shape))})[graph.outputs[0]]

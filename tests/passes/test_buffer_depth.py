@@ -55,3 +55,26 @@ def plan_device(plan):
     from nn2aie.devices import get_target_device
 
     return get_target_device(plan.device)
+
+
+def test_buffers_share_memory_tiles_once_every_tile_holds_one():
+    """xcve2302 has 17 memory tiles; a chain of dense and eltwise ops needs a buffer per tensor between them (their
+    layouts differ): later buffers share memory tiles, side by side, and the design stays bit-exact."""
+    gb = GraphBuilder(4)
+    h = x = gb.tensor("x", (16,), FixedType(8, 5, True))
+    for i in range(10):
+        h = gb.dense(f"d{i}", h, 16, T)
+        h = gb.op(f"r{i}", "eltwise", [h], (16,), T, op="relu")
+    plan, _ = check(gb.graph(x, h), cosim_events=0, device="xcve2302")
+    by_tile: dict = {}
+    for sb in plan.shared_buffers:
+        by_tile.setdefault((sb.col, sb.row), []).append(sb)
+    assert len(plan.shared_buffers) > 17 and len(by_tile) <= 17
+    shared = [sorted(bufs, key=lambda b: b.offset) for bufs in by_tile.values() if len(bufs) > 1]
+    assert shared
+    graph_h = render_project(plan, None, {})["src/graph.h"]
+    for bufs in shared:
+        for a, b in zip(bufs, bufs[1:], strict=False):
+            assert b.offset >= a.offset + a.num_buffers * a.buffer_bytes
+        last = bufs[-1]
+        assert f"adf::address({last.col}, {last.row}, {last.offset})" in graph_h

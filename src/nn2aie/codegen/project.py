@@ -20,7 +20,7 @@ import numpy as np
 
 from nn2aie.codegen import data_files
 from nn2aie.errors import InternalCheckError
-from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer, dtype_bytes
+from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer
 from nn2aie.ir.tiling import TilingDescriptor
 from nn2aie.kernels.family import KernelInstance
 from nn2aie.kernels.registry import family_named
@@ -29,7 +29,6 @@ from nn2aie.report.picture import placement_pictures
 GRAPH_CLASS = "Nn2aieGraph"
 GRAPH_INSTANCE = "nn2aie_graph"
 RUNTIME_RATIO = 0.9
-MEMTILE_ALIGN = 32  # bytes between the ping and pong halves of a memory-tile buffer (rounded up)
 # ADF / AIE-API element type names (adf.h typedefs)
 ADF_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16", "int32": "int32"}
 
@@ -123,8 +122,7 @@ def _address(col: int, row: int, offset: int) -> str:
 
 
 def _memtile_half(sb: SharedBuffer) -> int:
-    one = int(np.prod(sb.dims)) * dtype_bytes(sb.dtype)
-    return -(-one // MEMTILE_ALIGN) * MEMTILE_ALIGN
+    return sb.buffer_bytes
 
 
 @dataclass
@@ -312,7 +310,7 @@ class _GraphWriter:
         for sb in self.plan.shared_buffers:
             s = self.s_ident[sb.name]
             half = _memtile_half(sb)
-            addrs = ", ".join(_address(sb.col, sb.row, i * half) for i in range(sb.num_buffers))
+            addrs = ", ".join(_address(sb.col, sb.row, sb.offset + i * half) for i in range(sb.num_buffers))
             lines.append(f"adf::location<adf::buffer>({s}) = {{{addrs}}};")
         return lines
 

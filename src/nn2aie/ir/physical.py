@@ -121,6 +121,17 @@ class Access:
         return {"endpoints": [e.to_json() for e in self.endpoints], "tiling": self.tiling.to_json()}
 
 
+MEMTILE_ALIGN = 32  # bytes: each buffer of a memory-tile rotation starts on a 256-bit boundary
+
+
+def assign_memtile_offsets(buffers: list[SharedBuffer]) -> None:
+    """Lay the buffers sharing a memory tile one after the other (in plan order)."""
+    used: dict[tuple[int, int], int] = {}
+    for sb in buffers:
+        sb.offset = used.get((sb.col, sb.row), 0)
+        used[(sb.col, sb.row)] = sb.offset + sb.num_buffers * sb.buffer_bytes
+
+
 @dataclass
 class SharedBuffer:
     """A memory-tile buffer re-tiling a tensor between producers and consumers (double buffered)."""
@@ -135,6 +146,13 @@ class SharedBuffer:
     readers: list[Access]
     col_start: int = 0  # first logical column of the tensor this buffer holds
     num_buffers: int = 2
+    offset: int = 0  # byte address of its first buffer in the memory tile (several buffers may share one)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """One buffer of the rotation, rounded up to MEMTILE_ALIGN (where the next one starts)."""
+        one = int(np.prod(self.dims)) * dtype_bytes(self.dtype)
+        return -(-one // MEMTILE_ALIGN) * MEMTILE_ALIGN
 
     @property
     def bytes(self) -> int:
@@ -143,7 +161,8 @@ class SharedBuffer:
     def to_json(self) -> dict:
         return {"name": self.name, "tensor": self.tensor, "dtype": self.dtype, "dims": list(self.dims),
                 "memtile": [self.col, self.row], "col_start": self.col_start, "bytes": self.bytes,
-                "writers": [w.to_json() for w in self.writers], "readers": [r.to_json() for r in self.readers]}
+                "writers": [w.to_json() for w in self.writers], "readers": [r.to_json() for r in self.readers]} | \
+            ({"offset": self.offset, "num_buffers": self.num_buffers} if self.offset or self.num_buffers != 2 else {})
 
 
 @dataclass

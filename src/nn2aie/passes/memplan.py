@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError
 from nn2aie.ir.execution import ceil_div
+from nn2aie.ir.physical import MEMTILE_ALIGN, DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
 from nn2aie.ir.physical import Access as PortAccess
-from nn2aie.ir.physical import DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
 from nn2aie.ir.tiling import TilingDescriptor, Traversal
 
 
@@ -125,17 +125,28 @@ class MemoryPlanner:
         self.pl_freq_mhz = pl_freq_mhz
         self.channels = min(device.fact("memtile_dma_channels").values())
         self.free_memtiles = [(c, r) for r in range(device.memtile_rows) for c in range(device.columns)]
+        self.memtile_use: dict[tuple[int, int], tuple[int, int, int]] = {}  # bytes, writers, readers
         self.shared: list[SharedBuffer] = []
         self.links: list[DirectLink] = []
         self.plios: list[Plio] = []
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _take_memtile(self, near_col: float, where: str) -> tuple[int, int]:
-        if not self.free_memtiles:
-            raise DoesNotFitError(where, f"all {self.device.columns * self.device.memtile_rows} memory tiles "
-                                  "are in use", "use fewer layers or a larger device")
-        best = min(self.free_memtiles, key=lambda t: (t[1], abs(t[0] - near_col), t[0]))
-        self.free_memtiles.remove(best)
+    def _take_memtile(self, near_col: float, where: str, nbytes: int, writers: int, readers: int) -> tuple[int, int]:
+        """A free memory tile nearest the buffer's endpoints; once every one holds a buffer, the nearest that still
+        has the capacity (double buffering counted, aligned) and the DMA channels for this one too."""
+        if self.free_memtiles:
+            best = min(self.free_memtiles, key=lambda t: (t[1], abs(t[0] - near_col), t[0]))
+            self.free_memtiles.remove(best)
+        else:
+            fits = [t for t, (used, w, r) in self.memtile_use.items()
+                    if used + nbytes <= self.device.memtile_bytes and w + writers <= self.channels
+                    and r + readers <= self.channels]
+            if not fits:
+                raise DoesNotFitError(where, f"all {self.device.columns * self.device.memtile_rows} memory tiles "
+                                      "are full (capacity or DMA channels)", "use fewer layers or a larger device")
+            best = min(fits, key=lambda t: (abs(t[0] - near_col), t[1], t[0]))
+        used, w, r = self.memtile_use.get(best, (0, 0, 0))
+        self.memtile_use[best] = (used + nbytes, w + writers, r + readers)
         return best
 
     def _word_elems(self, dtype: str) -> int:
@@ -186,7 +197,8 @@ class MemoryPlanner:
             cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]
             cols = [c for c in cols if c is not None]
             near = sum(cols) / len(cols) if cols else 0.0
-            mc, mr = self._take_memtile(near, where)
+            one = -(-(e - s) * rows * dtype_bytes(r.dtype) // MEMTILE_ALIGN) * MEMTILE_ALIGN
+            mc, mr = self._take_memtile(near, where, 2 * one, len(w_acc), len(r_acc))
             for p in self.plios:
                 if p.col < 0:
                     p.col = mc

@@ -11,7 +11,7 @@ from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError
 from nn2aie.ir.execution import OpExec, ceil_div, rows_per_event
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.physical import Endpoint, Kernel, PhysicalPlan
+from nn2aie.ir.physical import Endpoint, Kernel, PhysicalPlan, assign_memtile_offsets
 from nn2aie.kernels.family import OpFamily, PortSpec
 from nn2aie.kernels.registry import family_for, family_named
 from nn2aie.passes.legality import check_legality, peak_usage
@@ -396,9 +396,9 @@ def _buffer_depth(s: State) -> None:
     skips = [sb for sb in plan.shared_buffers
              if len({layer_of[ep.name] for acc in sb.readers for ep in acc.endpoints if ep.kind == "kernel"}) > 1]
     for sb in skips:
-        one = int(sb.bytes // sb.num_buffers)
-        others = sum(b.bytes for b in plan.shared_buffers if (b.col, b.row) == (sb.col, sb.row) and b is not sb)
-        deepest = min(MAX_SKIP_BUFFERS, (s.device.memtile_bytes - others) // max(1, one))
+        others = sum(b.num_buffers * b.buffer_bytes for b in plan.shared_buffers
+                     if (b.col, b.row) == (sb.col, sb.row) and b is not sb)
+        deepest = min(MAX_SKIP_BUFFERS, (s.device.memtile_bytes - others) // sb.buffer_bytes)
         best, best_ii = sb.num_buffers, model_performance(plan).interval_cycles
         for n in range(sb.num_buffers + 1, deepest + 1):
             sb.num_buffers = n
@@ -406,6 +406,7 @@ def _buffer_depth(s: State) -> None:
             if ii < best_ii - 1e-6:
                 best, best_ii = n, ii
         sb.num_buffers = best
+    assign_memtile_offsets(plan.shared_buffers)
 
 
 def _check(s: State) -> None:

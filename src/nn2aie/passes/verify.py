@@ -23,7 +23,6 @@ def _internal(where: str, reason: str) -> InternalCheckError:
 def verify_plan(plan: PhysicalPlan, device: Device) -> None:
     check_placement(plan.kernels, device)
     granule = int(device.fact("dma_granularity_bytes"))
-    used_memtiles: Counter = Counter()
 
     # every kernel: memory map inside its module, no overlaps, alignment
     for k in plan.kernels:
@@ -48,7 +47,6 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
         sources[port_key(link.dst, link.dst_port, "in")] += 1
     for sb in plan.shared_buffers:
         where = f"memory-tile buffer {sb.name} at memtile ({sb.col},{sb.row})"
-        used_memtiles[(sb.col, sb.row)] += 1
         if not (0 <= sb.col < device.columns and 0 <= sb.row < device.memtile_rows):
             raise _internal(where, "memory tile outside the device")
         elem = dtype_bytes(sb.dtype)
@@ -78,9 +76,18 @@ def verify_plan(plan: PhysicalPlan, device: Device) -> None:
             addr, valid = acc.tiling.addresses()
             if not written[addr[valid]].all():
                 raise _internal(where, "a reader may see elements nobody wrote")
-    for (c, r), n in used_memtiles.items():
-        if n > 1:
-            raise _internal(f"memory tile ({c},{r})", f"holds {n} buffers")
+    spans: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+    for sb in plan.shared_buffers:
+        spans.setdefault((sb.col, sb.row), []).append((sb.offset, sb.offset + sb.num_buffers * sb.buffer_bytes,
+                                                        sb.name))
+    for (c, r), items in spans.items():  # buffers sharing a memory tile lie side by side, inside it
+        items.sort()
+        for (_s0, e0, n0), (s1, _e1, n1) in zip(items, items[1:], strict=False):
+            if s1 < e0:
+                raise _internal(f"memory tile ({c},{r})", f"buffers {n0} and {n1} overlap")
+        if items[-1][1] > device.memtile_bytes:
+            raise _internal(f"memory tile ({c},{r})", f"buffers end at byte {items[-1][1]}, past its "
+                            f"{device.memtile_bytes} B")
     for k in plan.kernels:
         for spec in ports[k.name]:
             if spec.direction == "in" and sources[(k.name, spec.name)] != 1:
