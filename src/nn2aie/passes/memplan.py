@@ -171,14 +171,23 @@ class MemoryPlanner:
             written = ceil_div(r.width, word) * word  # host pads rows to whole 32-bit words
         total = max([written] + [x.end for x in readers or []])
         # a memory tile holds its columns double buffered: split the tensor where it would not fit
-        max_columns = self.device.memtile_bytes // (2 * rows * dtype_bytes(r.dtype))
+        capacity = self.device.memtile_bytes // (2 * rows * dtype_bytes(r.dtype))
+        capacity -= capacity % word
+        max_columns = capacity
         if writers is None or readers is None:  # a PLIO side: also split where one PLIO would slow the layer down
             specs = readers if writers is None else writers
             assert specs is not None
             max_columns = min(max_columns, max(self._plio_columns(r.plio_layer_cycles, rows, r.dtype),
                                                max(spec.width for spec in specs)))
-        max_columns -= max_columns % word
-        for gi, (s, e) in enumerate(_groups(writers, readers, total, self.channels, where, max_columns)):
+            max_columns -= max_columns % word
+        try:
+            groups = _groups(writers, readers, total, self.channels, where, max_columns)
+        except DoesNotFitError:
+            if max_columns == capacity:
+                raise
+            # the slices allow no split that fast: fewer, slower PLIOs (the performance model will show it)
+            groups = _groups(writers, readers, total, self.channels, where, capacity)
+        for gi, (s, e) in enumerate(groups):
             name = f"{r.tensor}_mt{gi}" if e - s < total else f"{r.tensor}_mt"
             g_written = min(e, written) - s
             dims = (e - s, rows)

@@ -91,6 +91,12 @@ def _legalise(s: State) -> None:
                                  "export a single-input, single-output model")
     if not s.graph.ops:
         raise UnsupportedOpError(f"graph {s.graph.name}", "contains no op", "nothing to compile")
+    for op in s.graph.ops:
+        for t in op.outputs:
+            if not s.graph.consumers(t) and t not in s.graph.outputs:
+                raise UnsupportedOpError(f"op {op.name} ({op.kind})", f"its output {s.graph.tensor(t).origin or t} "
+                                         "is neither read by another op nor a graph output (a dead branch)",
+                                         "remove the op from the model, or make its result a graph output")
     out = s.graph.outputs[0]
     if s.graph.consumers(out):
         raise UnsupportedOpError(f"tensor {s.graph.tensor(out).origin or out}",

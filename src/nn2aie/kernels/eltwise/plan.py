@@ -153,8 +153,16 @@ def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
             lo = [0, 0] if kind == "relu" else op.attrs.get("lo")
             hi = None if kind == "relu" else op.attrs.get("hi")
             for key, bnd in (("lo", lo), ("hi", hi)):
-                if bnd is not None:
-                    fields[key] = int(requantize(np.array([bnd[0]], dtype=np.int64), int(bnd[1]), yt, where)[0])
+                if bnd is None:
+                    continue
+                # a bound a never reaches changes nothing: dropped (its requantisation could even wrap); a
+                # reachable one lies in a's range, where requantisation cannot wrap (checked above)
+                code, frac = int(bnd[0]), int(bnd[1])
+                f = max(frac, fa)
+                edge = (a_t.type.min_code if key == "lo" else a_t.type.max_code) << (f - fa)
+                if (key == "lo" and code << (f - frac) <= edge) or (key == "hi" and code << (f - frac) >= edge):
+                    continue
+                fields[key] = int(requantize(np.array([code], dtype=np.int64), frac, yt, where)[0])
         fields |= {"arith": "none", "combine": combine, "second": second, "ua": ua, "ub": ub, "epilogue": epi,
                    "epi2": epi2}
     for shift in (fields["ua"], fields["ub"]):
