@@ -26,6 +26,8 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
      "measured on this machine (placement and compile time), plus a bit-exact emulation check"),
     ("compile_and_emulation.py", [], ["--repeats", "1", "--events", "20000"], "compile_emulation.md",
      "measured on this machine (compile time, emulation speed against onnxruntime)"),
+    ("dag_models.py", [], ["--repeats", "1", "--events", "5000"], "dag_models.md",
+     "measured on this machine (DAG models of issue 11: compile time, emulation speed against onnxruntime)"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
 ]
 
