@@ -241,8 +241,6 @@ ERROR_TYPES = {
     "sigmoid": (UnsupportedOpError, "MatMul/Gemm/Add/Relu"),
     "gemm_alpha": (UnsupportedOpError, "alpha"),
     "dynamic_weights": (UnsupportedOpError, "dynamic weights"),
-    "two_outputs": (UnsupportedOpError, "outputs"),
-    "requant_between": (UnsupportedQuantizationError, "requantizes"),
 }
 
 

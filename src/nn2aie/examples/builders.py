@@ -218,7 +218,11 @@ VARIANTS = ("non_pow2_scale", "zero_scale", "negative_scale", "nan_scale", "nonz
 
 
 def make_qdq_variant(variant: str, sizes: list[int] | None = None, seed: int = 0) -> tuple[onnx.ModelProto, str]:
-    """A model nn2aie must refuse, and the name of the ONNX node (or tensor) the error has to name.
+    """A variant of the QDQ MLP and the name of the ONNX node (or tensor) it is about.
+
+    All but ``two_outputs`` must be refused by the QDQ frontend with an error naming that node (for
+    ``requant_between`` the node is fc1's bias, finer than its accumulator once fc0 is requantised). ``two_outputs``
+    loads since the frontend takes DAGs; the compile pipeline still refuses a graph with two outputs by name.
 
     Variants: ``non_pow2_scale`` / ``zero_scale`` / ``negative_scale`` / ``nan_scale`` (scale of fc0_quant),
     ``nonzero_zero_point`` (fc0_quant), ``per_axis_scale`` (per-column weight scale of fc0, all powers of two),

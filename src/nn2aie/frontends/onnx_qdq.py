@@ -1,34 +1,51 @@
-"""ONNX QDQ frontend: MLPs in QuantizeLinear/DequantizeLinear form -> logical IR (one ``dense`` op per layer).
+"""ONNX QDQ frontend: quantized models in QuantizeLinear/DequantizeLinear form -> logical IR (a DAG of ops).
 
-Accepted pattern (zero points 0, per-tensor power-of-two scales)::
+Model form (zero points 0, per-tensor power-of-two scales): every float graph input goes through QuantizeLinear;
+every op reads DequantizeLinear outputs (*quantized values*) and its float result goes through QuantizeLinear. The
+graph may be a DAG: a quantized value may feed several nodes and be a graph output at the same time, with any number
+of graph inputs and outputs. Nodes are read in a topological order; per ONNX tensor the parser keeps the logical
+tensor holding its codes and its quantization type. Read as (docs/frontends.md, "ONNX QDQ", has the full table):
 
-    x(float [batch, K]) -> QuantizeLinear -> DequantizeLinear ->
-      { MatMul(., DQ(int W) | DQ(Q(float W))) [-> Add(DQ(int32 b) | float b)] | Gemm(., W, C) }
-      [-> Relu] -> QuantizeLinear -> DequantizeLinear [-> Relu [-> QuantizeLinear -> DequantizeLinear]] -> ...
-
-The graph output is the last DequantizeLinear (or Relu) output, or the last QuantizeLinear output.
+- ``MatMul | Gemm (constant quantized weights) [-> Add(constant bias)] [-> Relu] -> QuantizeLinear``: one ``dense``
+  op (a rank-3 MatMul ``[N, P, F] @ W[F, K]`` is a dense applied per row ``P``). ``Q -> DQ -> Relu`` right after a
+  dense's own QuantizeLinear, with nothing else reading it, folds into the dense as its activation.
+- ``Add / Sub / Mul / Max / Min`` of two quantized values, or of a value and a constant, ``Relu``, ``Clip``,
+  ``LeakyRelu`` (alpha = 2**-s): ``eltwise`` ops whose output type is the following QuantizeLinear's. A float
+  result ``-> Relu -> QuantizeLinear`` is the op quantized to that type, then an eltwise relu (exact: Q is monotone
+  with Q(0) = 0, so Q(relu(r)) = relu(Q(r))).
+- ``Concat, Split, Slice, Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Identity``: views (or nothing); the
+  batch axis must stay first and whole.
+- ``ReduceMean / ReduceSum / ReduceMax, GlobalAveragePool / GlobalMaxPool``: ``reduce`` (mean: ``divide=float32``).
+- ``QuantizeLinear`` of a quantized value: nothing when it repeats the value's type (exact), else an eltwise
+  ``identity`` (one requantisation).
 
 Semantics (shared/reference/numerics.md, ONNX QDQ): QuantizeLinear is y = saturate(round_half_even(x / s) + zp).
 With s = 2**-f and zp = 0 a dequantised activation is exactly ``code * 2**-f``, the MatMul/Gemm/Add result is
 exactly ``acc * 2**-(fx + fw)`` with an integer accumulator ``acc``, and QuantizeLinear of it is RND_CONV + SAT
-requantisation — the ``dense`` op of the logical IR. ReLU commutes with that quantisation (zp = 0), so a ReLU
-before or after a Q/DQ pair is folded into the layer.
+requantisation — the ``dense`` op of the logical IR. The same holds for every op above whose float32 result is
+exact: the logical op computes the exact result and requantises it into the QuantizeLinear's type.
 
-Exactness of the reference: onnxruntime evaluates MatMul/Gemm/Add in float32. Every product and partial sum is an
-integer multiple of the accumulator LSB, so float32 arithmetic is exact (in any summation order, with or without
-FMA) while every partial sum is below 2**24 LSBs. ``load_qdq`` checks the sufficient bound
+Exactness of the reference: onnxruntime evaluates the float ops in float32. Every product and partial sum of a
+MatMul/Gemm/Add is an integer multiple of the accumulator LSB, so float32 arithmetic is exact (in any summation
+order, with or without FMA) while every partial sum is below 2**24 LSBs. ``load_qdq`` checks the sufficient bound
 ``max|x| * max_n sum_k |W[k, n]| + max|b| < 2**24`` per layer (max|x| = largest code magnitude of the input type;
 this is never looser than ``K * max|x| * max|w| + max|b|``), and that every scale involved (input, weights,
 accumulator, output) is within 2**+-100 so that no float32 value overflows or becomes denormal, and records
 ``graph.source['reference_exact']`` =
 ``'yes'`` / ``'no'``. Models beyond the bound make the float reference itself inexact: onnxruntime's output may
 then differ from the exact integer arithmetic nn2aie implements (and the AIE computes) by a rounding of the float32
-accumulator — compare such models against the exact integer semantics, not against onnxruntime.
+accumulator — compare such models against the exact integer semantics, not against onnxruntime. The other ops use
+the same convention with their own bound (in LSBs of the exact result): add/sub
+``max|a| * 2**(f - fa) + max|b| * 2**(f - fb) < 2**24``, mul ``max|a| * max|b| < 2**24``, sum/mean
+``n * max|a| < 2**24`` (onnxruntime sums in float32, then divides by float32(n): the ``divide=float32`` mean),
+constants below 2**24 codes; max/min/relu/clip/leaky_relu/views are exact selections or power-of-two scalings.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import onnx
@@ -55,13 +72,24 @@ from nn2aie.frontends.onnx_common import (
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 
-SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", "Add", "Relu", "Constant")
-_OPS_HINT = "nn2aie supports MatMul/Gemm/Add/Relu with QuantizeLinear/DequantizeLinear in this version"
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Max": "max", "Min": "min"}
+_COMMUTATIVE = ("add", "mul", "max", "min")
+_REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "GlobalAveragePool": "mean",
+           "GlobalMaxPool": "max"}
+_VIEWS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *_BINARY, "Relu", "Clip", "LeakyRelu",
+                 *_VIEWS, *_REDUCE, "Constant")
+_OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
+             "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
+             "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
 _POW2_HINT = "re-export with power-of-two scales (e.g. quantize with scale = 2**-round(log2(s)))"
 _ZP_HINT = "re-export with symmetric quantization (zero point 0)"
+_QDQ_HINT = "put QuantizeLinear -> DequantizeLinear after it and let the DequantizeLinear output fan out"
 _EXACT_LIMIT = 1 << 24
+_INT_LIMIT = 1 << 62  # the eltwise / reduce families compute exact results in int64 below this bound
 _FRAC_RANGE = 100  # |fractional bits| beyond which float32 values may overflow (2**128) or lose bits (denormals)
 _SCALE_TYPES = ("float32", "float16", "bfloat16")  # the ONNX type constraint of QuantizeLinear's scale
+_FULL_BATCH_END = (1 << 31) - 1  # a Slice end at least this large keeps a dynamic batch axis whole
 MAX_FIXED_BATCH = 1 << 20  # a fixed batch dimension the reference run pads to (larger: export a dynamic batch)
 
 T = onnx.TensorProto
@@ -91,6 +119,10 @@ class _QType:
     def hi(self) -> int:
         return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
 
+    @property
+    def max_abs(self) -> int:
+        return max(-self.lo, self.hi)
+
     def fixed(self) -> FixedType:
         return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding="RND_CONV", overflow="SAT")
 
@@ -103,6 +135,19 @@ class _QConst:
     codes: np.ndarray  # int64
     qtype: _QType
     origin: str
+
+
+@dataclass(frozen=True)
+class _Val:
+    """A quantized ONNX tensor: the logical ``tensor`` holds its codes in ``qtype``. ``codes``: the ONNX tensor is the
+    integer codes (a QuantizeLinear output, or a view of one); otherwise it is the dequantized float value."""
+
+    tensor: str
+    qtype: _QType
+    codes: bool = False
+
+
+_Tail = tuple[onnx.NodeProto | None, onnx.NodeProto | None]  # (QuantizeLinear, Relu before it) after a float op
 
 
 def _p2(frac: int) -> str:
@@ -120,6 +165,39 @@ def pow2_frac(scale: float) -> int | None:
     return 1 - int(exp)
 
 
+def dyadic_codes(values: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``(codes, f)`` with ``values == codes * 2**-f`` exactly and the smallest such ``f`` (possibly negative), for
+    finite binary floats (every one is a dyadic rational); None when a code would need more than 62 bits."""
+    flat = [Fraction(float(v)) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+    fracs = [q.denominator.bit_length() - 1 - _trailing_zeros(q.numerator) for q in flat if q != 0]
+    f = max(fracs, default=0)
+    codes = [int(q * Fraction(2) ** f) for q in flat]  # exact: f is at least every value's own fraction
+    if any(abs(c) >= _INT_LIMIT for c in codes):
+        return None
+    return np.asarray(codes, dtype=np.int64).reshape(np.shape(values)), f
+
+
+def _trailing_zeros(n: int) -> int:
+    return (n & -n).bit_length() - 1
+
+
+def _fixed_for_codes(codes: np.ndarray, frac: int) -> FixedType | None:
+    """The narrowest signed 8/16/32-bit type holding ``codes`` at ``frac`` (None: wider than 32 bits)."""
+    lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
+    for width in (8, 16, 32):
+        if -(1 << (width - 1)) <= lo and hi < 1 << (width - 1):
+            return FixedType(width, frac, True, "RND_CONV", "SAT")
+    return None
+
+
+def _binary_bounds(kind: str, am: int, fa: int, bm: int, fb: int) -> tuple[int, int]:
+    """(frac of the exact result, bound on |result| and every intermediate in its LSBs), docs/ops.md eltwise."""
+    if kind == "mul":
+        return fa + fb, am * bm
+    f = max(fa, fb)
+    return f, (am << (f - fa)) + (bm << (f - fb))
+
+
 class _Parser:
     def __init__(self, model: onnx.ModelProto, file: str):
         self.model = model
@@ -132,9 +210,15 @@ class _Parser:
         self.consumers = consumers_map(self.nodes)
         self.visited: set[int] = set()
         self.graph_outputs = {o.name for o in self.graph.output}
+        self.input_names: set[str] = set()  # the float graph inputs
+        self.graph_inputs: list[str] = []  # their logical tensors
+        self.fixed_batch: int | None = None
         self.tensors: dict[str, Tensor] = {}
         self.ops: list[Op] = []
         self.taken: set[str] = set()
+        self.counts: dict[str, int] = {}
+        self.vals: dict[str, _Val] = {}  # ONNX tensor name -> its quantized value
+        self.aliases: dict[str, list[str]] = {}  # logical tensor -> the ONNX names bound to it
         self.exact = True
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -144,18 +228,113 @@ class _Parser:
     def visit(self, node: onnx.NodeProto) -> None:
         self.visited.add(id(node))
 
-    def only_consumer(self, tensor: str, context: str) -> onnx.NodeProto | None:
-        """The single consumer of ``tensor`` (None if it has none); refuses fan-out."""
-        users = self.consumers.get(tensor, [])
+    def users(self, tensor: str) -> list[onnx.NodeProto]:
+        return self.consumers.get(tensor, [])
+
+    def bind(self, name: str, val: _Val) -> None:
+        self.vals[name] = val
+        self.aliases.setdefault(val.tensor, []).append(name)
+
+    def shape(self, val: _Val) -> tuple[int, ...]:
+        return self.tensors[val.tensor].shape
+
+    def check_float32(self, bound: int, *fracs: int) -> None:
+        """onnxruntime computes the op in float32: exact while the exact result (and every partial result) stays
+        below 2**24 LSBs and no scale leaves float32's normal range; otherwise the reference is marked inexact."""
+        if bound >= _EXACT_LIMIT or not all(-_FRAC_RANGE <= f <= _FRAC_RANGE for f in fracs):
+            self.exact = False
+
+    def single_user(self, tensor: str, node: onnx.NodeProto) -> onnx.NodeProto | None:
+        """The one consumer of the unquantized float result ``tensor`` of ``node`` (None: none, or it is a graph
+        output); refuses fan-out of a float result (it must be quantized first)."""
+        if tensor in self.graph_outputs:
+            return None
+        users = self.users(tensor)
         if len(users) > 1:
             names = ", ".join(self.where(u) for u in users)
-            raise UnsupportedOpError(f"tensor {tensor}", f"{context} feeds several nodes ({names})",
-                                     "nn2aie supports plain layer chains (no branches or skip connections) "
-                                     "in this version")
-        if users and tensor in self.graph_outputs:
-            raise UnsupportedOpError(f"tensor {tensor}", "is a graph output and also feeds further nodes",
-                                     "make the model output the last layer only")
+            raise UnsupportedQuantizationError(f"tensor {tensor}", f"the unquantized float result of "
+                                               f"{self.where(node)} feeds several nodes ({names})", _QDQ_HINT)
         return users[0] if users else None
+
+    def no_quantize(self, node: onnx.NodeProto, out: str, got: onnx.NodeProto | None) -> UnsupportedQuantizationError:
+        what = self.where(got) if got is not None else "the graph output"
+        return UnsupportedQuantizationError(
+            f"tensor {out}", f"the result of {self.where(node)} goes to {what} without QuantizeLinear",
+            "quantize every op output (QuantizeLinear -> DequantizeLinear after each op)")
+
+    def quant_tail(self, node: onnx.NodeProto, optional: bool = False) -> _Tail:
+        """``(Q, Relu or None)`` quantizing ``node``'s result: ``-> Q`` or ``-> Relu -> Q``, each the only consumer.
+        ``optional`` (ops whose result is still a quantized value): ``(None, None)`` unless a single Q follows."""
+        out = node.output[0]
+        nxt = None if out in self.graph_outputs else (self.users(out) or [None])[0]
+        if nxt is not None and len(self.users(out)) == 1 and nxt.op_type == "QuantizeLinear":
+            self.visit(nxt)
+            return nxt, None
+        if optional:
+            return None, None
+        nxt = self.single_user(out, node)
+        if nxt is not None and nxt.op_type == "Relu":
+            q = self.single_user(nxt.output[0], nxt)
+            if q is not None and q.op_type == "QuantizeLinear":
+                self.visit(nxt)
+                self.visit(q)
+                return q, nxt
+            raise self.no_quantize(nxt, nxt.output[0], q)
+        raise self.no_quantize(node, out, nxt)
+
+    def op_name(self, node: onnx.NodeProto | None, kind: str) -> str:
+        idx = self.counts.get(kind, 0)
+        self.counts[kind] = idx + 1
+        fallback = f"{kind}{idx}"
+        return unique(identifier(node.name, fallback) if node is not None and node.name else fallback, self.taken)
+
+    def add_op(self, name: str, kind: str, inputs: list[str], shape: tuple[int, ...], qtype: _QType, origin: str,
+               attrs: dict | None = None) -> str:
+        """Append an op with one new output tensor ``{name}_out``; returns the tensor's name."""
+        y = unique(f"{name}_out", self.taken)
+        self.tensors[y] = Tensor(y, tuple(shape), qtype.fixed(), origin=origin)
+        self.ops.append(Op(name, kind, inputs, [y], attrs or {}))
+        return y
+
+    def quantized_result(self, node: onnx.NodeProto, name: str, kind: str, inputs: list[str],
+                         shape: tuple[int, ...], q: onnx.NodeProto, relu: onnx.NodeProto | None,
+                         attrs: dict | None = None) -> str:
+        """An op whose result goes through ``[Relu ->] q``: the op in q's type, then relu if any; binds q's codes."""
+        qtype = self.qparams(q, None, _ACT_TYPES, "activation")
+        y = self.add_op(name, kind, inputs, shape, qtype, q.output[0], attrs)
+        if relu is not None and qtype.signed:  # Q(relu(r)) == relu(Q(r)); unsigned Q already clamps at 0
+            y = self.add_op(self.op_name(relu, "relu"), "eltwise", [y], shape, qtype, q.output[0], {"op": "relu"})
+        self.bind(q.output[0], _Val(y, qtype, codes=True))
+        return y
+
+    def is_constant(self, name: str) -> bool:
+        """Known without running the graph: an initializer / Constant, or Q / DQ of one (weights, biases)."""
+        if name in self.consts:
+            return True
+        node = self.producer.get(name)
+        return (node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and self.is_constant(node.input[0]))
+
+    def value(self, name: str, user: onnx.NodeProto, codes_ok: bool = False) -> _Val:
+        """The quantized value ``user`` reads (a DequantizeLinear output, or what a view / Relu made of one);
+        ``codes_ok``: integer codes are fine too (views move codes as well as values)."""
+        val = self.vals.get(name)
+        if val is not None and (codes_ok or not val.codes):
+            return val
+        where = self.where(user)
+        if val is not None:
+            raise UnsupportedQuantizationError(where, f"reads the integer codes {name} (a QuantizeLinear output) "
+                                               "instead of their DequantizeLinear output",
+                                               "dequantize the codes first (QDQ form)")
+        if name in self.input_names:
+            raise UnsupportedQuantizationError(where, f"reads the float graph input {name} directly",
+                                               "quantize the input first (QuantizeLinear -> DequantizeLinear)")
+        if self.is_constant(name):
+            raise UnsupportedOpError(where, f"input {name} is a constant where nn2aie expects an activation",
+                                     "fold computations on constants into the initializers (e.g. onnx-simplifier)")
+        producer = self.producer.get(name)
+        src = self.where(producer) if producer is not None else "a graph input"
+        raise UnsupportedQuantizationError(where, f"reads {name}, the unquantized float result of {src}", _QDQ_HINT)
 
     def qparams(self, node: onnx.NodeProto, int_type: int | None, allowed: dict[int, tuple[int, bool]],
                 role: str) -> _QType:
@@ -219,20 +398,6 @@ class _Parser:
                                                f"quantize {role}s to {names}")
         width, signed = allowed[qt]
         return _QType(qt, frac, width, signed)
-
-    def expect_dequant(self, node: onnx.NodeProto | None, qtype: _QType, after: str) -> onnx.NodeProto:
-        if node is None or node.op_type != "DequantizeLinear":
-            got = self.where(node) if node is not None else "nothing"
-            raise UnsupportedQuantizationError(
-                f"tensor {after}", f"an integer tensor is followed by {got} instead of a DequantizeLinear",
-                "use the QDQ form: every QuantizeLinear is followed by a DequantizeLinear")
-        self.visit(node)
-        dq = self.qparams(node, qtype.onnx_type, _ACT_TYPES, "activation")
-        if dq.frac != qtype.frac:
-            raise UnsupportedQuantizationError(
-                self.where(node), f"scale {_p2(dq.frac)} differs from the QuantizeLinear scale {_p2(qtype.frac)}",
-                "use the same scale on both nodes of a QuantizeLinear/DequantizeLinear pair")
-        return node
 
     # -- constants ----------------------------------------------------------------------------------------
     def float_const(self, name: str) -> np.ndarray | None:
@@ -327,7 +492,68 @@ class _Parser:
             raise UnsupportedQuantizationError(f"tensor {name}", int32_msg, hint)
         return codes
 
-    # -- the chain ------------------------------------------------------------------------------------------
+    def operand_const(self, name: str, a_shape: tuple[int, ...], user: onnx.NodeProto) -> tuple[np.ndarray,
+                                                                                                 FixedType, str]:
+        """A constant eltwise operand as ``(codes, type, origin)``: DQ of an int initializer (its own type), or a
+        float initializer at the finest power-of-two scale it needs (the narrowest signed 8/16/32-bit type); shaped
+        as docs/ops.md wants: ``()``, ``(C,)`` (last axis) or ``a_shape``."""
+        value = self.quant_const(name, _BIAS_TYPES, "constant", user)
+        if isinstance(value, _QConst):
+            codes, ftype, origin = value.codes, value.qtype.fixed(), value.origin
+        else:
+            if not np.all(np.isfinite(value)):
+                raise UnsupportedQuantizationError(self.where(user), f"the constant {name} contains NaN or inf",
+                                                   "fix the exported constant")
+            dyadic = dyadic_codes(value)
+            ftype = _fixed_for_codes(*dyadic) if dyadic is not None else None
+            if ftype is None:
+                raise UnsupportedQuantizationError(
+                    self.where(user), f"the float constant {name} needs more than 32 bits at one power-of-two "
+                    "scale", "quantize the constant (DequantizeLinear of an int8/int16/int32 initializer) or round it")
+            codes, origin = dyadic[0], name
+        return self.broadcast_const(codes, a_shape, user, name), ftype, origin
+
+    def broadcast_const(self, codes: np.ndarray, a_shape: tuple[int, ...], user: onnx.NodeProto,
+                        name: str) -> np.ndarray:
+        """ONNX-broadcast constant -> scalar / per-channel / full per-event shape (refusing batch-dependent ones)."""
+        rank = len(a_shape)
+        where = self.where(user)
+        if codes.ndim > rank + 1:
+            raise UnsupportedOpError(where, f"constant {name} of shape {list(codes.shape)} has more axes than the "
+                                     f"activation [batch, {', '.join(map(str, a_shape))}]",
+                                     "give the constant the activation's shape or fewer axes")
+        full = codes.reshape((1,) * (rank + 1 - codes.ndim) + codes.shape)
+        per = full[0]
+        try:
+            grown = np.broadcast_shapes(per.shape, a_shape) != tuple(a_shape)
+        except ValueError:
+            grown = True
+        if full.shape[0] != 1 or grown:
+            raise UnsupportedOpError(where, f"constant {name} of shape {list(codes.shape)} does not broadcast to the "
+                                     f"activation [batch, {', '.join(map(str, a_shape))}] without enlarging it",
+                                     "use a scalar, a per-channel [C] or a per-event constant")
+        if per.size == 1:
+            return per.reshape(())
+        if rank and per.shape[-1] == a_shape[-1] and all(d == 1 for d in per.shape[:-1]):
+            return per.reshape(-1)
+        return np.ascontiguousarray(np.broadcast_to(per, a_shape))
+
+    def scalar_const(self, name: str, user: onnx.NodeProto, what: str) -> float:
+        """A scalar constant operand (Clip bounds) as a float: a float initializer or DQ of an int one."""
+        if not self.is_constant(name):
+            raise UnsupportedOpError(self.where(user), f"{what} {name} is computed at run time",
+                                     f"make the {what} a constant (initializer)")
+        value = self.quant_const(name, _BIAS_TYPES, what, user)
+        if isinstance(value, _QConst):
+            arr = value.codes.astype(np.float64) * 2.0 ** -value.qtype.frac
+        else:
+            arr = np.asarray(value, dtype=np.float64)
+        if arr.size != 1:
+            raise BadFileError(self.where(user), f"{what} {name} has shape {list(arr.shape)}, not a scalar",
+                               "re-export the model")
+        return float(arr.reshape(-1)[0])
+
+    # -- the graph ----------------------------------------------------------------------------------------------
     def parse(self) -> Graph:
         for node in self.nodes:
             if node.op_type not in SUPPORTED_OPS or node.domain not in ("", "ai.onnx"):
@@ -338,22 +564,50 @@ class _Parser:
                 self.visit(node)
         inputs = real_inputs(self.graph)
         self.check_dynamic_weights(inputs)
-        if len(inputs) != 1 or len(self.graph.output) != 1:
-            raise UnsupportedOpError(
-                "model", f"has {_count(len(inputs), 'input')} ({', '.join(i.name for i in inputs)}) and "
-                f"{_count(len(self.graph.output), 'output')} ({', '.join(o.name for o in self.graph.output)})",
-                "nn2aie supports one input and one output; weights must be initializers, not graph inputs")
-        x_vi = inputs[0]
-        x_name = x_vi.name
-        shape = value_shape(x_vi)
-        if elem_type(x_vi) != T.FLOAT:
+        if not inputs:
+            raise UnsupportedOpError("model", "has no graph input (weights must be initializers)",
+                                     "export the model with its float input(s) as graph inputs")
+        graph_inputs = self.graph_inputs = [self.graph_input(vi) for vi in inputs]
+        batches = {value_shape(vi)[0] for vi in inputs}
+        self.fixed_batch = next(iter(batches)) if len(batches) == 1 and isinstance(next(iter(batches)), int) else None
+        handlers = {"QuantizeLinear": self.on_quantize, "DequantizeLinear": self.on_dequantize,
+                    "MatMul": self.on_dense, "Gemm": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
+                    "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
+                    "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
+                    **{op: self.on_binary for op in _BINARY}, **{op: self.on_reduce for op in _REDUCE},
+                    **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
+        for node in self.nodes:
+            if id(node) in self.visited:
+                continue
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and self.is_constant(node.input[0]):
+                continue  # weights / biases / constant operands: resolved by the op that reads them
+            self.visit(node)
+            handlers[node.op_type](node)
+        taken: dict[str, str] = {}
+        outputs = [self.graph_output(vi.name, taken) for vi in self.graph.output]
+        self.prune(graph_inputs, outputs)
+        if not self.ops:
+            raise UnsupportedOpError("model", "contains no MatMul/Gemm layer or other operation to compile",
+                                     _OPS_HINT)
+        name = self.graph.name or "onnx_qdq"
+        source = {"framework": "onnx-qdq", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
+        graph = Graph(identifier(name, "onnx_qdq"), self.tensors, self.ops, graph_inputs, outputs, source)
+        check_inference(self.model)
+        graph.verify()
+        return graph
+
+    def graph_input(self, vi: onnx.ValueInfoProto) -> str:
+        """A float graph input [batch, *shape] read by QuantizeLinear(s) of one type -> a logical input."""
+        x_name = vi.name
+        shape = value_shape(vi)
+        if elem_type(vi) != T.FLOAT:
             raise UnsupportedQuantizationError(f"graph input {x_name}",
-                                               f"has type {elem_type_name(elem_type(x_vi))}, expected float",
+                                               f"has type {elem_type_name(elem_type(vi))}, expected float",
                                                "feed float32 inputs followed by QuantizeLinear")
-        if shape is None or len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < 1:
-            raise UnsupportedOpError(f"graph input {x_name}", f"has shape {shape}, expected [batch, K] with a "
-                                     "static K", "export the MLP with a 2-D input [batch, features]")
-        k_in = shape[1]
+        if shape is None or len(shape) < 2 or not all(isinstance(d, int) and d >= 1 for d in shape[1:]):
+            raise UnsupportedOpError(f"graph input {x_name}", f"has shape {shape}, expected [batch, K] (or "
+                                     "[batch, d1, d2, ...]) with static per-event dims",
+                                     "export the model with the batch axis first and static feature dims")
         batch = shape[0]
         if isinstance(batch, int) and batch < 1:
             raise BadFileError(f"graph input {x_name}", f"has a fixed batch dimension {batch} (zero-size input)",
@@ -362,65 +616,70 @@ class _Parser:
             raise UnsupportedOpError(f"graph input {x_name}", f"has a fixed batch dimension {batch}: the reference "
                                      f"check pads the inputs to it (at most {MAX_FIXED_BATCH} supported)",
                                      "export with a dynamic batch dimension")
-
-        q0 = self.only_consumer(x_name, "the graph input")
-        if q0 is None or q0.op_type != "QuantizeLinear":
-            got = self.where(q0) if q0 is not None else "nothing"
-            raise UnsupportedQuantizationError(f"graph input {x_name}", f"is consumed by {got}, not a "
+        users = self.users(x_name)
+        if not users or any(u.op_type != "QuantizeLinear" or u.input[0] != x_name for u in users):
+            got = next((u for u in users if u.op_type != "QuantizeLinear" or u.input[0] != x_name), None)
+            what = self.where(got) if got is not None else "nothing"
+            raise UnsupportedQuantizationError(f"graph input {x_name}", f"is consumed by {what}, not a "
                                                "QuantizeLinear", "quantize the input first (QDQ form)")
-        self.visit(q0)
-        x_type = self.qparams(q0, None, _ACT_TYPES, "activation")
+        x_type = self.qparams(users[0], None, _ACT_TYPES, "activation")
+        for q in users[1:]:
+            other = self.qparams(q, None, _ACT_TYPES, "activation")
+            if other != x_type:
+                raise UnsupportedQuantizationError(
+                    self.where(q), f"quantizes the graph input {x_name} to {other.describe()}, "
+                    f"{self.where(users[0])} to {x_type.describe()}", "quantize each graph input once")
         lname = unique(identifier(x_name, "input"), self.taken)
-        self.tensors[lname] = Tensor(lname, (k_in,), x_type.fixed(), origin=x_name)
-        graph_input = lname
+        self.tensors[lname] = Tensor(lname, tuple(shape[1:]), x_type.fixed(), origin=x_name)
+        self.input_names.add(x_name)
+        for q in users:
+            self.visit(q)
+            self.bind(q.output[0], _Val(lname, x_type, codes=True))
+        return lname
 
-        cur_int, cur_type, cur_logical = q0.output[0], x_type, lname
-        out_onnx = None
-        layer = 0
-        while True:
-            if cur_int in self.graph_outputs and not self.consumers.get(cur_int):
-                out_onnx = cur_int
-                break
-            dq = self.expect_dequant(self.only_consumer(cur_int, "a quantized tensor"), cur_type, cur_int)
-            f = dq.output[0]
-            nxt = self.only_consumer(f, "a dequantized tensor")
-            if nxt is not None and nxt.op_type == "Relu":
-                f, nxt = self.fold_relu_after_dq(nxt, cur_logical, cur_type)
-                if nxt is not None and nxt.op_type == "QuantizeLinear":
-                    cur_int = self.same_requant(nxt, cur_type)
-                    continue
-            if nxt is None:
-                if f in self.graph_outputs:
-                    out_onnx = f
-                    break
-                raise BadFileError(f"tensor {f}", "is neither consumed nor a graph output", "re-export the model")
-            if nxt.op_type not in ("MatMul", "Gemm") or nxt.input[0] != f:
-                raise UnsupportedOpError(self.where(nxt), "expected a MatMul/Gemm taking the dequantized "
-                                         f"activation {f} as its first input", _OPS_HINT)
-            cur_int, cur_type, cur_logical = self.layer(nxt, cur_logical, cur_type, layer)
-            layer += 1
+    def graph_output(self, name: str, taken: dict[str, str]) -> str:
+        """The logical tensor of a graph output (``taken``: logical tensor -> the graph output already using it)."""
+        val = self.vals.get(name)
+        where = f"graph output {name}"
+        if val is None:
+            if name in self.input_names:
+                raise UnsupportedOpError(where, "is a graph input (nothing is computed)", "remove that output")
+            producer = self.producer.get(name)
+            src = self.where(producer) if producer is not None else "a constant"
+            raise UnsupportedQuantizationError(where, f"is the unquantized float result of {src}",
+                                               "end the model with QuantizeLinear (-> DequantizeLinear)")
+        if val.tensor in self.graph_inputs:
+            raise UnsupportedOpError(where, f"is the quantized graph input {self.tensors[val.tensor].origin} "
+                                     "(nothing is computed)", "remove that output")
+        if val.tensor in taken:
+            raise UnsupportedOpError(where, f"carries the same values as the graph output {taken[val.tensor]}",
+                                     "keep one of the two outputs")
+        taken[val.tensor] = name
+        self.tensors[val.tensor].origin = name
+        return val.tensor
 
-        if not self.ops:
-            raise UnsupportedOpError("model", "contains no MatMul/Gemm layer", _OPS_HINT)
-        rest = [n for n in self.nodes if id(n) not in self.visited]
-        if rest:
-            raise UnsupportedOpError(self.where(rest[0]), "is not part of the supported input -> layer chain -> "
-                                     "output pattern", _OPS_HINT)
-        self.tensors[cur_logical].origin = out_onnx
-        name = self.graph.name or "onnx_qdq"
-        source = {"framework": "onnx-qdq", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
-        graph = Graph(identifier(name, "onnx_qdq"), self.tensors, self.ops, [graph_input], [cur_logical], source)
-        check_inference(self.model)
-        graph.verify()
-        return graph
+    def prune(self, inputs: list[str], outputs: list[str]) -> None:
+        """Drop ops (and their tensors) no graph output depends on: onnxruntime computes them, nothing reads them."""
+        needed = set(outputs)
+        kept = []
+        for op in reversed(self.ops):
+            if needed.intersection(op.outputs):
+                kept.append(op)
+                needed.update(op.inputs)
+        self.ops = kept[::-1]
+        for name in inputs:
+            if name not in needed:
+                raise UnsupportedOpError(f"graph input {self.tensors[name].origin}", "no graph output depends on it",
+                                         "remove the unused input from the model")
+        self.tensors = {k: t for k, t in self.tensors.items() if k in needed}
 
     def check_dynamic_weights(self, inputs: list[onnx.ValueInfoProto]) -> None:
         """A graph input used (directly or through DequantizeLinear) as MatMul/Gemm weights or bias."""
         for vi in inputs:
-            for user in self.consumers.get(vi.name, []):
+            for user in self.users(vi.name):
                 chain = [user]
                 if user.op_type == "DequantizeLinear":
-                    chain = self.consumers.get(user.output[0], [])
+                    chain = self.users(user.output[0])
                     operand = user.output[0]
                 else:
                     operand = vi.name
@@ -430,32 +689,42 @@ class _Parser:
                             self.where(node), f"its weights/bias come from the graph input {vi.name} "
                             "(dynamic weights)", "store weights and biases as initializers")
 
-    def fold_relu_after_dq(self, relu: onnx.NodeProto, logical: str, qtype: _QType):
-        """Q -> DQ -> Relu: relu of an exactly representable value; fold into the producing dense op."""
-        self.visit(relu)
-        op = next((o for o in self.ops if o.outputs[0] == logical), None)
-        if op is None:
-            raise UnsupportedOpError(self.where(relu), "a Relu on the graph input is not a dense layer",
-                                     "remove the Relu before the first MatMul/Gemm")
-        op.attrs["activation"] = "relu"
-        out = relu.output[0]
-        return out, self.only_consumer(out, "a Relu output")
+    # -- quantize / dequantize ------------------------------------------------------------------------------
+    def on_quantize(self, q: onnx.NodeProto) -> None:
+        """QuantizeLinear of a quantized value: exact when it repeats the type, else one requantisation."""
+        val = self.value(q.input[0], q)
+        qtype = self.qparams(q, None, _ACT_TYPES, "activation")
+        if qtype == val.qtype:
+            self.bind(q.output[0], _Val(val.tensor, qtype, codes=True))
+            return
+        y = self.add_op(self.op_name(q, "identity"), "eltwise", [val.tensor], self.shape(val), qtype, q.output[0],
+                        {"op": "identity"})
+        self.bind(q.output[0], _Val(y, qtype, codes=True))
 
-    def same_requant(self, q: onnx.NodeProto, qtype: _QType) -> str:
-        """Q -> DQ -> Relu -> Q: the second Q must repeat the parameters (then it is exact: no new rounding)."""
-        self.visit(q)
-        q2 = self.qparams(q, None, _ACT_TYPES, "activation")
-        if q2 != qtype:
+    def on_dequantize(self, dq: onnx.NodeProto) -> None:
+        src = dq.input[0]
+        val = self.vals.get(src)
+        if val is None or not val.codes:
+            what = f"the graph input {src}" if src in self.input_names else f"{src}, not the output of a " \
+                "QuantizeLinear of an activation"
+            raise UnsupportedQuantizationError(self.where(dq), f"dequantizes {what}",
+                                               "use the QDQ form: DequantizeLinear reads a QuantizeLinear output")
+        qtype = self.qparams(dq, val.qtype.onnx_type, _ACT_TYPES, "activation")
+        if qtype.frac != val.qtype.frac:
             raise UnsupportedQuantizationError(
-                self.where(q), f"requantizes {qtype.describe()} to {q2.describe()} between layers: a second "
-                "rounding that is not part of a dense layer",
-                "quantize once per layer (Relu before the QuantizeLinear, or the same parameters after it)")
-        return q.output[0]
+                self.where(dq), f"scale {_p2(qtype.frac)} differs from the QuantizeLinear scale "
+                f"{_p2(val.qtype.frac)}", "use the same scale on both nodes of a QuantizeLinear/DequantizeLinear pair")
+        self.bind(dq.output[0], _Val(val.tensor, val.qtype))
 
-    def layer(self, node: onnx.NodeProto, x_logical: str, x_type: _QType, idx: int) -> tuple[str, _QType, str]:
-        self.visit(node)
+    # -- dense ----------------------------------------------------------------------------------------------
+    def on_dense(self, node: onnx.NodeProto) -> None:
         where = self.where(node)
-        k = self.tensors[x_logical].shape[-1]
+        if self.is_constant(node.input[0]):
+            raise UnsupportedOpError(where, f"multiplies the constant {node.input[0]} by an activation (W @ x)",
+                                     "put the activation first (x @ W, transposing the weights)")
+        x = self.value(node.input[0], node)
+        x_shape = self.shape(x)
+        k = x_shape[-1]
         bias_src = None
         if node.op_type == "Gemm":
             if attr(node, "transA", 0):
@@ -484,17 +753,22 @@ class _Parser:
             raise BadFileError(where, f"weights {list(codes.shape)} do not match the input width {k}",
                                "re-export the model")
         n = codes.shape[1]
-        acc_frac = x_type.frac + w.qtype.frac
+        acc_frac = x.qtype.frac + w.qtype.frac
         out = node.output[0]
-        nxt = self.only_consumer(out, f"the output of {where}")
+        nxt = self.single_user(out, node)
         if node.op_type == "MatMul" and nxt is not None and nxt.op_type == "Add":
             other = [i for i in nxt.input if i != out]
             if len(other) != 1 or len(nxt.input) != 2:
                 raise UnsupportedOpError(self.where(nxt), "adds the layer output to itself", _OPS_HINT)
+            if not self.is_constant(other[0]):
+                raise UnsupportedQuantizationError(
+                    self.where(nxt), f"adds {other[0]} to the unquantized result of {where}",
+                    "quantize the MatMul/Gemm result (QuantizeLinear -> DequantizeLinear) before the Add, or make "
+                    "the added tensor a constant bias")
             self.visit(nxt)
             bias_src = (other[0], nxt)
             out = nxt.output[0]
-            nxt = self.only_consumer(out, f"the output of {self.where(nxt)}")
+            nxt = self.single_user(out, nxt)
         bias = None
         if bias_src is not None:
             name, user = bias_src
@@ -505,7 +779,7 @@ class _Parser:
             self.visit(nxt)
             activation = "relu"
             out = nxt.output[0]
-            nxt = self.only_consumer(out, f"the output of {self.where(nxt)}")
+            nxt = self.single_user(out, nxt)
         if nxt is None or nxt.op_type != "QuantizeLinear":
             got = self.where(nxt) if nxt is not None else "the graph output"
             raise UnsupportedQuantizationError(
@@ -514,35 +788,425 @@ class _Parser:
         self.visit(nxt)
         y_type = self.qparams(nxt, None, _ACT_TYPES, "activation")
 
-        op_name = unique(identifier(node.name, f"dense{idx}") if node.name else f"dense{idx}", self.taken)
+        op_name = self.op_name(node, "dense")
         w_name = unique(f"{op_name}_w", self.taken)
         self.tensors[w_name] = Tensor(w_name, (k, n), w.qtype.fixed(), np.ascontiguousarray(codes, np.int64),
                                       origin=w.origin)
-        inputs = [x_logical, w_name]
+        inputs = [x.tensor, w_name]
         if bias is not None:
             b_name = unique(f"{op_name}_b", self.taken)
             self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, acc_frac, True, "RND_CONV", "SAT"),
                                           bias, origin=bias_src[0])
             inputs.append(b_name)
-        y_name = unique(f"{op_name}_out", self.taken)
-        self.tensors[y_name] = Tensor(y_name, (n,), y_type.fixed(), origin=nxt.output[0])
-        self.ops.append(Op(op_name, "dense", inputs, [y_name], {"activation": activation}))
+        y_name = self.add_op(op_name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0],
+                             {"activation": activation})
+        self.bind(nxt.output[0], _Val(y_name, y_type, codes=True))
 
-        x_max = max(-x_type.lo, x_type.hi)
         col = int(np.abs(codes).sum(axis=0).max(initial=0))
         b_max = int(np.abs(bias).max(initial=0)) if bias is not None else 0
-        fracs = (x_type.frac, w.qtype.frac, acc_frac, y_type.frac)
-        if x_max * col + b_max >= _EXACT_LIMIT or not all(-_FRAC_RANGE <= f <= _FRAC_RANGE for f in fracs):
-            self.exact = False
-        return nxt.output[0], y_type, y_name
+        self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.qtype.frac, acc_frac, y_type.frac)
 
+    # -- eltwise --------------------------------------------------------------------------------------------
+    def foldable_relu(self, relu: onnx.NodeProto, val: _Val) -> Op | None:
+        """The dense op whose own Q -> DQ feeds only this Relu (then relu can be its activation), else None."""
+        producer = next((op for op in self.ops if val.tensor in op.outputs), None)
+        if producer is None or producer.kind != "dense":
+            return None
+        names = self.aliases.get(val.tensor, [])
+        if len(names) != 2 or relu.input[0] not in names:
+            return None  # the dense's Q output and one DequantizeLinear output, nothing else
+        return producer if all(len(self.users(n)) == 1 and n not in self.graph_outputs for n in names) else None
 
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    def on_relu(self, node: onnx.NodeProto) -> None:
+        val = self.value(node.input[0], node)
+        dense = self.foldable_relu(node, val)
+        if dense is not None:  # Q -> DQ -> Relu after a dense: relu of its exact result, quantized the same way
+            dense.attrs["activation"] = "relu"
+            self.bind(node.output[0], val)
+            return
+        self.unary(node, val, "relu", {}, optional=True)
+
+    def unary(self, node: onnx.NodeProto, val: _Val, kind: str, attrs: dict, optional: bool) -> None:
+        """An eltwise op on one value, quantized by the following Q; without Q (``optional``: the result is still
+        a value of the input's type) the output keeps the input's type."""
+        q, relu = self.quant_tail(node, optional)
+        name = self.op_name(node, kind)
+        if q is None:
+            y = self.add_op(name, "eltwise", [val.tensor], self.shape(val), val.qtype, node.output[0],
+                            {"op": kind, **attrs})
+            self.bind(node.output[0], _Val(y, val.qtype))
+            return
+        self.quantized_result(node, name, "eltwise", [val.tensor], self.shape(val), q, relu, {"op": kind, **attrs})
+
+    def on_leaky_relu(self, node: onnx.NodeProto) -> None:
+        val = self.value(node.input[0], node)
+        alpha = float(attr(node, "alpha", 0.01))
+        s = pow2_frac(alpha)
+        if s is None or s < 0:
+            raise UnsupportedOpError(self.where(node), f"alpha={alpha:g} is not 2**-s with s >= 0 (0.5, 0.25, "
+                                     "0.125, ...)", "use a power-of-two slope such as 0.125 (an exact shift)")
+        if (val.qtype.max_abs << s) >= _INT_LIMIT:
+            raise UnsupportedOpError(self.where(node), f"alpha=2**-{s} is too small for an exact integer result",
+                                     "use a slope of at least 2**-40")
+        self.check_float32(0, val.qtype.frac, val.qtype.frac + s)
+        self.unary(node, val, "leaky_relu", {"alpha_shift": s}, optional=False)
+
+    def on_clip(self, node: onnx.NodeProto) -> None:
+        val = self.value(node.input[0], node)
+        fa = val.qtype.frac
+        lo, hi = self.clip_bounds(node)
+        a_lo, a_hi = val.qtype.lo * 2.0**-fa, val.qtype.hi * 2.0**-fa
+        if lo is not None and lo <= a_lo:  # max(a, lo) == a for every code: no lower bound
+            lo = None
+        if hi is not None and hi >= a_hi and (lo is None or hi >= lo):
+            hi = None
+        bounds, on_grid, f = [], True, fa
+        for b in (lo, hi):
+            if b is None:
+                bounds.append(None)
+                continue
+            code, frac = dyadic_codes(np.asarray(b))  # a finite float32 bound: always dyadic, < 2**62
+            bounds.append([int(code), frac])
+            on_grid &= frac <= fa and a_lo <= b <= a_hi
+            f = max(f, frac)
+        bound = max([val.qtype.max_abs << (f - fa)] + [abs(c) << (f - fr) for c, fr in filter(None, bounds)])
+        if bound >= _INT_LIMIT:
+            raise UnsupportedQuantizationError(self.where(node), f"a bound ({lo}, {hi}) is too fine for the input "
+                                               f"scale {_p2(fa)} (an exact result needs more than 62 bits)",
+                                               "round the Clip bounds to the input's scale")
+        self.check_float32(0, f)
+        self.unary(node, val, "clip", {"lo": bounds[0], "hi": bounds[1]}, optional=on_grid)
+
+    def clip_bounds(self, node: onnx.NodeProto) -> tuple[float | None, float | None]:
+        """Clip's (min, max): inputs 1 and 2 (opset 11+, optional) or the attributes min / max (opset 6)."""
+        if any(a.name in ("min", "max") for a in node.attribute):
+            bounds = [attr(node, "min"), attr(node, "max")]
+        else:
+            bounds = [self.scalar_const(node.input[i], node, "Clip bound") if len(node.input) > i and node.input[i]
+                      else None for i in (1, 2)]
+        for b in bounds:
+            if b is not None and math.isnan(b):
+                raise UnsupportedOpError(self.where(node), "a Clip bound is NaN", "use finite bounds")
+        lo, hi = (None if b is None else float(np.float32(b)) for b in bounds)
+        if (lo is not None and lo == math.inf) or (hi is not None and hi == -math.inf):
+            raise UnsupportedOpError(self.where(node), f"Clip bounds ({lo}, {hi}) send every value to infinity",
+                                     "use finite bounds")
+        return lo, hi
+
+    def on_binary(self, node: onnx.NodeProto) -> None:
+        kind = _BINARY[node.op_type]
+        where = self.where(node)
+        if len(node.input) != 2:
+            raise UnsupportedOpError(where, f"has {len(node.input)} inputs; nn2aie reads {node.op_type} of two",
+                                     f"write it as a chain of two-input {node.op_type} nodes")
+        a_name, b_name = node.input
+        a_const, b_const = self.is_constant(a_name), self.is_constant(b_name)
+        if a_const and b_const:
+            raise UnsupportedOpError(where, "computes on constants only", "fold it into an initializer")
+        if a_const:
+            if kind not in _COMMUTATIVE:
+                raise UnsupportedOpError(where, f"subtracts an activation from the constant {a_name} (c - x); "
+                                         "nn2aie's eltwise sub takes the activation first",
+                                         "rewrite c - x as Mul(x, -1) followed by Add(., c)")
+            a_name, b_name, b_const = b_name, a_name, True  # the constant goes second
+        a = self.value(a_name, node)
+        a_shape = self.shape(a)
+        if b_const:
+            op_name = self.op_name(node, kind)
+            codes, ctype, origin = self.operand_const(b_name, a_shape, node)
+            c_name = unique(f"{op_name}_c", self.taken)
+            self.tensors[c_name] = Tensor(c_name, codes.shape, ctype, codes, origin=origin)
+            b_tensor, bm, fb = c_name, int(np.abs(codes).max(initial=0)), ctype.frac
+            preserving = False
+        else:
+            b = self.value(b_name, node)
+            if self.shape(b) != a_shape:
+                raise UnsupportedOpError(where, f"operand shapes {list(a_shape)} and {list(self.shape(b))} differ "
+                                         "(per event)", f"nn2aie's {kind} takes two activations of one shape")
+            op_name = self.op_name(node, kind)
+            b_tensor, bm, fb = b.tensor, b.qtype.max_abs, b.qtype.frac
+            preserving = kind in ("max", "min") and b.qtype == a.qtype  # the result is one of two same-type values
+        am, fa = a.qtype.max_abs, a.qtype.frac
+        f, bound = _binary_bounds(kind, am, fa, bm, fb)
+        if bound >= _INT_LIMIT:
+            raise UnsupportedQuantizationError(where, f"operand scales {_p2(fa)} and {_p2(fb)} are too far apart "
+                                               "for an exact integer result (more than 62 bits)",
+                                               "quantize both operands with closer scales")
+        exact_bound = max(am, bm) if kind in ("max", "min") else bound  # a selection only needs exact operands
+        q, relu = self.quant_tail(node, optional=preserving)
+        fracs = [fa, fb, f] + ([self.qparams(q, None, _ACT_TYPES, "activation").frac] if q is not None else [])
+        self.check_float32(exact_bound, *fracs)
+        if q is None:
+            y = self.add_op(op_name, "eltwise", [a.tensor, b_tensor], a_shape, a.qtype, node.output[0], {"op": kind})
+            self.bind(node.output[0], _Val(y, a.qtype))
+            return
+        self.quantized_result(node, op_name, "eltwise", [a.tensor, b_tensor], a_shape, q, relu, {"op": kind})
+
+    # -- views ----------------------------------------------------------------------------------------------
+    def view(self, node: onnx.NodeProto, name: str, kind: str, val: _Val, shape: tuple[int, ...],
+             origin: str, attrs: dict | None = None) -> _Val:
+        """A view op ``name``: the output keeps the input's type and domain (codes or values)."""
+        y = self.add_op(name, kind, [val.tensor], shape, val.qtype, origin, attrs)
+        return _Val(y, val.qtype, val.codes)
+
+    def batch_axis(self, axis: int, rank: int, node: onnx.NodeProto, what: str = "axis") -> int:
+        """An ONNX axis of a [batch, ...] tensor of ``rank`` -> per-event axis (refuses the batch axis)."""
+        where = self.where(node)
+        if not -rank <= axis < rank:
+            raise BadFileError(where, f"{what} {axis} is out of range for rank {rank}", "re-export the model")
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            raise UnsupportedOpError(where, f"works along the batch axis ({what} 0)",
+                                     "keep the batch axis first and whole; work along feature axes")
+        return axis - 1
+
+    def ints_input(self, node: onnx.NodeProto, index: int, what: str) -> list[int] | None:
+        """A constant integer input (shape, axes, starts, ...) as a list; None when absent."""
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        name = node.input[index]
+        if name not in self.consts:
+            raise UnsupportedOpError(self.where(node), f"its {what} ({name}) is computed at run time",
+                                     f"make the {what} a constant (initializer)")
+        return [int(v) for v in np.asarray(self.consts[name]).reshape(-1)]
+
+    def on_identity(self, node: onnx.NodeProto) -> None:
+        self.bind(node.output[0], self.value(node.input[0], node, codes_ok=True))
+
+    def on_transpose(self, node: onnx.NodeProto) -> None:
+        val = self.value(node.input[0], node, codes_ok=True)
+        shape = self.shape(val)
+        rank = len(shape) + 1
+        perm = list(attr(node, "perm", list(range(rank))[::-1]))
+        if sorted(perm) != list(range(rank)):
+            raise BadFileError(self.where(node), f"perm {perm} is not a permutation of {rank} axes",
+                               "re-export the model")
+        if perm[0] != 0:
+            raise UnsupportedOpError(self.where(node), f"perm {perm} moves the batch axis",
+                                     "keep axis 0 (the batch) first: perm = [0, ...]")
+        per = [p - 1 for p in perm[1:]]
+        if per == sorted(per):
+            self.bind(node.output[0], val)
+            return
+        self.bind(node.output[0], self.view(node, self.op_name(node, "transpose"), "transpose", val,
+                                            tuple(shape[p] for p in per), node.output[0], {"perm": per}))
+
+    def on_reshape(self, node: onnx.NodeProto) -> None:
+        """Reshape / Flatten / Squeeze / Unsqueeze: a ``reshape`` of the per-event shape (batch axis kept)."""
+        val = self.value(node.input[0], node, codes_ok=True)
+        shape = self.shape(val)
+        rule = {"Reshape": self.reshape_shape, "Flatten": self.flatten_shape, "Squeeze": self.squeeze_shape,
+                "Unsqueeze": self.unsqueeze_shape}[node.op_type]
+        target = rule(node, shape)
+        if math.prod(target) != math.prod(shape):
+            raise BadFileError(self.where(node), f"reshapes {list(shape)} into {list(target)} (per event)",
+                               "re-export the model")
+        if target != shape:
+            val = self.view(node, self.op_name(node, "reshape"), "reshape", val, target, node.output[0])
+        self.bind(node.output[0], val)
+
+    def reshape_shape(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+        target = self.ints_input(node, 1, "target shape")
+        where = self.where(node)
+        if target is None:
+            raise BadFileError(where, "has no target shape", "re-export the model")
+        if attr(node, "allowzero", 0) and 0 in target:
+            raise UnsupportedOpError(where, "a 0 in the target shape with allowzero=1 makes an empty tensor",
+                                     "use allowzero=0 or a non-zero shape")
+        full = [0] + list(shape)  # 0 stands for the batch dimension
+        dims = [full[i] if d == 0 and i < len(full) else d for i, d in enumerate(target)]
+        elems = math.prod(shape)
+        lead, rest = dims[0], dims[1:]
+        batch_kept = lead == 0 or (self.fixed_batch is not None and lead == self.fixed_batch)
+        if lead == -1 and -1 not in rest and math.prod(rest) == elems:
+            batch_kept = True
+        if not batch_kept or rest.count(-1) > 1 or any(d < -1 for d in rest):
+            raise UnsupportedOpError(where, f"target shape {target} does not keep the batch axis first (input "
+                                     f"[batch, {', '.join(map(str, shape))}])",
+                                     "reshape with target [0, ...] or [-1, d1, ...] covering one event")
+        if -1 in rest:
+            known = math.prod(d for d in rest if d != -1)
+            if known == 0 or elems % known:
+                raise BadFileError(where, f"target shape {target} does not fit {elems} elements per event",
+                                   "re-export the model")
+            rest[rest.index(-1)] = elems // known
+        return tuple(rest)
+
+    def flatten_shape(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+        rank = len(shape) + 1
+        axis = int(attr(node, "axis", 1))
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0 or math.prod(shape[:axis - 1]) != 1:
+            raise UnsupportedOpError(self.where(node), f"axis={axis} merges the batch axis with feature axes",
+                                     "flatten with axis=1")
+        return (math.prod(shape[axis - 1:]),)
+
+    def squeeze_shape(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+        axes = attr(node, "axes") or self.ints_input(node, 1, "axes")
+        if not axes:
+            raise UnsupportedOpError(self.where(node), "Squeeze without axes would also drop a batch of one",
+                                     "give Squeeze its axes")
+        per = {self.batch_axis(int(a), len(shape) + 1, node) for a in axes}
+        if any(shape[a] != 1 for a in per):
+            raise BadFileError(self.where(node), f"squeezes axes of size != 1 in [batch, {shape}]",
+                               "re-export the model")
+        return tuple(d for i, d in enumerate(shape) if i not in per)
+
+    def unsqueeze_shape(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+        axes = attr(node, "axes") or self.ints_input(node, 1, "axes") or []
+        rank = len(shape) + 1 + len(axes)
+        per = sorted(self.batch_axis(int(a), rank, node) for a in axes)
+        out = list(shape)
+        for a in per:
+            out.insert(a, 1)
+        return tuple(out)
+
+    def on_slice(self, node: onnx.NodeProto) -> None:
+        val = self.value(node.input[0], node, codes_ok=True)
+        shape = self.shape(val)
+        rank = len(shape) + 1
+        if len(node.input) == 1:  # opset < 10: attributes
+            starts, ends = list(attr(node, "starts", [])), list(attr(node, "ends", []))
+            axes, steps = attr(node, "axes"), None
+        else:
+            starts, ends = self.ints_input(node, 1, "starts"), self.ints_input(node, 2, "ends")
+            axes, steps = self.ints_input(node, 3, "axes"), self.ints_input(node, 4, "steps")
+        axes = list(axes) if axes is not None else list(range(len(starts)))
+        if steps is not None and any(s != 1 for s in steps):
+            raise UnsupportedOpError(self.where(node), f"steps {steps}: only step 1 is supported",
+                                     "slice contiguous ranges (step 1), e.g. with Split or several Slices")
+        cur = val
+        for axis, start, end in zip(axes, starts, ends, strict=True):
+            axis = axis + rank if axis < 0 else axis
+            if axis == 0:
+                if start != 0 or end < (self.fixed_batch or _FULL_BATCH_END):
+                    raise UnsupportedOpError(self.where(node), f"slices the batch axis [{start}:{end}]",
+                                             "keep the batch axis whole; slice feature axes")
+                continue
+            dim = shape[axis - 1]
+            lo, hi = (min(max(v + dim if v < 0 else v, 0), dim) for v in (start, end))
+            if lo >= hi:
+                raise UnsupportedOpError(self.where(node), f"the slice [{start}:{end}] of axis {axis} is empty",
+                                         "remove the empty slice")
+            if (lo, hi) != (0, dim):  # one slice op per sliced axis
+                cut = self.shape(cur)
+                cur = self.view(node, self.op_name(node, "slice"), "slice", cur,
+                                cut[:axis - 1] + (hi - lo,) + cut[axis:], node.output[0],
+                                {"axis": axis - 1, "start": lo, "end": hi})
+        self.bind(node.output[0], cur)
+
+    def on_split(self, node: onnx.NodeProto) -> None:
+        val = self.value(node.input[0], node, codes_ok=True)
+        shape = self.shape(val)
+        axis = self.batch_axis(int(attr(node, "axis", 0)), len(shape) + 1, node)
+        dim, parts = shape[axis], len(node.output)
+        sizes = attr(node, "split") or self.ints_input(node, 1, "split sizes")
+        if not sizes:
+            if not attr(node, "num_outputs") and dim % parts:
+                raise BadFileError(self.where(node), f"cannot split {dim} into {parts} equal parts",
+                                   "re-export the model")
+            step = -(-dim // parts)  # opset 18 num_outputs: ceil(dim / parts), the last part smaller
+            sizes = [step] * (parts - 1) + [dim - step * (parts - 1)]
+        if len(sizes) != parts or sum(sizes) != dim or min(sizes) < 1:
+            raise BadFileError(self.where(node), f"split sizes {list(sizes)} do not cut {dim} into {parts} parts",
+                               "re-export the model")
+        start = 0
+        for out, size in zip(node.output, sizes, strict=True):
+            if out and size == dim:
+                self.bind(out, val)
+            elif out:  # one slice per output
+                self.bind(out, self.view(node, self.op_name(node, "slice"), "slice", val,
+                                         shape[:axis] + (size,) + shape[axis + 1:], out,
+                                         {"axis": axis, "start": start, "end": start + size}))
+            start += size
+
+    def on_concat(self, node: onnx.NodeProto) -> None:
+        vals = [self.value(name, node, codes_ok=True) for name in node.input]
+        where = self.where(node)
+        if len({v.codes for v in vals}) > 1:
+            raise UnsupportedQuantizationError(where, "concatenates integer codes with dequantized values",
+                                               "concatenate DequantizeLinear outputs")
+        shape = self.shape(vals[0])
+        axis = self.batch_axis(int(attr(node, "axis", 0)), len(shape) + 1, node)
+        for v in vals:
+            s = self.shape(v)
+            if len(s) != len(shape) or any(s[i] != shape[i] for i in range(len(shape)) if i != axis):
+                raise BadFileError(where, f"input shapes {[list(self.shape(v)) for v in vals]} differ outside "
+                                   f"axis {axis + 1}", "re-export the model")
+        out_shape = shape[:axis] + (sum(self.shape(v)[axis] for v in vals),) + shape[axis + 1:]
+        if len(vals) == 1:
+            self.bind(node.output[0], vals[0])
+            return
+        q = None if vals[0].codes else self.quant_tail(node, optional=True)[0]
+        if q is None:
+            if len({v.qtype for v in vals}) > 1:
+                raise UnsupportedQuantizationError(
+                    where, f"concatenates values of different types ({', '.join(v.qtype.describe() for v in vals)}) "
+                    "without a QuantizeLinear after it", "quantize the Concat output (QuantizeLinear)")
+            y = self.add_op(self.op_name(node, "concat"), "concat", [v.tensor for v in vals], out_shape,
+                            vals[0].qtype, node.output[0], {"axis": axis})
+            self.bind(node.output[0], _Val(y, vals[0].qtype, vals[0].codes))
+            return
+        # Q(concat(DQ values)) == concat(Q(each value)): requantise the inputs whose type differs, then concatenate
+        qtype = self.qparams(q, None, _ACT_TYPES, "activation")
+        name = self.op_name(node, "concat")
+        inputs = []
+        for i, v in enumerate(vals):
+            if v.qtype != qtype:
+                ident = unique(f"{name}_in{i}", self.taken)
+                inputs.append(self.add_op(ident, "eltwise", [v.tensor], self.shape(v), qtype, node.input[i],
+                                          {"op": "identity"}))
+            else:
+                inputs.append(v.tensor)
+        y = self.add_op(name, "concat", inputs, out_shape, qtype, q.output[0], {"axis": axis})
+        self.bind(q.output[0], _Val(y, qtype, codes=True))
+
+    # -- reduce ---------------------------------------------------------------------------------------------
+    def on_reduce(self, node: onnx.NodeProto) -> None:
+        kind = _REDUCE[node.op_type]
+        val = self.value(node.input[0], node)
+        shape = self.shape(val)
+        rank = len(shape) + 1
+        where = self.where(node)
+        if node.op_type.startswith("Global"):
+            if len(shape) < 2:
+                raise BadFileError(where, f"needs [batch, channels, spatial...], got rank {rank}",
+                                   "re-export the model")
+            axes, keep = list(range(1, len(shape))), True
+        else:
+            raw = attr(node, "axes")
+            if raw is None:
+                raw = self.ints_input(node, 1, "axes")
+            keep = bool(attr(node, "keepdims", 1))
+            if not raw:
+                if attr(node, "noop_with_empty_axes", 0):
+                    self.bind(node.output[0], val)  # empty axes with noop_with_empty_axes=1: the input itself
+                    return
+                raise UnsupportedOpError(where, "reduces over every axis, the batch axis included",
+                                         "give the axes to reduce (feature axes only)")
+            axes = sorted({self.batch_axis(int(a), rank, node, "reduced axis") for a in raw})
+        out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep else \
+            tuple(d for i, d in enumerate(shape) if i not in axes)
+        n = math.prod(shape[a] for a in axes)
+        total = n * val.qtype.max_abs
+        if total >= 1 << 53:
+            raise UnsupportedQuantizationError(where, f"the sum of {n} values needs more than 53 bits",
+                                               "reduce fewer elements")
+        attrs = {"op": kind, "axes": axes, "keepdims": keep}
+        if kind == "mean":
+            attrs["divide"] = "float32"  # onnxruntime: float32 sum, then float32 division by n
+        q, relu = self.quant_tail(node, optional=kind == "max")  # a max is one of the inputs: still a value
+        name = self.op_name(node, kind)
+        self.check_float32(total if kind != "max" else 0, val.qtype.frac)  # float32 sum: exact below 2**24 LSBs
+        if q is None:
+            y = self.add_op(name, "reduce", [val.tensor], out_shape, val.qtype, node.output[0], attrs)
+            self.bind(node.output[0], _Val(y, val.qtype))
+            return
+        self.quantized_result(node, name, "reduce", [val.tensor], out_shape, q, relu, attrs)
 
 
 def load_qdq(model: ModelLike) -> Graph:
-    """Parse an ONNX QDQ MLP (path or ModelProto) into a verified logical graph; typed errors otherwise."""
+    """Parse an ONNX QDQ model (path or ModelProto) into a verified logical graph; typed errors otherwise."""
     proto, file = load_onnx(model)
     return _Parser(proto, file).parse()
 
@@ -561,21 +1225,21 @@ def _session(proto: onnx.ModelProto, optimize: bool):
 
 def run_reference(model: ModelLike, x: np.ndarray, optimize: bool = False) -> np.ndarray:
     """Run the ORIGINAL model with onnxruntime (CPU, graph optimisations off unless ``optimize``) on float32
-    ``x`` of shape [B, K]; returns float32 [B, N].
+    ``x`` of shape [B, K] (or [B, d1, d2, ...]); returns the float32 output [B, ...].
 
     A fixed batch dimension b0 is handled by running chunks of b0 rows (zero-padded). A model that ends in an
     integer QuantizeLinear output is returned dequantized (code * scale, exact for power-of-two scales).
     """
     proto, _ = load_onnx(model)
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError("x must have shape [B, K]")
+    if x.ndim < 2:
+        raise ValueError("x must have shape [B, K] or [B, d1, d2, ...]")
     inputs = real_inputs(proto.graph)
     if len(inputs) != 1 or len(proto.graph.output) != 1:
         raise UnsupportedOpError("model", "run_reference needs exactly one input and one output",
                                  "export a single-input single-output model")
     in_name = inputs[0].name
-    shape = value_shape(inputs[0]) or (None, x.shape[1])
+    shape = value_shape(inputs[0]) or (None,)
     b0 = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     sess = _session(proto, optimize)
     if b0 is None:
@@ -586,7 +1250,7 @@ def run_reference(model: ModelLike, x: np.ndarray, optimize: bool = False) -> np
             part = x[start:start + b0]
             pad = b0 - part.shape[0]
             if pad:
-                part = np.concatenate([part, np.zeros((pad, x.shape[1]), np.float32)])
+                part = np.concatenate([part, np.zeros((pad, *x.shape[1:]), np.float32)])
             chunks.append(sess.run(None, {in_name: part})[0][: b0 - pad])
         out = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
     out = np.asarray(out)
