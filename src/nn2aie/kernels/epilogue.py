@@ -18,7 +18,15 @@ from nn2aie.devices import Device
 from nn2aie.errors import UnsupportedQuantizationError
 from nn2aie.ir.evaluate import overflow_range
 from nn2aie.ir.types import FixedType
-from nn2aie.numerics import aie_rounding, aie_saturation, container_range, saturate, shift_round
+from nn2aie.numerics import (
+    aie_rounding,
+    aie_saturation,
+    container_range,
+    saturate,
+    shift_round,
+    shift_round_float,
+    wrap_float,
+)
 
 ACC_BITS = {"acc32": 32, "acc64": 64}
 OUTPUT_CONTAINER_BITS = (8, 16)  # outputs feed the next layer's operands (int8/int16); 32-bit: see _check_container
@@ -123,6 +131,17 @@ def plan_epilogue(yt: FixedType, acc_frac: int, acc: str, relu: bool, acc_bound:
 
 def apply_epilogue(acc: np.ndarray, epi: Epilogue, container_bits: int, signed: bool) -> np.ndarray:
     """The tile's ``wrap(clamp(srs(acc)))`` on exact int64 accumulator values (int64 codes out)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if epi.saturation != "none" and acc.size and max(int(acc.max()), -int(acc.min())) < 2 ** 53:
+        # fast path: float64 holds every value exactly, and shift_round_float rounds exactly below 2**53;
+        # saturate-then-clamp is one clamp to the intersection (the clamp range lies inside the container's)
+        sat_hi = (1 << (container_bits - 1)) - 1 if signed else (1 << container_bits) - 1
+        sat_lo = (-sat_hi - (epi.saturation == "saturate")) if signed else 0
+        y = shift_round_float(acc.astype(np.float64), epi.shift, epi.rounding, inplace=True)
+        y = np.clip(y, max(sat_lo, epi.clamp_lo), min(sat_hi, epi.clamp_hi), out=y)
+        if epi.wrap_bits:
+            y = wrap_float(y, epi.wrap_bits, signed)
+        return y.astype(np.int64)
     y = saturate(shift_round(np.asarray(acc, dtype=np.int64), epi.shift, epi.rounding), container_bits, signed,
                  epi.saturation)
     y = np.clip(y, epi.clamp_lo, epi.clamp_hi)
