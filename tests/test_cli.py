@@ -180,3 +180,37 @@ def test_bad_config_is_refused_with_exit_2(jet_model, tmp_path, config, needle):
     r = run(["compile", str(jet_model), "-o", str(tmp_path / "o"), "--config", str(cfg)])
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_compile_and_simulate_a_model_with_two_inputs_and_three_outputs(tmp_path):
+    """.npz inputs by input name (compile and simulate), .npz outputs by output name, equal to onnxruntime."""
+    import pathlib
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "acceptance"))
+    from test_dag_qdq import _two_input_model
+
+    from nn2aie.frontends.onnx_qdq import run_reference
+
+    proto, x = _two_input_model()
+    model = tmp_path / "two.onnx"
+    onnx.save(proto, model)
+    np.savez(tmp_path / "x.npz", calo=x[1][:200], tracks=x[0][:200])
+    out = tmp_path / "proj"
+    r = run(["-q", "compile", str(model), "-o", str(out), "--inputs", str(tmp_path / "x.npz"), "--json"])
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert [i["name"] for i in summary["inputs"]] == ["tracks", "calo"] and len(summary["outputs"]) == 3
+    assert summary["bit_exact_check"]["bit_exact"] and summary["project_events"] == 200
+    assert (out / "data" / "plio_in1.txt").is_file()
+    r = run(["simulate", str(out), "--inputs", str(tmp_path / "x.npz"), "-o", str(tmp_path / "y.npy")])
+    assert r.returncode == 0, r.stderr
+    assert "bit-exact" in r.stdout
+    with np.load(tmp_path / "y.npz") as y, np.load(tmp_path / "y.codes.npz") as codes:
+        want = run_reference(proto, [x[0][:200], x[1][:200]])
+        names = [o["name"] for o in summary["outputs"]]
+        assert sorted(y.files) == sorted(names) and sorted(codes.files) == sorted(names)
+        for name, w in zip(names, want, strict=True):
+            assert np.array_equal(y[name], w.reshape(200, -1)), name
+    np.save(tmp_path / "one.npy", x[0][:10])
+    r = run(["simulate", str(out), "--inputs", str(tmp_path / "one.npy")])
+    assert r.returncode == 2 and "2 inputs" in r.stderr

@@ -52,6 +52,37 @@ class Compiled:
     dump: str | None = None
     _cached_emulator: Emulator | None = field(default=None, repr=False, compare=False)
 
+    # -- graph inputs and outputs (several: lists in the model's order; one: the single-value properties) -------
+    @property
+    def input_names(self) -> list[str]:
+        """The model's names of the graph inputs (e.g. the ONNX input names), in order."""
+        return [self.model.graph.tensor(t).origin or t for t in self.plan.input_tensors]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.model.graph.tensor(t).origin or t for t in self.plan.output_tensors]
+
+    @property
+    def input_types(self) -> list[FixedType]:
+        return [self.plan.tensor_types[t] for t in self.plan.input_tensors]
+
+    @property
+    def output_types(self) -> list[FixedType]:
+        return [self.plan.tensor_types[t] for t in self.plan.output_tensors]
+
+    @property
+    def input_widths(self) -> list[int]:
+        """Input codes per event of each input (the tensor flattened)."""
+        return [int(np.prod(self.plan.tensor_shapes[t])) for t in self.plan.input_tensors]
+
+    @property
+    def output_widths(self) -> list[int]:
+        return [int(np.prod(self.plan.tensor_shapes[t])) for t in self.plan.output_tensors]
+
+    @property
+    def single_io(self) -> bool:
+        return len(self.plan.input_tensors) == 1 and len(self.plan.output_tensors) == 1
+
     @property
     def input_type(self) -> FixedType:
         return self.plan.tensor_types[self.plan.input_tensor]
@@ -74,40 +105,93 @@ class Compiled:
     def output_type(self) -> FixedType:
         return self.plan.tensor_types[self.plan.output_tensor]
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
+    def input_list(self, x) -> list[np.ndarray]:
+        """User inputs as one array per graph input: an array (one input), a list / tuple in the model's input
+        order, or a dict by input name."""
+        names = self.input_names
+        if isinstance(x, dict):
+            unknown = sorted(set(x) - set(names))
+            missing = [n for n in names if n not in x]
+            if unknown or missing:
+                raise IllegalConfigError("inputs", f"got {sorted(x)}, the model's inputs are {names}",
+                                         "pass one array per input, keyed by the input names")
+            return [np.asarray(x[n]) for n in names]
+        if isinstance(x, (list, tuple)) and len(names) == 1 and not (len(x) == 1 and isinstance(x[0], np.ndarray)):
+            return [np.asarray(x)]  # one input given as nested lists of rows
+        if isinstance(x, (list, tuple)):
+            if len(x) != len(names):
+                raise IllegalConfigError("inputs", f"got {len(x)} arrays, the model has {len(names)} inputs "
+                                         f"({', '.join(names)})", "pass one array per input, in this order")
+            return [np.asarray(v) for v in x]
+        if len(names) != 1:
+            raise IllegalConfigError("inputs", f"got one array, the model has {len(names)} inputs "
+                                     f"({', '.join(names)})", "pass a list (in this order) or a dict by name")
+        return [np.asarray(x)]
+
+    def _outputs(self, ys: list[np.ndarray]):
+        return ys[0] if len(ys) == 1 else ys
+
+    def quantize(self, x):
         """Float inputs -> input codes, exactly as the model's input quantizer (round half even, saturate;
-        +-inf saturate like QuantizeLinear; NaN is refused)."""
-        return self._quantize32(x).astype(np.int64)
+        +-inf saturate like QuantizeLinear; NaN is refused). Several inputs: a list of code arrays."""
+        return self._outputs([q.astype(np.int64) for q in self._quantize32_all(x)])
+
+    def _quantize32_all(self, x) -> list[np.ndarray]:
+        xs = self.input_list(x)
+        pre = self.input_pre_type if len(xs) == 1 else None
+        out = []
+        for name, t, k, v in zip(self.input_names, self.input_types, self.input_widths, xs, strict=True):
+            where = "inputs" if len(xs) == 1 else f"input {name}"
+            if v.ndim > 2 and v.shape[0] and int(np.prod(v.shape[1:])) == k:  # [events, *input shape]
+                v = v.reshape(v.shape[0], k)
+            if v.ndim == 1:
+                v = v[None, :]
+            if v.ndim != 2 or v.shape[1] != k:
+                raise IllegalConfigError(where, f"expected an array of shape [events, {k}], got {list(v.shape)}",
+                                         f"save one row of {k} features per event")
+            if not np.issubdtype(v.dtype, np.number) or np.isnan(v).any():
+                raise IllegalConfigError(where, "contain NaN (or are not numbers)", "clean the inputs first")
+            out.append(quantize_input(v, t, pre))
+        if len({v.shape[0] for v in out}) > 1:
+            raise IllegalConfigError("inputs", f"have different numbers of events {[v.shape[0] for v in out]}",
+                                     "pass the same events for every input")
+        return out
 
     def _quantize32(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        k = self.input_width
-        if x.ndim > 2 and x.shape[0] and int(np.prod(x.shape[1:])) == k:  # [events, *input shape]
-            x = x.reshape(x.shape[0], k)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != k:
-            raise IllegalConfigError("inputs", f"expected an array of shape [events, {k}], got {list(x.shape)}",
-                                     f"save one row of {k} features per event")
-        if not np.issubdtype(x.dtype, np.number) or np.isnan(x).any():
-            raise IllegalConfigError("inputs", "contain NaN (or are not numbers)", "clean the inputs first")
-        return quantize_input(x, self.input_type, self.input_pre_type)
+        return self._quantize32_all(x)[0]
 
-    def dequantize(self, codes: np.ndarray) -> np.ndarray:
+    def dequantize(self, codes):
+        if isinstance(codes, list):
+            return [(c.astype(np.float64) * t.lsb).astype(np.float32) for c, t in zip(codes, self.output_types,
+                                                                                       strict=True)]
         return (codes.astype(np.float64) * self.output_type.lsb).astype(np.float32)
 
-    def emulate_codes(self, codes: np.ndarray) -> np.ndarray:
-        return self._emulator().run(codes)
-
-    def emulate(self, x: np.ndarray) -> np.ndarray:
-        """Float inputs -> dequantized float32 outputs of the placed design (codes stay in float32 on the way:
-        they come from the model's own quantizer, so the range check of ``Emulator.run`` is not needed)."""
-        codes = self._quantize32(x)
+    def emulate_codes(self, codes):
+        """Input codes (an array, or a list per input) -> output codes (an array, or a list per output)."""
         emu = self._emulator()
-        y = emu.trim(emu.run_unchecked(codes), codes.shape[0])
-        return np.multiply(y, np.float32(self.output_type.lsb), dtype=np.float32)
+        if self.single_io and not isinstance(codes, (list, tuple)):
+            return emu.run(codes)
+        xs = list(codes) if isinstance(codes, (list, tuple)) else [codes]
+        if len(xs) != len(self.plan.input_tensors):
+            raise IllegalConfigError("input codes", f"got {len(xs)} arrays, the model has "
+                                     f"{len(self.plan.input_tensors)} inputs", "pass one array per input")
+        ys = emu.run_many(dict(zip(self.plan.input_tensors, xs, strict=True)))
+        return self._outputs([ys[t] for t in self.plan.output_tensors])
 
-    def native_cosim(self, x: np.ndarray, **kwargs) -> NativeReport:
+    def emulate(self, x):
+        """Float inputs -> dequantized float32 outputs of the placed design (codes stay in float32 on the way:
+        they come from the model's own quantizer, so the range check of ``Emulator.run`` is not needed).
+
+        One input: an array [events, ...]; several: a list in the model's input order or a dict by name. Returns
+        an array, or a list in the model's output order when it has several outputs."""
+        codes = self._quantize32_all(x)
+        emu = self._emulator()
+        events = codes[0].shape[0]
+        ys = emu.run_unchecked_many(dict(zip(self.plan.input_tensors, codes, strict=True)))
+        return self._outputs([np.multiply(emu.trim(ys[t], events, t), np.float32(typ.lsb), dtype=np.float32)
+                              for t, typ in zip(self.plan.output_tensors, self.output_types, strict=True)])
+
+    def native_cosim(self, x, **kwargs) -> NativeReport:
         """Compile the generated kernel C++ with the host C++ compiler (AIE-API emulation headers) and run every
         tile on float inputs ``x``, quantized as in ``emulate``; each tile's output is compared bit for bit with
         the emulator. Keyword arguments go to ``nn2aie.sim.native.run_native_cosim``."""
@@ -120,11 +204,17 @@ class Compiled:
             self._cached_emulator = Emulator(self.plan)
         return self._cached_emulator
 
-    def reference(self, x: np.ndarray) -> np.ndarray:
-        """The source framework's float outputs. If it cannot run a model nn2aie accepted, that is a typed error
-        (the design cannot be verified), not the framework's own exception."""
+    def reference(self, x):
+        """The source framework's float outputs (a list per output when the model has several). If it cannot run
+        a model nn2aie accepted, that is a typed error (the design cannot be verified), not the framework's own
+        exception."""
+        xs = [np.asarray(v, dtype=np.float32) for v in self.input_list(x)]
         try:
-            return np.asarray(self.model.reference(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+            if len(xs) == 1 and len(self.plan.output_tensors) == 1:
+                return np.asarray(self.model.reference(xs[0]), dtype=np.float32)
+            ys = self.model.reference(xs if len(xs) > 1 else xs[0])
+            ys = ys if isinstance(ys, (list, tuple)) else [ys]
+            return self._outputs([np.asarray(y, dtype=np.float32) for y in ys])
         except Nn2aieError:
             raise
         except Exception as exc:  # onnxruntime / qonnx refusing the model
@@ -159,8 +249,13 @@ class Compiled:
             "resources": plan.resources,
             "performance": model_performance(plan).to_json(),
             "layers": layers,
-            "input_type": self.input_type.describe(),
-            "output_type": self.output_type.describe(),
+            "input_type": self.input_types[0].describe(),
+            "output_type": self.output_types[0].describe(),
+            "inputs": [{"name": n, "type": t.describe(), "shape": list(self.plan.tensor_shapes[tn])}
+                       for n, t, tn in zip(self.input_names, self.input_types, self.plan.input_tensors, strict=True)],
+            "outputs": [{"name": n, "type": t.describe(), "shape": list(self.plan.tensor_shapes[tn])}
+                        for n, t, tn in zip(self.output_names, self.output_types, self.plan.output_tensors,
+                                            strict=True)],
             "bit_exact_check": checked or {},
         }
 
@@ -177,24 +272,43 @@ def compile_path(model_path: str | pathlib.Path, options: CompileOptions | None 
     return compile_loaded(load_model(model_path), options, dump_after, progress)
 
 
-def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, seed: int = 0) -> np.ndarray:
-    """Seeded inputs spanning the input type's whole range (including saturating values), as floats."""
+def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, seed: int = 0):
+    """Seeded inputs spanning the input type's whole range (including saturating values), as floats (a list
+    per input when the model has several)."""
     rng = np.random.default_rng(seed)
-    t = compiled.input_type
-    k = compiled.input_width
-    span = (t.max_code - t.min_code + 1) * t.lsb
-    x = rng.uniform(t.min_code * t.lsb - span / 4, t.max_code * t.lsb + span / 4, size=(events, k))
-    return x.astype(np.float32)
+    xs = []
+    for t, k in zip(compiled.input_types, compiled.input_widths, strict=True):
+        span = (t.max_code - t.min_code + 1) * t.lsb
+        x = rng.uniform(t.min_code * t.lsb - span / 4, t.max_code * t.lsb + span / 4, size=(events, k))
+        xs.append(x.astype(np.float32))
+    return xs[0] if len(xs) == 1 else xs
+
+
+def events_of(x) -> int:
+    """Events in one input array or in a list / dict of them (one per graph input)."""
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray):
+        return int(x[0].shape[0])
+    return int(np.asarray(x).shape[0])
 
 
 def check_bit_exact(compiled: Compiled, x: np.ndarray) -> dict:
     """Emulate the placed design and run the source framework on the same float inputs; compare exactly."""
     ours = compiled.emulate(x)
     plan = compiled.plan
-    macs = int(np.asarray(x).shape[0]) * sum(family_named(e.family).useful_ops(e) for e in plan.layers) // plan.batch
-    with progress.task(f"reference: {compiled.model.framework} on {int(np.asarray(x).shape[0]):,} events",
+    events = events_of(x)
+    macs = events * sum(family_named(e.family).useful_ops(e) for e in plan.layers) // plan.batch
+    with progress.task(f"reference: {compiled.model.framework} on {events:,} events",
                        enabled=macs >= emulator.PROGRESS_MACS):  # display only
         ref = compiled.reference(x)
+    if isinstance(ours, list):  # several outputs: compared side by side, per event
+        ref = ref if isinstance(ref, list) else [ref]
+        if len(ref) != len(ours):
+            raise BadFileError(f"model {compiled.model.graph.name}", f"the reference returned {len(ref)} outputs, "
+                               f"the design has {len(ours)}", "check the model with its source framework")
+        ours = np.concatenate([o.reshape(events, -1) for o in ours], axis=1)
+        ref = np.concatenate([r.reshape(events, -1) for r in ref], axis=1)
     if ref.shape != ours.shape:
         ref = ref.reshape(ours.shape)
     equal_rows = np.all(ours == ref, axis=1)
@@ -203,7 +317,7 @@ def check_bit_exact(compiled: Compiled, x: np.ndarray) -> dict:
         i = int(np.argmin(equal_rows))
         j = int(np.argmax(ours[i] != ref[i]))
         first_bad = {"event": i, "output": j, "nn2aie": float(ours[i, j]), "reference": float(ref[i, j])}
-    return {"events": int(x.shape[0]), "matching_events": int(equal_rows.sum()),
+    return {"events": events, "matching_events": int(equal_rows.sum()),
             "outputs": int(ours.size), "matching_outputs": int((ours == ref).sum()),
             "reference": compiled.model.framework, "bit_exact": bool(np.array_equal(ours, ref)),
             "first_mismatch": first_bad}
@@ -242,7 +356,7 @@ def write_project_atomic(compiled: Compiled, out_dir: str | pathlib.Path, x: np.
     if codes is None:
         codes = compiled.quantize(default_inputs(compiled) if x is None else x)
     summary = compiled.summary(checked)
-    summary["project_events"] = int(codes.shape[0])
+    summary["project_events"] = events_of(codes)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.sibling(out_dir, "tmp")
     tmp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would become the project's; this one follows the umask
@@ -321,10 +435,15 @@ def _graph_model(path: pathlib.Path) -> LoadedModel:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadFileError(f"{path}", f"unreadable ({exc})", "recompile the project") from None
 
-    def reference(x: np.ndarray) -> np.ndarray:
-        x_t = graph.tensor(graph.inputs[0])
-        codes = quantize_input(np.asarray(x), x_t.type).astype(np.int64).reshape((-1,) + tuple(x_t.shape))
-        y = evaluate(graph, {graph.inputs[0]: codes})[graph.outputs[0]]
-        return (y.reshape(len(codes), -1) * graph.tensor(graph.outputs[0]).type.lsb).astype(np.float32)
+    def reference(x):
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        feeds = {}
+        for t, v in zip(graph.inputs, xs, strict=True):
+            x_t = graph.tensor(t)
+            feeds[t] = quantize_input(np.asarray(v), x_t.type).astype(np.int64).reshape((-1,) + tuple(x_t.shape))
+        ys = evaluate(graph, feeds)
+        events = len(next(iter(feeds.values())))
+        outs = [(ys[t].reshape(events, -1) * graph.tensor(t).type.lsb).astype(np.float32) for t in graph.outputs]
+        return outs[0] if len(outs) == 1 else outs
 
     return LoadedModel(graph, graph.source.get("framework", "graph"), None, reference)

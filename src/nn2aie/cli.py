@@ -113,15 +113,35 @@ def _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, conf
                           max_weight_bytes=max_weight_bytes, overrides=overrides)
 
 
-def _load_inputs(path: str | None) -> np.ndarray | None:
+def _load_inputs(path: str | None):
+    """A .npy array (one model input), or a .npz archive for a model with several inputs: arrays named by the
+    model's input names (``numpy.savez(path, tracks=..., calo=...)``) or positional (``arr_0``, ``arr_1``, ...
+    in the model's input order)."""
     if path is None:
         return None
     try:
         x = np.load(path, allow_pickle=False)
+        if isinstance(x, np.lib.npyio.NpzFile):
+            with x:
+                arrays = {k: x[k] for k in x.files}
+            positional = [f"arr_{i}" for i in range(len(arrays))]
+            return [arrays[k] for k in positional] if sorted(arrays) == sorted(positional) else arrays
     except (OSError, ValueError) as exc:
-        raise BadFileError(f"inputs {path}", f"cannot be read as a .npy array ({exc})",
-                           "save inputs with numpy.save(path, array) as a float [events, features] array") from None
+        raise BadFileError(f"inputs {path}", f"cannot be read as a .npy array or .npz archive ({exc})",
+                           "save inputs with numpy.save(path, array) as a float [events, features] array "
+                           "(several model inputs: numpy.savez(path, name=array, ...))") from None
     return x
+
+
+def _save_outputs(out: str, names: list[str], y, codes) -> None:
+    """One output: ``out`` (.npy) and its codes next to it; several: .npz archives keyed by output name."""
+    if isinstance(y, list):
+        stem = str(pathlib.Path(out).with_suffix(""))
+        np.savez(stem + ".npz", **dict(zip(names, y, strict=True)))
+        np.savez(stem + ".codes.npz", **dict(zip(names, codes, strict=True)))
+        return
+    np.save(out, y)
+    np.save(str(pathlib.Path(out).with_suffix("")) + ".codes.npy", codes)
 
 
 compile_options = [
@@ -233,7 +253,8 @@ def _bit_exact_line(checked: dict) -> str:
               help="Project directory to write (replaced atomically).")
 @with_compile_options
 @click.option("--inputs", type=click.Path(dir_okay=False), default=None,
-              help="Float inputs (.npy, [events, features]) for the project's PLIO files and the bit-exact check.")
+              help="Float inputs (.npy, [events, features]; several model inputs: .npz by input name) for the "
+                   "project's PLIO files and the bit-exact check.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the emulated design with the source framework's execution.")
 @click.option("--dump-after", type=click.Choice(PASS_NAMES), default=None, help="Print the plan after a pass.")
@@ -362,9 +383,11 @@ def bench_cmd(with_aie4ml: bool, quick: bool) -> None:
 
 @main.command("simulate")
 @click.argument("target", type=click.Path())
-@click.option("--inputs", required=True, type=click.Path(dir_okay=False), help="Float inputs .npy [events, features].")
+@click.option("--inputs", required=True, type=click.Path(dir_okay=False),
+              help="Float inputs .npy [events, features] (several model inputs: .npz by input name).")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
-              help="Write dequantized outputs (.npy); integer codes go to the same name with .codes.npy.")
+              help="Write dequantized outputs (.npy); integer codes go to the same name with .codes.npy. Several "
+                   "model outputs: .npz archives keyed by output name.")
 @with_compile_options
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare with the source framework's own execution.")
@@ -384,7 +407,7 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
       nn2aie simulate build/jet --inputs x.npy --json | jq .check.bit_exact
     """
     def go():
-        from nn2aie.api import check_bit_exact, compile_path, load_project
+        from nn2aie.api import check_bit_exact, compile_path, events_of, load_project
 
         path = pathlib.Path(target)
         if path.is_dir():
@@ -402,12 +425,12 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
         codes = compiled.emulate_codes(compiled.quantize(x))
         elapsed = time.perf_counter() - t0
         y = compiled.dequantize(codes)
-        result: dict = {"events": int(codes.shape[0]), "emulation_s": round(elapsed, 3),
-                        "events_per_s": round(codes.shape[0] / max(elapsed, 1e-9))}
+        events = events_of(codes)
+        result: dict = {"events": events, "emulation_s": round(elapsed, 3),
+                        "events_per_s": round(events / max(elapsed, 1e-9))}
         if out:
-            np.save(out, y)
-            np.save(str(pathlib.Path(out).with_suffix("")) + ".codes.npy", codes)
-            result["output"] = out
+            _save_outputs(out, compiled.output_names, y, codes)
+            result["output"] = out if not isinstance(y, list) else str(pathlib.Path(out).with_suffix(".npz"))
         if check:
             result["check"] = check_bit_exact(compiled, x)
         report = compiled.native_cosim(x, progress=None if json_out else _say) if native else None

@@ -167,7 +167,8 @@ def _rename_plan(plan) -> None:
                                              dst=kernel[d.dst]) for d in plan.direct_links]
     plan.tensor_types = {tensor[t]: v for t, v in plan.tensor_types.items()}
     plan.tensor_shapes = {tensor[t]: v for t, v in plan.tensor_shapes.items()}
-    plan.input_tensor, plan.output_tensor = tensor[plan.input_tensor], tensor[plan.output_tensor]
+    plan.input_tensors = [tensor[t] for t in plan.input_tensors]
+    plan.output_tensors = [tensor[t] for t in plan.output_tensors]
 
 
 @needs_gxx

@@ -37,6 +37,7 @@ class PlioSpec:
     col_start: int  # first tensor column carried
     row_width: int  # columns per row on the wire
     file: str  # path relative to the project root, e.g. data/plio_in0.txt
+    tensor: str = ""  # the graph input or output it carries
 
 
 def plio_specs(plan: PhysicalPlan) -> list[PlioSpec]:
@@ -51,7 +52,8 @@ def plio_specs(plan: PhysicalPlan) -> list[PlioSpec]:
     for p in plan.plios:
         if p.name not in col_start:
             raise InternalCheckError(f"PLIO {p.name}", "is not connected to a memory-tile buffer", "report this")
-        specs.append(PlioSpec(p.name, p.direction, p.dtype, p.bits, col_start[p.name], p.row_width, p.file))
+        specs.append(PlioSpec(p.name, p.direction, p.dtype, p.bits, col_start[p.name], p.row_width, p.file,
+                              p.tensor))
     return specs
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from nn2aie.codegen import data_files
 from nn2aie.errors import InternalCheckError
+from nn2aie.ir.execution import rows_per_event
 from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer
 from nn2aie.ir.tiling import TilingDescriptor
 from nn2aie.kernels.family import KernelInstance
@@ -374,24 +375,42 @@ def _header(plan: PhysicalPlan, events: int, iterations: int) -> list[str]:
 
 
 # -- data ------------------------------------------------------------------------------------------------
-def _design_inputs(plan: PhysicalPlan, inputs_codes: np.ndarray | None) -> np.ndarray:
-    shape = plan.tensor_shapes.get(plan.input_tensor)
-    k = int(np.prod(shape)) if shape else plan.layers[0].k  # type: ignore[attr-defined]
-    if inputs_codes is None:
-        return np.zeros((plan.batch, k), dtype=np.int64)
-    x = np.asarray(inputs_codes)
-    if x.ndim != 2 or x.shape[1] != k or not np.issubdtype(x.dtype, np.integer):
-        raise InternalCheckError("project input codes", f"expected integer codes [events, {k}], got "
-                                 f"{x.dtype} {list(x.shape)}", "report this")
-    return x.astype(np.int64)
+def _design_inputs(plan: PhysicalPlan, inputs_codes) -> dict[str, np.ndarray]:
+    """Input codes per graph input: an array (one input) or a list in the plan's input order (None: one
+    iteration of zeros)."""
+    if inputs_codes is not None and not isinstance(inputs_codes, (list, tuple)):
+        inputs_codes = [inputs_codes]
+    if inputs_codes is not None and len(inputs_codes) != len(plan.input_tensors):
+        raise InternalCheckError("project input codes", f"{len(inputs_codes)} arrays for "
+                                 f"{len(plan.input_tensors)} inputs", "report this")
+    out = {}
+    for i, t in enumerate(plan.input_tensors):
+        shape = plan.tensor_shapes.get(t)
+        k = int(np.prod(shape)) if shape else plan.layers[0].k  # type: ignore[attr-defined]
+        if inputs_codes is None:
+            out[t] = np.zeros((plan.batch, k), dtype=np.int64)
+            continue
+        x = np.asarray(inputs_codes[i])
+        if x.ndim != 2 or x.shape[1] != k or not np.issubdtype(x.dtype, np.integer):
+            raise InternalCheckError("project input codes", f"expected integer codes [events, {k}], got "
+                                     f"{x.dtype} {list(x.shape)}", "report this")
+        out[t] = x.astype(np.int64)
+    return out
 
 
-def _design_outputs(plan: PhysicalPlan, x: np.ndarray) -> np.ndarray:
-    """[iterations * batch, n_padded]: what the output PLIOs carry, as the emulator computes it (padding rows
-    and columns included)."""
+def _design_outputs(plan: PhysicalPlan, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per graph output [iterations * batch, n_padded]: what its output PLIOs carry, as the emulator computes it
+    (padding rows and columns included)."""
     from nn2aie.sim.emulator import Emulator
 
-    return Emulator(plan).run(x, padded=True)
+    return Emulator(plan).run_many(xs, padded=True)
+
+
+def _plio_matrix(plan: PhysicalPlan, tensor: str, codes: np.ndarray) -> np.ndarray:
+    """[events, codes per event] -> [events * rows per event, codes per row]: the rows a PLIO of ``tensor``
+    carries (one per event, or one per leading-axis row of an event)."""
+    rpe = rows_per_event(plan.tensor_shapes.get(tensor, ()))
+    return codes.reshape(codes.shape[0] * rpe, -1) if rpe > 1 else codes
 
 
 # -- public ------------------------------------------------------------------------------------------------
@@ -399,9 +418,10 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
     """Every project file as {relative path: text} (nothing is written)."""
     if not plan.layers or not plan.kernels:
         raise InternalCheckError("plan", "has no layers or kernels", "report this")
-    x = _design_inputs(plan, inputs_codes)
-    events = int(x.shape[0]) if inputs_codes is not None else 0
-    iterations = data_files.iterations(x.shape[0], plan.batch)
+    xs = _design_inputs(plan, inputs_codes)
+    n_rows = next(iter(xs.values())).shape[0]
+    events = int(n_rows) if inputs_codes is not None else 0
+    iterations = data_files.iterations(n_rows, plan.batch)
     model = comment_text(plan.graph_name, 80)
     w = _GraphWriter(plan)
     files: dict[str, str] = {}
@@ -440,15 +460,19 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
 
     # PLIO data
     specs = data_files.plio_specs(plan)
-    y = _design_outputs(plan, x)
+    ys = _design_outputs(plan, xs)
     plio_rows_info = []
     for s in specs:
         file = w.plio_file[s.name]
+        rpe = rows_per_event(plan.tensor_shapes.get(s.tensor, ()))
         if s.direction == "in":
-            rows = data_files.plio_rows(x, plan.batch, s.col_start, s.row_width)
+            rows = data_files.plio_rows(_plio_matrix(plan, s.tensor, xs[s.tensor]), plan.batch * rpe,
+                                        s.col_start, s.row_width)
             files[file] = data_files.format_plio_text(rows, s.dtype, s.bits)
         else:
-            rows = data_files.plio_rows(y, plan.batch, s.col_start, s.row_width)
+            y = ys[s.tensor]
+            rows = data_files.plio_rows(y.reshape(y.shape[0] * rpe, -1) if rpe > 1 else y, plan.batch * rpe,
+                                        s.col_start, s.row_width)
             files[expected_file(file)] = data_files.format_plio_text(rows, s.dtype, s.bits)
         plio_rows_info.append({"name": w.p_ident[s.name], "direction": s.direction, "dtype": s.dtype,
                                "bits": s.bits, "col_start": s.col_start, "row_width": s.row_width,

@@ -1223,44 +1223,54 @@ def _session(proto: onnx.ModelProto, optimize: bool):
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def run_reference(model: ModelLike, x: np.ndarray, optimize: bool = False) -> np.ndarray:
+def run_reference(model: ModelLike, x, optimize: bool = False):
     """Run the ORIGINAL model with onnxruntime (CPU, graph optimisations off unless ``optimize``) on float32
-    ``x`` of shape [B, K] (or [B, d1, d2, ...]); returns the float32 output [B, ...].
+    ``x`` of shape [B, K] (or [B, d1, d2, ...]); returns the float32 output [B, ...]. A model with several inputs
+    takes a list of arrays in its input order; with several outputs it returns a list in its output order.
 
     A fixed batch dimension b0 is handled by running chunks of b0 rows (zero-padded). A model that ends in an
     integer QuantizeLinear output is returned dequantized (code * scale, exact for power-of-two scales).
     """
     proto, _ = load_onnx(model)
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim < 2:
-        raise ValueError("x must have shape [B, K] or [B, d1, d2, ...]")
     inputs = real_inputs(proto.graph)
-    if len(inputs) != 1 or len(proto.graph.output) != 1:
-        raise UnsupportedOpError("model", "run_reference needs exactly one input and one output",
-                                 "export a single-input single-output model")
-    in_name = inputs[0].name
+    xs = list(x) if isinstance(x, (list, tuple)) and len(inputs) > 1 else [x]
+    xs = [np.asarray(v, dtype=np.float32) for v in xs]
+    if len(xs) != len(inputs):
+        raise UnsupportedOpError("model", f"run_reference got {len(xs)} input arrays for {len(inputs)} inputs",
+                                 "pass one array per model input, in order")
+    if any(v.ndim < 2 for v in xs) or len({v.shape[0] for v in xs}) != 1:
+        raise ValueError("every input must have shape [B, K] or [B, d1, d2, ...] with the same B")
     shape = value_shape(inputs[0]) or (None,)
     b0 = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     sess = _session(proto, optimize)
+    names = [vi.name for vi in inputs]
+    n = xs[0].shape[0]
     if b0 is None:
-        out = sess.run(None, {in_name: x})[0]
+        outs = sess.run(None, dict(zip(names, xs, strict=True)))
     else:
         chunks = []
-        for start in range(0, x.shape[0], b0):
-            part = x[start:start + b0]
-            pad = b0 - part.shape[0]
-            if pad:
-                part = np.concatenate([part, np.zeros((pad, *x.shape[1:]), np.float32)])
-            chunks.append(sess.run(None, {in_name: part})[0][: b0 - pad])
-        out = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
-    out = np.asarray(out)
-    if np.issubdtype(out.dtype, np.integer):
-        out = _dequantize_output(proto, out)
-    return out.astype(np.float32)
+        for start in range(0, n, b0):
+            feed = {}
+            for name, v in zip(names, xs, strict=True):
+                part = v[start:start + b0]
+                pad = b0 - part.shape[0]
+                if pad:
+                    part = np.concatenate([part, np.zeros((pad, *v.shape[1:]), np.float32)])
+                feed[name] = part
+            chunks.append([o[: b0 - pad] for o in sess.run(None, feed)])
+        outs = [np.concatenate([c[i] for c in chunks]) if chunks else np.zeros((0,), np.float32)
+                for i in range(len(proto.graph.output))]
+    result = []
+    for i, out in enumerate(outs):
+        out = np.asarray(out)
+        if np.issubdtype(out.dtype, np.integer):
+            out = _dequantize_output(proto, out, i)
+        result.append(out.astype(np.float32))
+    return result[0] if len(result) == 1 else result
 
 
-def _dequantize_output(proto: onnx.ModelProto, codes: np.ndarray) -> np.ndarray:
-    name = proto.graph.output[0].name
+def _dequantize_output(proto: onnx.ModelProto, codes: np.ndarray, index: int = 0) -> np.ndarray:
+    name = proto.graph.output[index].name
     node = producers_map(proto.graph.node).get(name)
     consts = constants(proto.graph)
     if node is None or node.op_type != "QuantizeLinear" or node.input[1] not in consts:

@@ -21,7 +21,7 @@ from hls4ml.model.flow import register_flow
 from hls4ml.writer.writers import Writer
 
 from nn2aie.api import PROJECT_MARKER, Compiled, compile_loaded, default_inputs, write_project_atomic
-from nn2aie.errors import IllegalConfigError, MissingToolError
+from nn2aie.errors import IllegalConfigError, MissingToolError, UnsupportedOpError
 from nn2aie.frontends.hls4ml_frontend import graph_from_hls4ml
 from nn2aie.frontends.loader import LoadedModel
 from nn2aie.ir.evaluate import cast_input, evaluate, input_pre_cast
@@ -133,6 +133,12 @@ def compiled_model(model, refresh: bool = False) -> Compiled:
     if cached is not None and not refresh:
         return cached
     graph = graph_from_hls4ml(model)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UnsupportedOpError(f"hls4ml model {graph.name}", f"has {len(graph.inputs)} inputs and "
+                                 f"{len(graph.outputs)} outputs: the nn2aie hls4ml backend's predict and project "
+                                 "take one of each for now",
+                                 "export the model to ONNX (QDQ or QONNX) and compile it with nn2aie, which takes "
+                                 "several inputs and outputs")
 
     def reference(x: np.ndarray) -> np.ndarray:  # the logical integer model (link 2 of the chain)
         x_t = graph.tensor(graph.inputs[0])

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import OpExec
 from nn2aie.ir.tiling import TilingDescriptor
 
@@ -211,13 +212,22 @@ class PhysicalPlan:
     shared_buffers: list[SharedBuffer]
     direct_links: list[DirectLink]
     plios: list[Plio]
-    input_tensor: str
-    output_tensor: str
+    input_tensors: list[str]  # graph inputs, in the model's order (one PLIO group each)
+    output_tensors: list[str]  # graph outputs, in the model's order
     tensor_types: dict[str, Any]  # tensor name -> FixedType (graph IO and layer boundaries)
     notes: list[str] = field(default_factory=list)
     tensor_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-event shapes of the same tensors
     placement: dict = field(default_factory=dict)  # passes.placement.PlacementReport.to_json()
     resources: dict = field(default_factory=dict)  # passes.legality.peak_usage: the highest use of each resource
+
+    @property
+    def input_tensor(self) -> str:
+        """The graph input of a single-input design (callers that handle several use ``input_tensors``)."""
+        return _only(self.input_tensors, "input")
+
+    @property
+    def output_tensor(self) -> str:
+        return _only(self.output_tensors, "output")
 
     def kernels_of(self, layer: str) -> list[Kernel]:
         return [k for k in self.kernels if k.layer == layer]
@@ -237,7 +247,7 @@ class PhysicalPlan:
     def to_json(self) -> dict:
         return {
             "device": self.device, "graph": self.graph_name, "batch": self.batch,
-            "input": self.input_tensor, "output": self.output_tensor,
+            "inputs": self.input_tensors, "outputs": self.output_tensors,
             "tensor_types": {k: v.to_json() for k, v in sorted(self.tensor_types.items())},
             "layers": [layer.to_json() for layer in self.layers],
             "kernels": [k.to_json() for k in self.kernels],
@@ -246,6 +256,13 @@ class PhysicalPlan:
             "plios": [p.to_json() for p in self.plios],
             "notes": self.notes, "placement": self.placement, "resources": self.resources,
         }
+
+
+def _only(names: list[str], what: str) -> str:
+    if len(names) != 1:
+        raise InternalCheckError(f"plan {what}s", f"there are {len(names)} graph {what}s, the caller handles one",
+                                 "report this")
+    return names[0]
 
 
 _DTYPE_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}

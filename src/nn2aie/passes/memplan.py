@@ -115,6 +115,7 @@ class TensorRoute:
     kernels: list[Kernel]
     plio_layer_cycles: float = 0.0
     direct: tuple[Endpoint, Endpoint] | None = None  # (writer, reader) when a direct hand-off is possible
+    plio_out: bool = False  # a graph output that ops read too: an output PLIO reads each buffer besides them
 
 
 class MemoryPlanner:
@@ -201,6 +202,9 @@ class MemoryPlanner:
                 r_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
             else:
                 r_specs = [x for x in readers if s <= x.start < e]
+                if r.plio_out:
+                    plio = self._plio("out", r.tensor, r.dtype, gi, g_written)
+                    r_specs.append(SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None))
             w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
             r_acc = [PortAccess(x.endpoints, _descriptor(x, s, dims, rows, g_written)) for x in r_specs]
             cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]

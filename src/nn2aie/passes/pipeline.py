@@ -86,9 +86,6 @@ def _exec_family(e: OpExec) -> OpFamily:
 
 def _legalise(s: State) -> None:
     s.graph.verify()
-    if len(s.graph.inputs) != 1 or len(s.graph.outputs) != 1:
-        raise UnsupportedOpError(f"graph {s.graph.name}", "the model must have exactly one input and one output",
-                                 "export a single-input, single-output model")
     if not s.graph.ops:
         raise UnsupportedOpError(f"graph {s.graph.name}", "contains no op", "nothing to compile")
     for op in s.graph.ops:
@@ -97,11 +94,18 @@ def _legalise(s: State) -> None:
                 raise UnsupportedOpError(f"op {op.name} ({op.kind})", f"its output {s.graph.tensor(t).origin or t} "
                                          "is neither read by another op nor a graph output (a dead branch)",
                                          "remove the op from the model, or make its result a graph output")
-    out = s.graph.outputs[0]
-    if s.graph.consumers(out):
-        raise UnsupportedOpError(f"tensor {s.graph.tensor(out).origin or out}",
-                                 "is the graph output and also feeds further ops",
-                                 "output the last op's result only (an internal tensor cannot be a second output yet)")
+    for t in s.graph.outputs:
+        if s.graph.producer(t) is None:
+            raise UnsupportedOpError(f"tensor {s.graph.tensor(t).origin or t}", "is a graph input passed through "
+                                     "to a graph output unchanged (no op computes it)",
+                                     "take it from the host's own copy of the input, not from the array")
+    for t in s.graph.inputs:
+        if not s.graph.consumers(t):
+            raise UnsupportedOpError(f"tensor {s.graph.tensor(t).origin or t}", "is a graph input no op reads",
+                                     "remove the unused input from the model")
+    if len(set(s.graph.outputs)) != len(s.graph.outputs):
+        raise UnsupportedOpError(f"graph {s.graph.name}", "lists one tensor as two graph outputs",
+                                 "output each tensor once")
     unknown = set(s.options.overrides) - {op.name for op in s.graph.ops}
     if unknown:
         raise IllegalConfigError(f"override for {sorted(unknown)[0]}", "no layer of that name",
@@ -364,7 +368,8 @@ def _memory_plan(s: State) -> None:
                 and _same_window(w_used[0][1], r_used[0][1])):
             direct = (endpoint(*w_used[0]), endpoint(*r_used[0]))
         mp.route(TensorRoute(t, dtype, _rows(s, t), g.tensor(t).shape[-1], writers, readers, kernels,
-                             _exec_family(plio_layer).max_tile_cycles(plio_layer), direct))
+                             _exec_family(plio_layer).max_tile_cycles(plio_layer), direct,
+                             plio_out=t in g.outputs and bool(consumers)))
     # a direct hand-off reads the producer's output buffer in place: the consumer needs no input buffers
     by_name = {k.name: k for k in s.kernels}
     for link in (link for link in mp.links if link.in_place):
@@ -375,8 +380,8 @@ def _memory_plan(s: State) -> None:
         k.memory = fam.memory_map(e, k, s.device, frozenset(fam.input_buffers(port)))
     s.plan = PhysicalPlan(
         device=s.device.name, graph_name=g.name, batch=o.batch, layers=s.layers, kernels=s.kernels,
-        shared_buffers=mp.shared, direct_links=mp.links, plios=mp.plios, input_tensor=g.inputs[0],
-        output_tensor=g.outputs[0], tensor_types=types, tensor_shapes=shapes,
+        shared_buffers=mp.shared, direct_links=mp.links, plios=mp.plios, input_tensors=list(g.inputs),
+        output_tensors=list(g.outputs), tensor_types=types, tensor_shapes=shapes,
         placement=s.placement.to_json() if s.placement is not None else {})
 
 

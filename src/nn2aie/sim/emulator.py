@@ -171,8 +171,7 @@ class Emulator:
             self.direct_src[(link.dst, self._port_name(link.dst, link.dst_port, "in"))] = src
             self.direct_dst.add(src)
         self._plio = {p.name: p for p in plan.plios}
-        self.input_type = plan.tensor_types[plan.input_tensor]
-        self.output_type = plan.tensor_types[plan.output_tensor]
+        self.input_types = {t: plan.tensor_types[t] for t in plan.input_tensors}
         self.cache: dict[Any, Any] = {}  # families' prepared parameters (weights unpacked once, ...)
         self.columns = self._prove_column_ports()
         self._groups: dict[tuple[PortKey, ...], tuple[str, int] | None] = {}
@@ -278,47 +277,83 @@ class Emulator:
         shape = self.plan.tensor_shapes.get(tensor)
         return int(np.prod(shape)) if shape else fallback
 
-    def trim(self, y: np.ndarray, events: int) -> np.ndarray:
+    def trim(self, y: np.ndarray, events: int, tensor: str | None = None) -> np.ndarray:
         """``run_unchecked``'s padded output -> [events, output codes per event] (padding rows/columns dropped)."""
-        plan = self.plan
-        rpe = self._rows_per_event(plan.output_tensor)
-        n = self._width(plan.output_tensor, getattr(plan.layers[-1], "n", y.shape[1]))
+        tensor = tensor or self.plan.output_tensor
+        rpe = self._rows_per_event(tensor)
+        n = self._width(tensor, getattr(self.plan.layers[-1], "n", y.shape[1]))
         if rpe == 1:
             return y[:events, :n]
         cols = n // rpe
         return y.reshape(y.shape[0], rpe, -1)[:events, :, :cols].reshape(events, n)
 
-    def output_columns(self) -> int:
-        """Columns the output PLIOs carry (the output tensor padded)."""
+    def output_columns(self, tensor: str | None = None) -> int:
+        """Columns the output PLIOs of ``tensor`` carry (the output tensor padded)."""
+        tensor = tensor or self.plan.output_tensor
         return max(self.plio_reader[p.name][0].col_start + p.row_width for p in self.plan.plios
-                   if p.direction == "out")
+                   if p.direction == "out" and p.tensor == tensor)
+
+    def input_width(self, tensor: str) -> int:
+        return self._width(tensor, self.plan.layers[0].k if hasattr(self.plan.layers[0], "k") else 0)
 
     def run(self, x_codes: np.ndarray, trace: Trace | None = None, padded: bool = False) -> np.ndarray:
-        """Integer input codes [B, K] -> integer output codes [B, N] (int64).
+        """Integer input codes [B, K] -> integer output codes [B, N] (int64), for a single-input single-output
+        design (``run_many`` takes several).
 
         ``padded=True`` returns what the output PLIOs carry instead: every row of every graph iteration
         (B rounded up to the batch; the extra rows are zero inputs) and every written column (N padded)."""
         plan = self.plan
-        x = np.asarray(x_codes)
-        k = self._width(plan.input_tensor, plan.layers[0].k if hasattr(plan.layers[0], "k") else 0)
-        if x.ndim != 2 or x.shape[1] != k:
-            raise IllegalConfigError("emulator input", f"expected shape [batch, {k}], got {list(x.shape)}",
-                                     "pass one row per event with the model's input width")
-        lo, hi = self.input_type.min_code, self.input_type.max_code
-        if x.size and (x.min() < lo or x.max() > hi):
-            raise IllegalConfigError("emulator input", f"codes outside [{lo}, {hi}] of the input type",
-                                     "quantize inputs with the model's input quantizer first")
-        y = self.run_unchecked(x, trace)
-        y = y.astype(np.int64)
-        return y if padded else self.trim(y, x.shape[0])
+        if len(plan.input_tensors) != 1 or len(plan.output_tensors) != 1:
+            raise IllegalConfigError("emulator input", f"the design has {len(plan.input_tensors)} inputs and "
+                                     f"{len(plan.output_tensors)} outputs", "use Emulator.run_many")
+        return self.run_many({plan.input_tensor: x_codes}, trace, padded)[plan.output_tensor]
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every graph input present, [B, K] with the same B, codes inside the input type."""
+        plan = self.plan
+        if set(inputs) != set(plan.input_tensors):
+            raise IllegalConfigError("emulator input", f"got tensors {sorted(inputs)}, the design's inputs are "
+                                     f"{plan.input_tensors}", "pass one array per graph input")
+        out, events = {}, None
+        for t in plan.input_tensors:
+            x = np.asarray(inputs[t])
+            k = self.input_width(t)
+            where = "emulator input" if len(plan.input_tensors) == 1 else f"emulator input {t}"
+            if x.ndim != 2 or x.shape[1] != k:
+                raise IllegalConfigError(where, f"expected shape [batch, {k}], got {list(x.shape)}",
+                                         "pass one row per event with the model's input width")
+            lo, hi = self.input_types[t].min_code, self.input_types[t].max_code
+            if x.size and (x.min() < lo or x.max() > hi):
+                raise IllegalConfigError(where, f"codes outside [{lo}, {hi}] of the input type",
+                                         "quantize inputs with the model's input quantizer first")
+            if events is not None and x.shape[0] != events:
+                raise IllegalConfigError(where, f"has {x.shape[0]} events, the first input {events}",
+                                         "pass the same number of events for every input")
+            events = x.shape[0]
+            out[t] = x
+        return out
+
+    def run_many(self, inputs: dict[str, np.ndarray], trace: Trace | None = None,
+                 padded: bool = False) -> dict[str, np.ndarray]:
+        """``run`` for any number of graph inputs and outputs: {input tensor: codes [B, K]} -> {output tensor:
+        codes [B, N]} (int64)."""
+        xs = self.check_inputs(inputs)
+        events = next(iter(xs.values())).shape[0]
+        ys = self.run_unchecked_many(xs, trace)
+        return {t: y.astype(np.int64) if padded else self.trim(y.astype(np.int64), events, t)
+                for t, y in ys.items()}
 
     def run_unchecked(self, x: np.ndarray, trace: Trace | None = None) -> np.ndarray:
         """``run`` for inputs already known to be valid codes (e.g. from the model's own quantizer, in float32):
         returns the padded output codes [iterations * batch, N padded] as exact integers in a float array."""
+        return self.run_unchecked_many({self.plan.input_tensor: x}, trace)[self.plan.output_tensor]
+
+    def run_unchecked_many(self, xs: dict[str, np.ndarray], trace: Trace | None = None) -> dict[str, np.ndarray]:
         rows = self.plan.batch
-        iters = max(1, ceil_div(x.shape[0], rows))
+        events = next(iter(xs.values())).shape[0]
+        iters = max(1, ceil_div(events, rows))
         macs = iters * sum(self.families[e.op].useful_ops(e) for e in self.plan.layers)
-        with progress.task(f"emulating {x.shape[0]:,} events", total=iters * rows,
+        with progress.task(f"emulating {events:,} events", total=iters * rows,
                            enabled=macs >= PROGRESS_MACS) as bar:
             if self.columns is not None:
                 # chunks of graph iterations keep the working set in cache; a trace wants one piece
@@ -326,16 +361,18 @@ class Emulator:
                 step = iters if trace is not None else max(1, CHUNK_ELEMENTS // (widest * rows))
                 pool = {sb.name: np.zeros((step * sb.dims[1], sb.dims[0]), dtype=np.float32)
                         for sb in self.plan.shared_buffers}
-                rpe_out = self._rows_per_event(self.plan.output_tensor)
-                y = np.empty((iters * rows, self.output_columns() * rpe_out), dtype=np.float32)
+                ys = {t: np.empty((iters * rows, self.output_columns(t) * self._rows_per_event(t)),
+                                  dtype=np.float32) for t in self.plan.output_tensors}
                 for i in range(0, iters, step):
                     n = min(step, iters - i)
-                    y[i * rows:(i + n) * rows] = self._run_columns(x[i * rows:(i + n) * rows], n, trace, pool)
+                    part = self._run_columns({t: x[i * rows:(i + n) * rows] for t, x in xs.items()}, n, trace, pool)
+                    for t, y in part.items():
+                        ys[t][i * rows:(i + n) * rows] = y
                     bar.advance(n * rows)
             else:
-                y = self._run_streams(x, iters, trace)
+                ys = self._run_streams(xs, iters, trace)
                 bar.advance(iters * rows)
-        return y
+        return ys
 
     def _run_ops(self, io: _PortIO) -> None:
         for op in self._order:
@@ -345,7 +382,8 @@ class Emulator:
                 self.families[op].emulate(e, kernels, io)
 
     # -- fast path: row-major buffers, column ports ------------------------------------------------------
-    def _run_columns(self, x: np.ndarray, iters: int, trace: Trace | None, pool: dict[str, np.ndarray]) -> np.ndarray:
+    def _run_columns(self, xs: dict[str, np.ndarray], iters: int, trace: Trace | None,
+                     pool: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One piece of ``iters`` graph iterations. ``pool`` holds zeroed row-major buffers reused across pieces:
         writers overwrite the same columns every piece, so columns nobody writes stay zero."""
         plan, rows = self.plan, self.plan.batch
@@ -353,13 +391,17 @@ class Emulator:
         cols = self.columns
         assert cols is not None
         buffers = {sb.name: pool[sb.name][: iters * sb.dims[1]] for sb in plan.shared_buffers}
-        if x.shape[0] < events:  # rows past the last event are zero inputs
+        got = next(iter(xs.values())).shape[0]
+        if got < events:  # rows past the last event are zero inputs
             for sb in plan.shared_buffers:
-                buffers[sb.name][x.shape[0] * (sb.dims[1] // rows):] = 0
-        rpe_in = self._rows_per_event(plan.input_tensor)
-        x_rows = x.reshape(-1, x.shape[1] // rpe_in) if rpe_in > 1 else x
+                buffers[sb.name][got * (sb.dims[1] // rows):] = 0
+        x_by = {}
+        for t, x in xs.items():
+            rpe_in = self._rows_per_event(t)
+            x_by[t] = x.reshape(-1, x.shape[1] // rpe_in) if rpe_in > 1 else x
         for p in plan.plios:
             if p.direction == "in":
+                x_rows = x_by[p.tensor]
                 sb, idx = self.plio_writer[p.name]
                 off = cols[(sb.name, "w", idx)]
                 start = sb.col_start + off
@@ -371,27 +413,33 @@ class Emulator:
                     buffers[sb.name][:n_rows, off:off + avail] = x_rows[:, start:start + avail]
         io = _PortIO(self, buffers, iters, trace)
         self._run_ops(io)
-        rpe = self._rows_per_event(plan.output_tensor)
-        y = np.zeros((events * rpe, self.output_columns()), dtype=np.float32)
-        for p in plan.plios:
-            if p.direction == "out":
-                sb, idx = self.plio_reader[p.name]
-                off = cols[(sb.name, "r", idx)]
-                y[:, sb.col_start + off:sb.col_start + off + p.row_width] = \
-                    io.buffers[sb.name][:, off:off + p.row_width]
-        return y.reshape(events, -1) if rpe > 1 else y
+        ys = {}
+        for t in plan.output_tensors:
+            rpe = self._rows_per_event(t)
+            y = np.zeros((events * rpe, self.output_columns(t)), dtype=np.float32)
+            for p in plan.plios:
+                if p.direction == "out" and p.tensor == t:
+                    sb, idx = self.plio_reader[p.name]
+                    off = cols[(sb.name, "r", idx)]
+                    y[:, sb.col_start + off:sb.col_start + off + p.row_width] = \
+                        io.buffers[sb.name][:, off:off + p.row_width]
+            ys[t] = y.reshape(events, -1) if rpe > 1 else y
+        return ys
 
     # -- general path: descriptor address lists ---------------------------------------------------------
-    def _run_streams(self, x: np.ndarray, iters: int, trace: Trace | None) -> np.ndarray:
+    def _run_streams(self, xs: dict[str, np.ndarray], iters: int, trace: Trace | None) -> dict[str, np.ndarray]:
         plan, rows = self.plan, self.plan.batch
-        rpe_in = self._rows_per_event(plan.input_tensor)
-        x_pad = np.zeros((iters * rows, x.shape[1]), dtype=np.int64)
-        x_pad[: x.shape[0]] = x
-        x_iter = x_pad.reshape(iters, rows * rpe_in, -1)
+        x_iters = {}
+        for t, x in xs.items():
+            x_pad = np.zeros((iters * rows, x.shape[1]), dtype=np.int64)
+            x_pad[: x.shape[0]] = x
+            x_iters[t] = x_pad.reshape(iters, rows * self._rows_per_event(t), -1)
         buffers = {sb.name: np.zeros((iters, sb.dims[0] * sb.dims[1]), dtype=np.int64)
                    for sb in plan.shared_buffers}
         for p in plan.plios:
             if p.direction == "in":
+                x_iter = x_iters[p.tensor]
+                rpe_in = x_iter.shape[1] // rows
                 sb, idx = self.plio_writer[p.name]
                 start = sb.col_start
                 stream = np.zeros((iters, rows * rpe_in, p.row_width), dtype=np.int64)
@@ -400,14 +448,18 @@ class Emulator:
                 self.write_stream(buffers[sb.name], sb, idx, stream.reshape(iters, -1))
         io = _PortIO(self, buffers, iters, trace)
         self._run_ops(io)
-        rpe = self._rows_per_event(plan.output_tensor)
-        y = np.zeros((iters, rows * rpe, self.output_columns()), dtype=np.int64)
-        for p in plan.plios:
-            if p.direction == "out":
-                sb, idx = self.plio_reader[p.name]
-                stream = self.read_stream(buffers[sb.name], sb, idx)
-                y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows * rpe, p.row_width)
-        return y.reshape(iters * rows, -1)
+        ys = {}
+        for t in plan.output_tensors:
+            rpe = self._rows_per_event(t)
+            y = np.zeros((iters, rows * rpe, self.output_columns(t)), dtype=np.int64)
+            for p in plan.plios:
+                if p.direction == "out" and p.tensor == t:
+                    sb, idx = self.plio_reader[p.name]
+                    stream = self.read_stream(buffers[sb.name], sb, idx)
+                    y[:, :, sb.col_start:sb.col_start + p.row_width] = stream.reshape(iters, rows * rpe,
+                                                                                       p.row_width)
+            ys[t] = y.reshape(iters * rows, -1)
+        return ys
 
     @staticmethod
     def read_stream(buf: np.ndarray, sb: SharedBuffer, idx: int) -> np.ndarray:

@@ -326,8 +326,9 @@ def run_native_cosim(plan: PhysicalPlan, x_codes: np.ndarray, *, cxx: str | None
                      cache_dir: str | pathlib.Path | None = None, jobs: int | None = None,
                      files: dict[str, str] | None = None,
                      progress: Callable[[str], None] | None = None) -> NativeReport:
-    """Compile and run every kernel instance of ``plan`` natively on input codes ``x_codes`` [events, K]; compare
-    each with the emulator, bit for bit.
+    """Compile and run every kernel instance of ``plan`` natively on input codes ``x_codes`` [events, K] (a list
+    of them in the plan's input order when the design has several inputs); compare each with the emulator, bit
+    for bit.
 
     ``files``: rendered project files to compile instead of ``render_project``'s (for tests of the comparison).
     ``jobs``: parallel compiler / kernel processes (default: CPU count).
@@ -337,10 +338,16 @@ def run_native_cosim(plan: PhysicalPlan, x_codes: np.ndarray, *, cxx: str | None
     compiler = compiler_version(cxx_path)
     cache = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
     jobs = max(1, jobs or os.cpu_count() or 1)
-    x = np.asarray(x_codes)
-    if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.integer):
-        raise IllegalConfigError("native co-simulation inputs", f"expected integer codes [events, K], got "
-                                 f"{x.dtype} {list(x.shape)}", "quantize the inputs first (Compiled.quantize)")
+    xs = [np.asarray(v) for v in (x_codes if isinstance(x_codes, (list, tuple)) else [x_codes])]
+    if len(xs) != len(plan.input_tensors):
+        raise IllegalConfigError("native co-simulation inputs", f"got {len(xs)} arrays, the design has "
+                                 f"{len(plan.input_tensors)} inputs", "pass one code array per input, in order")
+    for x in xs:
+        if x.ndim != 2 or x.shape[0] == 0 or not np.issubdtype(x.dtype, np.integer) or x.shape[0] != xs[0].shape[0]:
+            raise IllegalConfigError("native co-simulation inputs", f"expected integer codes [events, K] (the same "
+                                     f"events for every input), got {x.dtype} {list(x.shape)}",
+                                     "quantize the inputs first (Compiled.quantize)")
+    x = xs[0]
 
     layers = _prepare(plan, files)
     t0 = time.perf_counter()
@@ -368,7 +375,8 @@ def run_native_cosim(plan: PhysicalPlan, x_codes: np.ndarray, *, cxx: str | None
         for start in range(0, iterations, step):
             n = min(step, iterations - start)
             trace = Trace()
-            emulator.run(x[start * rows:(start + n) * rows], trace)
+            emulator.run_many({t: v[start * rows:(start + n) * rows]
+                               for t, v in zip(plan.input_tensors, xs, strict=True)}, trace)
             say(f"running {len(results)} kernel(s) over graph iterations {start}..{start + n - 1}")
             tasks = [(lay, j, k) for lay in layers for j, k in enumerate(lay.kernels)]
             with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
