@@ -1,5 +1,5 @@
 """Fuzzing the compiler with random DAG graphs built in the IR: dense layers, elementwise ops joining earlier
-tensors (skip connections), unary ops, concats, per-particle tensors pooled by reduce, random output types and
+tensors (skip connections), unary ops, concats, slices, per-particle tensors pooled by reduce, random output types and
 random per-op parallelism.
 
 Contract on every case: ``compile_graph`` either gives a design whose emulator equals the logical model exactly
@@ -48,7 +48,7 @@ def random_dag(seed: int):
     for i in range(int(rng.integers(3, 9))):
         src = live[-1] if rng.random() < 0.75 else live[int(rng.integers(len(live)))]  # mostly a deep chain
         lead = gb.tensors[src].shape[:-1]
-        kind = rng.choice(["dense", "dense", "binary", "unary", "concat", "reduce"])
+        kind = rng.choice(["dense", "dense", "binary", "unary", "concat", "reduce", "slice"])
         name = f"op{i}"
         if kind == "dense" or len(live) == 1 and kind in ("binary", "concat"):
             n = int(rng.integers(2, 48))
@@ -77,6 +77,14 @@ def random_dag(seed: int):
             b = gb.op(f"{name}_id", "eltwise", [other], gb.tensors[other].shape, t, op="identity")
             cols = gb.tensors[src].shape[-1] + gb.tensors[b].shape[-1]
             y = gb.op(name, "concat", [src, b], lead + (cols,), t, axis=len(lead))
+        elif kind == "slice":
+            w = gb.tensors[src].shape[-1]
+            if w < 2:
+                continue
+            start = int(rng.integers(0, w - 1))
+            end = int(rng.integers(start + 1, w + 1))
+            y = gb.op(name, "slice", [src], lead + (end - start,), gb.tensors[src].type, axis=len(lead), start=start,
+                      end=end)
         else:
             if not lead:
                 continue

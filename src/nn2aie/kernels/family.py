@@ -94,6 +94,12 @@ class OpFamily(ABC):
         then checks the producers and, where the memory tiles can hold it, calls ``resolve_alias``."""
         return None
 
+    def column_window(self, graph: Graph, op: Op, e: OpExec) -> int | None:
+        """For an op whose output is one column range of its input (a slice on the last axis): the first input
+        column it takes; None otherwise. Where it is legal the pipeline lets the output's readers read that range
+        of the input's buffer and calls ``resolve_alias``."""
+        return None
+
     def resolve_alias(self, e: OpExec) -> None:
         """Mark the op as resolved into its neighbours' memory-tile descriptors: no tiles (0 x 0)."""
         raise NotImplementedError

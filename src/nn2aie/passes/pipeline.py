@@ -62,6 +62,7 @@ class State:
     placement: PlacementReport | None = None
     plan: PhysicalPlan | None = None
     aliases: dict[str, tuple[str, int]] = field(default_factory=dict)  # tensor -> (tensor holding it, 1st column)
+    windows: dict[str, tuple[str, int]] = field(default_factory=dict)  # slice output -> (its input, 1st column)
 
     def to_json(self) -> dict:
         if self.plan is not None:
@@ -145,10 +146,22 @@ def _tensor_edges(s: State) -> list[tuple[int, int, str]]:
         if s.layers[index[op.name]].tiles == 0:
             continue
         for t in op.outputs:
-            for user in s.graph.consumers(_root(s, t)[0]):
-                if s.layers[index[user.name]].tiles:
-                    edges.append((index[op.name], index[user.name], t))
+            for user in _readers(s, _root(s, t)[0]):
+                edges.append((index[op.name], index[user.name], t))
     return edges
+
+
+def _readers(s: State, tensor: str) -> list[Op]:
+    """The ops with tiles that read ``tensor``'s buffer: its consumers, and through slices resolved into
+    descriptors, the slices' readers."""
+    out = []
+    for user in s.graph.consumers(tensor):
+        y = user.outputs[0]
+        if y in s.windows and s.windows[y][0] == tensor:
+            out += _readers(s, y)
+        else:
+            out.append(user)
+    return out
 
 
 def _legalise_boundaries(s: State) -> None:
@@ -235,6 +248,51 @@ def _resolve_views(s: State) -> None:
             fam.resolve_alias(e)
             for t, off in zip(op.inputs, offsets, strict=True):
                 s.aliases[t] = (y, off)
+    for e in s.layers:
+        if e.tiles == 0:
+            continue
+        op = g.op(e.op)
+        start = _exec_family(e).column_window(g, op, e)
+        if start is None:
+            continue
+        x, y = op.inputs[0], op.outputs[0]
+        if (y in g.outputs or x in s.aliases or y in s.aliases or _rows(s, x) != _rows(s, y) or not g.consumers(y)
+                or (start * g.tensor(x).type.container_bits) % 32
+                or any(execs[u.name].tiles == 0 for u in g.consumers(y))):
+            continue
+        s.windows[y] = (x, start)  # tentatively: the readers of x's buffer with it, checked below
+        if _root(s, x)[0] == x and not _window_feasible(s, x, channels):
+            del s.windows[y]
+            continue
+        _exec_family(e).resolve_alias(e)
+
+
+def _window_feasible(s: State, x: str, channels: int) -> bool:
+    """Can x's buffer serve its writers and every reader (slices' readers at their columns) within the memory
+    tiles' DMA channels? A graph input's PLIOs adapt to any split."""
+    g = s.graph
+    execs = {e.op: e for e in s.layers}
+    prod = g.producer(x)
+    if prod is None:
+        return True
+    pe = execs[prod.name]
+    if pe.tiles == 0:
+        return False  # x is itself the output of a resolved view: keep it simple, copy instead
+    writers = _exec_family(pe).port_slices(pe, "out", prod.outputs.index(x))
+
+    def reads(t: str, off: int) -> list[tuple[int, int]]:
+        out = []
+        for user in g.consumers(t):
+            y = user.outputs[0]
+            if y in s.windows and s.windows[y][0] == t:
+                out += reads(y, off + s.windows[y][1])
+                continue
+            ue = execs[user.name]
+            out += [(a + off, w) for a, w in _exec_family(ue).port_slices(ue, "in", g.activation_inputs(user)
+                                                                            .index(t))]
+        return out
+
+    return boundary_feasible(writers, reads(x, 0), channels)
 
 
 def _partition(s: State) -> None:
@@ -256,7 +314,7 @@ def _place(s: State) -> None:
     index = {e.op: i for i, e in enumerate(s.layers)}
     sources: dict[int, int] = {}
     for t in s.graph.inputs:
-        for user in s.graph.consumers(t):
+        for user in _readers(s, t):
             sources[index[user.name]] = sources.get(index[user.name], 0) + _words(s, t)
     sinks: dict[int, int] = {}
     for t in s.graph.outputs:
@@ -335,11 +393,33 @@ def _memory_plan(s: State) -> None:
             used += sub_used
         return specs, used
 
+    def reader_slices(t: str, off: int = 0) -> tuple[list[SliceSpec], list[tuple[Kernel, PortSpec]]]:
+        """The ports reading tensor ``t``'s buffer: its consumers', and through slices resolved into descriptors,
+        the slices' readers shifted to their columns; ops reading the same window share one broadcast read."""
+        readers: list[SliceSpec] = []
+        used: list[tuple[Kernel, PortSpec]] = []
+        for user in g.consumers(t):
+            y = user.outputs[0]
+            if y in s.windows and s.windows[y][0] == t:
+                specs, u = reader_slices(y, off + s.windows[y][1])
+            else:
+                specs, u = slices(user, t, "in")
+                specs = [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in specs]
+            for spec in specs:
+                same = next((x for x in readers if (x.start, x.width, x.block) == (spec.start, spec.width,
+                                                                                  spec.block)), None)
+                if same is not None:
+                    same.endpoints += spec.endpoints
+                else:
+                    readers.append(spec)
+            used += u
+        return readers, used
+
     types, shapes = {}, {}
     tensors = list(g.inputs) + [t for op in g.topo_order() for t in op.outputs]
     for t in tensors:
         types[t], shapes[t] = g.tensor(t).type, tuple(g.tensor(t).shape)
-        if t in s.aliases:  # held in the buffer of the view's output: routed with it
+        if t in s.aliases or t in s.windows:  # held in the buffer of a view's output / input: routed with it
             continue
         producer = g.producer(t)
         consumers = g.consumers(t)
@@ -349,23 +429,14 @@ def _memory_plan(s: State) -> None:
         readers: list[SliceSpec] | None = None
         r_used: list[tuple[Kernel, PortSpec]] = []
         if consumers:
-            readers = []
-            for user in consumers:
-                specs, used = slices(user, t, "in")
-                for spec in specs:  # ops reading the same window share one broadcast read
-                    same = next((x for x in readers if (x.start, x.width, x.block) == (spec.start, spec.width,
-                                                                                      spec.block)), None)
-                    if same is not None:
-                        same.endpoints += spec.endpoints
-                    else:
-                        readers.append(spec)
-                r_used += used
+            readers, r_used = reader_slices(t)
         dtype = (w_used[0][1] if w_used else r_used[0][1]).dtype
-        plio_layer = execs[consumers[0].name] if producer is None else execs[w_used[0][0].layer]
+        plio_layer = execs[r_used[0][0].layer] if producer is None else execs[w_used[0][0].layer]
         kernels = [k for k, _ in (w_used or [])] + [k for k, _ in r_used]
         direct = None
+        through_window = any(u.outputs[0] in s.windows for u in consumers)
         if (w_used is not None and len(w_used) == 1 and len(r_used) == 1 and t not in g.outputs
-                and _same_window(w_used[0][1], r_used[0][1])):
+                and not through_window and _same_window(w_used[0][1], r_used[0][1])):
             direct = (endpoint(*w_used[0]), endpoint(*r_used[0]))
         mp.route(TensorRoute(t, dtype, _rows(s, t), g.tensor(t).shape[-1], writers, readers, kernels,
                              _exec_family(plio_layer).max_tile_cycles(plio_layer), direct,

@@ -74,3 +74,39 @@ def test_int16_views():
     t = gb.op("tr", "transpose", [h], (7, 3), FixedType(16, 9, True), perm=[1, 0])
     r = gb.op("rs", "reshape", [t], (21,), FixedType(16, 9, True))
     check(gb.graph(x, gb.dense("head", r, 4, FixedType(16, 8, True))))
+
+
+def test_slices_on_the_last_axis_are_read_in_place():
+    """Slices of a dense output (one 6 columns wide in the middle, so its readers' padded windows reach into the
+    next columns) and of the graph input are resolved into read descriptors: no tile, their readers read their
+    columns of the input's buffer; a third op reads the whole tensor. Multi-tile producer and readers too."""
+    gb = GraphBuilder(5)
+    x = gb.tensor("x", (16,), X_T)
+    xs = gb.op("xs", "slice", [x], (8,), X_T, axis=0, start=4, end=12)
+    a = gb.dense("a", x, 24, H_T, relu=True)
+    mid = gb.op("mid", "slice", [a], (6,), H_T, axis=0, start=8, end=14)
+    low = gb.op("low", "slice", [a], (8,), H_T, axis=0, start=0, end=8)
+    h1 = gb.dense("h1", mid, 8, H_T, relu=True)
+    h2 = gb.op("h2", "eltwise", [low], (8,), H_T, op="relu")
+    h3 = gb.dense("h3", a, 8, H_T)
+    h4 = gb.dense("h4", xs, 8, H_T)
+    cat = gb.op("cat", "concat", [h1, h2, h3, h4], (32,), H_T, axis=0)
+    g = gb.graph(x, gb.dense("head", cat, 5, FixedType(8, 2, True)))
+    for overrides in ({}, {"a": {"cas_length": 2, "cas_num": 3}, "h1": {"cas_num": 1}, "h3": {"cas_length": 2}}):
+        plan, _ = check(g, overrides)
+        tiles = {e.op: e.tiles for e in plan.layers}
+        assert tiles["mid"] == tiles["low"] == tiles["xs"] == 0, tiles
+        buffered = {sb.tensor for sb in plan.shared_buffers}
+        assert not buffered & {"mid_y", "low_y", "xs_y"}
+        reads_a = sorted((acc.tiling.offset if hasattr(acc.tiling, "offset") else None, len(acc.endpoints))
+                         for sb in plan.shared_buffers if sb.tensor == "a_y" for acc in sb.readers)
+        assert len(reads_a) >= 3, reads_a  # h3's window(s), mid's and low's readers
+
+
+def test_a_slice_on_a_leading_axis_stays_a_copy_tile():
+    gb = GraphBuilder(6)
+    x = gb.tensor("x", (4, 8), X_T)
+    h = gb.dense("phi", x, 8, H_T, relu=True)
+    s = gb.op("sl", "slice", [h], (2, 8), H_T, axis=0, start=1, end=3)
+    plan, _ = check(gb.graph(x, gb.dense("head", gb.op("rs", "reshape", [s], (16,), H_T), 3, FixedType(8, 2, True))))
+    assert {e.op: e.tiles for e in plan.layers}["sl"] == 1

@@ -15,7 +15,7 @@ from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
 from nn2aie.kernels import plain
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.view import logical
-from nn2aie.kernels.view.plan import LANES, ViewExec, column_alias, plan, run_tile, too_large
+from nn2aie.kernels.view.plan import LANES, ViewExec, column_alias, column_window, plan, run_tile, too_large
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("nn2aie.kernels.view", "templates"),
@@ -69,10 +69,15 @@ class ViewFamily(OpFamily):
     def column_alias(self, graph: Graph, op: Op, e: OpExec) -> list[int] | None:
         return column_alias(graph, op)
 
+    def column_window(self, graph: Graph, op: Op, e: OpExec) -> int | None:
+        return column_window(graph, op)
+
     def resolve_alias(self, e: OpExec) -> None:
         x = _v(e)
         x.resolved, x.cas_length, x.cas_num = True, 0, 0
-        x.notes.append("resolved into memory-tile descriptors: the producers write their columns of the output")
+        x.notes.append("resolved into memory-tile descriptors: the producers write their columns of the output"
+                       if x.kind != "slice" else
+                       "resolved into memory-tile descriptors: the readers read their columns of the input")
 
     def _buffers(self, x: ViewExec) -> list[tuple[str, int]]:
         b = dtype_bytes(x.dtype)

@@ -90,7 +90,7 @@ def plan(graph: Graph, op: Op, batch: int) -> ViewExec:
     out_cols = int(y.shape[-1]) if y.shape else 1
     out_width = padded_width(out_cols, dtype)
     if out_rows * out_width > MAX_TABLE:
-        if column_alias(graph, op) is None:
+        if column_alias(graph, op) is None and column_window(graph, op) is None:
             raise too_large(op, out_rows * out_width)
         # only resolvable into descriptors (checked when the pipeline tries: partition refuses otherwise)
         return ViewExec(op=op.name, kind=op.kind, batch=batch, dtype=dtype, in_rows=in_rows, in_widths=in_widths,
@@ -126,6 +126,15 @@ def column_alias(graph: Graph, op: Op) -> list[int] | None:
     if op.kind == "reshape" and ins[0].shape and y.shape and ins[0].shape[-1] == y.shape[-1] and \
             rows_per_event(tuple(ins[0].shape)) == rows_per_event(tuple(y.shape)):
         return [0]  # the same rows and columns: a new name for the same buffer
+    return None
+
+
+def column_window(graph: Graph, op: Op) -> int | None:
+    """First input column of the output when the view is one column range of its input (a slice on the last
+    axis: the same rows), else None."""
+    y = graph.tensor(op.outputs[0])
+    if op.kind == "slice" and y.shape and op.attrs["axis"] == len(y.shape) - 1:
+        return int(op.attrs["start"])
     return None
 
 
