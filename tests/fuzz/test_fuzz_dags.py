@@ -1,6 +1,6 @@
 """Fuzzing the compiler with random DAG graphs built in the IR: dense layers, elementwise ops joining earlier
-tensors (skip connections), unary ops, concats, slices, per-particle tensors pooled by reduce, random output types and
-random per-op parallelism.
+tensors (skip connections), unary ops, concats, slices, transposes and reshapes (chains of them), per-particle
+tensors pooled by reduce, random output types and random per-op parallelism.
 
 Contract on every case: ``compile_graph`` either gives a design whose emulator equals the logical model exactly
 on 400 inputs over the whole input range, or raises a typed ``Nn2aieError`` that is not an
@@ -48,7 +48,7 @@ def random_dag(seed: int):
     for i in range(int(rng.integers(3, 9))):
         src = live[-1] if rng.random() < 0.75 else live[int(rng.integers(len(live)))]  # mostly a deep chain
         lead = gb.tensors[src].shape[:-1]
-        kind = rng.choice(["dense", "dense", "binary", "unary", "concat", "reduce", "slice"])
+        kind = rng.choice(["dense", "dense", "binary", "unary", "concat", "reduce", "slice", "view"])
         name = f"op{i}"
         if kind == "dense" or len(live) == 1 and kind in ("binary", "concat"):
             n = int(rng.integers(2, 48))
@@ -77,6 +77,17 @@ def random_dag(seed: int):
             b = gb.op(f"{name}_id", "eltwise", [other], gb.tensors[other].shape, t, op="identity")
             cols = gb.tensors[src].shape[-1] + gb.tensors[b].shape[-1]
             y = gb.op(name, "concat", [src, b], lead + (cols,), t, axis=len(lead))
+        elif kind == "view":  # transpose / flatten of a [rows, cols] tensor, or rows from a flat one
+            shape = gb.tensors[src].shape
+            t = gb.tensors[src].type
+            if len(shape) == 2 and rng.integers(2):
+                y = gb.op(name, "transpose", [src], (shape[1], shape[0]), t, perm=[1, 0])
+            elif len(shape) == 2:
+                y = gb.op(name, "reshape", [src], (shape[0] * shape[1],), t)
+            elif shape[0] % 2 == 0 and shape[0] <= 64:
+                y = gb.op(name, "reshape", [src], (2, shape[0] // 2), t)
+            else:
+                continue
         elif kind == "slice":
             w = gb.tensors[src].shape[-1]
             if w < 2:

@@ -94,6 +94,13 @@ class OpFamily(ABC):
         then checks the producers and, where the memory tiles can hold it, calls ``resolve_alias``."""
         return None
 
+    def fuse_input(self, graph: Graph, op: Op, e: OpExec, tensor: str, producer: Op, pe: OpExec,
+                   reads: list[str]) -> list[str] | None:
+        """Absorb ``producer`` (whose output ``tensor`` only this op reads) into this op's tiles: re-plan ``e`` to
+        read the producer's inputs instead, mark ``pe`` as running inside ``e`` (no tiles), and return the
+        tensors this op's input ports now read (``reads`` is the current list). None: no fusion (the default)."""
+        return None
+
     def column_window(self, graph: Graph, op: Op, e: OpExec) -> int | None:
         """For an op whose output is one column range of its input (a slice on the last axis): the first input
         column it takes; None otherwise. Where it is legal the pipeline lets the output's readers read that range

@@ -63,6 +63,18 @@ class State:
     plan: PhysicalPlan | None = None
     aliases: dict[str, tuple[str, int]] = field(default_factory=dict)  # tensor -> (tensor holding it, 1st column)
     windows: dict[str, tuple[str, int]] = field(default_factory=dict)  # slice output -> (its input, 1st column)
+    reads: dict[str, list[str]] = field(default_factory=dict)  # op -> tensors its ports read (ops fused into it)
+    fused_into: dict[str, str] = field(default_factory=dict)  # op -> the op whose tiles run it
+
+    def inputs(self, op: Op) -> list[str]:
+        """The activation tensors ``op``'s input ports read (its own inputs unless producers were fused in)."""
+        return self.reads.get(op.name) or self.graph.activation_inputs(op)
+
+    def absorber(self, op: Op) -> Op:
+        """The op whose tiles run ``op`` (itself unless it was fused into a later op)."""
+        while op.name in self.fused_into:
+            op = self.graph.op(self.fused_into[op.name])
+        return op
 
     def to_json(self) -> dict:
         if self.plan is not None:
@@ -154,13 +166,13 @@ def _tensor_edges(s: State) -> list[tuple[int, int, str]]:
 def _readers(s: State, tensor: str) -> list[Op]:
     """The ops with tiles that read ``tensor``'s buffer: its consumers, and through slices resolved into
     descriptors, the slices' readers."""
-    out = []
+    out: list[Op] = []
     for user in s.graph.consumers(tensor):
         y = user.outputs[0]
         if y in s.windows and s.windows[y][0] == tensor:
             out += _readers(s, y)
-        else:
-            out.append(user)
+        elif s.absorber(user) not in out:
+            out.append(s.absorber(user))
     return out
 
 
@@ -172,7 +184,7 @@ def _legalise_boundaries(s: State) -> None:
     channels = min(s.device.fact("memtile_dma_channels").values())
 
     def feasible(prod: OpExec, cons: OpExec, tensor: str) -> bool:
-        j = s.graph.activation_inputs(s.graph.op(cons.op)).index(tensor)
+        j = s.inputs(s.graph.op(cons.op)).index(tensor)
         return boundary_feasible(_exec_family(prod).port_slices(prod, "out"),
                                  _exec_family(cons).port_slices(cons, "in", j), channels)
 
@@ -205,6 +217,23 @@ def _legalise_boundaries(s: State) -> None:
                                   "set cas_length/cas_num of both layers explicitly")
 
 
+def _fuse_views(s: State) -> None:
+    """A chain of views moves its data once: a view that needs a copy and feeds only the next view runs inside
+    that view's copy tile (the family decides, ``fuse_input``)."""
+    g = s.graph
+    execs = {e.op: e for e in s.layers}
+    for e in s.layers:
+        op = g.op(e.op)
+        for t in list(s.inputs(op)):
+            prod = g.producer(t)
+            if prod is None or t in g.outputs or len(g.consumers(t)) != 1 or prod.name in s.fused_into:
+                continue
+            reads = _exec_family(e).fuse_input(g, op, e, t, prod, execs[prod.name], s.inputs(op))
+            if reads is not None:
+                s.reads[op.name] = reads
+                s.fused_into[prod.name] = op.name
+
+
 def _resolve_views(s: State) -> None:
     """A view whose inputs can be stored as column ranges of its output (a concat on the last axis, a rename)
     gets no tile: its producers write straight into the output's memory-tile buffer at their columns. Only where
@@ -218,7 +247,7 @@ def _resolve_views(s: State) -> None:
         fam = _exec_family(e)
         op = g.op(e.op)
         offsets = fam.column_alias(g, op, e)
-        if offsets is None or len(set(op.inputs)) != len(op.inputs):
+        if offsets is None or len(set(op.inputs)) != len(op.inputs) or op.name in s.reads:
             continue
         y = op.outputs[0]
         writers: list[tuple[int, int]] = []
@@ -242,7 +271,7 @@ def _resolve_views(s: State) -> None:
         for user in g.consumers(y) if ok else []:
             ue = execs[user.name]
             if ue.tiles == 0 or not boundary_feasible(writers, _exec_family(ue).port_slices(
-                    ue, "in", g.activation_inputs(user).index(y)), channels):
+                    ue, "in", s.inputs(user).index(y)), channels):
                 ok = False
         if ok:
             fam.resolve_alias(e)
@@ -253,7 +282,7 @@ def _resolve_views(s: State) -> None:
             continue
         op = g.op(e.op)
         start = _exec_family(e).column_window(g, op, e)
-        if start is None:
+        if start is None or op.name in s.reads:
             continue
         x, y = op.inputs[0], op.outputs[0]
         if (y in g.outputs or x in s.aliases or y in s.aliases or _rows(s, x) != _rows(s, y) or not g.consumers(y)
@@ -287,9 +316,9 @@ def _window_feasible(s: State, x: str, channels: int) -> bool:
             if y in s.windows and s.windows[y][0] == t:
                 out += reads(y, off + s.windows[y][1])
                 continue
-            ue = execs[user.name]
-            out += [(a + off, w) for a, w in _exec_family(ue).port_slices(ue, "in", g.activation_inputs(user)
-                                                                            .index(t))]
+            reader = s.absorber(user)
+            ue = execs[reader.name]
+            out += [(a + off, w) for a, w in _exec_family(ue).port_slices(ue, "in", s.inputs(reader).index(t))]
         return out
 
     return boundary_feasible(writers, reads(x, 0), channels)
@@ -353,7 +382,7 @@ def _memory_plan(s: State) -> None:
                                         for k in s.kernels}
     for k in s.kernels:  # the plan carries each tile's ports: the single source for codegen, emulator, cost
         op = g.op(k.layer)
-        ins, outs = g.activation_inputs(op), op.outputs
+        ins, outs = s.inputs(op), op.outputs
         k.ports = ports[k.name]
         k.port_tensors = [(ins if p.direction == "in" else outs)[p.index] for p in k.ports]
 
@@ -362,7 +391,7 @@ def _memory_plan(s: State) -> None:
         return Endpoint("kernel", k.name, "" if single else spec.name)
 
     def slices(op: Op, tensor: str, direction: str) -> tuple[list[SliceSpec], list[tuple[Kernel, PortSpec]]]:
-        names = g.activation_inputs(op) if direction == "in" else op.outputs
+        names = s.inputs(op) if direction == "in" else op.outputs
         specs: list[SliceSpec] = []
         used = []
         for k in by_layer[op.name]:
@@ -402,6 +431,12 @@ def _memory_plan(s: State) -> None:
             y = user.outputs[0]
             if y in s.windows and s.windows[y][0] == t:
                 specs, u = reader_slices(y, off + s.windows[y][1])
+            elif user.name in s.fused_into:  # runs inside a later op's tiles: that op's ports read t
+                reader = s.absorber(user)
+                if any(k.layer == reader.name for k, _ in used):
+                    continue  # already counted through another of its fused views
+                specs, u = slices(reader, t, "in")
+                specs = [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in specs]
             else:
                 specs, u = slices(user, t, "in")
                 specs = [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in specs]
@@ -422,6 +457,8 @@ def _memory_plan(s: State) -> None:
         if t in s.aliases or t in s.windows:  # held in the buffer of a view's output / input: routed with it
             continue
         producer = g.producer(t)
+        if producer is not None and producer.name in s.fused_into:  # computed inside the next op's copy only
+            continue
         consumers = g.consumers(t)
         writers = w_used = None
         if producer is not None:
@@ -501,6 +538,7 @@ PASSES: list[tuple[str, Callable[[State], None]]] = [
     ("legalise", _legalise),
     ("precision", _precision),
     ("parallelism", _parallelism),
+    ("fuse-views", _fuse_views),
     ("legalise-boundaries", _legalise_boundaries),
     ("resolve-views", _resolve_views),
     ("partition", _partition),

@@ -23,7 +23,11 @@ def test_transpose_slice_reshape_chain():
     s = gb.op("sl", "slice", [t], (10, 3), H_T, axis=1, start=1, end=4)
     r = gb.op("rs", "reshape", [s], (30,), H_T)
     plan, _ = check(gb.graph(x, gb.dense("head", r, 5, FixedType(8, 2, True))), {"phi": {"cas_num": 2}})
-    assert {e.op: e.copy for e in plan.layers if e.family == "view"} == {"tr": False, "sl": False, "rs": False}
+    # the three views move the data once: the transpose and the slice run inside the reshape's copy tile
+    views = {e.op: e for e in plan.layers if e.family == "view"}
+    assert {n: e.tiles for n, e in views.items()} == {"tr": 0, "sl": 0, "rs": 1}
+    assert views["rs"].fused == ["tr", "sl"] and views["tr"].fused_into == "sl" and views["sl"].fused_into == "rs"
+    assert {sb.tensor for sb in plan.shared_buffers} & {"tr_y", "sl_y"} == set()
 
 
 def two_branch(first: int, second: int):
@@ -56,7 +60,8 @@ def test_concat_after_a_padded_branch_needs_a_copy_tile():
 
 
 def test_concat_on_a_leading_axis_and_a_copy_reshape():
-    """Concat of two [2, 8] tensors on axis 0, then a reshape that keeps the element order (a vector copy)."""
+    """Concat of two [2, 8] tensors on axis 0 (a copy), then a reshape that keeps the element order: both run on
+    one gather tile (the concat fused into the reshape's copy); alone, the reshape is a vector copy."""
     gb = GraphBuilder(2)
     x = gb.tensor("x", (2, 6), X_T)
     a = gb.dense("a", x, 8, H_T, relu=True)
@@ -64,7 +69,13 @@ def test_concat_on_a_leading_axis_and_a_copy_reshape():
     c = gb.op("cat", "concat", [a, b], (4, 8), H_T, axis=0)
     r = gb.op("rs", "reshape", [c], (2, 16), H_T)
     plan, _ = check(gb.graph(x, gb.dense("head", r, 3, FixedType(8, 2, True))))
-    assert {e.op: e.copy for e in plan.layers if e.family == "view"} == {"cat": False, "rs": True}
+    views = {e.op: e for e in plan.layers if e.family == "view"}
+    assert (views["cat"].tiles, views["cat"].fused_into, views["rs"].tiles, views["rs"].copy) == (0, "rs", 1, False)
+    gb = GraphBuilder(2)
+    x = gb.tensor("x", (4, 8), X_T)
+    r = gb.op("rs", "reshape", [gb.dense("a", x, 8, H_T, relu=True)], (2, 16), H_T)
+    plan, _ = check(gb.graph(x, gb.dense("head", r, 3, FixedType(8, 2, True))))
+    assert plan.layer("rs").copy
 
 
 def test_int16_views():
@@ -103,10 +114,16 @@ def test_slices_on_the_last_axis_are_read_in_place():
         assert len(reads_a) >= 3, reads_a  # h3's window(s), mid's and low's readers
 
 
-def test_a_slice_on_a_leading_axis_stays_a_copy_tile():
+def test_a_slice_on_a_leading_axis_runs_in_the_next_views_copy():
     gb = GraphBuilder(6)
     x = gb.tensor("x", (4, 8), X_T)
     h = gb.dense("phi", x, 8, H_T, relu=True)
     s = gb.op("sl", "slice", [h], (2, 8), H_T, axis=0, start=1, end=3)
     plan, _ = check(gb.graph(x, gb.dense("head", gb.op("rs", "reshape", [s], (16,), H_T), 3, FixedType(8, 2, True))))
-    assert {e.op: e.tiles for e in plan.layers}["sl"] == 1
+    assert {e.op: e.tiles for e in plan.layers if e.family == "view"} == {"sl": 0, "rs": 1}
+    gb = GraphBuilder(6)
+    x = gb.tensor("x", (4, 8), X_T)
+    s = gb.op("sl", "slice", [gb.dense("phi", x, 8, H_T, relu=True)], (2, 8), H_T, axis=0, start=1, end=3)
+    plan, _ = check(gb.graph(x, gb.op("pool", "reduce", [s], (8,), FixedType(8, 2, True), op="sum", axes=[0],
+                                      keepdims=False)))
+    assert plan.layer("sl").tiles == 1  # no view after it: its own copy tile

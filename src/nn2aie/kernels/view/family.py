@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jinja2
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import DoesNotFitError
+from nn2aie.errors import DoesNotFitError, UnsupportedOpError
 from nn2aie.ir.execution import OpExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
 from nn2aie.kernels import plain
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.view import logical
-from nn2aie.kernels.view.plan import LANES, ViewExec, column_alias, column_window, plan, run_tile, too_large
+from nn2aie.kernels.view.plan import (
+    LANES,
+    ViewExec,
+    column_alias,
+    column_window,
+    copy_only,
+    plan,
+    run_tile,
+    too_large,
+)
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("nn2aie.kernels.view", "templates"),
@@ -71,6 +81,32 @@ class ViewFamily(OpFamily):
 
     def column_window(self, graph: Graph, op: Op, e: OpExec) -> int | None:
         return column_window(graph, op)
+
+    def fuse_input(self, graph: Graph, op: Op, e: OpExec, tensor: str, producer: Op, pe: OpExec,
+                   reads: list[str]) -> list[str] | None:
+        """A copy view feeding this view (and nothing else) runs inside this view's copy: the tile reads the
+        producer's inputs and its table goes through both views, so the data moves once. Not into a view that
+        costs no tile on its own (a concat or rename: its producers write in place)."""
+        x = _v(e)
+        if not isinstance(pe, ViewExec) or pe.resolved or not (copy_only(graph, producer) or pe.reads) or \
+                column_alias(graph, op) is not None:
+            return None
+        new_reads = []
+        for t in reads:
+            new_reads += (pe.reads or list(producer.inputs)) if t == tensor else [t]
+        if len(set(new_reads)) != len(new_reads):  # one tensor twice in the window: keep the views apart
+            return None
+        try:
+            fused = plan(graph, op, x.batch, new_reads)
+        except UnsupportedOpError:  # the joined table would not fit a tile
+            return None
+        fused.fused = x.fused + pe.fused + [producer.name]
+        fused.notes = x.notes + [f"fuses {producer.name} ({producer.kind}): one copy for both views"]
+        for f in dataclasses.fields(x):
+            setattr(x, f.name, getattr(fused, f.name))
+        pe.resolved, pe.cas_length, pe.cas_num, pe.fused_into = True, 0, 0, op.name
+        pe.notes.append(f"fused into {op.name}'s copy tile")
+        return new_reads
 
     def resolve_alias(self, e: OpExec) -> None:
         x = _v(e)
@@ -183,6 +219,8 @@ class ViewFamily(OpFamily):
 
     def describe(self, e: OpExec, index: int) -> str:
         x = _v(e)
+        if x.fused_into:
+            return f"view {x.kind}: no tile, runs inside the copy tile of {x.fused_into}"
         if x.resolved:
             return (f"view {x.kind}: no tile, resolved into the memory-tile descriptors of its producers "
                     f"(columns of a {x.out_rows}x{x.out_columns} buffer per event)")

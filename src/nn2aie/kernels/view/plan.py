@@ -50,6 +50,9 @@ class ViewExec(OpExec):
     copy: bool  # the table is the identity: a vector copy
     table: list[int] = field(default_factory=list)  # per output element of one event: source index, -1 = zero
     resolved: bool = False  # no tile: the producers write straight into the output's memory-tile buffer
+    reads: list[str] = field(default_factory=list)  # tensors the tile reads when earlier views are fused into it
+    fused: list[str] = field(default_factory=list)  # views fused into this one's copy (their data moves once)
+    fused_into: str = ""  # this view runs inside that view's copy tile
     cas_length: int = 1
     cas_num: int = 1
     override: bool = False
@@ -79,8 +82,11 @@ def too_large(op: Op, elements: int) -> UnsupportedOpError:
                               "split the tensor, or keep its layout (a view of fewer elements)")
 
 
-def plan(graph: Graph, op: Op, batch: int) -> ViewExec:
-    ins = [graph.tensor(t) for t in op.inputs]
+def plan(graph: Graph, op: Op, batch: int, reads: list[str] | None = None) -> ViewExec:
+    """``reads``: the tensors the copy tile reads when views before this one are fused into it (their inputs
+    instead of their outputs); the table then runs the whole chain of views on element positions."""
+    reads = list(reads or op.inputs)
+    ins = [graph.tensor(t) for t in reads]
     y = graph.tensor(op.outputs[0])
     dtype = y.type.container
     in_rows = [rows_per_event(tuple(t.shape)) for t in ins]
@@ -90,26 +96,39 @@ def plan(graph: Graph, op: Op, batch: int) -> ViewExec:
     out_cols = int(y.shape[-1]) if y.shape else 1
     out_width = padded_width(out_cols, dtype)
     if out_rows * out_width > MAX_TABLE:
-        if column_alias(graph, op) is None and column_window(graph, op) is None:
+        if reads != list(op.inputs) or (column_alias(graph, op) is None and column_window(graph, op) is None):
             raise too_large(op, out_rows * out_width)
         # only resolvable into descriptors (checked when the pipeline tries: partition refuses otherwise)
         return ViewExec(op=op.name, kind=op.kind, batch=batch, dtype=dtype, in_rows=in_rows, in_widths=in_widths,
                         in_columns=in_cols, out_rows=out_rows, out_width=out_width, out_columns=out_cols,
                         copy=False, table=[])
     # element positions in the concatenated padded input windows of one event, run through the logical view
-    positions, offset = [], 0
+    positions, offset = {}, 0
     for t, rows, width, cols in zip(ins, in_rows, in_widths, in_cols, strict=True):
         grid = (offset + np.arange(rows * width, dtype=np.int64)).reshape(rows, width)[:, :cols]
-        positions.append(grid.reshape((1,) + tuple(t.shape)))
+        positions[t.name] = grid.reshape((1,) + tuple(t.shape))
         offset += rows * width
-    moved = logical.evaluate(graph, op, positions)[0].reshape(out_rows, out_cols)
+    moved = _through(graph, op, positions).reshape(out_rows, out_cols)
     table = np.full((out_rows, out_width), -1, dtype=np.int64)
     table[:, :out_cols] = moved
     flat = table.reshape(-1)
     copy = len(ins) == 1 and flat.size == in_rows[0] * in_widths[0] and np.array_equal(flat, np.arange(flat.size))
     return ViewExec(op=op.name, kind=op.kind, batch=batch, dtype=dtype, in_rows=in_rows, in_widths=in_widths,
                     in_columns=in_cols, out_rows=out_rows, out_width=out_width, out_columns=out_cols,
-                    copy=bool(copy and (batch * flat.size) % LANES == 0), table=flat.tolist())
+                    copy=bool(copy and (batch * flat.size) % LANES == 0), table=flat.tolist(),
+                    reads=reads if reads != list(op.inputs) else [])
+
+
+def _through(graph: Graph, op: Op, positions: dict[str, np.ndarray]) -> np.ndarray:
+    """The logical view on element positions, through the fused views before it back to the tensors read."""
+    vals = [positions[t] if t in positions else _through(graph, graph.producer(t), positions)  # type: ignore[arg-type]
+            for t in op.inputs]
+    return logical.evaluate(graph, op, vals)[0]
+
+
+def copy_only(graph: Graph, op: Op) -> bool:
+    """A view that always needs a copy (no descriptor form): the one to fuse into the next view."""
+    return column_alias(graph, op) is None and column_window(graph, op) is None
 
 
 def column_alias(graph: Graph, op: Op) -> list[int] | None:
