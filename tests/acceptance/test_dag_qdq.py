@@ -29,6 +29,9 @@ from nn2aie.frontends.onnx_qdq import run_reference  # noqa: E402
 from nn2aie.frontends.pytorch import export_qdq  # noqa: E402
 from nn2aie.passes.pipeline import CompileOptions  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from multi_tile import forced_multi_tile  # noqa: E402
+
 EVENTS = 2400
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="native co-simulation needs g++")
 
@@ -85,20 +88,6 @@ def _build(module: nn.Module, shape: tuple[int, ...], seed: int):
     return proto, x
 
 
-def _multi_tile(graph) -> dict[str, dict]:
-    """Parallelism forced on every op that has it: cascades of 2 and 2 chains on dense ops, 2 column slices on
-    elementwise ops whose width splits into multiples of 4."""
-    overrides: dict[str, dict] = {}
-    for op in graph.ops:
-        width = graph.tensor(op.outputs[0]).shape[-1]
-        if op.kind == "dense":
-            k = graph.tensor(op.inputs[0]).shape[-1]
-            overrides[op.name] = {"cas_length": 2 if k >= 16 else 1, "cas_num": 2 if width % 8 == 0 else 1}
-        elif op.kind == "eltwise" and width % 8 == 0:
-            overrides[op.name] = {"cas_num": 2}
-    return overrides
-
-
 CASES = {
     "residual": (lambda: Residual(), (16,), 3),
     "two_branch": (lambda: TwoBranch(), (16,), 4),
@@ -112,7 +101,7 @@ def case(request):
     make, shape, seed = CASES[request.param]
     proto, x = _build(make(), shape, seed)
     loaded = load_model(proto)
-    compiled = compile_loaded(loaded, CompileOptions(overrides=_multi_tile(loaded.graph)))
+    compiled = compile_loaded(loaded, CompileOptions(overrides=forced_multi_tile(loaded.graph)))
     return request.param, loaded, compiled, proto, x
 
 
@@ -185,7 +174,7 @@ def _two_input_model():
 def test_two_inputs_three_outputs_equal_onnxruntime():
     proto, x = _two_input_model()
     loaded = load_model(proto)
-    compiled = compile_loaded(loaded, CompileOptions(overrides=_multi_tile(loaded.graph)))
+    compiled = compile_loaded(loaded, CompileOptions(overrides=forced_multi_tile(loaded.graph)))
     assert compiled.input_names == ["tracks", "calo"] and len(compiled.output_names) == 3
     got = compiled.emulate(x)
     want = run_reference(proto, x)

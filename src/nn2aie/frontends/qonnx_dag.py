@@ -1,0 +1,547 @@
+"""The graph walk of the QONNX frontend (``qonnx_frontend.load_qonnx``): QONNX models as DAGs.
+
+``QonnxParser`` is the ONNX QDQ parser (``onnx_qdq._Parser``: its eltwise, view, concat and reduce handlers, its
+naming, pruning and exactness bounds) reading QONNX's form of a quantized value: the output of a ``Quant`` node
+(or a view / ReLU of one) is the float ``code * 2**-f``, exactly, so an op that reads such values and whose float
+result goes through one Quant is the same logical op as in the QDQ form, with the Quant's type as its output type.
+What differs from QDQ:
+
+- no integer-code tensors (every tensor is a float);
+- a Quant's type is any bit width up to 16 (weights 16, biases and other constants 32), signed or not, narrow or
+  not, with any QONNX rounding mode (docs/numerics.md maps them);
+- ``Quant`` of a quantized value is nothing when every value already is a code of its type (e.g. Brevitas'
+  QuantIdentity repeating the type, or an unsigned Quant after a ReLU'd signed dense); it narrows the output type of
+  the op that computed the value when that op's only reader chain ends in it and the scale is the same (a
+  ``QuantReLU`` after a ``QuantLinear``: one clamp after one rounding); else it is an eltwise ``identity`` (one
+  requantisation: qonnx divides by the scale exactly and rounds once);
+- Identity and eval-mode Dropout nodes are skipped before the walk, constant sub-graphs are folded.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from nn2aie.errors import BadFileError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.frontends.onnx_common import (
+    attr,
+    check_inference,
+    constants,
+    elem_type,
+    elem_type_name,
+    identifier,
+    real_inputs,
+    unique,
+    value_shape,
+)
+from nn2aie.frontends.onnx_qdq import _BINARY, _REDUCE, _VIEWS, _Parser, _QConst, _Val
+from nn2aie.frontends.qonnx_frontend import (
+    MAX_FIXED_BATCH,
+    PASS_THROUGH_OPS,
+    QONNX_DOMAINS,
+    ROUNDING_TO_AP,
+    STANDARD_DOMAINS,
+    SUPPORTED_TEXT,
+    QonnxParams,
+    QuantSpec,
+    _is_quant,
+    _Param,
+    check_pass_through,
+    check_quant_arity,
+)
+from nn2aie.ir.logical import Graph, Op, Tensor
+from nn2aie.ir.types import FixedType
+
+_HANDLED = ("Gemm", "MatMul", *_BINARY, "Relu", "Clip", "LeakyRelu", *_VIEWS, *_REDUCE, *PASS_THROUGH_OPS)
+_QONNX_ONLY = ("Trunc", "BipolarQuant", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
+INPUT_HINT = ("quantize the input, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) as the first module")
+ACT_HINT = ("add an activation quantizer after it (QuantReLU / QuantIdentity with a fixed-point act_quant, e.g. "
+            "Uint8ActPerTensorFixedPoint)")
+FAN_OUT_HINT = "quantize it once (one Quant node, e.g. a QuantIdentity) and let the Quant output fan out"
+_CONSTANT_CHAIN = ("Transpose", *PASS_THROUGH_OPS)  # Quant(W) -> Transpose -> Identity -> Gemm is still W
+_RETYPABLE = ("dense", "eltwise", "reduce")  # ops that requantise their exact result into their output type
+
+
+@dataclass(frozen=True)
+class _AType(FixedType):
+    """The type of a QONNX activation Quant (saturating, any rounding mode), with the ``_QType`` interface the
+    QDQ handlers use."""
+
+    @classmethod
+    def of(cls, spec: QuantSpec, rounding: str | None = None) -> _AType:
+        return cls(spec.width, spec.frac, spec.signed, rounding or ROUNDING_TO_AP[spec.rounding_mode], "SAT",
+                   spec.narrow)
+
+    @property
+    def lo(self) -> int:
+        return self.min_code
+
+    @property
+    def hi(self) -> int:
+        return self.max_code
+
+    @property
+    def max_abs(self) -> int:
+        return max(-self.min_code, self.max_code)
+
+    def fixed(self) -> FixedType:
+        return FixedType(self.width, self.frac, self.signed, self.rounding, self.overflow, self.narrow)
+
+    def with_range_of(self, other: _AType) -> _AType:
+        """``other``'s width, signedness and narrowness at this type's fraction and rounding."""
+        return _AType(other.width, self.frac, other.signed, self.rounding, "SAT", other.narrow)
+
+
+def _without_pass_through(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy in which Identity / eval-mode Dropout nodes are bypassed (their readers read the input
+    instead); one whose output is a graph output stays (the walk reads it as a view)."""
+    consts = constants(proto.graph)
+    outputs = {o.name for o in proto.graph.output}
+    used = {i for n in proto.graph.node for i in n.input}
+    skip: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type not in PASS_THROUGH_OPS or node.domain not in STANDARD_DOMAINS:
+            continue
+        check_pass_through(node, consts)
+        if any(o in used or o in outputs for o in node.output[1:] if o):
+            raise UnsupportedOpError(f"node {node.name or node.output[0]} ({node.op_type})", "its mask output is "
+                                     "used", "export the model in eval mode (Dropout is then an identity)")
+        if node.input and node.input[0] and node.output and node.output[0] not in outputs:
+            skip[node.output[0]] = node.input[0]
+    if not skip:
+        return proto
+
+    def source(name: str) -> str:
+        while name in skip:
+            name = skip[name]
+        return name
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    keep = [n for n in out.graph.node if not (n.output and n.output[0] in skip and n.op_type in PASS_THROUGH_OPS)]
+    for node in keep:
+        for i, name in enumerate(node.input):
+            node.input[i] = source(name)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
+
+
+class QonnxParser(QonnxParams, _Parser):
+    """QONNX model -> logical graph (a DAG), see the module docstring."""
+
+    def __init__(self, proto: onnx.ModelProto, file: str):
+        self.original = proto
+        super().__init__(_without_pass_through(proto), file)
+        self.fold_constants()
+        self.act_types: dict[int, _AType] = {}
+
+    # -- quantized values -------------------------------------------------------------------------------------
+    def qparams(self, node: onnx.NodeProto, *_unused) -> _AType:
+        """The type of an activation Quant (the QDQ handlers call this for the Quant after an op)."""
+        key = id(node)
+        if key not in self.act_types:
+            self.act_types[key] = _AType.of(self.parse_quant(node, "activation"))
+        return self.act_types[key]
+
+    def bind(self, name: str, val: _Val) -> None:
+        """Bind an ONNX tensor to a quantized value; a Quant's parameters must broadcast to its tensor's shape
+        (now known) for qonnx to run it."""
+        super().bind(name, _Val(val.tensor, val.qtype))
+        node = self.producer.get(name)
+        if node is not None and _is_quant(node):
+            self.parse_quant(node, "input" if node.input[0] in self.input_names else "activation",
+                             (1, *self.shape(val)))
+
+    def value(self, name: str, user: onnx.NodeProto, codes_ok: bool = False) -> _Val:
+        val = self.vals.get(name)
+        if val is not None:
+            return val
+        where = self.where(user)
+        if name in self.input_names:
+            raise UnsupportedQuantizationError(where, f"reads the float graph input {name} directly: the network "
+                                               "input is not quantized", INPUT_HINT)
+        if self.is_constant(name):
+            raise UnsupportedOpError(where, f"input {name} is a constant where nn2aie expects an activation",
+                                     "fold computations on constants into the initializers (qonnx cleanup_model)")
+        producer = self.producer.get(name)
+        src = self.where(producer) if producer is not None else "a graph input"
+        raise UnsupportedQuantizationError(where, f"its input {name} is a float tensor: there is no Quant node "
+                                           f"between {src} and it", ACT_HINT)
+
+    def is_constant(self, name: str) -> bool:
+        """Known without running the graph: a (folded) constant, or Quant / Transpose of one."""
+        while name not in self.consts:
+            node = self.producer.get(name)
+            if node is None or not node.input or not (_is_quant(node) or node.op_type in _CONSTANT_CHAIN):
+                return False
+            name = node.input[0]
+        return True
+
+    def quant_const(self, name: str, allowed, role: str, user: onnx.NodeProto) -> _QConst | np.ndarray:
+        """A constant operand: ``Quant(initializer)`` codes in the Quant's type, or a plain float32 array."""
+        param = self.resolve_param(name, role)
+        if param is None:
+            raise UnsupportedOpError(self.where(user), f"{role} {name} is computed at run time, not a constant",
+                                     f"make the {role} an initializer (optionally behind a Quant node)")
+        if param.spec is None:
+            return np.asarray(param.values)
+        return _QConst(np.asarray(param.values, dtype=np.int64), _AType.of(param.spec), param.origin)
+
+    # -- float results ----------------------------------------------------------------------------------------
+    def single_user(self, tensor: str, node: onnx.NodeProto) -> onnx.NodeProto | None:
+        try:
+            return super().single_user(tensor, node)
+        except UnsupportedQuantizationError as err:  # a float result that fans out: QONNX's way out
+            raise UnsupportedQuantizationError(err.where, err.reason, FAN_OUT_HINT) from None
+
+    def no_quantize(self, node: onnx.NodeProto, out: str, got: onnx.NodeProto | None) -> UnsupportedQuantizationError:
+        if got is None and out not in self.graph_outputs:
+            return UnsupportedQuantizationError(self.where(node), f"its result {out} is neither quantized nor used",
+                                                "remove the unused node, or quantize its result (a Quant node)")
+        if got is None:
+            return UnsupportedQuantizationError(
+                self.where(node), f"its result {out} is a graph output without a Quant node: there is no Quant node "
+                "after the last layer", "add an output quantizer, e.g. QuantIdentity(act_quant="
+                "Int8ActPerTensorFixedPoint) after the last layer")
+        return UnsupportedQuantizationError(self.where(got), f"its input {out} is a float tensor: there is no Quant "
+                                            f"node between {self.where(node)} and it", ACT_HINT)
+
+    def quant_of(self, tensor: str) -> onnx.NodeProto | None:
+        """The Quant that is the only reader of the float ``tensor`` (not a graph output), else None."""
+        users = [] if tensor in self.graph_outputs else self.users(tensor)
+        if len(users) == 1 and _is_quant(users[0]) and users[0].input[0] == tensor:
+            return users[0]
+        return None
+
+    def quant_tail(self, node: onnx.NodeProto, optional: bool = False):
+        """``(Quant, Relu or None)`` after ``node``'s float result: ``-> Quant`` or ``-> Relu -> Quant``, each the
+        only reader; ``optional``: ``(None, None)`` unless one Quant follows."""
+        q = self.quant_of(node.output[0])
+        if q is not None or optional:
+            if q is not None:
+                self.visit(q)
+            return q, None
+        relu = self.single_user(node.output[0], node)
+        if relu is None or relu.op_type != "Relu":
+            raise self.no_quantize(node, node.output[0], relu)
+        q = self.quant_of(relu.output[0])
+        if q is None:
+            raise self.no_quantize(relu, relu.output[0], self.single_user(relu.output[0], relu))
+        self.visit(relu)
+        self.visit(q)
+        return q, relu
+
+    # -- Quant of a quantized value ---------------------------------------------------------------------------
+    def producer_op(self, tensor: str) -> Op | None:
+        return next((op for op in self.ops if tensor in op.outputs), None)
+
+    def nonnegative(self, val: _Val) -> bool:
+        """The value went through a ReLU (a dense with ReLU activation or an eltwise relu): no negative codes."""
+        op = self.producer_op(val.tensor)
+        return op is not None and (op.attrs.get("activation") == "relu" or op.attrs.get("op") == "relu")
+
+    def private(self, tensor: str) -> bool:
+        """Only one chain of nodes reads the logical ``tensor``: every ONNX name bound to it has one reader and is
+        no graph output, and no op reads it yet."""
+        names = self.aliases.get(tensor, [])
+        return (all(len(self.users(n)) == 1 and n not in self.graph_outputs for n in names)
+                and not any(tensor in op.inputs for op in self.ops))
+
+    def foldable_relu(self, relu: onnx.NodeProto, val: _Val) -> Op | None:
+        """The dense op whose output only this Relu reads (then relu can be its activation), else None."""
+        op = self.producer_op(val.tensor)
+        return op if op is not None and op.kind == "dense" and self.private(val.tensor) else None
+
+    def on_quant(self, q: onnx.NodeProto) -> None:
+        val = self.value(q.input[0], q)
+        new, old = self.qparams(q), val.qtype
+        self.check_float32(0, new.frac)
+        lo = 0 if self.nonnegative(val) else old.lo
+        shift = new.frac - old.frac
+        if shift >= 0 and new.lo <= lo << shift and old.hi << shift <= new.hi:
+            self.bind(q.output[0], val)  # every value is a code of the new type: Quant changes nothing
+            return
+        op = self.producer_op(val.tensor)
+        if (shift == 0 and op is not None and op.kind in _RETYPABLE and self.private(val.tensor)
+                and new.hi <= old.hi and (new.lo >= old.lo or (lo == 0 and new.lo <= 0))):
+            # one rounding, then two clamps: the op's rounding with the narrower (new) range
+            narrowed = old.with_range_of(new)
+            tensor = self.tensors[val.tensor]
+            tensor.type, tensor.origin = narrowed.fixed(), q.output[0]
+            self.bind(q.output[0], _Val(val.tensor, narrowed))
+            return
+        y = self.add_op(self.op_name(q, "identity"), "eltwise", [val.tensor], self.shape(val), new, q.output[0],
+                        {"op": "identity"})
+        self.bind(q.output[0], _Val(y, new))
+
+    # -- dense ------------------------------------------------------------------------------------------------
+    def on_dense(self, node: onnx.NodeProto) -> None:
+        where = self.where(node)
+        if self.is_constant(node.input[0]):
+            raise UnsupportedOpError(where, f"the activation is the second operand ({node.input[0]} is a constant)",
+                                     "the activation must be the first operand (x @ W)")
+        x = self.value(node.input[0], node)
+        x_shape = self.shape(x)
+        if node.op_type == "Gemm":
+            self.check_gemm(node, x_shape)
+        w = self.resolve_param(node.input[1], "weight")
+        if w is None:
+            raise UnsupportedOpError(where, f"weights {node.input[1]} are not a constant",
+                                     "the second operand must be a (quantized) weight initializer")
+        if w.spec is None:
+            raise UnsupportedQuantizationError(
+                where, f"weights {w.origin} are float (no Quant node on them)",
+                "quantize the weights, e.g. QuantLinear(weight_quant=Int8WeightPerTensorFixedPoint); keep the weight "
+                "Quant nodes (qonnx cleanup_model with preserve_qnt_ops=True, the default)")
+        codes = w.values.T if node.op_type == "Gemm" and attr(node, "transB", 0) else w.values
+        if codes.ndim != 2:
+            raise UnsupportedOpError(where, f"weights of shape {list(codes.shape)} are not a matrix",
+                                     "only dense layers (2-D weights) are supported")
+        k, n = codes.shape
+        if x_shape[-1] != k:
+            raise BadFileError(where, f"weights have {k} input features but the incoming activation has "
+                               f"{x_shape[-1]}", "re-export the model")
+        bias = (node.input[2], node) if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+        last, nxt = node, self.single_user(node.output[0], node)
+        if nxt is not None and nxt.op_type == "Add" and len(nxt.input) == 2:  # Add directly after: the bias
+            other = [i for i in nxt.input if i != last.output[0]]
+            if len(other) != 1:
+                raise UnsupportedOpError(self.where(nxt), "adds the layer output to itself", SUPPORTED_TEXT)
+            if not self.is_constant(other[0]):
+                raise UnsupportedQuantizationError(
+                    self.where(nxt), f"adds {other[0]} to the unquantized result of {where}",
+                    "quantize the layer output (a Quant node, e.g. QuantIdentity) before the Add, or make the added "
+                    "tensor a constant bias")
+            if bias is not None:
+                raise UnsupportedOpError(self.where(nxt), "a second bias on one layer is not supported",
+                                         "use a single bias per Gemm/MatMul")
+            self.visit(nxt)
+            bias, last = (other[0], nxt), nxt
+            nxt = self.single_user(last.output[0], last)
+        activation = "linear"
+        while nxt is not None and nxt.op_type == "Relu":  # relu of the exact sum (repeated ReLUs are one)
+            self.visit(nxt)
+            activation, last = "relu", nxt
+            nxt = self.single_user(last.output[0], last)
+        if nxt is None or not _is_quant(nxt) or nxt.input[0] != last.output[0]:
+            raise self.no_quantize(node if nxt is None else last, last.output[0], nxt)
+        self.visit(nxt)
+        y_type = self.qparams(nxt)
+
+        name = self.op_name(node, "dense")
+        w_name = unique(f"{name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (k, n), w.spec.fixed_type(), np.ascontiguousarray(codes, np.int64),
+                                      origin=w.origin)
+        inputs = [x.tensor, w_name]
+        acc_frac = x.qtype.frac + w.spec.frac
+        b_max = 0
+        if bias is not None:
+            b_codes, b_type = self.bias_at(self.bias_param(bias[0], bias[1], n), acc_frac, bias[1])
+            b_name = unique(f"{name}_b", self.taken)
+            self.tensors[b_name] = Tensor(b_name, (n,), b_type, b_codes.astype(np.int64), origin=bias[0])
+            inputs.append(b_name)
+            b_max = int(np.abs(b_codes).max(initial=0))
+        y = self.add_op(name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0], {"activation": activation})
+        self.bind(nxt.output[0], _Val(y, y_type))
+        # float32 Gemm/MatMul/Add: exact while every partial sum stays below 2**24 accumulator LSBs
+        col = int(np.abs(codes).astype(np.int64).sum(axis=0).max(initial=0))
+        self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.spec.frac, acc_frac, y_type.frac)
+
+    def check_gemm(self, node: onnx.NodeProto, x_shape: tuple[int, ...]) -> None:
+        where = self.where(node)
+        for name in ("alpha", "beta"):
+            value = attr(node, name, 1.0)
+            if value != 1.0 and not (name == "beta" and len(node.input) < 3):
+                raise UnsupportedOpError(where, f"Gemm with {name}={value} is not supported",
+                                         "export a plain linear layer (alpha = beta = 1)")
+        if attr(node, "transA", 0):
+            raise UnsupportedOpError(where, "Gemm with transA=1 is not supported",
+                                     "the activation must be the first, untransposed operand")
+        if len(x_shape) != 1:
+            raise UnsupportedOpError(where, f"Gemm of a [batch, {', '.join(map(str, x_shape))}] activation",
+                                     "use MatMul for a dense layer applied per row of a rank-3 input")
+
+    def bias_param(self, name: str, user: onnx.NodeProto, n: int) -> _Param:
+        param = self.resolve_param(name, "bias")
+        if param is None:
+            raise UnsupportedOpError(self.where(user), f"bias {name} is not a constant",
+                                     "only constant (quantized or float) biases are supported")
+        values = np.asarray(param.values)
+        if values.size == 1:
+            values = np.full(n, values.reshape(-1)[0])
+        if values.size != n or (values.ndim > 1 and values.shape[-1] != n):
+            raise UnsupportedOpError(self.where(user), f"bias of shape {list(values.shape)} does not broadcast as a "
+                                     f"[{n}] vector", "use a per-output-feature bias")
+        return _Param(values.reshape(n), param.spec, param.origin)
+
+    # -- views --------------------------------------------------------------------------------------------------
+    def on_slice(self, node: onnx.NodeProto) -> None:
+        """A Slice of the batch axis must keep it whole for any batch (the reference runs other batch sizes than
+        the exported one)."""
+        fixed, self.fixed_batch = self.fixed_batch, None
+        try:
+            super().on_slice(node)
+        finally:
+            self.fixed_batch = fixed
+
+    def on_concat(self, node: onnx.NodeProto) -> None:
+        types = {self.value(name, node).qtype for name in node.input}
+        if len(types) > 1 and self.quant_tail(node, optional=True)[0] is None:
+            raise UnsupportedQuantizationError(
+                self.where(node), f"concatenates values of different types ({', '.join(t.describe() for t in types)})"
+                " and no Quant node follows it", "quantize the concatenation (e.g. a QuantIdentity after torch.cat) "
+                "or quantize its inputs with one quantizer")
+        super().on_concat(node)
+
+    # -- the graph ----------------------------------------------------------------------------------------------
+    def check_ops(self) -> None:
+        for node in self.nodes:
+            where = self.where(node)
+            if _is_quant(node):
+                if node.domain not in QONNX_DOMAINS:
+                    raise UnsupportedOpError(where, f"{node.op_type} from domain {node.domain!r} is not the QONNX "
+                                             "quantizer (qonnx cannot execute it)",
+                                             f"use domain {QONNX_DOMAINS[0]!r}, as Brevitas export_qonnx writes")
+                if len(node.output) != 1 or not node.output[0]:
+                    raise BadFileError(where, f"{node.op_type} has the outputs {list(node.output)}, expected one "
+                                       "named output", "re-export the model with Brevitas export_qonnx")
+                check_quant_arity(node)  # onnx.checker knows no schema of the QONNX domain
+                continue
+            folded = bool(node.output) and all(o in self.consts for o in node.output if o)
+            if node.domain in STANDARD_DOMAINS and (node.op_type in _HANDLED or node.op_type == "Constant" or folded):
+                continue
+            if node.op_type in _QONNX_ONLY:
+                hint = f"{node.op_type} is not supported yet; {SUPPORTED_TEXT}"
+            elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                hint = "this is an ONNX QDQ model: load it with nn2aie.frontends.onnx_qdq.load_qdq"
+            else:
+                hint = SUPPORTED_TEXT
+            dom = "" if node.domain in STANDARD_DOMAINS else f" from domain {node.domain!r}"
+            raise UnsupportedOpError(where, f"operator {node.op_type}{dom} is not supported by the QONNX frontend",
+                                     hint)
+
+    def parse(self) -> Graph:
+        self.check_ops()
+        inputs = real_inputs(self.graph)
+        if not inputs:
+            raise UnsupportedOpError("model", "has no graph input (weights must be initializers)",
+                                     "export the model with its float input(s) as graph inputs")
+        batches = {(value_shape(vi) or (None,))[0] for vi in inputs}
+        batch = next(iter(batches))
+        self.fixed_batch = batch if len(batches) == 1 and isinstance(batch, int) else None
+        self.graph_inputs = [self.graph_input(vi) for vi in inputs]
+        handlers = {"Gemm": self.on_dense, "MatMul": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
+                    "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
+                    "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
+                    "Dropout": self.on_identity, **{op: self.on_binary for op in _BINARY},
+                    **{op: self.on_reduce for op in _REDUCE}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
+                    **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
+        for node in self.nodes:
+            if id(node) in self.visited or node.op_type == "Constant":
+                continue
+            if node.output and all(o in self.consts or self.is_constant(o) for o in node.output if o):
+                continue  # weights, biases, constant operands: resolved by the op that reads them
+            self.visit(node)
+            handlers[node.op_type](node)
+        taken: dict[str, str] = {}
+        outputs = [self.output_of(vi, taken) for vi in self.graph.output]
+        self.prune(self.graph_inputs, outputs)
+        if not self.ops:
+            raise UnsupportedOpError("model", "contains no Gemm/MatMul layer or other operation to compile",
+                                     "export a network built from QuantLinear layers")
+        name = identifier(self.graph.name or (pathlib.Path(self.file).stem if self.file else ""), "qonnx_model")
+        source = {"framework": "qonnx", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
+        if self.model.producer_name:
+            source["producer"] = f"{self.model.producer_name} {self.model.producer_version}".strip()
+        graph = Graph(name, self.tensors, self.ops, self.graph_inputs, outputs, source)
+        check_inference(self.original)
+        graph.verify()
+        return graph
+
+    def graph_input(self, vi: onnx.ValueInfoProto) -> str:
+        """A float graph input [batch, *shape] read by Quant nodes of one type -> a logical input."""
+        name, where = vi.name, f"graph input {vi.name}"
+        if elem_type(vi) != onnx.TensorProto.FLOAT:
+            raise UnsupportedQuantizationError(where, f"has type {elem_type_name(elem_type(vi))}, expected float",
+                                               "export the model with float32 inputs and outputs")
+        shape = value_shape(vi)
+        if shape is not None and len(shape) < 2:
+            raise UnsupportedOpError(where, f"has shape {list(shape)}, expected [batch, K] or [batch, d1, d2, ...]",
+                                     "export the model with the batch axis first")
+        for i, dim in enumerate(shape or ()):
+            if isinstance(dim, int) and dim < 1:
+                raise BadFileError(where, f"has a {'batch' if i == 0 else 'feature'} dimension {dim} (zero-size "
+                                   "input)", "export with positive (or dynamic) dimensions")
+        if shape is not None and isinstance(shape[0], int) and shape[0] > MAX_FIXED_BATCH:
+            raise UnsupportedOpError(where, f"has a fixed batch dimension {shape[0]}: the reference check runs "
+                                     f"batches of that size (at most {MAX_FIXED_BATCH} supported)",
+                                     "export with batch size 1 or a dynamic batch dimension")
+        users = self.users(name)
+        if not users:
+            raise UnsupportedOpError(where, "no graph output depends on it", "remove the unused input from the model")
+        for user in users:
+            if user.op_type in ("Gemm", "MatMul") and name in list(user.input)[1:]:
+                raise UnsupportedOpError(self.where(user), f"its weights/bias come from the graph input {name} "
+                                         "(dynamic weights)", "store weights and biases as initializers")
+            if not _is_quant(user) or user.input[0] != name:
+                raise UnsupportedQuantizationError(self.where(user), f"reads the float graph input {name} directly: "
+                                                   "the network input is not quantized", INPUT_HINT)
+        per_event = self.event_shape(vi, shape, users)
+        x_type = self.qparams(users[0])
+        for q in users[1:]:
+            if self.qparams(q) != x_type:
+                raise UnsupportedQuantizationError(
+                    self.where(q), f"quantizes the graph input {name} to {self.qparams(q).describe()}, "
+                    f"{self.where(users[0])} to {x_type.describe()}", "quantize each graph input once")
+        self.check_float32(0, x_type.frac)
+        lname = unique(identifier(name, "input"), self.taken)
+        self.tensors[lname] = Tensor(lname, per_event, x_type.fixed(), origin=name)
+        self.input_names.add(name)
+        for q in users:
+            self.visit(q)
+            self.bind(q.output[0], _Val(lname, x_type))
+        return lname
+
+    def event_shape(self, vi: onnx.ValueInfoProto, shape, quants: list[onnx.NodeProto]) -> tuple[int, ...]:
+        """The per-event shape of a graph input; a [batch, K] input with an unknown K takes K from the weights of
+        the dense layer reading it."""
+        if shape is not None and all(isinstance(d, int) for d in shape[1:]):
+            return tuple(int(d) for d in shape[1:])
+        if shape is None or len(shape) == 2:
+            for q in quants:
+                for user in self.users(q.output[0]):
+                    param = self.resolve_param(user.input[1], "weight") if user.op_type in ("Gemm", "MatMul") \
+                        and len(user.input) > 1 and user.input[0] == q.output[0] else None
+                    if param is not None and param.values.ndim == 2:
+                        trans = user.op_type == "Gemm" and attr(user, "transB", 0)
+                        return (int(param.values.shape[1] if trans else param.values.shape[0]),)
+        raise UnsupportedOpError(f"graph input {vi.name}", f"has shape {list(shape) if shape else shape}: the "
+                                 "per-event dimensions must be static", "export with a static input shape "
+                                 "[batch, features] (or [batch, d1, d2, ...])")
+
+    def output_of(self, vi: onnx.ValueInfoProto, taken: dict[str, str]) -> str:
+        """The logical tensor of a graph output (float32, declared shape consistent with it)."""
+        name, where = vi.name, f"graph output {vi.name}"
+        if elem_type(vi) != onnx.TensorProto.FLOAT:
+            raise UnsupportedQuantizationError(where, f"has type {elem_type_name(elem_type(vi))}, expected float",
+                                               "export the model with float32 inputs and outputs")
+        if name not in self.vals and name not in self.input_names:
+            producer = self.producer.get(name)
+            src = self.where(producer) if producer is not None else "a constant"
+            raise UnsupportedQuantizationError(where, f"is the unquantized float result of {src}",
+                                               "end the model with a Quant node, e.g. QuantIdentity(act_quant="
+                                               "Int8ActPerTensorFixedPoint)")
+        tensor = self.graph_output(name, taken)
+        per_event = self.tensors[tensor].shape
+        declared = value_shape(vi)
+        if declared is not None and (len(declared) != len(per_event) + 1
+                                     or any(isinstance(d, int) and d < 1 for d in declared)
+                                     or any(isinstance(d, int) and d != e for d, e in zip(declared[1:], per_event,
+                                                                                           strict=True))):
+            raise BadFileError(where, f"is declared with shape {list(declared)} but nn2aie computes [batch, "
+                               f"{', '.join(map(str, per_event))}]", "re-export the model")
+        return tensor
