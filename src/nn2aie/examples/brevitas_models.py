@@ -101,3 +101,58 @@ def export_brevitas_qonnx(module: Any, in_features: int, **export_kwargs: Any) -
             export.export_qonnx(module, example, str(path), **export_kwargs)
         model = onnx.load(str(path), load_external_data=True)
     return model
+
+
+def make_brevitas_residual(width: int = 32, hidden: int = 64, blocks: int = 2, outputs: int = 5, seed: int = 0,
+                           calibration_steps: int = 4) -> Any:
+    """A Brevitas residual MLP with power-of-two quantizers, in eval mode:
+    ``q_in -> [h + q_branch(fc2(relu(fc1(h))))]* -> head -> q_out``, each block's skip and branch from their own
+    quantizers (two scales) merged by ``QuantEltwiseAdd`` into an int8 sum. Activation scales are calibrated by
+    ``calibration_steps`` train-mode passes over seeded Gaussian inputs (no training)."""
+    torch = _require("torch")
+    qnn = _require("brevitas.nn")
+    quant = _require("brevitas.quant")
+    fixed = _require("brevitas.quant.fixed_point")
+
+    def linear(k: int, n: int):
+        return qnn.QuantLinear(k, n, weight_quant=fixed.Int8WeightPerTensorFixedPoint, bias=True,
+                               bias_quant=quant.Int32Bias, return_quant_tensor=True)
+
+    def act(tensor: bool):
+        return qnn.QuantIdentity(act_quant=fixed.Int8ActPerTensorFixedPoint, return_quant_tensor=tensor)
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = linear(width, hidden), linear(hidden, width)
+            self.relu = qnn.QuantReLU(act_quant=fixed.Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
+            self.q_branch, self.q_skip = act(False), act(False)
+            self.add = qnn.QuantEltwiseAdd(input_quant=None, output_quant=fixed.Int8ActPerTensorFixedPoint,
+                                           return_quant_tensor=True)
+
+        def forward(self, h):
+            return self.add(self.q_branch(self.fc2(self.relu(self.fc1(h)))), self.q_skip(h))
+
+    class Residual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q_in = act(True)
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(blocks))
+            self.head, self.q_out = linear(width, outputs), act(False)
+
+        def forward(self, x):
+            h = self.q_in(x)
+            for block in self.blocks:
+                h = block(h)
+            return self.q_out(self.head(h))
+
+    torch.manual_seed(seed)
+    model = Residual()
+    gen = torch.Generator().manual_seed(seed + 1)
+    model.train()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(calibration_steps):
+            model(torch.randn(256, width, generator=gen) * 1.5)
+    model.eval()
+    return model
