@@ -72,13 +72,13 @@ from nn2aie.frontends.onnx_common import (
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 
-_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Max": "max", "Min": "min"}
+BINARY_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Max": "max", "Min": "min"}
 _COMMUTATIVE = ("add", "mul", "max", "min")
-_REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "GlobalAveragePool": "mean",
+REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "GlobalAveragePool": "mean",
            "GlobalMaxPool": "max"}
-_VIEWS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
-SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *_BINARY, "Relu", "Clip", "LeakyRelu",
-                 *_VIEWS, *_REDUCE, "Constant")
+VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
+                 *VIEW_OPS, *REDUCE_OPS, "Constant")
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
              "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
@@ -131,14 +131,14 @@ class _QType:
 
 
 @dataclass
-class _QConst:
+class QConst:
     codes: np.ndarray  # int64
     qtype: _QType
     origin: str
 
 
 @dataclass(frozen=True)
-class _Val:
+class QVal:
     """A quantized ONNX tensor: the logical ``tensor`` holds its codes in ``qtype``. ``codes``: the ONNX tensor is the
     integer codes (a QuantizeLinear output, or a view of one); otherwise it is the dequantized float value."""
 
@@ -198,7 +198,7 @@ def _binary_bounds(kind: str, am: int, fa: int, bm: int, fb: int) -> tuple[int, 
     return f, (am << (f - fa)) + (bm << (f - fb))
 
 
-class _Parser:
+class QdqParser:
     def __init__(self, model: onnx.ModelProto, file: str):
         self.model = model
         self.file = file
@@ -217,7 +217,7 @@ class _Parser:
         self.ops: list[Op] = []
         self.taken: set[str] = set()
         self.counts: dict[str, int] = {}
-        self.vals: dict[str, _Val] = {}  # ONNX tensor name -> its quantized value
+        self.vals: dict[str, QVal] = {}  # ONNX tensor name -> its quantized value
         self.aliases: dict[str, list[str]] = {}  # logical tensor -> the ONNX names bound to it
         self.exact = True
 
@@ -231,11 +231,11 @@ class _Parser:
     def users(self, tensor: str) -> list[onnx.NodeProto]:
         return self.consumers.get(tensor, [])
 
-    def bind(self, name: str, val: _Val) -> None:
+    def bind(self, name: str, val: QVal) -> None:
         self.vals[name] = val
         self.aliases.setdefault(val.tensor, []).append(name)
 
-    def shape(self, val: _Val) -> tuple[int, ...]:
+    def shape(self, val: QVal) -> tuple[int, ...]:
         return self.tensors[val.tensor].shape
 
     def check_float32(self, bound: int, *fracs: int) -> None:
@@ -304,7 +304,7 @@ class _Parser:
         y = self.add_op(name, kind, inputs, shape, qtype, q.output[0], attrs)
         if relu is not None and qtype.signed:  # Q(relu(r)) == relu(Q(r)); unsigned Q already clamps at 0
             y = self.add_op(self.op_name(relu, "relu"), "eltwise", [y], shape, qtype, q.output[0], {"op": "relu"})
-        self.bind(q.output[0], _Val(y, qtype, codes=True))
+        self.bind(q.output[0], QVal(y, qtype, codes=True))
         return y
 
     def is_constant(self, name: str) -> bool:
@@ -315,7 +315,7 @@ class _Parser:
         return (node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and self.is_constant(node.input[0]))
 
-    def value(self, name: str, user: onnx.NodeProto, codes_ok: bool = False) -> _Val:
+    def value(self, name: str, user: onnx.NodeProto, codes_ok: bool = False) -> QVal:
         """The quantized value ``user`` reads (a DequantizeLinear output, or what a view / Relu made of one);
         ``codes_ok``: integer codes are fine too (views move codes as well as values)."""
         val = self.vals.get(name)
@@ -407,7 +407,7 @@ class _Parser:
         return None
 
     def quant_const(self, name: str, allowed: dict[int, tuple[int, bool]], role: str,
-                    user: onnx.NodeProto) -> _QConst | np.ndarray:
+                    user: onnx.NodeProto) -> QConst | np.ndarray:
         """Resolve a constant operand: DQ(int initializer), DQ(Q(float initializer)) or a plain float array."""
         plain = self.float_const(name)
         if plain is not None:
@@ -430,7 +430,7 @@ class _Parser:
                 raise UnsupportedQuantizationError(self.where(node), f"{role} type {raw.dtype} is not supported",
                                                    f"quantize {role}s to int8 (weights) / int32 (bias)")
             qt = self.qparams(node, _NP_TO_ONNX[raw.dtype], allowed, role)
-            return _QConst(raw.astype(np.int64), qt, src)
+            return QConst(raw.astype(np.int64), qt, src)
         qnode = self.producer.get(src)
         if qnode is not None and qnode.op_type == "QuantizeLinear" and self.float_const(qnode.input[0]) is not None:
             self.visit(qnode)
@@ -446,18 +446,18 @@ class _Parser:
                                                    "fix the exported weights")
             # QuantizeLinear: saturate(round_half_even(x / 2**-f)); x * 2**f is exact in float64.
             codes = np.clip(np.rint(values * 2.0 ** qt.frac), qt.lo, qt.hi).astype(np.int64)
-            return _QConst(codes, qt, qnode.input[0])
+            return QConst(codes, qt, qnode.input[0])
         src_where = f"graph input {src}" if qnode is None else self.where(qnode)
         raise UnsupportedOpError(self.where(user), f"{role} {name} is not a constant: {self.where(node)} "
                                  f"dequantizes {src_where}", hint)
 
-    def bias_codes(self, value: _QConst | np.ndarray, acc_frac: int, n: int, user: onnx.NodeProto,
+    def bias_codes(self, value: QConst | np.ndarray, acc_frac: int, n: int, user: onnx.NodeProto,
                    name: str) -> np.ndarray:
         """Bias as int32 codes at the accumulator's LSB 2**-acc_frac (exact, or refuse)."""
         hint = ("quantize the bias to int32 with scale = input scale x weight scale "
                 "(DequantizeLinear of an int32 initializer)")
         int32_msg = f"bias does not fit int32 at the accumulator LSB {_p2(acc_frac)}"
-        if isinstance(value, _QConst):
+        if isinstance(value, QConst):
             arr, shift = value.codes, acc_frac - value.qtype.frac
             if shift > 31 and np.any(arr):
                 raise UnsupportedQuantizationError(f"tensor {name}", int32_msg, hint)
@@ -498,7 +498,7 @@ class _Parser:
         float initializer at the finest power-of-two scale it needs (the narrowest signed 8/16/32-bit type); shaped
         as docs/ops.md wants: ``()``, ``(C,)`` (last axis) or ``a_shape``."""
         value = self.quant_const(name, _BIAS_TYPES, "constant", user)
-        if isinstance(value, _QConst):
+        if isinstance(value, QConst):
             codes, ftype, origin = value.codes, value.qtype.fixed(), value.origin
         else:
             if not np.all(np.isfinite(value)):
@@ -544,7 +544,7 @@ class _Parser:
             raise UnsupportedOpError(self.where(user), f"{what} {name} is computed at run time",
                                      f"make the {what} a constant (initializer)")
         value = self.quant_const(name, _BIAS_TYPES, what, user)
-        if isinstance(value, _QConst):
+        if isinstance(value, QConst):
             arr = value.codes.astype(np.float64) * 2.0 ** -value.qtype.frac
         else:
             arr = np.asarray(value, dtype=np.float64)
@@ -574,7 +574,7 @@ class _Parser:
                     "MatMul": self.on_dense, "Gemm": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
-                    **{op: self.on_binary for op in _BINARY}, **{op: self.on_reduce for op in _REDUCE},
+                    **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
             if id(node) in self.visited:
@@ -634,7 +634,7 @@ class _Parser:
         self.input_names.add(x_name)
         for q in users:
             self.visit(q)
-            self.bind(q.output[0], _Val(lname, x_type, codes=True))
+            self.bind(q.output[0], QVal(lname, x_type, codes=True))
         return lname
 
     def graph_output(self, name: str, taken: dict[str, str]) -> str:
@@ -695,11 +695,11 @@ class _Parser:
         val = self.value(q.input[0], q)
         qtype = self.qparams(q, None, _ACT_TYPES, "activation")
         if qtype == val.qtype:
-            self.bind(q.output[0], _Val(val.tensor, qtype, codes=True))
+            self.bind(q.output[0], QVal(val.tensor, qtype, codes=True))
             return
         y = self.add_op(self.op_name(q, "identity"), "eltwise", [val.tensor], self.shape(val), qtype, q.output[0],
                         {"op": "identity"})
-        self.bind(q.output[0], _Val(y, qtype, codes=True))
+        self.bind(q.output[0], QVal(y, qtype, codes=True))
 
     def on_dequantize(self, dq: onnx.NodeProto) -> None:
         src = dq.input[0]
@@ -714,7 +714,7 @@ class _Parser:
             raise UnsupportedQuantizationError(
                 self.where(dq), f"scale {_p2(qtype.frac)} differs from the QuantizeLinear scale "
                 f"{_p2(val.qtype.frac)}", "use the same scale on both nodes of a QuantizeLinear/DequantizeLinear pair")
-        self.bind(dq.output[0], _Val(val.tensor, val.qtype))
+        self.bind(dq.output[0], QVal(val.tensor, val.qtype))
 
     # -- dense ----------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
@@ -742,7 +742,7 @@ class _Parser:
         else:
             trans_b = False
         w = self.quant_const(node.input[1], _WEIGHT_TYPES, "weight", node)
-        if not isinstance(w, _QConst):
+        if not isinstance(w, QConst):
             raise UnsupportedQuantizationError(where, f"weights {node.input[1]} are float, not quantized",
                                                "quantize the weights (DequantizeLinear of an int8 initializer)")
         codes = w.codes.T if trans_b else w.codes
@@ -800,14 +800,14 @@ class _Parser:
             inputs.append(b_name)
         y_name = self.add_op(op_name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0],
                              {"activation": activation})
-        self.bind(nxt.output[0], _Val(y_name, y_type, codes=True))
+        self.bind(nxt.output[0], QVal(y_name, y_type, codes=True))
 
         col = int(np.abs(codes).sum(axis=0).max(initial=0))
         b_max = int(np.abs(bias).max(initial=0)) if bias is not None else 0
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.qtype.frac, acc_frac, y_type.frac)
 
     # -- eltwise --------------------------------------------------------------------------------------------
-    def foldable_relu(self, relu: onnx.NodeProto, val: _Val) -> Op | None:
+    def foldable_relu(self, relu: onnx.NodeProto, val: QVal) -> Op | None:
         """The dense op whose own Q -> DQ feeds only this Relu (then relu can be its activation), else None."""
         producer = next((op for op in self.ops if val.tensor in op.outputs), None)
         if producer is None or producer.kind != "dense":
@@ -826,7 +826,7 @@ class _Parser:
             return
         self.unary(node, val, "relu", {}, optional=True)
 
-    def unary(self, node: onnx.NodeProto, val: _Val, kind: str, attrs: dict, optional: bool) -> None:
+    def unary(self, node: onnx.NodeProto, val: QVal, kind: str, attrs: dict, optional: bool) -> None:
         """An eltwise op on one value, quantized by the following Q; without Q (``optional``: the result is still
         a value of the input's type) the output keeps the input's type."""
         q, relu = self.quant_tail(node, optional)
@@ -834,7 +834,7 @@ class _Parser:
         if q is None:
             y = self.add_op(name, "eltwise", [val.tensor], self.shape(val), val.qtype, node.output[0],
                             {"op": kind, **attrs})
-            self.bind(node.output[0], _Val(y, val.qtype))
+            self.bind(node.output[0], QVal(y, val.qtype))
             return
         self.quantized_result(node, name, "eltwise", [val.tensor], self.shape(val), q, relu, {"op": kind, **attrs})
 
@@ -894,7 +894,7 @@ class _Parser:
         return lo, hi
 
     def on_binary(self, node: onnx.NodeProto) -> None:
-        kind = _BINARY[node.op_type]
+        kind = BINARY_OPS[node.op_type]
         where = self.where(node)
         if len(node.input) != 2:
             raise UnsupportedOpError(where, f"has {len(node.input)} inputs; nn2aie reads {node.op_type} of two",
@@ -938,16 +938,16 @@ class _Parser:
         self.check_float32(exact_bound, *fracs)
         if q is None:
             y = self.add_op(op_name, "eltwise", [a.tensor, b_tensor], a_shape, a.qtype, node.output[0], {"op": kind})
-            self.bind(node.output[0], _Val(y, a.qtype))
+            self.bind(node.output[0], QVal(y, a.qtype))
             return
         self.quantized_result(node, op_name, "eltwise", [a.tensor, b_tensor], a_shape, q, relu, {"op": kind})
 
     # -- views ----------------------------------------------------------------------------------------------
-    def view(self, node: onnx.NodeProto, name: str, kind: str, val: _Val, shape: tuple[int, ...],
-             origin: str, attrs: dict | None = None) -> _Val:
+    def view(self, node: onnx.NodeProto, name: str, kind: str, val: QVal, shape: tuple[int, ...],
+             origin: str, attrs: dict | None = None) -> QVal:
         """A view op ``name``: the output keeps the input's type and domain (codes or values)."""
         y = self.add_op(name, kind, [val.tensor], shape, val.qtype, origin, attrs)
-        return _Val(y, val.qtype, val.codes)
+        return QVal(y, val.qtype, val.codes)
 
     def batch_axis(self, axis: int, rank: int, node: onnx.NodeProto, what: str = "axis") -> int:
         """An ONNX axis of a [batch, ...] tensor of ``rank`` -> per-event axis (refuses the batch axis)."""
@@ -1145,7 +1145,7 @@ class _Parser:
                     "without a QuantizeLinear after it", "quantize the Concat output (QuantizeLinear)")
             y = self.add_op(self.op_name(node, "concat"), "concat", [v.tensor for v in vals], out_shape,
                             vals[0].qtype, node.output[0], {"axis": axis})
-            self.bind(node.output[0], _Val(y, vals[0].qtype, vals[0].codes))
+            self.bind(node.output[0], QVal(y, vals[0].qtype, vals[0].codes))
             return
         # Q(concat(DQ values)) == concat(Q(each value)): requantise the inputs whose type differs, then concatenate
         qtype = self.qparams(q, None, _ACT_TYPES, "activation")
@@ -1159,11 +1159,11 @@ class _Parser:
             else:
                 inputs.append(v.tensor)
         y = self.add_op(name, "concat", inputs, out_shape, qtype, q.output[0], {"axis": axis})
-        self.bind(q.output[0], _Val(y, qtype, codes=True))
+        self.bind(q.output[0], QVal(y, qtype, codes=True))
 
     # -- reduce ---------------------------------------------------------------------------------------------
     def on_reduce(self, node: onnx.NodeProto) -> None:
-        kind = _REDUCE[node.op_type]
+        kind = REDUCE_OPS[node.op_type]
         val = self.value(node.input[0], node)
         shape = self.shape(val)
         rank = len(shape) + 1
@@ -1200,7 +1200,7 @@ class _Parser:
         self.check_float32(total if kind != "max" else 0, val.qtype.frac)  # float32 sum: exact below 2**24 LSBs
         if q is None:
             y = self.add_op(name, "reduce", [val.tensor], out_shape, val.qtype, node.output[0], attrs)
-            self.bind(node.output[0], _Val(y, val.qtype))
+            self.bind(node.output[0], QVal(y, val.qtype))
             return
         self.quantized_result(node, name, "reduce", [val.tensor], out_shape, q, relu, attrs)
 
@@ -1208,7 +1208,7 @@ class _Parser:
 def load_qdq(model: ModelLike) -> Graph:
     """Parse an ONNX QDQ model (path or ModelProto) into a verified logical graph; typed errors otherwise."""
     proto, file = load_onnx(model)
-    return _Parser(proto, file).parse()
+    return QdqParser(proto, file).parse()
 
 
 def _session(proto: onnx.ModelProto, optimize: bool):

@@ -1,6 +1,6 @@
 """The graph walk of the QONNX frontend (``qonnx_frontend.load_qonnx``): QONNX models as DAGs.
 
-``QonnxParser`` is the ONNX QDQ parser (``onnx_qdq._Parser``: its eltwise, view, concat and reduce handlers, its
+``QonnxParser`` is the ONNX QDQ parser (``onnx_qdq.QdqParser``: its eltwise, view, concat and reduce handlers, its
 naming, pruning and exactness bounds) reading QONNX's form of a quantized value: the output of a ``Quant`` node
 (or a view / ReLU of one) is the float ``code * 2**-f``, exactly, so an op that reads such values and whose float
 result goes through one Quant is the same logical op as in the QDQ form, with the Quant's type as its output type.
@@ -37,7 +37,7 @@ from nn2aie.frontends.onnx_common import (
     unique,
     value_shape,
 )
-from nn2aie.frontends.onnx_qdq import _BINARY, _REDUCE, _VIEWS, _Parser, _QConst, _Val
+from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, QConst, QdqParser, QVal
 from nn2aie.frontends.qonnx_frontend import (
     MAX_FIXED_BATCH,
     PASS_THROUGH_OPS,
@@ -55,7 +55,7 @@ from nn2aie.frontends.qonnx_frontend import (
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 
-_HANDLED = ("Gemm", "MatMul", *_BINARY, "Relu", "Clip", "LeakyRelu", *_VIEWS, *_REDUCE, *PASS_THROUGH_OPS)
+_HANDLED = ("Gemm", "MatMul", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS, *PASS_THROUGH_OPS)
 _QONNX_ONLY = ("Trunc", "BipolarQuant", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
 INPUT_HINT = ("quantize the input, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) as the first module")
 ACT_HINT = ("add an activation quantizer after it (QuantReLU / QuantIdentity with a fixed-point act_quant, e.g. "
@@ -130,7 +130,7 @@ def _without_pass_through(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-class QonnxParser(QonnxParams, _Parser):
+class QonnxParser(QonnxParams, QdqParser):
     """QONNX model -> logical graph (a DAG), see the module docstring."""
 
     def __init__(self, proto: onnx.ModelProto, file: str):
@@ -147,16 +147,16 @@ class QonnxParser(QonnxParams, _Parser):
             self.act_types[key] = _AType.of(self.parse_quant(node, "activation"))
         return self.act_types[key]
 
-    def bind(self, name: str, val: _Val) -> None:
+    def bind(self, name: str, val: QVal) -> None:
         """Bind an ONNX tensor to a quantized value; a Quant's parameters must broadcast to its tensor's shape
         (now known) for qonnx to run it."""
-        super().bind(name, _Val(val.tensor, val.qtype))
+        super().bind(name, QVal(val.tensor, val.qtype))
         node = self.producer.get(name)
         if node is not None and _is_quant(node):
             self.parse_quant(node, "input" if node.input[0] in self.input_names else "activation",
                              (1, *self.shape(val)))
 
-    def value(self, name: str, user: onnx.NodeProto, codes_ok: bool = False) -> _Val:
+    def value(self, name: str, user: onnx.NodeProto, codes_ok: bool = False) -> QVal:
         val = self.vals.get(name)
         if val is not None:
             return val
@@ -181,7 +181,7 @@ class QonnxParser(QonnxParams, _Parser):
             name = node.input[0]
         return True
 
-    def quant_const(self, name: str, allowed, role: str, user: onnx.NodeProto) -> _QConst | np.ndarray:
+    def quant_const(self, name: str, allowed, role: str, user: onnx.NodeProto) -> QConst | np.ndarray:
         """A constant operand: ``Quant(initializer)`` codes in the Quant's type, or a plain float32 array."""
         param = self.resolve_param(name, role)
         if param is None:
@@ -189,7 +189,7 @@ class QonnxParser(QonnxParams, _Parser):
                                      f"make the {role} an initializer (optionally behind a Quant node)")
         if param.spec is None:
             return np.asarray(param.values)
-        return _QConst(np.asarray(param.values, dtype=np.int64), _AType.of(param.spec), param.origin)
+        return QConst(np.asarray(param.values, dtype=np.int64), _AType.of(param.spec), param.origin)
 
     # -- float results ----------------------------------------------------------------------------------------
     def single_user(self, tensor: str, node: onnx.NodeProto) -> onnx.NodeProto | None:
@@ -239,7 +239,7 @@ class QonnxParser(QonnxParams, _Parser):
     def producer_op(self, tensor: str) -> Op | None:
         return next((op for op in self.ops if tensor in op.outputs), None)
 
-    def nonnegative(self, val: _Val) -> bool:
+    def nonnegative(self, val: QVal) -> bool:
         """The value went through a ReLU (a dense with ReLU activation or an eltwise relu): no negative codes."""
         op = self.producer_op(val.tensor)
         return op is not None and (op.attrs.get("activation") == "relu" or op.attrs.get("op") == "relu")
@@ -251,7 +251,7 @@ class QonnxParser(QonnxParams, _Parser):
         return (all(len(self.users(n)) == 1 and n not in self.graph_outputs for n in names)
                 and not any(tensor in op.inputs for op in self.ops))
 
-    def foldable_relu(self, relu: onnx.NodeProto, val: _Val) -> Op | None:
+    def foldable_relu(self, relu: onnx.NodeProto, val: QVal) -> Op | None:
         """The dense op whose output only this Relu reads (then relu can be its activation), else None."""
         op = self.producer_op(val.tensor)
         return op if op is not None and op.kind == "dense" and self.private(val.tensor) else None
@@ -272,11 +272,11 @@ class QonnxParser(QonnxParams, _Parser):
             narrowed = old.with_range_of(new)
             tensor = self.tensors[val.tensor]
             tensor.type, tensor.origin = narrowed.fixed(), q.output[0]
-            self.bind(q.output[0], _Val(val.tensor, narrowed))
+            self.bind(q.output[0], QVal(val.tensor, narrowed))
             return
         y = self.add_op(self.op_name(q, "identity"), "eltwise", [val.tensor], self.shape(val), new, q.output[0],
                         {"op": "identity"})
-        self.bind(q.output[0], _Val(y, new))
+        self.bind(q.output[0], QVal(y, new))
 
     # -- dense ------------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
@@ -346,7 +346,7 @@ class QonnxParser(QonnxParams, _Parser):
             inputs.append(b_name)
             b_max = int(np.abs(b_codes).max(initial=0))
         y = self.add_op(name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0], {"activation": activation})
-        self.bind(nxt.output[0], _Val(y, y_type))
+        self.bind(nxt.output[0], QVal(y, y_type))
         # float32 Gemm/MatMul/Add: exact while every partial sum stays below 2**24 accumulator LSBs
         col = int(np.abs(codes).astype(np.int64).sum(axis=0).max(initial=0))
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.spec.frac, acc_frac, y_type.frac)
@@ -437,8 +437,8 @@ class QonnxParser(QonnxParams, _Parser):
         handlers = {"Gemm": self.on_dense, "MatMul": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
-                    "Dropout": self.on_identity, **{op: self.on_binary for op in _BINARY},
-                    **{op: self.on_reduce for op in _REDUCE}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
+                    "Dropout": self.on_identity, **{op: self.on_binary for op in BINARY_OPS},
+                    **{op: self.on_reduce for op in REDUCE_OPS}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
             if id(node) in self.visited or node.op_type == "Constant":
@@ -503,7 +503,7 @@ class QonnxParser(QonnxParams, _Parser):
         self.input_names.add(name)
         for q in users:
             self.visit(q)
-            self.bind(q.output[0], _Val(lname, x_type))
+            self.bind(q.output[0], QVal(lname, x_type))
         return lname
 
     def event_shape(self, vi: onnx.ValueInfoProto, shape, quants: list[onnx.NodeProto]) -> tuple[int, ...]:
