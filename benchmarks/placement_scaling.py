@@ -96,7 +96,8 @@ def main() -> None:
         f"nn2aie {meta['nn2aie']}; target {meta['device']}. Regenerate: `python benchmarks/placement_scaling.py`.",
         "Placement: OR-Tools CP-SAT, one worker, seed 0, deterministic-time limit; wire length = for each layer edge "
         "the horizontal hops from the producer's east end to the consumer's west end plus both rectangles' heights "
-        "above the memory-tile row, plus the first and last layer's heights (passes/placement.py). Times are wall "
+        "above the memory-tile row, plus the first and last layer's heights, each term weighted by the bytes its "
+        "tensor moves per graph iteration in 32-byte words (passes/placement.py). Times are wall "
         f"seconds, median of {args.repeats}; 'compile' = all passes without writing the project. Peak resource use "
         "from the legality model (passes/legality.py). Bit-exact: placed-design emulation == onnxruntime on "
         f"{args.events} inputs.",

@@ -9,7 +9,9 @@ Placement is an exact optimisation with OR-Tools CP-SAT: one interval pair per r
 a wire-length objective (``wire_length``): data between layers goes down to a memory tile and up again, so an
 edge costs the horizontal distance from the producer's east end (its outputs) to the consumer's west end (its
 first cascade position) plus both rectangles' heights above the memory-tile row; the graph input and output cost
-their layer's height above the interface. The search is deterministic: one worker, a fixed seed and a limit in
+their layer's height above the interface. Each term is weighted (``Weights``): the compile pipeline gives every
+edge, input and output the bytes its tensor moves per graph iteration, in 32-byte words, so heavy edges are kept
+short first (unit weights when none are given). The search is deterministic: one worker, a fixed seed and a limit in
 CP-SAT's *deterministic* time units (not seconds), so the same model gives the same placement on any machine.
 A greedy shelf packing (graph order, each layer right after its producer, new shelf above when a row is full) is
 the solver's hint and the fallback when CP-SAT is not installed or finds nothing within the limit. The report
