@@ -19,6 +19,7 @@ import jinja2
 import numpy as np
 
 from nn2aie.codegen import data_files
+from nn2aie.devices import get_device
 from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import rows_per_event
 from nn2aie.ir.physical import Kernel, PhysicalPlan, SharedBuffer
@@ -485,14 +486,16 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
     heap = max(b.size for k in plan.kernels for b in k.memory if b.name == "heap")
     files["aie.cfg"] = _ENV.get_template("aie.cfg.j2").render(model=model, stack=stack, heap=heap,
                                                               freq=_number(freqs[0]))
-    files["Makefile"] = _ENV.get_template("Makefile.j2").render(model=model, device=comment_text(plan.device))
+    files["Makefile"] = _ENV.get_template("Makefile.j2").render(model=model, device=comment_text(plan.device),
+                                                                part=get_device(plan.device).vitis_part)
     per_line = sorted({f"{data_files.values_per_line(s.bits, s.dtype)} {s.dtype} value(s) per {s.bits}-bit line"
                        for s in specs})
     files["README.md"] = _ENV.get_template("README.md.j2").render(
         model=model, device=comment_text(plan.device), n_kernels=len(plan.kernels),
         n_cascades=_cascade_count(plan), n_shared=len(plan.shared_buffers), n_direct=len(plan.direct_links),
         n_plios=len(plan.plios), batch=plan.batch, iterations=iterations, events=events,
-        kernel_files=kernel_files, weight_files=weight_files, plios=plio_rows_info, per_line_text="; ".join(per_line))
+        kernel_files=kernel_files, weight_files=weight_files, plios=plio_rows_info, per_line_text="; ".join(per_line),
+        part=get_device(plan.device).vitis_part, perf=summary.get("performance", {}))
     files["summary.json"] = json.dumps(summary, indent=1, sort_keys=True, default=_json_default) + "\n"
     files["plan.json"] = json.dumps(plan.to_json(), indent=1, sort_keys=True, default=_json_default) + "\n"
     return files

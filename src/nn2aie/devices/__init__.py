@@ -45,6 +45,7 @@ class Device:
     pl_clock_mhz_default: float
     supported: bool
     unsupported_reason: str = ""
+    vitis_part: str = ""  # the full part name v++ --part takes
     sources: dict[str, str] = field(default_factory=dict)
 
     # -- generation facts -------------------------------------------------
@@ -115,7 +116,7 @@ def get_device(name: str = DEFAULT_DEVICE) -> Device:
         compute_rows=p["compute_rows"], memtile_rows=p["memtile_rows"], aie_clock_mhz=p["aie_clock_mhz"],
         plio_bits_default=p.get("plio_bits_default", 128), pl_clock_mhz_default=p.get("pl_clock_mhz_default", 312.5),
         supported=p.get("supported", False), unsupported_reason=p.get("unsupported_reason", ""),
-        sources=p.get("sources", {}),
+        sources=p.get("sources", {}), vitis_part=p.get("vitis_part", ""),
     )
     return dev
 
