@@ -93,8 +93,10 @@ def test_files_present(project):
         assert (p.file in rel) == (p.direction == "in")
         assert ("data/expected_" + p.file.removeprefix("data/") in rel) == (p.direction == "out")
     used = sorted({i for i, e in enumerate(plan.layers) if plan.kernels_of(e.op)})
+    role_sources = [f"src/kernels/dense_l{i}_{k.role}.cc" for i in used for k in plan.kernels_of(plan.layers[i].op)]
     assert sorted(r for r in rel if r.startswith("src/kernels/")) == sorted(
-        [f"src/kernels/dense_l{i}.h" for i in used] + [f"src/kernels/dense_l{i}.cc" for i in used])
+        [f"src/kernels/dense_l{i}.h" for i in used] + [f"src/kernels/dense_l{i}_impl.h" for i in used]
+        + sorted(set(role_sources)))
     assert sorted(r for r in rel if r.startswith("src/data/")) == [f"src/data/weights_l{i}.h" for i in used]
 
 
@@ -194,9 +196,13 @@ def test_kernel_sources_follow_layers(project):
     for i, e in enumerate(plan.layers):
         roles = {k.role for k in plan.kernels_of(e.op)}
         h = (out / "src" / "kernels" / f"dense_l{i}.h").read_text()
-        cc = (out / "src" / "kernels" / f"dense_l{i}.cc").read_text()
         assert set(re.findall(rf"class DenseL{i}<DenseRole::(\w+)>", h)) == roles
-        assert set(re.findall(rf"void DenseL{i}<DenseRole::(\w+)>::run\(", cc)) == roles
+        for role in roles:  # one source per role, defining that role's run only
+            cc = (out / "src" / "kernels" / f"dense_l{i}_{role}.cc").read_text()
+            assert re.findall(rf"void DenseL{i}<DenseRole::(\w+)>::run\(", cc) == [role]
+            assert f'#include "dense_l{i}_impl.h"' in cc
+        for k in plan.kernels_of(e.op):  # each tile compiles the source of its own role
+            assert re.search(rf'adf::source\(\w+\) = "kernels/dense_l{i}_{k.role}\.cc";', graph_h), k.name
         for name, value in (("BATCH", e.batch), ("K_SLICE", e.k_slice), ("N_SLICE", e.n_slice),
                             ("MMUL_M", e.mmul[0]), ("MMUL_K", e.mmul[1]), ("MMUL_N", e.mmul[2]),
                             ("N_ACC", e.n_accumulators), ("M_ACC", e.m_accumulators), ("SHIFT", e.shift),
@@ -204,6 +210,7 @@ def test_kernel_sources_follow_layers(project):
                             ("CLAMP_HI", e.clamp_hi)):
             assert re.search(rf"constexpr int {name} = {value};", h), name
         assert f"using acc_tag = {e.acc};" in h
+        cc = (out / "src" / "kernels" / f"dense_l{i}_impl.h").read_text()  # the body the role sources share
         assert f"aie::rounding_mode::{e.rounding}" in cc and f"aie::saturation_mode::{e.saturation}" in cc
         assert f"WORD_LANES = {512 // int(e.acc[3:])};" in cc
         # register blocking: one mmul object per accumulator, M_ACC A loads and N_ACC B loads per K trip

@@ -234,10 +234,10 @@ def test_broken_kernel_shift_is_reported_as_mismatch_naming_the_tile(native_cach
 def test_broken_kernel_cascade_traffic_is_reported(native_cache, cascade_design):
     plan, x = cascade_design
     files = render_project(plan, None, {})
-    src = files["src/kernels/dense_l0.cc"]
-    files["src/kernels/dense_l0.cc"] = src.replace("write_cascade_block(cout, c.to_accum());",
-                                                   "if (n_blk > 0) write_cascade_block(cout, c.to_accum());")
-    assert files["src/kernels/dense_l0.cc"] != src
+    src = files["src/kernels/dense_l0_impl.h"]
+    files["src/kernels/dense_l0_impl.h"] = src.replace("write_cascade_block(cout, c.to_accum());",
+                                                       "if (n_blk > 0) write_cascade_block(cout, c.to_accum());")
+    assert files["src/kernels/dense_l0_impl.h"] != src
     report = run_native_cosim(plan, x, cache_dir=native_cache, files=files)
     senders = {k.name for k in plan.kernels if k.role in ("first", "middle")}
     assert {r.kernel for r in report.mismatched} == senders

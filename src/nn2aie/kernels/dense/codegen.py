@@ -48,8 +48,20 @@ def header_path(layer_index: int) -> str:
     return f"kernels/dense_l{layer_index}.h"
 
 
-def source_path(layer_index: int) -> str:
-    return f"kernels/dense_l{layer_index}.cc"
+def source_path(layer_index: int, role: str) -> str:
+    """One source per cascade role: a tile compiles only the code of the role it runs."""
+    return f"kernels/dense_l{layer_index}_{role}.cc"
+
+
+def impl_path(layer_index: int) -> str:
+    return f"kernels/dense_l{layer_index}_impl.h"
+
+
+def layer_roles(e: DenseExec) -> list[str]:
+    """The cascade roles a layer's tiles take, in ROLE_ORDER (from its cascade length)."""
+    if e.cas_length == 1:
+        return ["single"]
+    return ["first"] + (["middle"] if e.cas_length > 2 else []) + ["last"]
 
 
 def weights_header_path(layer_index: int) -> str:
@@ -107,7 +119,7 @@ def _role_context(e: DenseExec, ns: str, role: str) -> dict:
 
 
 def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_comment: str) -> dict[str, str]:
-    """C++ header and source of layer ``layer_index``'s kernel class (specialisations for ``roles`` only).
+    """C++ header, shared body and one source per role of layer ``layer_index``'s kernel class (``roles`` only).
 
     Returns {path relative to src/: text}. ``layer_comment`` must already be safe inside a // comment.
     """
@@ -121,6 +133,7 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
     ctx = {
         "idx": layer_index, "cls": cls, "ns": ns, "layer_comment": layer_comment,
         "guard": f"NN2AIE_DENSE_L{layer_index}_H", "header": f"dense_l{layer_index}.h",
+        "impl_guard": f"NN2AIE_DENSE_L{layer_index}_IMPL_H", "impl": f"dense_l{layer_index}_impl.h",
         "a_t": ADF_TYPES[e.a_dtype], "w_t": ADF_TYPES[e.w_dtype], "o_t": ADF_TYPES[e.out_dtype], "acc": e.acc,
         "batch": e.batch, "k_slice": e.k_slice, "n_slice": e.n_slice, "mmul_m": m, "mmul_k": k, "mmul_n": n,
         "n_acc": e.n_accumulators, "m_acc": e.m_accumulators, "shift": e.shift,
@@ -133,10 +146,13 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
         "row_accumulators": list(range(e.m_accumulators)), "col_accumulators": list(range(e.n_accumulators)),
         "roles": [_role_context(e, ns, r) for r in ROLE_ORDER if r in roles],
     }
-    return {
+    files = {
         header_path(layer_index): _ENV.get_template("dense_kernel.h.j2").render(ctx),
-        source_path(layer_index): _ENV.get_template("dense_kernel.cc.j2").render(ctx),
+        impl_path(layer_index): _ENV.get_template("dense_kernel_impl.h.j2").render(ctx),
     }
+    for r in ctx["roles"]:
+        files[source_path(layer_index, r["name"])] = _ENV.get_template("dense_kernel.cc.j2").render(ctx | {"r": r})
+    return files
 
 
 def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) -> KernelInstance:
@@ -157,7 +173,7 @@ def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) 
         params.append("bias")
     return KernelInstance(
         type_name=f"{class_name(layer_index)}<DenseRole::{kernel.role}>", ctor_args=tuple(args),
-        params=tuple(params), source=source_path(layer_index), in_ports={"in": 0},
+        params=tuple(params), source=source_path(layer_index, kernel.role), in_ports={"in": 0},
         out_ports={"out": 0} if kernel.has_output else {},
         cascade_in_port=1 if kernel.has_cascade_in else None, cascade_out_port=0 if kernel.has_cascade_out else None)
 

@@ -187,10 +187,12 @@ class DenseFamily(OpFamily):
                 f"N [{kernel.n_start}, {kernel.n_start + d.n_slice})")
 
     def native_sources(self, e: OpExec, index: int) -> list[str]:
-        return [codegen.header_path(index), codegen.source_path(index), codegen.weights_header_path(index)]
+        d = _dense(e)
+        roles = [codegen.source_path(index, r) for r in codegen.layer_roles(d)]
+        return [codegen.header_path(index), codegen.impl_path(index), *roles, codegen.weights_header_path(index)]
 
     def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
-        return native.driver_source(index, entries)
+        return native.driver_source(index, entries, codegen.layer_roles(_dense(e)))
 
     def native_run(self, e: OpExec, kernel: Kernel, trace: Any, iters: int, stem: Any) -> Any:
         return native.run_spec(_dense(e), kernel, trace, iters, stem)

@@ -22,7 +22,7 @@ _ENV = jinja2.Environment(
 )
 
 
-def driver_source(index: int, entries: list[dict]) -> str:
+def driver_source(index: int, entries: list[dict], roles: list[str]) -> str:
     """The C++ driver of layer ``index``: one entry per kernel instance (dicts with index, name, col, row, role,
     type_name, ctor_args and params as graph.h creates the kernel)."""
     rows = []
@@ -33,7 +33,8 @@ def driver_source(index: int, entries: list[dict]) -> str:
         rows.append(entry | {"has_bias": len(params) == 2})
     return _ENV.get_template("native_driver.cc.j2").render(
         idx=index, ns=f"dense_l{index}", kernel_header=codegen.header_path(index),
-        weights_header=codegen.weights_header_path(index), kernel_source=codegen.source_path(index),
+        weights_header=codegen.weights_header_path(index),
+        kernel_sources=[codegen.source_path(index, r) for r in roles],
         entries=rows)
 
 
