@@ -29,10 +29,11 @@ import jinja2
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import DoesNotFitError, InternalCheckError
+from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
 from nn2aie.kernels.family import NativeRun, PortSpec
+from nn2aie.kernels.tile_memory import allocate
 
 ALIGN = 32  # bytes: vector loads and stores are 256-bit aligned (AM020)
 CXX_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16", "int32": "int32"}
@@ -65,19 +66,11 @@ def column_slices(width: int, parts: int, align: int) -> list[tuple[int, int]] |
 
 
 def memory_map(buffers: list[tuple[str, int]], device: Device, where: str) -> list[BufferAlloc]:
-    """First-fit, 32-byte aligned allocation of the named buffers (with the tile's stack and heap) in the tile's
-    own data memory."""
+    """Bank-aware, 32-byte aligned allocation of the named buffers (with the tile's stack and heap) in the tile's
+    own data memory (kernels/tile_memory.py)."""
     items = list(buffers) + [("stack", int(device.fact("stack_bytes_default"))),
                              ("heap", int(device.fact("heap_bytes_default")))]
-    allocs, offset = [], 0
-    for name, size in items:
-        offset = ceil_div(offset, ALIGN) * ALIGN
-        allocs.append(BufferAlloc(name, offset, size, offset // device.bank_bytes))
-        offset += size
-    if offset > device.data_memory_bytes:
-        raise DoesNotFitError(where, f"needs {offset} B of data memory, the tile has {device.data_memory_bytes} B",
-                              "use a smaller batch, or more tiles for this op (cas_num)")
-    return allocs
+    return allocate(items, device, where, "use a smaller batch, or more tiles for this op (cas_num)")
 
 
 def port_buffers(ports: list[PortSpec], skip: frozenset[str]) -> list[tuple[str, int]]:

@@ -117,7 +117,9 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
             start, end = b.offset, b.offset + b.size
             for i in range(start // bank, (max(end, start + 1) - 1) // bank + 1):
                 per_bank[i] += min(end, (i + 1) * bank) - max(start, i * bank)
-        total = max((b.offset + b.size for b in k.memory), default=0)
+        # bytes held (buffers are spread over the banks, so the highest address is not the use); an address past
+        # the module shows up as a bank the module does not have
+        total = sum(b.size for b in k.memory)
         uses.append(Usage("tile data memory", tile(k), total, device.data_memory_bytes, "B"))
         banks = int(device.fact("data_memory_banks"))
         for i, used in sorted(per_bank.items()):

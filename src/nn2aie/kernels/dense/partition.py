@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import DoesNotFitError
 from nn2aie.ir.evaluate import bias_in_accumulator
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel, numpy_dtype
-from nn2aie.kernels.dense.parallelism import ALIGN, tile_buffers
+from nn2aie.kernels.dense.parallelism import tile_buffers
 from nn2aie.kernels.dense.semantics import pack_weights
+from nn2aie.kernels.tile_memory import allocate
 
 
 def role_of(position: int, length: int) -> str:
@@ -24,19 +24,11 @@ def role_of(position: int, length: int) -> str:
 
 def memory_map(e: DenseExec, device: Device, role: str, where: str, skip: frozenset[str] = frozenset()
                ) -> list[BufferAlloc]:
-    """First-fit, 32-byte aligned allocation inside the tile's own data memory (no neighbour spill).
-    ``skip`` names buffers the tile does not own (an input read in place from the west neighbour)."""
-    allocs, offset = [], 0
-    for name, size in tile_buffers(e, device, role, e.k_slice, e.n_slice).items():
-        if name in skip:
-            continue
-        offset = -(-offset // ALIGN) * ALIGN
-        allocs.append(BufferAlloc(name, offset, size, offset // device.bank_bytes))
-        offset += size
-    if offset > device.data_memory_bytes:
-        raise DoesNotFitError(where, f"needs {offset} B of data memory, the tile has {device.data_memory_bytes} B",
-                              "use more tiles for this layer (cas_length/cas_num) or a smaller batch")
-    return allocs
+    """Bank-aware, 32-byte aligned allocation inside the tile's own data memory (kernels/tile_memory.py; no
+    neighbour spill). ``skip`` names buffers the tile does not own (an input read in place from the west
+    neighbour)."""
+    items = [(n, s) for n, s in tile_buffers(e, device, role, e.k_slice, e.n_slice).items() if n not in skip]
+    return allocate(items, device, where, "use more tiles for this layer (cas_length/cas_num) or a smaller batch")
 
 
 def partition_layer(graph: Graph, op: Op, e: DenseExec, device: Device, layer_id: str) -> list[Kernel]:
