@@ -35,7 +35,7 @@ CASES = {
     "cascade4x2": ([64, 128, 10], {"overrides": {"dense0": {"cas_length": 4, "cas_num": 2}}}, {}),
     "int16_batch8": ([40, 24, 9], {"batch": 8}, {"act_bits": 16}),
     "int16x16_acc64": ([40, 24], {}, {"act_bits": 16, "w_bits": 16}),
-    "padded_read": ([20, 16, 5], {}, {}),  # K=20 read as 24 columns: boundary_dimension zero padding
+    "padded_read": ([20, 16, 5], {}, {}),  # K=20 read as 24 columns: the host pads the input rows to 24
     "split_input": ([64, 48, 5], {"overrides": {"dense0": {"cas_length": 8, "cas_num": 1}}}, {}),  # 2 PLIOs in
     "split_output": ([16, 64], {"overrides": {"dense0": {"cas_length": 1, "cas_num": 8}}}, {}),  # 2 PLIOs out
 }
@@ -153,7 +153,11 @@ def test_shared_buffers_match_plan_descriptors(project):
 def test_case_coverage():
     """The cases above really exercise padding, broadcast reads and multi-PLIO splits."""
     plans = {case: _compile(case)[1] for case in CASES}
-    assert any(a.tiling.boundary_dimension for sb in plans["padded_read"].shared_buffers for a in sb.readers)
+    # a graph input is padded on the host to every column its readers read: no zero-padded DMA read (no extra BDs)
+    padded = plans["padded_read"]
+    assert [p.row_width for p in padded.plios if p.direction == "in"] == [24]
+    assert not any(a.tiling.boundary_dimension for sb in padded.shared_buffers if sb.tensor in padded.input_tensors
+                   for a in sb.readers)
     assert any(len(a.endpoints) > 1 for sb in plans["cascade4x2"].shared_buffers for a in sb.readers)
     assert sum(p.direction == "in" for p in plans["split_input"].plios) == 2
     assert sum(p.direction == "out" for p in plans["split_output"].plios) == 2

@@ -8,7 +8,9 @@
   consumer that need the same slice.
 - A buffer whose writers or readers exceed a memory tile's DMA channels is split at columns where no slice
   straddles the cut, one memory tile per part.
-- Graph input and output cross the array interface on PLIOs (rows padded to whole 32-bit words), split over
+- Graph input and output cross the array interface on PLIOs (rows padded to whole 32-bit words; an input's rows
+  padded with zeros on the host up to every column its readers read, so its reads need no DMA zero padding and
+  no extra buffer descriptors), split over
   several PLIOs (and memory tiles) where one PLIO would move its columns slower than the layer computes them.
 """
 
@@ -169,7 +171,9 @@ class MemoryPlanner:
         if writers is not None:
             written = max(w.end for w in writers)
         else:
-            written = ceil_div(r.width, word) * word  # host pads rows to whole 32-bit words
+            # the host pads each row with zeros to every column a reader reads (at least whole 32-bit words), so no
+            # read of a graph input needs the DMA's zero padding (which costs memory-tile buffer descriptors)
+            written = ceil_div(max([r.width] + [x.end for x in readers or []]), word) * word
         total = max([written] + [x.end for x in readers or []])
         # a memory tile holds its columns double buffered: split the tensor where it would not fit
         capacity = self.device.memtile_bytes // (2 * rows * dtype_bytes(r.dtype))
