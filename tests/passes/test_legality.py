@@ -114,12 +114,13 @@ def test_memory_tile_buffer_descriptors():
 
 def test_stream_switch_ports():
     # the 296-tile layer sends its 8 output streams south from column 36: with 2 south ports per switch (a smaller
-    # part than the VE2802's 4) columns 35-37 offer 6
+    # part than the VE2802's 4) columns 35-37 offer 6. The memory-tile row has no east-west links, so a stream
+    # changes column in the lowest compute row: the 7 streams from the rows above it cross into that row
     plan = compile_graph(random_mlp_graph([4736, 1024], seed=1),
                          CompileOptions(overrides={"dense0": {"cas_length": 37, "cas_num": 8}}))[0]
     ports = dict(DEVICE.fact("stream_switch_ports"), south=2)
     text = assert_violates(plan, PatchedDevice(stream_switch_ports=ports), "stream-switch ports", "southbound")
-    assert "columns 36-36 (passing in 35-37)" in text and "uses 8 of 6 streams (over by 2)" in text
+    assert "columns 36-36 (passing in 35-37), array row 4" in text and "uses 7 of 6 streams (over by 1)" in text
 
 
 def test_plio_ports():
@@ -161,3 +162,17 @@ def test_full_array_layer_is_legal():
     assert peaks["memory-tile DMA channels"]["used"] <= 6
     # 37 input slices and 8 output chains: split over PLIOs fast enough for the layer (memory plan)
     assert len([p for p in plan.plios if p.direction == "in"]) >= 7
+
+
+def test_routes_change_column_outside_the_memory_tile_rows():
+    """A stream between a compute tile and a memory tile in another column moves east-west in a compute or
+    interface row (the memory-tile rows have no such links), with the same number of hops."""
+    from nn2aie.passes.legality import route
+
+    flat = frozenset({1, 2})  # VE2802: rows 1-2 are memory tiles, 0 the interface, 3.. compute
+    down = route((5, 6), (2, 1), flat)  # compute (5, row 6) -> memory tile (2, row 1)
+    assert [lk for lk in down if lk[2] in ("east", "west")] == [(5, 3, "west"), (4, 3, "west"), (3, 3, "west")]
+    assert len(down) == len(route((5, 6), (2, 1)))
+    up = route((0, 0), (3, 2), flat)  # PLIO -> memory tile: across in the interface row
+    assert {lk[1] for lk in up if lk[2] == "east"} == {0}
+    assert not [lk for lk in route((2, 1), (7, 4), flat) if lk[2] in ("east", "west") and lk[1] in flat]

@@ -16,10 +16,11 @@ Rules (catalog fact in brackets):
   [memtile_dma_channels]; ``memory-tile buffer descriptors`` per BD pool (channel parity; zero-padded reads
   take one more) [memtile_buffer_descriptors, memtile_bd_pools, bds_per_buffer].
 - ``stream-switch ports``: streams crossing each vertical switch-to-switch link per direction, routed
-  dimension-ordered (vertically in the column of the compute-tile end, horizontally in the lower row); a broadcast
+  dimension-ordered (vertically in the column of the compute-tile end, horizontally in the lower row, or the
+  nearest row on the way with east-west links: memory-tile rows have none [memtile_stream_east_west]); a broadcast
   counts once per link. A stream may step ``DETOUR_COLUMNS`` columns aside to pass a row boundary, so the demand
   of every column range is checked against the ports of the range widened by that much; horizontal traffic
-  per column boundary against the ports of all rows (the router may cross a boundary in any row). This is a
+  per column boundary against the ports of the rows with east-west links (the router may cross in any). This is a
   capacity model, not a router: it rejects designs no router could route, and may accept a few that a real
   router finds congested [stream_switch_ports].
 - ``PLIO ports``: 64-bit PL interface channels per interface column and direction [shim_pl_ports].
@@ -79,24 +80,27 @@ def global_row(device: Device, kind: str, row: int) -> int:
     return {"shim": 0, "memtile": 1 + row, "compute": 1 + device.memtile_rows + row}[kind]
 
 
-def route(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, str]]:
-    """Links (col, row, direction leaving that switch) of a dimension-ordered route: horizontal in the lower row."""
+def route(src: tuple[int, int], dst: tuple[int, int], flat: frozenset[int] = frozenset()
+          ) -> list[tuple[int, int, str]]:
+    """Links (col, row, direction leaving that switch) of a dimension-ordered route: horizontal in the lower row,
+    or in the nearest row on the way that has east-west links when the lower row is in ``flat`` (the memory-tile
+    rows: their switches have none). The number of hops does not depend on ``flat``."""
     (c0, r0), (c1, r1) = src, dst
-    links = []
-    if r1 >= r0:  # going up: horizontal first (in the lower row), then north
-        c = c0
-        while c != c1:
-            d = "east" if c1 > c else "west"
-            links.append((c, r0, d))
-            c += 1 if c1 > c else -1
-        links += [(c1, r, "north") for r in range(r0, r1)]
-    else:  # going down: south first, then horizontal in the lower row
-        links += [(c0, r, "south") for r in range(r0, r1, -1)]
-        c = c0
-        while c != c1:
-            d = "east" if c1 > c else "west"
-            links.append((c, r1, d))
-            c += 1 if c1 > c else -1
+    lo, hi = min(r0, r1), max(r0, r1)
+    across = next((r for r in range(lo, hi + 1) if r not in flat), lo)  # the row where the column changes
+    links: list[tuple[int, int, str]] = []
+    r = r0
+    while r != across:  # vertically to that row
+        links.append((c0, r, "north" if across > r else "south"))
+        r += 1 if across > r else -1
+    c = c0
+    while c != c1:
+        d = "east" if c1 > c else "west"
+        links.append((c, across, d))
+        c += 1 if c1 > c else -1
+    while r != r1:  # then on to the destination row in its column
+        links.append((c1, r, "north" if r1 > r else "south"))
+        r += 1 if r1 > r else -1
     return links
 
 
@@ -193,21 +197,23 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
             return k.col, global_row(device, "compute", k.row)
         return plios[ep.name].col, global_row(device, "shim", 0)
 
+    flat = frozenset() if device.fact("memtile_stream_east_west") else frozenset(
+        global_row(device, "memtile", r) for r in range(device.memtile_rows))
     link_use: dict[tuple[int, int, str], int] = defaultdict(int)
     for sb in plan.shared_buffers:
         here = (sb.col, global_row(device, "memtile", sb.row))
         for acc in sb.writers:
             for ep in acc.endpoints:
-                for lk in route(position(ep), here):
+                for lk in route(position(ep), here, flat):
                     link_use[lk] += 1
         for acc in sb.readers:  # one stream broadcast to every endpoint: each link counted once
-            for lk in sorted({lk for ep in acc.endpoints for lk in route(here, position(ep))}):
+            for lk in sorted({lk for ep in acc.endpoints for lk in route(here, position(ep), flat)}):
                 link_use[lk] += 1
     for link in plan.direct_links:
         if not link.in_place:
             s, d = kernels[link.src], kernels[link.dst]
             for lk in route((s.col, global_row(device, "compute", s.row)),
-                             (d.col, global_row(device, "compute", d.row))):
+                             (d.col, global_row(device, "compute", d.row)), flat):
                 link_use[lk] += 1
     ports = device.fact("stream_switch_ports")
     rows = 1 + device.memtile_rows + device.compute_rows
@@ -229,10 +235,11 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
                 lo, hi = max(a - DETOUR_COLUMNS, 0), min(b + DETOUR_COLUMNS, device.columns - 1)
                 uses.append(Usage("stream-switch ports", f"columns {a}-{b} (passing in {lo}-{hi}), array row {r} "
                                   f"(0 = interface), {d}bound", used, int(ports[d]) * (hi - lo + 1), "streams"))
-    for (c, d), used in sorted(cuts.items()):  # the router may use any row to cross a column boundary
+    crossing = rows - len(flat)  # the router may cross a column boundary in any row that has east-west links
+    for (c, d), used in sorted(cuts.items()):
         nxt = c + 1 if d == "east" else c - 1
-        uses.append(Usage("stream-switch ports", f"{d}bound between columns {c} and {nxt} (all {rows} rows)", used,
-                          int(ports[d]) * rows, "streams"))
+        uses.append(Usage("stream-switch ports", f"{d}bound between columns {c} and {nxt} (the {crossing} rows "
+                          "with east-west links)", used, int(ports[d]) * crossing, "streams"))
 
     # -- PLIO ports per interface column -------------------------------------------------------------------------
     pl = device.fact("shim_pl_ports")
