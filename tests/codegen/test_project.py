@@ -392,3 +392,17 @@ def test_makefile_check_target(tmp_path):
     sim.write_text("\n".join(expected) + "\n")
     r = subprocess.run(["make", "-s", "check"], cwd=out, capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "DIFFERS" in r.stdout
+
+
+def test_plios_are_pinned_to_their_planned_interface_column(project):
+    """graph.h constrains every PLIO to the interface column the plan (and the performance model and the picture)
+    assume, and that column has a PL interface on the part."""
+    plan, _, _, graph_h = project
+    pinned = dict(re.findall(r"adf::location<adf::PLIO>\((\w+)\) = adf::shim\((\d+)\);", graph_h))
+    assert len(pinned) == len(plan.plios)
+    declared = dict(re.findall(r'(\w+) = adf::(?:input|output)_plio::create\("(\w+)"', graph_h))
+    by_name = {p.name: p for p in plan.plios}
+    pl_cols = set(get_device(plan.device).pl_columns())
+    for ident, col in pinned.items():
+        plio = by_name[declared[ident]]
+        assert int(col) == plio.col and plio.col in pl_cols, ident

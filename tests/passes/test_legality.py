@@ -176,3 +176,14 @@ def test_routes_change_column_outside_the_memory_tile_rows():
     up = route((0, 0), (3, 2), flat)  # PLIO -> memory tile: across in the interface row
     assert {lk[1] for lk in up if lk[2] == "east"} == {0}
     assert not [lk for lk in route((2, 1), (7, 4), flat) if lk[2] in ("east", "west") and lk[1] in flat]
+
+
+def test_plio_in_a_column_without_pl_interface_is_refused():
+    """A part whose catalog lists the PL interface columns: a PLIO elsewhere has no channels (and the memory plan
+    puts PLIOs in the nearest listed column)."""
+    plan = plan_of([64, 32, 10])
+    col = next(p.col for p in plan.plios)
+    others = tuple(c for c in range(DEVICE.columns) if c != col)
+    text = assert_violates(plan, dataclasses.replace(DEVICE, shim_pl_columns=others), "PLIO ports",
+                           f"interface column {col}")
+    assert "of 0" in text

@@ -309,6 +309,8 @@ class _GraphWriter:
                              f"{{{_address(c, r, ping.offset)}, {_address(c, r, pong.offset)}}};")
             stack = self._alloc(k, mem, "stack")
             lines.append(f"adf::location<adf::stack>({ident}) = {_address(c, r, stack.offset)};")
+        for p in self.plan.plios:  # the interface column the plan, the performance model and the picture assume
+            lines.append(f"adf::location<adf::PLIO>({self.p_ident[p.name]}) = adf::shim({p.col});")
         for sb in self.plan.shared_buffers:
             s = self.s_ident[sb.name]
             half = _memtile_half(sb)

@@ -46,6 +46,11 @@ class Device:
     supported: bool
     unsupported_reason: str = ""
     vitis_part: str = ""  # the full part name v++ --part takes
+    shim_pl_columns: tuple[int, ...] | None = None  # interface columns with a PL interface (None: every column)
+
+    def pl_columns(self) -> list[int]:
+        """Interface columns where a PLIO can be placed."""
+        return list(self.shim_pl_columns) if self.shim_pl_columns is not None else list(range(self.columns))
     sources: dict[str, str] = field(default_factory=dict)
 
     # -- generation facts -------------------------------------------------
@@ -117,6 +122,7 @@ def get_device(name: str = DEFAULT_DEVICE) -> Device:
         plio_bits_default=p.get("plio_bits_default", 128), pl_clock_mhz_default=p.get("pl_clock_mhz_default", 312.5),
         supported=p.get("supported", False), unsupported_reason=p.get("unsupported_reason", ""),
         sources=p.get("sources", {}), vitis_part=p.get("vitis_part", ""),
+        shim_pl_columns=None if p.get("shim_pl_columns", "all") == "all" else tuple(p["shim_pl_columns"]),
     )
     return dev
 

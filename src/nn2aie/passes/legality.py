@@ -246,9 +246,11 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
     per_col: dict[tuple[int, str], int] = defaultdict(int)
     for p in plan.plios:
         per_col[(p.col, p.direction)] += -(-p.bits // int(pl["bits"]))
+    pl_cols = set(device.pl_columns())
     for (c, d), used in sorted(per_col.items()):
+        # a column without a PL interface has no PLIO channels at all
         uses.append(Usage("PLIO ports", f"interface column {c} ({'PL->AIE' if d == 'in' else 'AIE->PL'})", used,
-                          int(pl[d]), f"x {pl['bits']}-bit channels"))
+                          int(pl[d]) if c in pl_cols else 0, f"x {pl['bits']}-bit channels"))
 
     # -- cascades and program memory -----------------------------------------------------------------------------
     allowed = {_DIRECTIONS[d] for d in device.fact("cascade_directions")}

@@ -217,8 +217,8 @@ class MemoryPlanner:
             one = -(-(e - s) * rows * dtype_bytes(r.dtype) // MEMTILE_ALIGN) * MEMTILE_ALIGN
             mc, mr = self._take_memtile(near, where, 2 * one, len(w_acc), len(r_acc))
             for p in self.plios:
-                if p.col < 0:
-                    p.col = mc
+                if p.col < 0:  # below its memory tile, or the nearest interface column with a PL interface
+                    p.col = min(self.device.pl_columns(), key=lambda c: (abs(c - mc), c))
             self.shared.append(SharedBuffer(name, r.tensor, r.dtype, dims, mc, mr, w_acc, r_acc, col_start=s))
 
     def _plio_columns(self, layer_cycles: float, rows: int, dtype: str) -> int:

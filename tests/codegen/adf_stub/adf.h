@@ -34,6 +34,7 @@ struct stack {};
 struct parameter {};
 struct ratio {};
 struct cascade {};  // connect<cascade>: accumulator words between neighbouring kernels
+struct PLIO {};  // location<PLIO>(plio) = shim(column): the interface column of a PLIO (UG1603, shim constraint)
 
 // -- constraints --------------------------------------------------------------------------------------------------
 struct tile_constraint {
@@ -43,7 +44,12 @@ struct address_constraint {
   int col, row, offset;
 };
 
+struct shim_constraint {
+  int col;
+};
+
 inline tile_constraint tile(int col, int row) { return {col, row}; }
+inline shim_constraint shim(int col) { return {col}; }
 inline address_constraint address(int col, int row, int offset) { return {col, row, offset}; }
 
 struct kernel_location {
@@ -51,6 +57,9 @@ struct kernel_location {
 };
 struct memory_location {
   memory_location& operator=(const address_constraint&) { return *this; }
+};
+struct plio_location {
+  plio_location& operator=(const shim_constraint&) { return *this; }
 };
 struct buffers_location {  // one address per buffer (ping, pong)
   buffers_location& operator=(const std::vector<address_constraint>&) { return *this; }
@@ -176,6 +185,11 @@ struct location_of<stack> {
 template <>
 struct location_of<parameter> {
   static memory_location& of(port<parameter>& p);
+};
+template <>
+struct location_of<PLIO> {
+  static plio_location& of(input_plio& p);
+  static plio_location& of(output_plio& p);
 };
 template <>
 struct location_of<buffer> {
