@@ -128,3 +128,28 @@ def test_allocator_separates_what_fits_and_names_what_does_not():
     assert end <= device.data_memory_bytes
     with pytest.raises(DoesNotFitError, match="needs .* of data memory"):
         allocate([("weights", 60000), ("in_ping", 4096), ("in_pong", 4096)], device, "tile t", "use more tiles")
+
+
+def test_a_weights_input_bank_conflict_costs_serialised_loads():
+    """The cost model's stated penalty: A and B in one bank load one after the other (sum instead of max)."""
+    import dataclasses
+
+    from nn2aie.kernels.dense.cost import dense_loop_nest, trip_cycles
+    from nn2aie.kernels.registry import family_named
+
+    plan, _ = compile_graph(load_qdq(make_qdq_mlp([64, 64, 8], seed=2)), CompileOptions(batch=32))
+    e = plan.layers[0]
+    k = plan.kernels_of(e.op)[0]
+    assert not [c for c in conflicts(k.memory, get_device(plan.device).bank_bytes) if "weights" in c]
+    fam = family_named(e.family)
+    apart = fam.tile_cycles(e, k)
+    w = next(a for a in k.memory if a.name == "weights")
+    k.memory = [dataclasses.replace(a, offset=w.offset + w.size, bank=w.bank) if a.name == "in_ping" else a
+                for a in k.memory]  # the input moved into the weights' bank
+    shared = fam.tile_cycles(e, k)
+    n = dense_loop_nest(e, k.role)
+    per_trip = (n.a_bits + n.b_bits - max(n.a_bits, n.b_bits)) / 256
+    assert per_trip > 0 and shared - apart == pytest.approx(n.groups * n.k_iterations *
+                                                            (trip_cycles(dataclasses.replace(n, loads_share_bank=True))
+                                                             - trip_cycles(n)))
+    assert shared > apart

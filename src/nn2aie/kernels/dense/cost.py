@@ -28,6 +28,7 @@ report).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -61,6 +62,7 @@ class LoopNest:
     out_element_bits: int  # element width of the output (8 / 16 / 32)
     cascade_words_per_acc: int = 0  # 512-bit cascade words read + written per accumulator
     calls: int = 1
+    loads_share_bank: bool = False  # A and B in one memory bank: their loads take turns (see trip_cycles)
 
     @property
     def macs_issued(self) -> int:
@@ -69,7 +71,10 @@ class LoopNest:
 
 def trip_cycles(n: LoopNest) -> float:
     mac = n.accumulators * n.mac_instructions / MAC_INSTRUCTIONS_PER_CYCLE
-    loads = max(n.a_bits, n.b_bits) / LOAD_BITS_PER_UNIT_CYCLE
+    # two load units work in parallel; when A and B lie in one bank the two loads of a cycle conflict and the
+    # bank serves them one after the other (AM020, memory module; the penalty the bank-aware allocator avoids
+    # wherever the tile's memory allows, kernels/tile_memory.py)
+    loads = ((n.a_bits + n.b_bits) if n.loads_share_bank else max(n.a_bits, n.b_bits)) / LOAD_BITS_PER_UNIT_CYCLE
     chain = n.mac_instructions * DEPENDENT_MAC_INTERVAL
     return max(mac, loads, chain)
 
@@ -114,8 +119,11 @@ def dense_loop_nest(e: DenseExec, role: str) -> LoopNest:
     )
 
 
-def dense_tile_cycles(e: DenseExec, role: str) -> float:
-    return invocation_cycles(dense_loop_nest(e, role))
+def dense_tile_cycles(e: DenseExec, role: str, loads_share_bank: bool = False) -> float:
+    n = dense_loop_nest(e, role)
+    if loads_share_bank:
+        n = dataclasses.replace(n, loads_share_bank=True)
+    return invocation_cycles(n)
 
 
 def dense_efficiency(e: DenseExec, role: str) -> float:

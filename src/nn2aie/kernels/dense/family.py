@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from nn2aie.devices import Device
+from nn2aie.devices import DEFAULT_DEVICE, Device, get_device
 from nn2aie.errors import IllegalConfigError
 from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator, exact_matmul, requantize
 from nn2aie.ir.execution import DenseExec, OpExec, rows_per_event
@@ -20,6 +20,7 @@ from nn2aie.kernels.dense.partition import memory_map, partition_layer
 from nn2aie.kernels.dense.precision import parse_mmul, plan_precision
 from nn2aie.kernels.dense.resources import program_memory_bytes
 from nn2aie.kernels.family import Fail, KernelInstance, OpFamily, PortSpec
+from nn2aie.kernels.tile_memory import conflicts
 
 ACTIVATIONS = ("linear", "relu")
 
@@ -138,7 +139,10 @@ class DenseFamily(OpFamily):
 
     # -- cost and resources ------------------------------------------------------------------------------------
     def tile_cycles(self, e: OpExec, kernel: Kernel) -> float:
-        return cost.dense_tile_cycles(_dense(e), kernel.role)
+        # every part the dense family targets is AIE-ML, whose banks are the catalog's 16 KB
+        pairs = conflicts(kernel.memory, get_device(DEFAULT_DEVICE).bank_bytes)
+        shared = any("weights" in pair and any(n.startswith("in_") for n in pair) for pair in pairs)
+        return cost.dense_tile_cycles(_dense(e), kernel.role, loads_share_bank=shared)
 
     def max_tile_cycles(self, e: OpExec) -> float:
         d = _dense(e)
