@@ -22,6 +22,8 @@ from bench_common import machine  # noqa: E402
 
 SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
     ("performance_model.py", [], [], "performance_model.md", "modelled (kernel cost model + placed-design model)"),
+    ("aiesim_compare.py", [], [], "aiesim_compare.md",
+     "modelled, next to public aiesimulator measurements of the same designs (calibration and held-out check)"),
     ("placement_scaling.py", [], ["--repeats", "1", "--events", "200"], "placement_scaling.md",
      "measured on this machine (placement and compile time), plus a bit-exact emulation check"),
     ("compile_and_emulation.py", [], ["--repeats", "1", "--events", "20000"], "compile_emulation.md",

@@ -8,7 +8,7 @@ import pytest
 
 from nn2aie.kernels.dense import cost
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
-from nn2aie.perf.model import _stages, model_performance
+from nn2aie.perf.model import Overheads, _stages, model_performance
 
 from helpers import random_mlp_graph
 
@@ -27,7 +27,8 @@ def test_interval_is_the_busiest_stage(sizes, batch, overrides):
     perf = model_performance(plan)
     from nn2aie.devices import get_device
     dev = get_device(plan.device)
-    stages = _stages(plan, dev, {p.name: dev.plio_bytes_per_cycle(p.bits, p.freq_mhz) for p in plan.plios})
+    stages = _stages(plan, dev, {p.name: dev.plio_bytes_per_cycle(p.bits, p.freq_mhz) for p in plan.plios},
+                     Overheads.of(dev))
     busiest = max(s.duration for s in stages.values())
     assert perf.interval_cycles == pytest.approx(busiest, rel=1e-6)  # a feed-forward pipeline of double buffers
     assert max(perf.utilisation.values()) <= 1.0 + 1e-9

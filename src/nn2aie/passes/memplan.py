@@ -121,8 +121,9 @@ class TensorRoute:
 
 
 class MemoryPlanner:
-    def __init__(self, device: Device, batch: int, plio_bits: int, pl_freq_mhz: float):
+    def __init__(self, device: Device, batch: int, plio_bits: int, pl_freq_mhz: float, plio_split: bool = True):
         self.device = device
+        self.plio_split = plio_split
         self.batch = batch
         self.plio_bits = plio_bits
         self.pl_freq_mhz = pl_freq_mhz
@@ -179,7 +180,7 @@ class MemoryPlanner:
         capacity = self.device.memtile_bytes // (2 * rows * dtype_bytes(r.dtype))
         capacity -= capacity % word
         max_columns = capacity
-        if writers is None or readers is None:  # a PLIO side: also split where one PLIO would slow the layer down
+        if self.plio_split and (writers is None or readers is None):  # a PLIO side: split where one PLIO is slower
             specs = readers if writers is None else writers
             assert specs is not None
             max_columns = min(max_columns, max(self._plio_columns(r.plio_layer_cycles, rows, r.dtype),

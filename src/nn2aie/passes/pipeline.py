@@ -29,6 +29,14 @@ class CompileOptions:
     max_weight_bytes: int | None = None  # per tile; default one data-memory bank
     # layer name -> {"cas_length": L, "cas_num": C, "mmul": "MxKxN"}, each key optional
     overrides: dict[str, dict] = field(default_factory=dict)
+    # True: a graph input or output is split over several PLIOs where one PLIO would be slower than the layer next to
+    # it; False: one PLIO per memory-tile buffer (fewer PL data movers; the aie4ml peer's designs, which the aiesim
+    # comparison of benchmarks/aiesim_compare.py rebuilds, use one input PLIO)
+    plio_split: bool = True
+    # True: a producer tile hands a tensor to one consumer tile directly where their layouts agree (in place when
+    # they are neighbours); False: every tensor between layers goes through a memory tile (the aie4ml peer's
+    # designs have no in-place hand-offs; the aiesim comparison rebuilds them so)
+    direct_handoffs: bool = True
 
     def validate(self, device: Device) -> None:
         if self.batch < 1 or self.batch % 4:
@@ -372,7 +380,7 @@ def _rows(s: State, tensor: str) -> int:
 
 def _memory_plan(s: State) -> None:
     o = s.options
-    mp = MemoryPlanner(s.device, o.batch, o.plio_bits, o.pl_freq_mhz or s.device.pl_clock_mhz_default)
+    mp = MemoryPlanner(s.device, o.batch, o.plio_bits, o.pl_freq_mhz or s.device.pl_clock_mhz_default, o.plio_split)
     g = s.graph
     execs = {e.op: e for e in s.layers}
     by_layer: dict[str, list[Kernel]] = {e.op: [] for e in s.layers}
@@ -472,7 +480,7 @@ def _memory_plan(s: State) -> None:
         kernels = [k for k, _ in (w_used or [])] + [k for k, _ in r_used]
         direct = None
         through_window = any(u.outputs[0] in s.windows for u in consumers)
-        if (w_used is not None and len(w_used) == 1 and len(r_used) == 1 and t not in g.outputs
+        if (o.direct_handoffs and w_used is not None and len(w_used) == 1 and len(r_used) == 1 and t not in g.outputs
                 and not through_window and _same_window(w_used[0][1], r_used[0][1])):
             direct = (endpoint(*w_used[0]), endpoint(*r_used[0]))
         mp.route(TensorRoute(t, dtype, _rows(s, t), g.tensor(t).shape[-1], writers, readers, kernels,
