@@ -65,4 +65,5 @@ def performance_summary(perf: dict) -> str:
             f"{a['batch']} events), first-event latency {perf['latency_us']} us, {perf['tops']} TOPS; bottleneck "
             f"{perf['bottleneck']} ({perf['bottleneck_kind']}); assumes AIE {a['aie_clock_mhz']:g} MHz, "
             f"{'/'.join(map(str, a['plio_bits']))}-bit PLIO at {'/'.join(f'{f:g}' for f in a['pl_clock_mhz'])} MHz, "
-            "cost model calibrated on AMD's GEMM measurements (kernels/dense/cost.py)")
+            "cost model calibrated on AMD's GEMM measurements (kernels/dense/cost.py), hand-over overheads fitted on "
+            "public aiesimulator latencies (benchmarks/aiesim_compare.py)")
