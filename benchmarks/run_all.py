@@ -1,6 +1,6 @@
 """Run every benchmark and collect the results into benchmarks/RESULTS.md (one documented command).
 
-    python benchmarks/run_all.py [--with-aie4ml] [--quick]      # or: nn2aie bench
+    python benchmarks/run_all.py [--with-aie4ml] [--quick] [--modelled-only]      # or: nn2aie bench
 
 Each script writes its own table under benchmarks/results/; RESULTS.md puts them together under one header with
 the date, the machine and where each number comes from (modelled or measured on this machine). ``--with-aie4ml``
@@ -38,12 +38,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--with-aie4ml", action="store_true", help="also run the aie4ml comparison (needs PyPI)")
     ap.add_argument("--quick", action="store_true", help="fewer events and repeats")
+    ap.add_argument("--modelled-only", action="store_true",
+                    help="re-run only the modelled sections (seconds); measured sections are the stored results")
     args = ap.parse_args()
     results = HERE / "results"
     parts = []
     for script, full, quick, result, what in SECTIONS:
         if script == "compare_aie4ml.py" and not args.with_aie4ml:
             note = "stored result (rerun with --with-aie4ml)"
+        elif args.modelled_only and not what.startswith("modelled"):
+            note = "stored result (rerun without --modelled-only)"
         else:
             print(f"running {script} ...", flush=True)
             subprocess.run([sys.executable, str(HERE / script), *(quick if args.quick else full)], check=True,
