@@ -4,6 +4,7 @@ tile-to-tile direct link is a DMA transfer, and the aiesim comparison holds its 
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import sys
 
@@ -58,6 +59,21 @@ def test_structure_options_build_the_peer_structure():
     assert n_in[0] > n_in[1] == 1
     assert split.direct_links and not single.direct_links
     assert model_performance(single).latency_cycles > model_performance(split).latency_cycles
+
+
+def test_a_direct_link_between_distant_tiles_is_a_dma_transfer():
+    graph = random_mlp_graph([256, 32, 32])
+    plan, _ = compile_graph(graph, CompileOptions(batch=8, overrides={
+        "dense0": {"cas_length": 4, "cas_num": 1}, "dense1": {"cas_length": 1, "cas_num": 1}}))
+    link = next(link for link in plan.direct_links if link.in_place)
+    over = Overheads(7.0, 0.0, 0.0)
+    in_place = model_performance(plan, overheads=over)
+    plan.direct_links = [dataclasses.replace(x, in_place=False) if x is link else x for x in plan.direct_links]
+    dma = model_performance(plan, overheads=over)
+    # 8 rows x 32 int8 columns cross one 32-bit DMA channel (4 B per cycle) after its start-up, plus stream hops
+    moved = 8 * graph.tensor(link.tensor).shape[-1] / 4 + over.dma_start_cycles
+    extra = dma.latency_cycles - in_place.latency_cycles
+    assert extra >= moved and (extra - moved) % 4 == 0
 
 
 def test_aiesim_comparison_meets_its_targets():

@@ -104,15 +104,14 @@ def _stages(plan: PhysicalPlan, device: Device, plio_bytes_per_cycle: dict[str, 
     hop = float(device.fact("stream_hop_cycles"))
     stages: dict[str, Stage] = {}
 
-    def where(ep) -> tuple[int, int]:
-        if ep.kind == "kernel":
-            k = kernels[ep.name]
-            return k.col, global_row(device, "compute", k.row)
-        p = next(p for p in plan.plios if p.name == ep.name)
-        return p.col, 0
-
     def where_kernel(k) -> tuple[int, int]:
         return k.col, global_row(device, "compute", k.row)
+
+    def where(ep) -> tuple[int, int]:
+        if ep.kind == "kernel":
+            return where_kernel(kernels[ep.name])
+        p = next(p for p in plan.plios if p.name == ep.name)
+        return p.col, 0
 
     def node(ep) -> str:
         return f"kernel:{ep.name}" if ep.kind == "kernel" else f"plio:{ep.name}"
