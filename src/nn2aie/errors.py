@@ -54,3 +54,8 @@ class MissingToolError(Nn2aieError):
     """An external program nn2aie needs for an optional step (e.g. a C++ compiler) is not installed."""
 
     kind = "missing tool"
+
+
+class PrecisionWarning(UserWarning):
+    """A configuration nn2aie follows as given although it is not bit-exact to the source model's quantizers (the
+    message names the layer and the configuration that is)."""

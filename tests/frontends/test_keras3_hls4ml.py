@@ -266,3 +266,47 @@ def test_heterogeneous_activation_quantizers_are_refused(tmp_path):
                        r"heterogeneous_axis=\(\)") as err:
         hm.compile()
     print(f"refusal: {err.value}")
+
+
+
+def _input_quantizer_model(quantizer_t: str, tmp_path, input_t: str | None = None):
+    """Input ``x`` -> Activation('linear') quantizing into ``quantizer_t`` -> wide Dense, through the nn2aie
+    backend; a PrecisionWarning is raised as an error."""
+    import warnings
+
+    from nn2aie.errors import PrecisionWarning
+
+    model = keras.Sequential([keras.Input((16,), name="x"), keras.layers.Activation("linear", name="inq"),
+                              keras.layers.Dense(5, name="d")])
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="nn2aie")
+    cfg["LayerName"]["inq"]["Precision"]["result"] = quantizer_t
+    cfg["LayerName"]["d"]["Precision"].update(result=WIDE_T, accum=WIDE_T)
+    if input_t is not None:
+        cfg["LayerName"]["x"]["Precision"]["result"] = input_t
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        return hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend="nn2aie",
+                                                          output_dir=str(tmp_path / "prj"))
+
+
+@pytest.mark.parametrize("quantizer_t, reason", [
+    ("ap_fixed<8,4,AP_RND_ZERO,AP_WRAP>", r"wraps and rounds by the sign of the value \(RND_ZERO\)"),
+    ("ap_fixed<40,20,AP_RND_CONV,AP_SAT>", r"40 bits wide: an Input type that keeps it bit-exact needs 66 bits"),
+])
+def test_input_quantizer_without_an_exact_input_type_is_refused(quantizer_t, reason, tmp_path):
+    from nn2aie.errors import UnsupportedQuantizationError
+
+    with pytest.raises(UnsupportedQuantizationError, match=rf"hls4ml layer inq \(input quantizer of x\).*"
+                                                           rf"{reason}.*LayerName'\]\['x'\]"):
+        _input_quantizer_model(quantizer_t, tmp_path)
+
+
+def test_input_type_set_by_the_user_is_kept(tmp_path):
+    """An explicit exact Input type is kept without a warning; an explicit inexact one is kept with one."""
+    from nn2aie.errors import PrecisionWarning
+
+    exact = _input_quantizer_model("ap_fixed<8,4,AP_RND_CONV,AP_SAT>", tmp_path, "ap_fixed<40,6,AP_TRN,AP_SAT>")
+    assert str(next(iter(exact.get_layers())).get_output_variable().type.precision) == "fixed<40,6,TRN,SAT,0>"
+    with pytest.raises(PrecisionWarning, match=r"hls4ml layer x \(Input\): the configured precision "
+                                               r"ap_fixed<16,6> .*fixed<34,5,TRN,SAT>"):
+        _input_quantizer_model("ap_fixed<8,4,AP_RND_CONV,AP_SAT>", tmp_path, "ap_fixed<16,6>")

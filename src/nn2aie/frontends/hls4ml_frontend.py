@@ -73,8 +73,9 @@ _NEAREST = {
     "Pooling1D": "use a global pooling layer, or flatten and use a Dense layer",
     "Pooling2D": "use a global pooling layer, or flatten and use a Dense layer",
     "Dot": "use Multiply followed by a Dense layer with a ones weight",
-    "ApplyAlpha": "per-channel scales are not folded yet: quantize weights per tensor with a power-of-two scale "
-                  "(e.g. Brevitas Int8WeightPerTensorFixedPoint)",
+    "ApplyAlpha": "hls4ml makes this scale-and-shift layer of a BatchNormalization, a non-power-of-two scale or a "
+                  "constant Add/Mul it could not fold: fold batch normalisation into the preceding layer, quantize "
+                  "per tensor with power-of-two scales (e.g. Brevitas Int8WeightPerTensorFixedPoint)",
     "FixedPointQuantizer": "this is an HGQ2 per-element (heterogeneous) activation quantizer, and nn2aie needs one "
                            "type per activation tensor: build the model under QuantizerConfigScope(place='datalane', "
                            "heterogeneous_axis=(), homogeneous_axis=None) (weights may stay per-element)",
@@ -95,6 +96,67 @@ def fixed_type(precision, where: str) -> FixedType:
     return FixedType(width=int(precision.width), frac=int(precision.width - precision.integer),
                      signed=bool(precision.signed), rounding=str(precision.rounding_mode),
                      overflow=str(precision.saturation_mode))
+
+
+# float32 has a 24-bit significand: 25 fractional bits beyond the quantizer's make every float32 input that can
+# reach a rounding tie exact in the Input type (see exact_input_type)
+FLOAT32_GUARD_BITS = 25
+# widest Input type the host cast handles: cast_float clips a saturating type at 2**(width + 1) codes and works in
+# int64 on a quarter-LSB grid
+MAX_EXACT_INPUT_WIDTH = 58
+_AP_ROUNDING = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV")  # not QONNX's CEIL/UP
+# roundings that commute with a shift by an even number of LSBs (a wrap of the cast before): the others look at
+# the sign of the value, which a wrap can flip
+_SHIFT_INVARIANT_ROUNDING = ("TRN", "RND", "RND_MIN_INF", "RND_CONV")
+
+
+def exact_input_type(q: FixedType) -> FixedType | None:
+    """An Input type P such that casting any float32 into P and then into the input quantizer's type ``q`` (what
+    hls4ml's C++ does: Input layer, then the quantizer's linear Activation) equals casting it into ``q`` directly
+    (what QONNX / Brevitas compute). None when ``q`` is too wide for it or has no such P: AP_SAT_ZERO, and AP_WRAP
+    with a rounding that depends on the sign (TRN_ZERO, RND_ZERO, RND_INF), since any finite P either saturates
+    or wraps the values beyond its range, and a wrap can flip their sign.
+
+    P: signed, frac = q.frac + 25, one integer bit more than q, AP_TRN, AP_SAT when q saturates (AP_WRAP when
+    q wraps). Why it is exact, with f = q.frac and x a float32:
+    - |x| >= 2**-(f+2): x is a multiple of its ulp >= 2**-(f+2-23) = 2**-(f+25) (also for subnormals, whose ulp
+      is 2**-149 <= that bound), so x is exact in P unless it overflows P: no rounding at all in the first cast;
+    - |x| <  2**-(f+2): x and P(x) (the floor on P's grid, which has -2**-(f+2) on it) both lie strictly between
+      the ties -2**-(f+1) and 2**-(f+1) and have the same sign or P(x) = 0 <= x: every ap_fixed rounding of q
+      gives 0 for both, except TRN, which gives -1 LSB for both negatives and 0 for both non-negatives;
+    - overflow: P's range holds q's, so a saturated P(x) (beyond q's range) saturates q the same way as x does;
+      when q wraps, P wraps modulo 2**(I+1), a multiple of q's modulus 2**I, i.e. an even number of q's LSBs:
+      a shift that q's rounding (one of the shift-invariant ones) keeps and q's wrap absorbs.
+    """
+    if q.rounding not in _AP_ROUNDING or q.overflow not in ("SAT", "SAT_SYM", "WRAP") or q.narrow:
+        return None
+    if q.overflow == "WRAP" and q.rounding not in _SHIFT_INVARIANT_ROUNDING:
+        return None
+    width = q.width + FLOAT32_GUARD_BITS + 1
+    if width > MAX_EXACT_INPUT_WIDTH:
+        return None
+    return FixedType(width, q.frac + FLOAT32_GUARD_BITS, True, "TRN", "WRAP" if q.overflow == "WRAP" else "SAT")
+
+
+def input_cast_is_exact(pre: FixedType, q: FixedType) -> bool:
+    """Does casting every float32 into ``pre`` and then into ``q`` equal casting it into ``q`` directly? A sufficient
+    condition (the argument of ``exact_input_type``), so False means "may differ" for some float32 inputs."""
+    if q.rounding not in _AP_ROUNDING or q.narrow or pre.narrow:
+        return False
+    if pre.rounding == "TRN" and q.rounding == "TRN" and pre.frac >= q.frac:
+        rounding_ok = True  # floor(floor(x * 2**a) / 2**(a-b)) == floor(x * 2**b)
+    else:
+        rounding_ok = pre.frac >= q.frac + FLOAT32_GUARD_BITS and (pre.rounding == "TRN" or q.rounding != "TRN")
+    if not rounding_ok:
+        return False
+    if q.overflow in ("SAT", "SAT_SYM"):
+        (plo, phi), (qlo, qhi) = _type_range(pre), _type_range(q)
+        shift = pre.frac - q.frac  # >= 0 here: compare the ranges on pre's grid
+        return pre.overflow in ("SAT", "SAT_SYM") and plo <= qlo << shift and phi >= qhi << shift
+    if q.overflow == "WRAP":  # moduli 2**(integer bits): pre's must be a multiple of q's
+        return (pre.overflow == "WRAP" and pre.width - pre.frac >= q.width - q.frac
+                and q.rounding in _SHIFT_INVARIANT_ROUNDING)
+    return False
 
 
 def weight_codes(var, t: FixedType, where: str) -> np.ndarray:
@@ -124,6 +186,12 @@ def _layer_class(layer) -> str:
 def _refuse(layer, reason: str) -> UnsupportedOpError:
     cls = _layer_class(layer)
     hint = _NEAREST.get(cls, f"nn2aie supports: {SUPPORTED}")
+    if cls == "ApplyAlpha" and _layer_class(layer.get_input_node()) == "Dense":
+        # hls4ml's FuseBatchNormalization only folds into a Dense whose result precision nobody set
+        hint = ("hls4ml did not fold this bias / scale into the Dense before it because that Dense has a set result "
+                "precision (config_from_onnx_model(..., granularity='model') or an explicit one): create the config "
+                "with granularity='name' (hls4ml's default, which leaves it 'auto') or set the Dense's result "
+                "precision to 'auto'")
     return UnsupportedOpError(f"hls4ml layer {layer.name} ({cls})", reason, hint)
 
 

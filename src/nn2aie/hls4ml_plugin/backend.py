@@ -1,8 +1,9 @@
 """The ``nn2aie`` hls4ml backend (imported by hls4ml's plugin loader only; it imports hls4ml).
 
 * conversion: hls4ml's generic flows (``optimize``: parsing clean-ups and precision inference, the same ones the
-  Vivado/Vitis backends run first) and nothing backend-specific; ``frontends.hls4ml_frontend`` then reads the
-  resulting layers into nn2aie's logical IR;
+  Vivado/Vitis backends run first), then one nn2aie pass, ``exact_input_type`` (see ``ExactInputType``: an Input
+  layer whose precision nobody configured gets a type that makes the input quantizer bit-exact);
+  ``frontends.hls4ml_frontend`` then reads the resulting layers into nn2aie's logical IR;
 * ``write()``: the nn2aie Vitis/ADF project in the model's output directory;
 * ``compile()``: runs nn2aie's compiler passes (no C++ build); ``predict(x)``: the placed design's bit-exact
   emulator, with inputs cast into the Input layer's type as hls4ml's C++ does;
@@ -14,20 +15,62 @@ from __future__ import annotations
 import pathlib
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 from hls4ml.backends.fpga.fpga_backend import FPGABackend
 from hls4ml.model.flow import register_flow
+from hls4ml.model.optimizer import OptimizerPass
+from hls4ml.model.types import FixedPrecisionType
 from hls4ml.writer.writers import Writer
 
 from nn2aie.api import PROJECT_MARKER, Compiled, compile_loaded, default_inputs, write_project_atomic
-from nn2aie.errors import IllegalConfigError, MissingToolError, UnsupportedOpError
-from nn2aie.frontends.hls4ml_frontend import graph_from_hls4ml
+from nn2aie.errors import (
+    IllegalConfigError,
+    MissingToolError,
+    Nn2aieError,
+    PrecisionWarning,
+    UnsupportedOpError,
+    UnsupportedQuantizationError,
+)
+from nn2aie.frontends.hls4ml_frontend import (
+    FLOAT32_GUARD_BITS,
+    MAX_EXACT_INPUT_WIDTH,
+    exact_input_type,
+    fixed_type,
+    graph_from_hls4ml,
+    input_cast_is_exact,
+)
 from nn2aie.frontends.loader import LoadedModel
 from nn2aie.ir.evaluate import cast_input, evaluate, input_pre_cast
 from nn2aie.passes.pipeline import CompileOptions
 
 _ATTR = "_nn2aie_compiled"  # where the compiled design is kept on the hls4ml ModelGraph
+_CHECKED = "nn2aie_input_type_checked"  # layer attribute: ExactInputType has looked at this Input layer
+
+
+class ExactInputType(OptimizerPass):
+    """hls4ml's QONNX converter writes the model's input quantizer as a linear Activation after the Input layer,
+    and its C++ casts a float input into the Input type first: with hls4ml's defaults (the model's default
+    precision, e.g. fixed<16,6> or fixed<32,16>, AP_TRN / AP_WRAP) that first cast truncates inputs onto the
+    quantizer's rounding ties and wraps large ones, so the result differs from the quantizer (QONNX / Brevitas).
+
+    This pass (the nn2aie backend's own flow, after hls4ml's ``optimize``) looks at such an Input layer:
+    - its precision not configured (no LayerName / LayerType precision, or 'auto'): the Input gets
+      ``exact_input_type(quantizer type)``, which makes the double cast equal the quantizer on every float32 input
+      (refused with a typed error when that type would be wider than the host cast handles);
+    - configured explicitly: kept (nn2aie then equals hls4ml's C simulation), with a ``PrecisionWarning`` naming
+      the layer and the exact type when the configured one may differ from the quantizer.
+    Input types hls4ml's bit-exact pass derived (HGQ proxy models) are left alone.
+    """
+
+    def match(self, node) -> bool:
+        return node.class_name == "Input" and not node.get_attr(_CHECKED, False)
+
+    def transform(self, model, node) -> bool:
+        node.set_attr(_CHECKED, True)
+        choose_input_type(model, node)
+        return False  # the graph's structure is unchanged
 
 
 class Nn2aieWriter(Writer):
@@ -38,7 +81,9 @@ class Nn2aieWriter(Writer):
 class Nn2aieBackend(FPGABackend):
     def __init__(self):
         super().__init__(name="nn2aie")
-        self._default_flow = register_flow("ip", [], requires=["optimize"], backend=self.name)
+        self.register_pass("exact_input_type", ExactInputType)
+        self._default_flow = register_flow("ip", [f"{self.name}:exact_input_type"], requires=["optimize"],
+                                           backend=self.name)
 
     def get_default_flow(self):
         return self._default_flow
@@ -108,6 +153,73 @@ class Nn2aieBackend(FPGABackend):
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
+def configured_precision(config, layer) -> str | None:
+    """The precision the user's hls_config gives ``layer``'s result (LayerName, then LayerType, hls4ml's own lookup
+    order), or None when it gives none or 'auto' (the model default or hls4ml's inference then decide)."""
+    name, cls = layer.name.lower(), layer.class_name.lower()
+    by_name, by_type = config.layer_name_precision, config.layer_type_precision
+    for table, key in ((by_name, f"{name}_result"), (by_name, f"{name}_default"), (by_type, f"{cls}_result"),
+                       (by_type, f"{cls}_default")):
+        value = table.get(key)
+        if value is not None:
+            return None if str(value).strip().lower() == "auto" else str(value)
+    return None
+
+
+def _precision_text(t) -> str:
+    return f"{'' if t.signed else 'u'}fixed<{t.width},{t.width - t.frac},{t.rounding},{t.overflow}>"
+
+
+def choose_input_type(model, node) -> None:
+    """``ExactInputType`` on one Input layer (see there)."""
+    out = node.outputs[0]
+    users = [layer for layer in model.get_layers() if out in (layer.inputs or [])]
+    if len(users) != 1 or node.name in model.outputs or out in model.outputs:
+        return  # not a lone input quantizer: the frontend decides (it reads the same pattern)
+    quant = users[0]
+    if quant.class_name != "Activation" or str(quant.get_attr("activation", "")).lower() != "linear":
+        return
+    if node.get_attr("trusted", False) or node.get_attr("bit_exact_transformed", False):
+        return  # hls4ml's bit-exact machinery (HGQ proxy models) derived this Input type on purpose
+    try:
+        q = fixed_type(quant.get_output_variable().type.precision, f"hls4ml layer {quant.name} result")
+        pre = fixed_type(node.get_output_variable().type.precision, f"hls4ml layer {node.name} result")
+    except Nn2aieError:
+        return  # not an ap_fixed pair: graph_from_hls4ml refuses it with its own error
+    exact = exact_input_type(q)
+    explicit = configured_precision(model.config, node)
+    if explicit is not None:
+        if not input_cast_is_exact(pre, q):
+            use = (f"leave its precision 'auto' (or set hls_config['LayerName']['{node.name}']['Precision']"
+                   f"['result'] = '{_precision_text(exact)}')" if exact is not None else "")
+            warnings.warn(PrecisionWarning(
+                f"hls4ml layer {node.name} (Input): the configured precision {explicit} casts float inputs before "
+                f"the input quantizer {quant.name} ({_precision_text(q)}) and may move some of them onto another "
+                f"code (rounding ties, overflow); nn2aie follows the configuration (equal to hls4ml's C "
+                f"simulation), not the quantizer" + (f". For the quantizer's exact result {use}" if use else "")),
+                stacklevel=2)
+        return
+    if exact is None:
+        if q.overflow == "SAT_ZERO":
+            return  # graph_from_hls4ml refuses AP_SAT_ZERO itself, naming the layer
+        where = f"hls4ml layer {quant.name} (input quantizer of {node.name})"
+        keep = (f"or set hls_config['LayerName']['{node.name}']['Precision']['result'] to the Input type to use "
+                "(nn2aie then follows hls4ml's double cast, with a PrecisionWarning)")
+        width = q.width + FLOAT32_GUARD_BITS + 1  # exact_input_type's width
+        if width > MAX_EXACT_INPUT_WIDTH:
+            raise UnsupportedQuantizationError(
+                where, f"{_precision_text(q)} is {q.width} bits wide: an Input type that keeps it bit-exact needs "
+                f"{width} bits, more than nn2aie's {MAX_EXACT_INPUT_WIDTH}-bit host cast",
+                f"quantize the model input with at most {MAX_EXACT_INPUT_WIDTH - width + q.width} bits, {keep}")
+        raise UnsupportedQuantizationError(
+            where, f"{_precision_text(q)} wraps and rounds by the sign of the value ({q.rounding}): any Input type "
+            "before it saturates or wraps large inputs first, and a wrap can flip that sign, so no Input type makes "
+            "hls4ml's double cast equal the quantizer",
+            f"quantize the model input with AP_SAT or with RND_CONV / RND / TRN rounding, {keep}")
+    node.get_output_variable().type.precision = FixedPrecisionType(
+        exact.width, exact.width - exact.frac, True, exact.rounding, exact.overflow)
+
+
 def compile_options(model) -> CompileOptions:
     cfg = model.config
     overrides = {}

@@ -133,6 +133,15 @@ def cast_float(values: np.ndarray, t: FixedType, where: str) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(v)):
         raise UnsupportedQuantizationError(where, "contains NaN or infinite values", "clean the values first")
+    if t.overflow in ("SAT", "SAT_SYM"):
+        # beyond +-2**(width - frac + 1) (a power of two: exact) every value saturates to the same code, so clip
+        # there and a huge input saturates as ap_fixed does instead of overflowing the int64 codes below
+        bound = np.ldexp(1.0, t.width - t.frac + 1)
+        v = np.clip(v, -bound, bound)
+    elif t.overflow == "WRAP":
+        # WRAP keeps the codes modulo 2**width: taking v modulo 2**(width - frac) first (fmod is exact) moves the
+        # scaled value by a multiple of 2**width, an even integer, which changes no rounding and no wrapped code
+        v = np.fmod(v, np.ldexp(1.0, t.width - t.frac))
     scaled = np.ldexp(v, t.frac)
     floor = np.floor(scaled)
     if np.abs(floor).max(initial=0) >= 2.0**60:
