@@ -16,7 +16,7 @@ import pytest
 from nn2aie.devices import Device, get_device
 from nn2aie.errors import DoesNotFitError
 from nn2aie.ir.physical import Access, BufferAlloc
-from nn2aie.passes.legality import RULES, check_legality, peak_usage
+from nn2aie.passes.legality import RULES, check_legality, peak_usage, resource_usage
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 
 from helpers import random_mlp_graph
@@ -110,6 +110,27 @@ def test_memory_tile_dma_channels():
 def test_memory_tile_buffer_descriptors():
     plan = plan_of([384, 256, 200, 10], {"dense0": {"cas_length": 4, "cas_num": 2}})
     assert_violates(plan, PatchedDevice(memtile_buffer_descriptors=6), "memory-tile buffer descriptors", "BD pool")
+
+
+def test_zero_padded_read_takes_its_buffer_descriptors_per_padding_run():
+    """A padded memory-tile read needs a ping/pong pair of BDs per run of tiles with the same padding (VT-07's
+    77-4352 case): 2 runs (inside, straddling) and 3 runs (inside, straddling, all zeros) on a real plan."""
+    plan = plan_of([64, 32, 10])
+    sb = next(sb for sb in plan.shared_buffers if sb.readers[0].tiling.tile_traversal)
+    where = f"memory tile ({sb.col},{sb.row}) ({sb.name}) BD pool 0"
+
+    def pool0(boundary):
+        reader = sb.readers[0]
+        sb.readers[0] = Access(reader.endpoints, dataclasses.replace(reader.tiling, boundary_dimension=boundary))
+        use = next(u for u in resource_usage(plan, DEVICE) if u.where == where)
+        sb.readers[0] = reader
+        return use.used
+
+    assert sb.readers[0].tiling.buffer_dimension == (64, 4) and sb.readers[0].tiling.tiling_dimension == (8, 4)
+    unpadded = pool0(None)
+    assert unpadded == 4  # the writer's ping/pong and the reader's, both on even channels
+    assert pool0((60, 4)) == unpadded + 2  # tiles 0-48 inside, tile 56 straddles column 60
+    assert pool0((52, 4)) == unpadded + 4  # tiles 0-40 inside, 48 straddles, 56 reads only zeros
 
 
 def test_stream_switch_ports():

@@ -47,13 +47,7 @@ class TilingDescriptor:
         # element offsets inside one tile, dimension 0 fastest
         grids = np.meshgrid(*[np.arange(e) for e in reversed(self.tiling_dimension)], indexing="ij")
         inner = np.stack([g.ravel() for g in reversed(grids)], axis=1)  # [tile_elems, nd]
-        origins = np.zeros((1, nd), dtype=np.int64) + np.asarray(self.offset, dtype=np.int64)
-        for t in self.tile_traversal:  # index 0 innermost: later loops are outer
-            step = np.zeros(nd, dtype=np.int64)
-            step[t.dimension] = t.stride
-            moves = np.arange(t.wrap, dtype=np.int64)[:, None] * step[None, :]
-            origins = (moves[:, None, :] + origins[None, :, :]).reshape(-1, nd)
-        coords = origins[:, None, :] + inner[None, :, :]
+        coords = self.tile_origins()[:, None, :] + inner[None, :, :]
         return coords.reshape(-1, nd)
 
     @cached_property
@@ -74,6 +68,41 @@ class TilingDescriptor:
         """True when every element lies inside the buffer (required for writes and for unpadded reads)."""
         coords = self.coordinates()
         return bool(np.all((coords >= 0) & (coords < np.asarray(self.buffer_dimension))))
+
+    def tile_origins(self) -> np.ndarray:
+        """Origins [tiles, ndim] of the tiles in traversal order."""
+        nd = len(self.buffer_dimension)
+        origins = np.zeros((1, nd), dtype=np.int64) + np.asarray(self.offset, dtype=np.int64)
+        for t in self.tile_traversal:  # index 0 innermost: later loops are outer
+            step = np.zeros(nd, dtype=np.int64)
+            step[t.dimension] = t.stride
+            moves = np.arange(t.wrap, dtype=np.int64)[:, None] * step[None, :]
+            origins = (moves[:, None, :] + origins[None, :, :]).reshape(-1, nd)
+        return origins
+
+    def padding_segments(self) -> int:
+        """Buffer descriptors one pass of this read needs, before ping/pong: a DMA BD addresses one regular n-D
+        pattern with one zero padding, so the compiler gives each run of consecutive tiles with the same padding
+        (inside, straddling the boundary, wholly outside) its own BD and chains them; a sequence of runs that
+        repeats over the outer traversal loops is one chain that loops. 1 for an unpadded read."""
+        if not self.boundary_dimension:
+            return 1
+        origins = self.tile_origins()
+        lo = np.zeros(len(self.buffer_dimension), dtype=np.int64)
+        hi = np.minimum(np.asarray(self.boundary_dimension), np.asarray(self.buffer_dimension))
+        ext = np.asarray(self.tiling_dimension, dtype=np.int64)
+        # per tile and dimension: elements padded before and after the valid range
+        before = np.clip(lo - origins, 0, ext)
+        after = np.clip(origins + ext - hi, 0, ext)
+        pattern = np.concatenate([before, after], axis=1)
+        change = np.flatnonzero(np.any(pattern[1:] != pattern[:-1], axis=1)) + 1
+        starts = np.concatenate([[0], change])
+        lengths = np.diff(np.concatenate([starts, [len(pattern)]]))
+        runs = [(tuple(pattern[s]), int(n)) for s, n in zip(starts, lengths, strict=True)]
+        for period in range(1, len(runs) + 1):  # smallest repeating unit of the run sequence
+            if len(runs) % period == 0 and runs == runs[:period] * (len(runs) // period):
+                return period
+        return len(runs)
 
     def to_json(self) -> dict:
         return {

@@ -13,8 +13,9 @@ Rules (catalog fact in brackets):
 - ``tile DMA channels``: buffers a tile receives (S2MM) / sends (MM2S) through its DMA [tile_dma_channels];
   ``tile buffer descriptors``: 2 per double-buffered DMA transfer [tile_buffer_descriptors, bds_per_buffer].
 - ``memory-tile capacity`` (double buffering counted) [memtile_bytes]; ``memory-tile DMA channels``
-  [memtile_dma_channels]; ``memory-tile buffer descriptors`` per BD pool (channel parity; zero-padded reads
-  take one more) [memtile_buffer_descriptors, memtile_bd_pools, bds_per_buffer].
+  [memtile_dma_channels]; ``memory-tile buffer descriptors`` per BD pool (channel parity; a zero-padded read
+  takes its BDs once per run of tiles with the same padding, ``TilingDescriptor.padding_segments``)
+  [memtile_buffer_descriptors, memtile_bd_pools, bds_per_buffer].
 - ``stream-switch ports``: streams crossing each vertical switch-to-switch link per direction, routed
   dimension-ordered (vertically in the column of the compute-tile end, horizontally in the lower row, or the
   nearest row on the way with east-west links: memory-tile rows have none [memtile_stream_east_west]); a broadcast
@@ -168,7 +169,6 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
     mt_channels = device.fact("memtile_dma_channels")
     pools = int(device.fact("memtile_bd_pools"))
     pool_size = int(device.fact("memtile_buffer_descriptors")) // pools
-    extra = int(device.fact("bds_per_buffer")["zero_padded_extra"])
     for (c, r), bufs in sorted(by_memtile.items()):
         where = f"memory tile ({c},{r}) ({', '.join(sb.name for sb in bufs)})"
         uses.append(Usage("memory-tile capacity", where, sum(sb.bytes for sb in bufs), device.memtile_bytes, "B"))
@@ -184,7 +184,7 @@ def resource_usage(plan: PhysicalPlan, device: Device) -> list[Usage]:
         for i, (_, sb) in enumerate(writers):
             bds[i % pools] += chain(sb)
         for i, (acc, sb) in enumerate(readers):
-            bds[i % pools] += chain(sb) + (extra if acc.tiling.boundary_dimension is not None else 0)
+            bds[i % pools] += chain(sb) * acc.tiling.padding_segments()
         for p, used in enumerate(bds):
             uses.append(Usage("memory-tile buffer descriptors", f"{where} BD pool {p}", used, pool_size))
 
