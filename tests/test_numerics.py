@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nn2aie.numerics import AIE_ROUNDING_MODES, saturate, shift_round
+from nn2aie.numerics import AIE_ROUNDING_MODES, div_round, saturate, shift_round
 
 
 def oracle_round(x: int, shift: int, mode: str) -> int:
@@ -174,3 +174,39 @@ def test_huge_shifts_use_exact_python_ints(mode):
     assert [int(v) for v in left] == [3 << 70, -3 << 70]
     assert [int(v) for v in saturate(left, 8, True, "none")] == [0, 0]
     assert [int(v) for v in saturate(left, 8, True, "saturate")] == [127, -128]
+
+
+def oracle_div_round(num: int, den: int, mode: str) -> int:
+    """Rounding of the exact rational num / den, from the same definitions as ``oracle_round`` (any den > 0)."""
+    v = Fraction(num, den)
+    lo = floor(v)
+    frac = v - lo
+    if frac == 0:
+        return lo
+    if mode in ("floor", "ceil", "symmetric_floor", "symmetric_ceil"):
+        return {"floor": lo, "ceil": lo + 1, "symmetric_floor": lo if v > 0 else lo + 1,
+                "symmetric_ceil": lo + 1 if v > 0 else lo}[mode]
+    half = Fraction(1, 2)
+    if frac != half:
+        return lo + 1 if frac > half else lo
+    return {"negative_inf": lo, "positive_inf": lo + 1, "symmetric_zero": lo if v > 0 else lo + 1,
+            "symmetric_inf": lo + 1 if v > 0 else lo, "conv_even": lo if lo % 2 == 0 else lo + 1,
+            "conv_odd": lo if lo % 2 == 1 else lo + 1}[mode]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=20), st.integers(1, 10**6),
+       st.sampled_from(AIE_ROUNDING_MODES))
+def test_div_round_matches_oracle_on_any_denominator(xs, den, mode):
+    # ties included: multiples of den / 2 when den is even
+    xs = xs + [den * k + den // 2 for k in (-3, -1, 0, 2)] if den % 2 == 0 else xs
+    got = div_round(np.array(xs, dtype=np.int64), den, mode)
+    assert got.tolist() == [oracle_div_round(x, den, mode) for x in xs]
+    objects = div_round(np.array([x * 2**30 for x in xs], dtype=object), den * 2**30, mode)
+    assert objects.tolist() == got.tolist()  # exact Python ints: same result at any size
+
+
+@pytest.mark.parametrize("mode", AIE_ROUNDING_MODES)
+def test_div_round_by_a_power_of_two_is_shift_round(mode):
+    xs = np.arange(-300, 301, dtype=np.int64)
+    assert np.array_equal(div_round(xs, 16, mode), shift_round(xs, 4, mode))

@@ -135,6 +135,34 @@ def shift_round(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
     return q + (above | up).astype(x.dtype)
 
 
+def div_round(num, den, mode: str) -> np.ndarray:
+    """``num / den`` rounded to an integer with the AIE-ML rounding ``mode`` (den > 0, element-wise): the exact
+    rational form of ``shift_round`` (which is ``div_round(x, 2**shift, mode)``), for scales that are not powers of
+    two. Object arrays of Python ints are computed exactly; int64 inputs must keep ``2 * num`` in range."""
+    if mode not in AIE_ROUNDING_MODES:
+        raise ValueError(f"unknown AIE rounding mode {mode!r}")
+    num, den = np.broadcast_arrays(_int_array(num), _int_array(den))
+    q = num // den  # floor division
+    r = num - q * den  # 0 <= r < den
+    nonzero = r != 0
+    neg = num < 0
+    if mode == "floor":
+        up = np.zeros_like(nonzero)
+    elif mode == "ceil":
+        up = nonzero
+    elif mode == "symmetric_floor":
+        up = nonzero & neg
+    elif mode == "symmetric_ceil":
+        up = nonzero & ~neg
+    else:
+        twice = 2 * r
+        above, tie = twice > den, twice == den
+        up = {"negative_inf": np.zeros_like(tie), "positive_inf": tie, "symmetric_zero": tie & neg,
+              "symmetric_inf": tie & ~neg, "conv_even": tie & (q % 2 == 1),
+              "conv_odd": tie & (q % 2 == 0)}[mode] | above
+    return q + up.astype(q.dtype)
+
+
 def saturate(x: np.ndarray, bits: int, signed: bool, mode: str) -> np.ndarray:
     """Bring integer ``x`` into a ``bits``-wide container with the AIE-ML saturation ``mode`` (dtype kept)."""
     x = _int_array(x)

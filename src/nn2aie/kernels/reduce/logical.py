@@ -15,7 +15,7 @@ from nn2aie.ir.evaluate import requantize
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.types import FixedType
 from nn2aie.kernels.family import Fail
-from nn2aie.numerics import aie_rounding
+from nn2aie.numerics import aie_rounding, div_round
 
 OPS = ("sum", "mean", "max")
 DIVIDE_MODES = ("exact", "float32")
@@ -70,40 +70,6 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
         fail(where, "the float32 mean of this input type could overflow float32 (or its sum float64)")
 
 
-def _div_round(num: np.ndarray, den: int, mode: str) -> np.ndarray:
-    """``num / den`` (integers, den > 0) rounded exactly with an AIE rounding mode (numerics.shift_round's names)."""
-    q = num // den
-    r = num - q * den  # 0 <= r < den
-    nonzero = r != 0
-    neg = num < 0
-    if mode == "floor":
-        up = np.zeros_like(nonzero)
-    elif mode == "ceil":
-        up = nonzero
-    elif mode == "symmetric_floor":  # toward zero
-        up = nonzero & neg
-    elif mode == "symmetric_ceil":  # away from zero
-        up = nonzero & ~neg
-    else:
-        twice = 2 * r
-        above, tie = twice > den, twice == den
-        if mode == "negative_inf":
-            up = above
-        elif mode == "positive_inf":
-            up = above | tie
-        elif mode == "symmetric_zero":
-            up = above | (tie & neg)
-        elif mode == "symmetric_inf":
-            up = above | (tie & ~neg)
-        elif mode == "conv_even":
-            up = above | (tie & ((q % 2) == 1))
-        elif mode == "conv_odd":
-            up = above | (tie & ((q % 2) == 0))
-        else:
-            raise ValueError(f"unknown AIE rounding mode {mode!r}")
-    return q + up.astype(q.dtype)
-
-
 def _requantize_float32(q: np.ndarray, y: FixedType, where: str) -> np.ndarray:
     """Codes of the float32 values ``q`` in ``y`` (y's rounding of q * 2**fy, then its overflow), exactly: each
     float32 is m * 2**(e - 24) with an integer m (|m| < 2**24); values are grouped by exponent."""
@@ -147,7 +113,7 @@ def mean_codes(total: np.ndarray, n: int, a: FixedType, y: FixedType, divide: st
     fy = y.frac
     num = total.astype(object) * (1 << max(0, fy - fa))
     den = n * (1 << max(0, fa - fy))
-    rounded = _div_round(num, den, aie_rounding(y.rounding, where))
+    rounded = div_round(num, den, aie_rounding(y.rounding, where))
     lo, hi = -(1 << 62), 1 << 62  # beyond every type's range: clamping here keeps int64 and the saturated code
     if y.overflow == "WRAP":
         rounded = rounded % (1 << y.width)  # wrap is modulo 2**width: reduce first, keep the residue

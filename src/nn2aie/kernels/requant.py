@@ -1,0 +1,313 @@
+"""Exact requantisation for any scale: integer accumulator -> output code, per output channel.
+
+The source's map (``AffineMap``) is the exact real arithmetic of the quantized model on its own float32 scales:
+``code = clamp(round(acc * c_n + e_n), lo, hi)`` with ``c_n`` and ``e_n`` exact rationals (every float32 is one)
+and the source's rounding. It is monotone in ``acc`` (``c_n > 0``), so on an accumulator range it is fully
+described by its thresholds ``t_k`` (the smallest accumulator whose code is at least ``k``), which are computed
+exactly in integers. An implementation reproduces the map on the range exactly when its thresholds are equal,
+which is how every candidate is verified (a proof over the whole range, not a sample):
+
+- ``shift``: ``clamp(srs(acc, s))`` -- ``c_n = 2**-s`` on every channel and no offset (today's SRS epilogue);
+- ``multiplier``: ``clamp(srs(acc * M_n + B_n, s))`` with an int32 ``M_n`` per channel, a 64-bit offset ``B_n``
+  (``B'_n << offset_shift``, an int32 ``B'_n``) and one shift ``s`` for the layer (one SRS instruction);
+- ``table``: ``lo + #{k : acc >= t_nk}`` -- the thresholds themselves, compared and counted on the tile, for
+  maps no multiplier reproduces.
+
+``choose_requant`` tries them in that order and records which it took and why; nothing is approximated. The
+same step serves every family whose epilogue maps an exact integer to a code (dense, conv, pooling sums).
+Where the source computes the accumulation in float32 (QDQ through onnxruntime, QONNX, Brevitas), its result
+can differ from this exact map when the real value lies within float32 rounding of a tie; docs/numerics.md
+states the algorithm and the measured mismatch rate.
+
+Not a family: a shared building block, like ``epilogue.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from nn2aie.errors import UnsupportedQuantizationError
+from nn2aie.numerics import AIE_ROUNDING_MODES, div_round
+
+MULTIPLIER_BITS = 31  # M_n < 2**31: an int32 operand of aie::mul (int32 x int32 -> acc64 on AIE-ML)
+OFFSET_BITS = 31  # B'_n is an int32 vector, widened into acc64 lanes by from_vector(shift) (UPS)
+ACC64_SAFE = 1 << 62  # |acc * M + B| stays below this: acc64 lanes hold +-2**63
+
+
+@dataclass(frozen=True)
+class AffineMap:
+    """``code_n(acc) = clamp(round((acc * P_n + E_n) / D_n), lo, hi)``: per channel ``n``, integers with
+    ``P_n, D_n > 0``; ``rounding`` an AIE-ML rounding mode (the source's, through ``numerics.aie_rounding``)."""
+
+    P: tuple[int, ...]
+    E: tuple[int, ...]
+    D: tuple[int, ...]
+    rounding: str
+    lo: int
+    hi: int
+
+    def __post_init__(self) -> None:
+        if not (len(self.P) == len(self.E) == len(self.D)) or not self.P:
+            raise ValueError("P, E and D need one entry per channel")
+        if min(self.P) <= 0 or min(self.D) <= 0:
+            raise ValueError("the accumulator scale must be positive (P, D > 0)")
+        if self.rounding not in AIE_ROUNDING_MODES or self.lo > self.hi:
+            raise ValueError(f"bad rounding {self.rounding!r} or range [{self.lo}, {self.hi}]")
+
+    @classmethod
+    def from_scales(cls, scale: Sequence[Fraction], offset: Sequence[Fraction], rounding: str, lo: int,
+                    hi: int) -> AffineMap:
+        """``code = clamp(round(acc * scale_n + offset_n))``, from exact rationals (e.g. ``Fraction(float32)``)."""
+        if len(offset) == 1 and len(scale) > 1:
+            offset = list(offset) * len(scale)
+        if len(scale) == 1 and len(offset) > 1:
+            scale = list(scale) * len(offset)
+        P, E, D = [], [], []
+        for c, e in zip(scale, offset, strict=True):
+            c, e = Fraction(c), Fraction(e)
+            if c <= 0:
+                raise UnsupportedQuantizationError("requantisation", f"scale {float(c)!r} is not positive",
+                                                   "use positive quantizer scales")
+            d = math.lcm(c.denominator, e.denominator)
+            P.append(c.numerator * (d // c.denominator))
+            E.append(e.numerator * (d // e.denominator))
+            D.append(d)
+        return cls(tuple(P), tuple(E), tuple(D), rounding, lo, hi)
+
+    @property
+    def channels(self) -> int:
+        return len(self.P)
+
+    def scale(self, n: int) -> Fraction:
+        return Fraction(self.P[n], self.D[n])
+
+    def offset(self, n: int) -> Fraction:
+        return Fraction(self.E[n], self.D[n])
+
+    def evaluate(self, acc: np.ndarray) -> np.ndarray:
+        """Codes of accumulator values ``acc`` ([..., channels] or [...] for one channel), exact (Python ints)."""
+        a = _objects(acc)
+        num = a * _objects(self.P) + _objects(self.E)
+        return np.clip(div_round(num, _objects(self.D), self.rounding), self.lo, self.hi).astype(np.int64)
+
+    def thresholds(self, acc_lo: int, acc_hi: int) -> np.ndarray:
+        """[channels, hi - lo] int64: entry (n, k - lo - 1) is the smallest accumulator in [acc_lo, acc_hi + 1]
+        whose code is >= k, for k = lo + 1 .. hi (acc_hi + 1: none in range; acc_lo: all of it)."""
+        k = _objects(np.arange(self.lo + 1, self.hi + 1))[None, :]
+        P, E, D = (_objects(v)[:, None] for v in (self.P, self.E, self.D))
+        # code >= k  <=>  acc * P + E  >=  bound  (``inclusive``) or  >  bound, bound = beta * D with beta the
+        # value where the rounding steps to k: work on twice the values so beta = k - 1/2 stays an integer
+        twice_beta, inclusive = _step(k, self.rounding)
+        num = twice_beta * D - 2 * E  # acc >= num / (2P)  or  acc > num / (2P)
+        den = 2 * P
+        floor = num // den
+        exact = floor * den == num
+        t = np.where(inclusive, np.where(exact, floor, floor + 1), floor + 1)
+        return np.clip(t, acc_lo, acc_hi + 1).astype(np.int64)
+
+
+def _objects(x) -> np.ndarray:
+    """An object array of Python ints (exact arithmetic of any size)."""
+    a = np.asarray(x)
+    out = np.empty(a.size, dtype=object)
+    out[:] = [int(v) for v in a.ravel()]
+    return out.reshape(a.shape)
+
+
+def _step(k: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(2 * beta_k, inclusive): rounding by ``mode`` gives a code >= k exactly when the value is >= beta_k
+    (inclusive) or > beta_k, for integers k (shared/reference/aie-ml.md section 5)."""
+    pos = k >= 1
+    if mode == "floor":
+        return 2 * k, np.ones(k.shape, bool)
+    if mode == "ceil":
+        return 2 * (k - 1), np.zeros(k.shape, bool)
+    if mode == "symmetric_floor":  # toward zero
+        return np.where(pos, 2 * k, 2 * (k - 1)), pos
+    if mode == "symmetric_ceil":  # away from zero
+        return np.where(pos, 2 * (k - 1), 2 * k), ~pos
+    # nearest: beta = k - 1/2; the tie goes up to k when the mode rounds that tie up
+    even = (k % 2) == 0
+    inclusive = {"negative_inf": np.zeros(k.shape, bool), "positive_inf": np.ones(k.shape, bool),
+                 "symmetric_zero": ~pos, "symmetric_inf": pos, "conv_even": even, "conv_odd": ~even}[mode]
+    return 2 * k - 1, inclusive
+
+
+@dataclass(frozen=True)
+class Requant:
+    """One chosen implementation of an ``AffineMap`` on an accumulator range (see the module docstring)."""
+
+    kind: str  # "shift" | "multiplier" | "table"
+    rounding: str  # AIE-ML rounding mode of the SRS (shift / multiplier)
+    lo: int
+    hi: int
+    acc_lo: int
+    acc_hi: int
+    shift: int = 0
+    multipliers: tuple[int, ...] = ()
+    offsets: tuple[int, ...] = ()  # B'_n; the offset added is B'_n << offset_shift
+    offset_shift: int = 0
+    thresholds: tuple[tuple[int, ...], ...] = ()
+    reason: str = ""
+    channels: int = field(default=1)
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        """Codes the tile computes for exact accumulators ``acc`` ([..., channels]), int64."""
+        acc64 = np.asarray(acc, dtype=np.int64)
+        if self.kind == "table":
+            t = np.asarray(self.thresholds, dtype=np.int64)  # [channels, levels]
+            return (self.lo + (acc64[..., None] >= t).sum(axis=-1)).astype(np.int64)
+        # inside the verified range |acc * M + B| < 2**62 (checked when chosen): int64 is exact, as on the tile
+        inside = acc64.size == 0 or (int(acc64.min()) >= self.acc_lo and int(acc64.max()) <= self.acc_hi)
+        a = acc64 if inside else _objects(acc64)
+        if self.kind == "shift":
+            num = a
+        else:
+            m = np.asarray(self.multipliers, dtype=np.int64) if inside else _objects(self.multipliers)
+            b = np.asarray(self.offsets, dtype=np.int64) if inside else _objects(self.offsets)
+            num = a * m + (b << (np.int64(self.offset_shift) if inside else self.offset_shift))
+        if self.shift >= 0:
+            y = div_round(num, (np.int64(1) << np.int64(self.shift)) if inside else 1 << self.shift, self.rounding)
+        else:
+            y = num << (np.int64(-self.shift) if inside else -self.shift)
+        return np.clip(y, self.lo, self.hi).astype(np.int64)
+
+    def as_map(self) -> AffineMap:
+        """The shift / multiplier implementation as an affine map (the form its verification compares)."""
+        if self.kind == "table":
+            raise ValueError("a table is its thresholds, not an affine map")
+        m = self.multipliers or (1,) * self.channels
+        b = self.offsets or (0,) * self.channels
+        d = 1 << max(self.shift, 0)
+        up = 1 << max(-self.shift, 0)
+        return AffineMap(tuple(x * up for x in m), tuple((x << self.offset_shift) * up for x in b),
+                         (d,) * len(m), self.rounding, self.lo, self.hi)
+
+    def to_json(self) -> dict:
+        out = {"kind": self.kind, "rounding": self.rounding, "clamp": [self.lo, self.hi],
+               "accumulator_range": [self.acc_lo, self.acc_hi], "reason": self.reason}
+        if self.kind in ("shift", "multiplier"):
+            out["shift"] = self.shift
+        if self.kind == "multiplier":
+            out.update(multipliers=list(self.multipliers), offsets=list(self.offsets),
+                       offset_shift=self.offset_shift)
+        if self.kind == "table":
+            out["levels"] = self.hi - self.lo
+        return out
+
+
+def choose_requant(source: AffineMap, acc_lo: int, acc_hi: int, srs_shifts: tuple[int, int] = (-4, 59),
+                   kinds: Sequence[str] = ("shift", "multiplier", "table")) -> Requant:
+    """The cheapest implementation in ``kinds`` equal to ``source`` on every accumulator in [acc_lo, acc_hi]
+    (thresholds compared exactly). ``srs_shifts``: the SRS shift range of the device."""
+    if acc_lo > acc_hi:
+        raise ValueError("empty accumulator range")
+    want = source.thresholds(acc_lo, acc_hi)
+    base = dict(rounding=source.rounding, lo=source.lo, hi=source.hi, acc_lo=acc_lo, acc_hi=acc_hi,
+                channels=source.channels)
+    misses: list[str] = []
+    if "shift" in kinds:
+        shift = _power_of_two_shift(source)
+        if shift is None:
+            misses.append("the scales are not one power of two with no offset")
+        elif not srs_shifts[0] <= shift <= srs_shifts[1]:
+            misses.append(f"the shift {shift} is outside the SRS range {srs_shifts}")
+        else:
+            rq = Requant("shift", shift=shift, reason=f"scale 2^{-shift} on every channel: one SRS", **base)
+            if np.array_equal(rq.as_map().thresholds(acc_lo, acc_hi), want):
+                return rq
+            misses.append("shift candidate failed its verification")  # cannot happen for an exact power of two
+    if "multiplier" in kinds:
+        rq, why = _multiplier(source, acc_lo, acc_hi, want, srs_shifts, base)
+        if rq is not None:
+            return rq
+        misses.append(why)
+    if "table" in kinds:
+        reason = "; ".join(misses) or "table requested"
+        return Requant("table", thresholds=tuple(tuple(int(v) for v in row) for row in want),
+                       reason=f"thresholds compared on the tile ({reason})", **base)
+    raise UnsupportedQuantizationError("requantisation", "; ".join(misses) or "no implementation allowed",
+                                       "allow a threshold table, or use power-of-two scales")
+
+
+def _power_of_two_shift(source: AffineMap) -> int | None:
+    shifts = set()
+    for n in range(source.channels):
+        c = source.scale(n)
+        if source.E[n] != 0 or c.numerator & (c.numerator - 1) or c.denominator & (c.denominator - 1):
+            return None
+        shifts.add(c.denominator.bit_length() - 1 - (c.numerator.bit_length() - 1))
+    return shifts.pop() if len(shifts) == 1 else None
+
+
+def _multiplier(source: AffineMap, acc_lo: int, acc_hi: int, want: np.ndarray, srs_shifts: tuple[int, int],
+                base: dict) -> tuple[Requant | None, str]:
+    """Per channel the first of M in {round(c 2^s), +-1} x B in {round(e 2^s), +-1 step} that verifies; one
+    shift s for the layer: the largest keeping every M_n an int32 (most precise), within the SRS range."""
+    A = max(abs(acc_lo), abs(acc_hi), 1)
+    scales = [source.scale(n) for n in range(source.channels)]
+    s = min(_largest_shift(c) for c in scales)
+    s = min(s, srs_shifts[1])
+    if s < max(srs_shifts[0], 0):
+        return None, f"a scale of {float(max(scales)):.3g} needs a multiplier beyond int32 at shift >= 0"
+    mults, offs, t = [], [], 0
+    chosen: list[tuple[int, int]] = []
+    for n, c in enumerate(scales):
+        m0 = _round_half_up(c * (1 << s))
+        b0 = _round_half_up(source.offset(n) * (1 << s))
+        chosen.append((m0, b0))
+    # one offset shift for the layer: the offsets' int32 parts times 2**t
+    t = max(0, max(abs(b).bit_length() for _, b in chosen) - OFFSET_BITS + 1)
+    step = 1 << t
+    for n, (m0, b0) in enumerate(chosen):
+        one = AffineMap((source.P[n],), (source.E[n],), (source.D[n],), source.rounding, source.lo, source.hi)
+        target = want[n:n + 1]
+        found = None
+        for dm in (0, -1, 1):
+            m = m0 + dm
+            if not 0 < m < (1 << MULTIPLIER_BITS):
+                continue
+            for db in (0, -1, 1):
+                b = _round_half_up(Fraction(b0, step)) + db
+                if abs(b) >= 1 << (OFFSET_BITS - 1) or A * m + (abs(b) << t) >= ACC64_SAFE:
+                    continue
+                cand = AffineMap((m,), (b << t,), (1 << s,), source.rounding, source.lo, source.hi)
+                if np.array_equal(cand.thresholds(acc_lo, acc_hi), target):
+                    found = (m, b)
+                    break
+            if found:
+                break
+        if found is None:
+            near = one.thresholds(acc_lo, acc_hi)[0]
+            got = AffineMap((m0,), (_round_half_up(Fraction(b0, step)) << t,), (1 << s,), source.rounding,
+                            source.lo, source.hi).thresholds(acc_lo, acc_hi)[0]
+            bad = int(np.flatnonzero(near != got)[0]) if np.any(near != got) else 0
+            return None, (f"no int32 multiplier at shift {s} reproduces channel {n} (code {source.lo + bad + 1} "
+                          f"starts at accumulator {int(near[bad])}, the nearest multiplier puts it at "
+                          f"{int(got[bad])})")
+        mults.append(found[0])
+        offs.append(found[1])
+    rq = Requant("multiplier", shift=s, multipliers=tuple(mults), offsets=tuple(offs), offset_shift=t,
+                 reason=f"int32 multiplier per channel and SRS by {s}, verified on every accumulator in "
+                        f"[{acc_lo}, {acc_hi}]", **base)
+    return rq, ""
+
+
+def _largest_shift(c: Fraction) -> int:
+    """The largest s with round(c * 2**s) < 2**MULTIPLIER_BITS (the most precise int32 multiplier)."""
+    limit = 1 << MULTIPLIER_BITS
+    s = MULTIPLIER_BITS - 1 - (c.numerator.bit_length() - c.denominator.bit_length())
+    while _round_half_up(c * Fraction(2) ** s) >= limit:
+        s -= 1
+    while _round_half_up(c * Fraction(2) ** (s + 1)) < limit:
+        s += 1
+    return s
+
+
+def _round_half_up(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2))

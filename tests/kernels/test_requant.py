@@ -1,0 +1,157 @@
+"""Exact requantisation for any scale (kernels/requant.py), against an independent oracle: the source map
+``clamp(round(acc * c + e))`` evaluated per accumulator with Python ``Fraction``s and the rounding rules written
+out from their definitions (shared/reference/aie-ml.md section 5), on every accumulator of the range."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nn2aie.kernels.requant import AffineMap, choose_requant
+from nn2aie.numerics import AIE_ROUNDING_MODES
+
+
+def round_rational(v: Fraction, mode: str) -> int:
+    """AIE-ML rounding of an exact rational to an integer, from the definitions."""
+    fl = math.floor(v)
+    frac = v - fl
+    half = Fraction(1, 2)
+    if mode == "floor":
+        return fl
+    if mode == "ceil":
+        return math.ceil(v)
+    if mode == "symmetric_floor":
+        return math.trunc(v)
+    if mode == "symmetric_ceil":
+        return math.floor(v) if v < 0 else math.ceil(v)
+    if frac != half:
+        return fl + (frac > half)
+    return {"negative_inf": fl, "positive_inf": fl + 1, "symmetric_zero": fl + (v < 0), "symmetric_inf": fl + (v > 0),
+            "conv_even": fl + (fl % 2), "conv_odd": fl + (1 - fl % 2)}[mode]
+
+
+def oracle(scale, offset, mode, lo, hi, accs) -> np.ndarray:
+    """[len(accs), channels] codes: every accumulator, every channel, one Fraction at a time."""
+    return np.array([[min(hi, max(lo, round_rational(a * c + e, mode))) for c, e in zip(scale, offset, strict=True)]
+                     for a in accs], dtype=np.int64)
+
+
+def f32(x: float) -> Fraction:
+    return Fraction(float(np.float32(x)))
+
+
+@st.composite
+def cases(draw):
+    """Scales as exported models have them: float32 input, per-channel weight and output scales (their exact
+    ratio), an optional float32 bias and integer zero point, a rounding mode, an output type and a range."""
+    channels = draw(st.integers(1, 4))
+    sx = f32(draw(st.floats(2.0**-12, 2.0**-1)))
+    sy = f32(draw(st.floats(2.0**-10, 2.0**1)))
+    pow2 = draw(st.booleans()) and draw(st.booleans())
+    if pow2:  # the fixed-point case: every ratio a power of two, no offset
+        k = draw(st.integers(-2, 12))
+        scale = [Fraction(1, 2**k) if k >= 0 else Fraction(2**-k)] * channels
+        offset = [Fraction(0)] * channels
+    else:
+        sw = [f32(draw(st.floats(2.0**-10, 2.0**-2))) for _ in range(channels)]
+        scale = [sx * w / sy for w in sw]
+        zero_point = draw(st.integers(-8, 8))
+        bias = [draw(st.integers(-5000, 5000)) for _ in range(channels)]
+        offset = [b * f32(float(sx * w)) / sy + zero_point for b, w in zip(bias, sw, strict=True)]
+    mode = draw(st.sampled_from(AIE_ROUNDING_MODES))
+    lo, hi = draw(st.sampled_from([(-128, 127), (0, 255), (-8, 7), (0, 127), (-32768, 32767)]))
+    # a range around where the codes change (most of it unsaturated), or anywhere
+    centre = draw(st.integers(-2000, 2000)) * (draw(st.integers(1, 200)))
+    width = draw(st.integers(1, 1500))
+    return scale, offset, mode, lo, hi, centre - width, centre + width
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_chosen_requant_equals_the_source_on_every_accumulator(case):
+    scale, offset, mode, lo, hi, a_lo, a_hi = case
+    src = AffineMap.from_scales(scale, offset, mode, lo, hi)
+    rq = choose_requant(src, a_lo, a_hi)
+    accs = list(range(a_lo, a_hi + 1))
+    want = oracle(scale, offset, mode, lo, hi, accs)
+    grid = np.repeat(np.asarray(accs, dtype=np.int64)[:, None], len(scale), axis=1)
+    assert np.array_equal(rq.apply(grid), want), rq.reason
+    assert np.array_equal(src.evaluate(grid), want)
+    if all(e == 0 for e in offset) and len(set(scale)) == 1 and _is_power_of_two(scale[0]) \
+            and scale[0] <= 16:  # an SRS shifts by -4 .. 59
+        assert rq.kind == "shift"
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases())
+def test_every_kind_that_is_chosen_is_exact_and_table_always_is(case):
+    scale, offset, mode, lo, hi, a_lo, a_hi = case
+    src = AffineMap.from_scales(scale, offset, mode, lo, hi)
+    accs = np.arange(a_lo, a_hi + 1, dtype=np.int64)
+    grid = np.repeat(accs[:, None], len(scale), axis=1)
+    want = oracle(scale, offset, mode, lo, hi, accs.tolist())
+    for kinds in (("table",), ("multiplier", "table")):
+        rq = choose_requant(src, a_lo, a_hi, kinds=kinds)
+        assert np.array_equal(rq.apply(grid), want), (kinds, rq.reason)
+
+
+def _is_power_of_two(c: Fraction) -> bool:
+    return c.numerator & (c.numerator - 1) == 0 and c.denominator & (c.denominator - 1) == 0
+
+
+def test_thresholds_are_where_the_codes_step():
+    src = AffineMap.from_scales([f32(0.0173), f32(0.051)], [f32(0.37), Fraction(-3, 2)], "conv_even", -128, 127)
+    t = src.thresholds(-5000, 5000)
+    accs = np.arange(-5000, 5001)
+    codes = src.evaluate(np.repeat(accs[:, None], 2, axis=1))
+    for n in range(2):
+        for j, k in enumerate(range(-127, 128)):
+            first = accs[codes[:, n] >= k]
+            assert t[n, j] == (first[0] if len(first) else 5001)
+
+
+def test_exact_ties_of_a_non_dyadic_scale_need_a_table():
+    """c = 2/3, e = 1/2: every multiple of 3 lands exactly on a tie (2j + 1/2), which half-to-even sends down;
+    an int32 multiplier M / 2**s is never exactly 2/3, so it moves the ties of one sign up: no multiplier is
+    exact over a range of both signs, and the table is chosen with that reason."""
+    src = AffineMap.from_scales([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127)
+    rq = choose_requant(src, -150, 150)
+    assert rq.kind == "table"
+    assert "no int32 multiplier" in rq.reason
+    accs = np.arange(-150, 151)[:, None]
+    assert np.array_equal(rq.apply(accs), oracle([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127,
+                                                 accs[:, 0].tolist()))
+    # on one sign the multiplier below 2/3 keeps every tie below: exact, and chosen
+    assert choose_requant(src, 1, 150).kind == "multiplier"
+
+
+def test_float_scales_of_a_real_layer_take_a_multiplier():
+    rng = np.random.default_rng(0)
+    sw = rng.uniform(0.002, 0.02, 64).astype(np.float32)
+    sx, sy = f32(0.0123457), f32(0.0871234)
+    scale = [sx * Fraction(float(w)) / sy for w in sw]
+    offset = [int(b) * Fraction(float(np.float32(float(sx) * w))) / sy for b, w in
+              zip(rng.integers(-3000, 3000, 64), sw, strict=True)]
+    src = AffineMap.from_scales(scale, offset, "conv_even", -128, 127)
+    rq = choose_requant(src, -1_000_000, 1_000_000)
+    assert rq.kind == "multiplier" and all(0 < m < 2**31 for m in rq.multipliers)
+    acc = rng.integers(-1_000_000, 1_000_001, (3000, 64))
+    assert np.array_equal(rq.apply(acc), src.evaluate(acc))
+    t = src.thresholds(-1_000_000, 1_000_000)
+    near = np.clip(np.concatenate([t - 1, t], axis=1), -1_000_000, 1_000_000).T  # both sides of every step
+    assert np.array_equal(rq.apply(near), src.evaluate(near))
+
+
+def test_refusals_are_typed():
+    from nn2aie.errors import UnsupportedQuantizationError
+
+    with pytest.raises(UnsupportedQuantizationError, match="not positive"):
+        AffineMap.from_scales([Fraction(-1, 3)], [Fraction(0)], "conv_even", -128, 127)
+    src = AffineMap.from_scales([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127)
+    with pytest.raises(UnsupportedQuantizationError, match="no int32 multiplier"):
+        choose_requant(src, -150, 150, kinds=("shift", "multiplier"))
