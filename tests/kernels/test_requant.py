@@ -155,3 +155,29 @@ def test_refusals_are_typed():
     src = AffineMap.from_scales([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127)
     with pytest.raises(UnsupportedQuantizationError, match="no int32 multiplier"):
         choose_requant(src, -150, 150, kinds=("shift", "multiplier"))
+
+
+def test_table_levels_fold_what_the_range_decides_and_reproduce_the_codes():
+    src = AffineMap.from_scales([Fraction(2, 3), Fraction(1, 7)], [Fraction(1, 2), Fraction(0)], "conv_even",
+                                -128, 127)
+    rq = choose_requant(src, -20, 40, kinds=("table",))
+    base, levels = rq.table_levels()
+    # the codes on [-20, 40]: channel 0 from round(-12.83) = -13 to round(27.17) = 27 (40 steps), channel 1 from
+    # round(-2.86) = -3 to round(5.71) = 6 (9 steps, padded to 40 with thresholds that never count)
+    assert base == (-13, -3) and len(levels) == 40
+    assert [lv[1] for lv in levels[9:]] == [41] * 31
+    accs = np.arange(-20, 41)
+    grid = np.repeat(accs[:, None], 2, axis=1)
+    counted = np.asarray(base)[None, :] + (grid[:, None, :] >= np.asarray(levels)[None, :, :]).sum(axis=1)
+    assert np.array_equal(counted, rq.apply(grid))
+    assert rq.cycles_per_vector(32) == 2 * 2 * 40 + 2
+
+
+def test_accumulators_beyond_int32_take_only_a_shift():
+    from nn2aie.errors import UnsupportedQuantizationError
+
+    src = AffineMap.from_scales([Fraction(1, 3)], [Fraction(0)], "conv_even", -128, 127)
+    with pytest.raises(UnsupportedQuantizationError, match="leaves int32"):
+        choose_requant(src, -(2**33), 2**33)
+    assert choose_requant(AffineMap.from_scales([Fraction(1, 2**20)], [Fraction(0)], "floor", -128, 127),
+                          -(2**33), 2**33).kind == "shift"

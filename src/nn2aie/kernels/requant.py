@@ -37,6 +37,18 @@ from nn2aie.numerics import AIE_ROUNDING_MODES, div_round
 MULTIPLIER_BITS = 31  # M_n < 2**31: an int32 operand of aie::mul (int32 x int32 -> acc64 on AIE-ML)
 OFFSET_BITS = 31  # B'_n is an int32 vector, widened into acc64 lanes by from_vector(shift) (UPS)
 ACC64_SAFE = 1 << 62  # |acc * M + B| stays below this: acc64 lanes hold +-2**63
+INT32_RANGE = (-(1 << 31), (1 << 31) - 1)  # multiplier and table read the accumulator as an int32 vector
+
+# Cost per output vector of ``lanes`` lanes, in AIE-ML vector-unit cycles beyond the plain SRS epilogue (which the
+# family's calibrated epilogue cost already counts). An instruction count, NOT calibrated: no public measurement
+# of these epilogues exists. Assumptions (AM020 / UG1079 / AIE-API): 512-bit vector registers (16 int32 lanes per
+# compare or add), 1024-bit acc64 registers of 16 lanes; an int32 x int32 element-wise multiply is emulated on
+# AIE-ML as two 32 x 16 passes (MUL slot, 16 lanes each); one UPS (offset into acc64) and one SRS per 16 lanes; a
+# table level is one compare (ge) and one masked add (select + add) per 16 lanes; one instruction per cycle per
+# slot, the other slots' work (loads of the per-channel constants, stores) hidden.
+LANES_PER_OP = 16
+MULTIPLIER_PASSES = 2  # 32 x 32 -> acc64 as two 32 x 16 multiplies
+OPS_PER_TABLE_LEVEL = 2  # compare + masked add
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,30 @@ class Requant:
             y = num << (np.int64(-self.shift) if inside else -self.shift)
         return np.clip(y, self.lo, self.hi).astype(np.int64)
 
+    def table_levels(self) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+        """The table as the tile stores it: per channel a base code and the thresholds that can decide something
+        on the range (a threshold at ``acc_lo`` always counts: folded into the base; one past ``acc_hi`` never
+        does: dropped), padded to the longest channel with ``acc_hi + 1``. Returns (base[n], levels[j][n])."""
+        if self.kind != "table":
+            raise ValueError("only a table has levels")
+        never = self.acc_hi + 1
+        base, active = [], []
+        for row in self.thresholds:
+            base.append(self.lo + sum(1 for t in row if t <= self.acc_lo))
+            active.append([t for t in row if self.acc_lo < t < never])
+        width = max((len(a) for a in active), default=0)
+        levels = tuple(tuple(a[j] if j < len(a) else never for a in active) for j in range(width))
+        return tuple(base), levels
+
+    def cycles_per_vector(self, lanes: int = 32) -> float:
+        """Vector-unit cycles per output vector beyond the plain SRS epilogue (module constants: assumptions)."""
+        ops = -(-lanes // LANES_PER_OP)
+        if self.kind == "shift":
+            return 0.0
+        if self.kind == "multiplier":
+            return float(ops * (MULTIPLIER_PASSES + 1))  # the multiply passes and the offset UPS (SRS counted)
+        return float(ops * OPS_PER_TABLE_LEVEL * len(self.table_levels()[1]) + ops)  # + the int32 read
+
     def as_map(self) -> AffineMap:
         """The shift / multiplier implementation as an affine map (the form its verification compares)."""
         if self.kind == "table":
@@ -197,7 +233,8 @@ class Requant:
             out.update(multipliers=list(self.multipliers), offsets=list(self.offsets),
                        offset_shift=self.offset_shift)
         if self.kind == "table":
-            out["levels"] = self.hi - self.lo
+            out["levels"] = len(self.table_levels()[1])
+        out["cycles_per_32_lanes"] = self.cycles_per_vector(32)
         return out
 
 
@@ -222,6 +259,11 @@ def choose_requant(source: AffineMap, acc_lo: int, acc_hi: int, srs_shifts: tupl
             if np.array_equal(rq.as_map().thresholds(acc_lo, acc_hi), want):
                 return rq
             misses.append("shift candidate failed its verification")  # cannot happen for an exact power of two
+    in_int32 = INT32_RANGE[0] <= acc_lo and acc_hi <= INT32_RANGE[1]
+    if not in_int32:
+        misses.append(f"the accumulator range [{acc_lo}, {acc_hi}] leaves int32 (multiplier and table read it as "
+                      "an int32 vector)")
+        kinds = [k for k in kinds if k == "shift"]
     if "multiplier" in kinds:
         rq, why = _multiplier(source, acc_lo, acc_hi, want, srs_shifts, base)
         if rq is not None:
@@ -232,7 +274,8 @@ def choose_requant(source: AffineMap, acc_lo: int, acc_hi: int, srs_shifts: tupl
         return Requant("table", thresholds=tuple(tuple(int(v) for v in row) for row in want),
                        reason=f"thresholds compared on the tile ({reason})", **base)
     raise UnsupportedQuantizationError("requantisation", "; ".join(misses) or "no implementation allowed",
-                                       "allow a threshold table, or use power-of-two scales")
+                                       "allow a threshold table, use power-of-two scales, or narrower "
+                                       "operands (a smaller accumulator range)")
 
 
 def _power_of_two_shift(source: AffineMap) -> int | None:
