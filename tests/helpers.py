@@ -1,11 +1,14 @@
-"""Test helpers: random logical graphs built directly in the IR (no frontend involved)."""
+"""Test helpers: random logical graphs built directly in the IR (no frontend involved); exact rational rounding."""
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import numpy as np
 
 from nn2aie.ir.logical import Graph, Op, Tensor
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 
 
 def random_mlp_graph(sizes: list[int], seed: int = 0, act_bits: int = 8, hidden_unsigned: bool = True,
@@ -64,3 +67,51 @@ def forced_overrides(graph: Graph, length: int, num: int) -> dict[str, dict]:
             nm -= 1
         overrides[op.name] = {"cas_length": ln, "cas_num": nm}
     return overrides
+
+
+def round_rational(v: Fraction, mode: str) -> int:
+    """AIE-ML rounding of an exact rational to an integer, from the definitions."""
+    fl = math.floor(v)
+    frac = v - fl
+    half = Fraction(1, 2)
+    if mode == "floor":
+        return fl
+    if mode == "ceil":
+        return math.ceil(v)
+    if mode == "symmetric_floor":
+        return math.trunc(v)
+    if mode == "symmetric_ceil":
+        return math.floor(v) if v < 0 else math.ceil(v)
+    if frac != half:
+        return fl + (frac > half)
+    return {"negative_inf": fl, "positive_inf": fl + 1, "symmetric_zero": fl + (v < 0), "symmetric_inf": fl + (v > 0),
+            "conv_even": fl + (fl % 2), "conv_odd": fl + (1 - fl % 2)}[mode]
+
+
+def f32(v: float) -> float:
+    return float(np.float32(v))
+
+
+def scaled_graph(seed: int, rounding: str = "RND_CONV", per_channel: bool = True, relu: bool = False,
+                 k: int = 12, n: int = 6, zx: int = 0, zy: int = 0, out_signed: bool = True, x_bits: int = 8,
+                 w_bits: int = 8, y_bits: int = 8, w_max: int | None = None) -> Graph:
+    """One dense layer on float32 scales (x per tensor, W per channel or per tensor, a bias at power-of-two
+    scales per channel, y per tensor with zero points), weights drawn over the whole weight range (or
+    [-w_max, w_max])."""
+    rng = np.random.default_rng(seed)
+    x_t = ScaledType(x_bits, zx == 0, (f32(rng.uniform(0.004, 0.3)),), (zx,))
+    w_scales = tuple(f32(s) for s in rng.uniform(0.001, 0.05, size=n if per_channel else 1))
+    w_t = ScaledType(w_bits, True, w_scales, narrow=True)
+    b_t = ScaledType(26, True, tuple(f32(2.0 ** -int(e)) for e in rng.integers(8, 16, size=n)))
+    y_t = ScaledType(y_bits, out_signed, (f32(rng.uniform(0.01, 0.2)),), (zy,), rounding, "SAT")
+    tensors = {
+        "x": Tensor("x", (k,), x_t),
+        "w": Tensor("w", (k, n), w_t, rng.integers(-(w_max or -w_t.min_code), (w_max or w_t.max_code) + 1,
+                                                        size=(k, n))),
+        "b": Tensor("b", (n,), b_t, rng.integers(-(1 << 12), 1 << 12, size=n)),
+        "y": Tensor("y", (n,), y_t, origin="model/out"),
+    }
+    op = Op("fc", "dense", ["x", "w", "b"], ["y"], {"activation": "relu" if relu else "linear"})
+    graph = Graph("scaled", tensors, [op], ["x"], ["y"], {"framework": "test"})
+    graph.verify()
+    return graph

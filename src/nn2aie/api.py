@@ -20,7 +20,7 @@ from nn2aie.errors import BadFileError, IllegalConfigError, Nn2aieError
 from nn2aie.frontends.loader import LoadedModel, load_model
 from nn2aie.ir.evaluate import cast_input, input_pre_cast, overflow_range
 from nn2aie.ir.physical import PhysicalPlan
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.kernels.registry import family_named
 from nn2aie.numerics import quantize_float32
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
@@ -35,13 +35,29 @@ PROJECT_MARKER = "nn2aie-project.json"  # identifies a directory nn2aie wrote (s
 DEFAULT_PROJECT_EVENTS = 64
 
 
-def quantize_input(x: np.ndarray, t: FixedType, pre: FixedType | None = None) -> np.ndarray:
+def quantize_input(x: np.ndarray, t: FixedType | ScaledType, pre: FixedType | None = None) -> np.ndarray:
     """Float inputs -> exact input codes (in float32) with the input type's own rounding and overflow (after a
     first cast into ``pre`` when the source model casts twice, see ``ir.evaluate.INPUT_PRE_CAST``)."""
+    if isinstance(t, ScaledType):  # a float scale: the source's own float32 quantizer
+        return t.quantize_float32(x)
     if pre is None and t.rounding == "RND_CONV" and t.overflow != "WRAP":  # QuantizeLinear / Quant(ROUND)
         lo, hi = overflow_range(t)
         return quantize_float32(x, t.frac, lo, hi)
     return cast_input(x, t, pre, "inputs").astype(np.float32)  # any other input type (e.g. hls4ml's)
+
+
+def dequantize_output(codes: np.ndarray, t: FixedType | ScaledType) -> np.ndarray:
+    """Output codes -> the float32 values the source framework gives for them."""
+    if isinstance(t, ScaledType):
+        return t.dequantize_float32(codes)
+    return np.multiply(codes, np.float32(t.lsb), dtype=np.float32)
+
+
+def real_bounds(t: FixedType | ScaledType) -> tuple[float, float]:
+    """Real values of a type's smallest and largest code."""
+    if isinstance(t, ScaledType):
+        return t.real_bounds()
+    return t.min_code * t.lsb, t.max_code * t.lsb
 
 
 @dataclass
@@ -162,9 +178,8 @@ class Compiled:
 
     def dequantize(self, codes):
         if isinstance(codes, list):
-            return [(c.astype(np.float64) * t.lsb).astype(np.float32) for c, t in zip(codes, self.output_types,
-                                                                                       strict=True)]
-        return (codes.astype(np.float64) * self.output_type.lsb).astype(np.float32)
+            return [dequantize_output(c, t) for c, t in zip(codes, self.output_types, strict=True)]
+        return dequantize_output(codes, self.output_type)
 
     def emulate_codes(self, codes):
         """Input codes (an array, or a list per input) -> output codes (an array, or a list per output)."""
@@ -188,7 +203,7 @@ class Compiled:
         emu = self._emulator()
         events = codes[0].shape[0]
         ys = emu.run_unchecked_many(dict(zip(self.plan.input_tensors, codes, strict=True)))
-        return self._outputs([np.multiply(emu.trim(ys[t], events, t), np.float32(typ.lsb), dtype=np.float32)
+        return self._outputs([dequantize_output(emu.trim(ys[t], events, t), typ)
                               for t, typ in zip(self.plan.output_tensors, self.output_types, strict=True)])
 
     def native_cosim(self, x, **kwargs) -> NativeReport:
@@ -278,8 +293,9 @@ def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, see
     rng = np.random.default_rng(seed)
     xs = []
     for t, k in zip(compiled.input_types, compiled.input_widths, strict=True):
-        span = (t.max_code - t.min_code + 1) * t.lsb
-        x = rng.uniform(t.min_code * t.lsb - span / 4, t.max_code * t.lsb + span / 4, size=(events, k))
+        lo, hi = real_bounds(t)
+        span = hi - lo + (t.scale[0] if isinstance(t, ScaledType) else t.lsb)  # one code more than the range
+        x = rng.uniform(lo - span / 4, hi + span / 4, size=(events, k))
         xs.append(x.astype(np.float32))
     return xs[0] if len(xs) == 1 else xs
 
@@ -443,7 +459,7 @@ def _graph_model(path: pathlib.Path) -> LoadedModel:
             feeds[t] = quantize_input(np.asarray(v), x_t.type).astype(np.int64).reshape((-1,) + tuple(x_t.shape))
         ys = evaluate(graph, feeds)
         events = len(next(iter(feeds.values())))
-        outs = [(ys[t].reshape(events, -1) * graph.tensor(t).type.lsb).astype(np.float32) for t in graph.outputs]
+        outs = [dequantize_output(ys[t].reshape(events, -1), graph.tensor(t).type) for t in graph.outputs]
         return outs[0] if len(outs) == 1 else outs
 
     return LoadedModel(graph, graph.source.get("framework", "graph"), None, reference)

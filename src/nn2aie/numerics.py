@@ -224,6 +224,32 @@ def quantize_float32(x: np.ndarray, frac: int, lo: int, hi: int) -> np.ndarray:
     return scaled  # exact integer codes held in float32 (|code| < 2**24)
 
 
+def round_float_codes(v: np.ndarray, ir_mode: str) -> np.ndarray:
+    """Float values rounded to integers with an IR rounding mode (``FixedType.rounding`` names), in float64, where
+    float32 inputs and ``v +- 0.5`` are exact; returned as float64 integers."""
+    x = np.asarray(v, dtype=np.float64)
+    mode = aie_rounding(ir_mode)
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    if mode == "symmetric_floor":
+        return np.trunc(x)
+    if mode == "symmetric_ceil":
+        return np.sign(x) * np.ceil(np.abs(x))
+    if mode == "conv_even":
+        return np.rint(x)
+    if mode == "positive_inf":
+        return np.floor(x + 0.5)
+    if mode == "negative_inf":
+        return np.ceil(x - 0.5)
+    if mode == "symmetric_inf":
+        return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    if mode == "symmetric_zero":
+        return np.sign(x) * np.ceil(np.abs(x) - 0.5)
+    raise ValueError(f"no float rounding for {ir_mode!r}")
+
+
 def shift_round_float(acc: np.ndarray, shift: int, mode: str, inplace: bool = False) -> np.ndarray:
     """``shift_round`` for float arrays that hold exact integers (the emulator's fast path).
 

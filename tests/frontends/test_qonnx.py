@@ -318,43 +318,6 @@ def test_quantize_constant_modes():
 # ------------------------------------------------------------------------------------------------------------
 # refusals: typed errors naming the node, the reason and the way out
 # ------------------------------------------------------------------------------------------------------------
-def test_default_float_scale_brevitas_is_refused(brevitas):
-    import brevitas.nn as qnn
-    import torch
-
-    torch.manual_seed(0)
-    module = torch.nn.Sequential(qnn.QuantIdentity(return_quant_tensor=True),
-                                 qnn.QuantLinear(16, 8, bias=True, return_quant_tensor=True),
-                                 qnn.QuantReLU(return_quant_tensor=True), qnn.QuantLinear(8, 4, bias=True)).eval()
-    with torch.no_grad():
-        module[1].weight.mul_(1.37)  # make sure the weight scale is not a power of two by accident
-    proto = brevitas.export_brevitas_qonnx(module, 16)
-    with pytest.raises(UnsupportedQuantizationError) as info:
-        load_qonnx(proto)
-    err = info.value
-    quant_nodes = {f"node {n.name} (Quant)" for n in proto.graph.node if n.op_type == "Quant"}
-    assert err.where in quant_nodes
-    assert "is not a power of two" in err.reason
-    assert "Int8WeightPerTensorFixedPoint" in err.hint and "fixed_point" in err.hint
-
-
-def test_per_channel_scale_is_refused(brevitas):
-    import brevitas.nn as qnn
-    import torch
-    from brevitas.quant.fixed_point import Int8ActPerTensorFixedPoint, Int8WeightPerChannelFixedPoint
-
-    torch.manual_seed(0)
-    lin = qnn.QuantLinear(16, 8, bias=False, weight_quant=Int8WeightPerChannelFixedPoint, return_quant_tensor=True)
-    with torch.no_grad():
-        lin.weight[0].mul_(8.0)  # one output channel with a much larger range -> its own scale
-    module = torch.nn.Sequential(qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
-                                 lin, qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)).eval()
-    proto = brevitas.export_brevitas_qonnx(module, 16)
-    with pytest.raises(UnsupportedQuantizationError, match="per-channel scale") as info:
-        load_qonnx(proto)
-    assert info.value.where.endswith("(Quant)") and "PerTensor" in info.value.hint
-
-
 def test_unsupported_op_brevitas_batchnorm(brevitas):
     import brevitas.nn as qnn
     import torch
@@ -373,9 +336,6 @@ def test_unsupported_op_brevitas_batchnorm(brevitas):
 
 @pytest.mark.parametrize("overrides, error, where, text", [
     (dict(extra="Sigmoid"), UnsupportedOpError, "node Extra", "operator Sigmoid is not supported"),
-    (dict(in_scale=0.1), UnsupportedQuantizationError, "node InQuant", "scale 0.1 is not a power of two"),
-    (dict(w_scale=[2.0**-6] * 5 + [2.0**-5]), UnsupportedQuantizationError, "node WQuant", "per-channel"),
-    (dict(zeropt=3.0), UnsupportedQuantizationError, "node ActQuant", "zero point 3 is not zero"),
     (dict(act_bits=24), UnsupportedQuantizationError, "node ActQuant", "bit width 24 is above 16"),
     (dict(hidden_quant=False), UnsupportedQuantizationError, "node fc2", "float tensor"),
     (dict(out_quant=False), UnsupportedQuantizationError, "node fc2", "no Quant node after the last layer"),

@@ -730,7 +730,7 @@ REFUSALS = {
     "shapes_differ": (lambda: _binary("Add", second_shape=1), UnsupportedOpError, "shapes"),
     "mixed_concat_without_quant": (_mixed_concat, UnsupportedQuantizationError, "no Quant node follows it"),
     "matmul_plus_activation": (_matmul_plus_activation, UnsupportedQuantizationError, "unquantized result"),
-    "non_pow2_activation_scale": (_non_pow2_activation, UnsupportedQuantizationError, "is not a power of two"),
+    "non_pow2_activation_scale": (_non_pow2_activation, UnsupportedQuantizationError, "needs a power-of-two scale"),
     "slice_step_2": (lambda: _one("Slice", [[0], [6], [1], [2]]), UnsupportedOpError, "step 1"),
     "slice_batch": (lambda: _one("Slice", [[0], [1], [0]]), UnsupportedOpError, "batch axis"),
     "reshape_merges_batch": (lambda: _one("Reshape", [[-1]], shape=[2, 3], quant=False), UnsupportedOpError,

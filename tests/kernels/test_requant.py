@@ -4,7 +4,6 @@ out from their definitions (shared/reference/aie-ml.md section 5), on every accu
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -15,24 +14,7 @@ from hypothesis import strategies as st
 from nn2aie.kernels.requant import AffineMap, choose_requant
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
-
-def round_rational(v: Fraction, mode: str) -> int:
-    """AIE-ML rounding of an exact rational to an integer, from the definitions."""
-    fl = math.floor(v)
-    frac = v - fl
-    half = Fraction(1, 2)
-    if mode == "floor":
-        return fl
-    if mode == "ceil":
-        return math.ceil(v)
-    if mode == "symmetric_floor":
-        return math.trunc(v)
-    if mode == "symmetric_ceil":
-        return math.floor(v) if v < 0 else math.ceil(v)
-    if frac != half:
-        return fl + (frac > half)
-    return {"negative_inf": fl, "positive_inf": fl + 1, "symmetric_zero": fl + (v < 0), "symmetric_inf": fl + (v > 0),
-            "conv_even": fl + (fl % 2), "conv_odd": fl + (1 - fl % 2)}[mode]
+from helpers import round_rational
 
 
 def oracle(scale, offset, mode, lo, hi, accs) -> np.ndarray:

@@ -438,8 +438,10 @@ def render_project(plan: PhysicalPlan, inputs_codes: np.ndarray | None, summary:
         fam = family_named(e.family)
         params = fam.param_headers(e, i)
         for path, text in fam.render(e, i, [(k, w.k_ident[k.name]) for k in ks], comment_text(e.op, 60)).items():
+            if files.get("src/" + path, text) != text:  # a shared header is rendered by several layers
+                raise InternalCheckError("project", f"two layers render different src/{path}", "report this")
             files["src/" + path] = text
-            if path not in params:
+            if path not in params and path not in kernel_files:
                 kernel_files.append(path)
         weight_files += params
         includes += fam.includes(e, i)

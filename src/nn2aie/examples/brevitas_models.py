@@ -1,4 +1,4 @@
-"""Small Brevitas MLPs with fixed-point (power-of-two scale) quantizers, and a QONNX export helper.
+"""Small Brevitas MLPs (fixed-point, or Brevitas' default float-scale quantizers), and a QONNX export helper.
 
 torch and brevitas are optional dependencies of nn2aie: they are imported inside the functions, and a missing
 package is reported as a typed nn2aie error.
@@ -30,7 +30,8 @@ def _require(module: str) -> Any:
 
 
 def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20, weight_bit_width: int = 8,
-                      relu_bits: int = 8, signed_relu: bool = False, batch: int = 64, bias_bits: int = 32) -> Any:
+                      relu_bits: int = 8, signed_relu: bool = False, batch: int = 64, bias_bits: int = 32,
+                      quantizers: str = "fixed_point") -> Any:
     """A Brevitas MLP ``sizes[0] -> ... -> sizes[-1]`` with power-of-two (fixed-point) quantizers, in eval mode.
 
     Layout: QuantIdentity (Int8ActPerTensorFixedPoint) -> [QuantLinear -> QuantReLU]* -> QuantLinear ->
@@ -39,11 +40,18 @@ def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20
     ``bias_bits=16``), hidden activations Uint8ActPerTensorFixedPoint (Int8ActPerTensorFixedPoint when
     ``signed_relu``) with ``relu_bits`` bits. The model is trained for ``train_steps`` SGD steps on seeded
     synthetic regression data so that weights and activation scales move away from their initial values.
+
+    ``quantizers="default"`` uses what a Brevitas user gets without choosing: Int8ActPerTensorFloat /
+    Uint8ActPerTensorFloat activations and Int8WeightPerTensorFloat weights (learned float scales) with a float
+    bias; ``"per_channel"`` the same with Int8WeightPerChannelFloat weights (one float scale per output channel).
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise IllegalConfigError("make_brevitas_mlp", f"sizes {sizes} must list at least two positive widths",
                                  "pass e.g. [16, 64, 32, 32, 5]")
+    if quantizers not in ("fixed_point", "default", "per_channel"):
+        raise IllegalConfigError("make_brevitas_mlp", f"quantizers={quantizers!r} is not known",
+                                 "use 'fixed_point', 'default' or 'per_channel'")
     if bias_bits not in (16, 32):
         raise IllegalConfigError("make_brevitas_mlp", f"bias_bits={bias_bits} is not supported", "use 16 or 32")
     torch = _require("torch")
@@ -52,15 +60,22 @@ def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20
 
     torch.manual_seed(seed)
     bias_quant = quant.Int32Bias if bias_bits == 32 else quant.Int16Bias
-    relu_quant = quant.Int8ActPerTensorFixedPoint if signed_relu else quant.Uint8ActPerTensorFixedPoint
-    linear_kw = dict(weight_quant=quant.Int8WeightPerTensorFixedPoint, weight_bit_width=weight_bit_width,
+    if quantizers == "fixed_point":
+        act, uact, weight = (quant.Int8ActPerTensorFixedPoint, quant.Uint8ActPerTensorFixedPoint,
+                             quant.Int8WeightPerTensorFixedPoint)
+    else:
+        act, uact = quant.Int8ActPerTensorFloat, quant.Uint8ActPerTensorFloat
+        weight = quant.Int8WeightPerTensorFloat if quantizers == "default" else quant.Int8WeightPerChannelFloat
+        bias_quant = None  # Brevitas' default: a float bias
+    relu_quant = act if signed_relu else uact
+    linear_kw = dict(weight_quant=weight, weight_bit_width=weight_bit_width,
                      bias=True, bias_quant=bias_quant, return_quant_tensor=True)
-    layers: list[Any] = [qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint, return_quant_tensor=True)]
+    layers: list[Any] = [qnn.QuantIdentity(act_quant=act, return_quant_tensor=True)]
     for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(qnn.QuantLinear(k, n, **linear_kw))
         if i < len(sizes) - 2:
             layers.append(qnn.QuantReLU(act_quant=relu_quant, bit_width=relu_bits, return_quant_tensor=True))
-    layers.append(qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint, return_quant_tensor=False))
+    layers.append(qnn.QuantIdentity(act_quant=act, return_quant_tensor=False))
     model = torch.nn.Sequential(*layers)
 
     # seeded synthetic task: a random smooth target of a scaled Gaussian input

@@ -33,12 +33,14 @@ from nn2aie.frontends.onnx_common import (
     elem_type,
     elem_type_name,
     identifier,
+    node_where,
     real_inputs,
     unique,
     value_shape,
 )
 from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, QConst, QdqParser, QVal
 from nn2aie.frontends.qonnx_frontend import (
+    FIXED_POINT_HINT,
     MAX_FIXED_BATCH,
     PASS_THROUGH_OPS,
     QONNX_DOMAINS,
@@ -53,7 +55,7 @@ from nn2aie.frontends.qonnx_frontend import (
     check_quant_arity,
 )
 from nn2aie.ir.logical import Graph, Op, Tensor
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 
 _HANDLED = ("Gemm", "MatMul", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS, *PASS_THROUGH_OPS)
 _QONNX_ONLY = ("Trunc", "BipolarQuant", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
@@ -71,7 +73,9 @@ class _AType(FixedType):
     QDQ handlers use."""
 
     @classmethod
-    def of(cls, spec: QuantSpec, rounding: str | None = None) -> _AType:
+    def of(cls, spec: QuantSpec, rounding: str | None = None) -> _AType | _SType:
+        if spec.scaled:
+            return _SType.of(spec, rounding)
         return cls(spec.width, spec.frac, spec.signed, rounding or ROUNDING_TO_AP[spec.rounding_mode], "SAT",
                    spec.narrow)
 
@@ -93,6 +97,60 @@ class _AType(FixedType):
     def with_range_of(self, other: _AType) -> _AType:
         """``other``'s width, signedness and narrowness at this type's fraction and rounding."""
         return _AType(other.width, self.frac, other.signed, self.rounding, "SAT", other.narrow)
+
+
+@dataclass(frozen=True)
+class _SType:
+    """The type of a Quant with a float scale or a zero point (per tensor), with the ``_AType`` interface. Only
+    the dense handler and views know such values; every handler that needs a power-of-two scale asks for
+    ``frac`` and gets a typed refusal naming the Quant node."""
+
+    width: int
+    signed: bool
+    narrow: bool
+    rounding: str
+    scale: float
+    zero_point: int
+    where: str
+
+    @classmethod
+    def of(cls, spec: QuantSpec, rounding: str | None = None) -> _SType:
+        return cls(spec.width, spec.signed, spec.narrow, rounding or ROUNDING_TO_AP[spec.rounding_mode],
+                   spec.scale[0], spec.zero_point, spec.where)
+
+    def fixed(self) -> ScaledType:  # the IR type (named like _AType.fixed for the shared handlers)
+        return ScaledType(self.width, self.signed, (self.scale,), (self.zero_point,), self.rounding, "SAT",
+                          self.narrow)
+
+    @property
+    def frac(self) -> int:
+        zp = f" and zero point {self.zero_point}" if self.zero_point else ""
+        raise UnsupportedQuantizationError(
+            self.where, f"its scale {self.scale:.6g}{zp} is read by an operation that needs a power-of-two scale "
+            "and zero point 0: float scales are supported on the inputs, weights, bias and outputs of Gemm / "
+            "MatMul layers (with Relu) and through views so far", FIXED_POINT_HINT)
+
+    @property
+    def lo(self) -> int:
+        return self.fixed().min_code
+
+    @property
+    def hi(self) -> int:
+        return self.fixed().max_code
+
+    @property
+    def max_abs(self) -> int:
+        return max(-self.lo, self.hi)
+
+    def with_range_of(self, other) -> _SType:
+        raise AssertionError(f"{self.frac}")  # the frac property raises the typed refusal first
+
+    def describe(self) -> str:
+        return self.fixed().describe()
+
+
+def is_scaled(t) -> bool:
+    return isinstance(t, _SType)
 
 
 def _without_pass_through(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -259,6 +317,9 @@ class QonnxParser(QonnxParams, QdqParser):
     def on_quant(self, q: onnx.NodeProto) -> None:
         val = self.value(q.input[0], q)
         new, old = self.qparams(q), val.qtype
+        if (is_scaled(new) or is_scaled(old)) and new == old:
+            self.bind(q.output[0], val)  # the same quantizer again: every value already is one of its codes
+            return
         self.check_float32(0, new.frac)
         lo = 0 if self.nonnegative(val) else old.lo
         shift = new.frac - old.frac
@@ -331,6 +392,9 @@ class QonnxParser(QonnxParams, QdqParser):
             raise self.no_quantize(node if nxt is None else last, last.output[0], nxt)
         self.visit(nxt)
         y_type = self.qparams(nxt)
+        if is_scaled(x.qtype) or w.spec.scaled or is_scaled(y_type):
+            self.scaled_dense(node, x, w, codes, bias, activation, nxt, y_type)
+            return
 
         name = self.op_name(node, "dense")
         w_name = unique(f"{name}_w", self.taken)
@@ -350,6 +414,56 @@ class QonnxParser(QonnxParams, QdqParser):
         # float32 Gemm/MatMul/Add: exact while every partial sum stays below 2**24 accumulator LSBs
         col = int(np.abs(codes).astype(np.int64).sum(axis=0).max(initial=0))
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.spec.frac, acc_frac, y_type.frac)
+
+    def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, activation: str,
+                     quant: onnx.NodeProto, y_type) -> None:
+        """A dense layer with float scales or zero points (kernels/dense/scaled.py defines its exact map): the
+        weights' per-output-channel scales, the bias as exact codes, no float32 exactness bound (the source
+        sums in float32; docs/numerics.md has the measured effect near ties)."""
+        k, n = codes.shape
+        if w.spec.scaled:
+            scales = w.scales.T if node.op_type == "Gemm" and attr(node, "transB", 0) else w.scales
+            if not np.all(scales == scales[:1]):
+                raise UnsupportedQuantizationError(w.spec.where, "the weight scales vary along the input axis",
+                                                   "use one weight scale per output channel (or per tensor)")
+            per_channel = tuple(float(v) for v in scales[0])
+            w_type = w.spec.ir_type(channel_scales=per_channel if len(set(per_channel)) > 1 else None)
+        else:
+            w_type = w.spec.fixed_type()
+        name = self.op_name(node, "dense")
+        w_name = unique(f"{name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (k, n), w_type, np.ascontiguousarray(codes, np.int64), origin=w.origin)
+        inputs = [x.tensor, w_name]
+        if bias is not None:
+            b_codes, b_type = self.scaled_bias(self.bias_param(bias[0], bias[1], n), bias[1])
+            b_name = unique(f"{name}_b", self.taken)
+            self.tensors[b_name] = Tensor(b_name, (n,), b_type, b_codes, origin=bias[0])
+            inputs.append(b_name)
+        x_shape = self.shape(x)
+        y = self.add_op(name, "dense", inputs, x_shape[:-1] + (n,), y_type, quant.output[0],
+                        {"activation": activation})
+        self.bind(quant.output[0], QVal(y, y_type))
+        self.exact = False  # the float32 reference is not provably exact for float scales
+
+    def scaled_bias(self, p: _Param, user: onnx.NodeProto) -> tuple[np.ndarray, FixedType | ScaledType]:
+        """Bias codes and an exact type: a Quant'ed bias in its own type (per channel when its scales are); a
+        float32 bias as each value's own mantissa and power-of-two scale (exact)."""
+        n = p.values.shape[-1]
+        if p.spec is not None:
+            if not p.spec.scaled:
+                return p.values.astype(np.int64), p.spec.fixed_type()
+            scales = np.broadcast_to(p.scales, p.values.shape).reshape(n) if p.scales is not None else None
+            per = tuple(float(v) for v in scales) if scales is not None and len(set(scales.tolist())) > 1 else None
+            return p.values.astype(np.int64), p.spec.ir_type(channel_scales=per)
+        values = np.asarray(p.values, dtype=np.float32).astype(np.float64)
+        mantissa, exponent = np.frexp(values)  # value = mantissa * 2**exponent, |mantissa| in [0.5, 1)
+        codes = np.rint(np.ldexp(mantissa, 24)).astype(np.int64)  # float32 mantissas have 24 bits: exact
+        exps = np.where(codes == 0, 0, exponent - 24)
+        if np.any(exps < -149):
+            raise UnsupportedQuantizationError(node_where(user), f"the float bias {p.origin} has values below "
+                                               "2^-125 that are not zero", "set such bias values to 0")
+        scales = tuple(float(np.ldexp(1.0, int(e))) for e in exps)
+        return codes, ScaledType(26, True, scales if len(set(scales)) > 1 else scales[:1], (0,))
 
     def check_gemm(self, node: onnx.NodeProto, x_shape: tuple[int, ...]) -> None:
         where = self.where(node)
@@ -497,7 +611,8 @@ class QonnxParser(QonnxParams, QdqParser):
                 raise UnsupportedQuantizationError(
                     self.where(q), f"quantizes the graph input {name} to {self.qparams(q).describe()}, "
                     f"{self.where(users[0])} to {x_type.describe()}", "quantize each graph input once")
-        self.check_float32(0, x_type.frac)
+        if not is_scaled(x_type):
+            self.check_float32(0, x_type.frac)
         lname = unique(identifier(name, "input"), self.taken)
         self.tensors[lname] = Tensor(lname, per_event, x_type.fixed(), origin=name)
         self.input_names.add(name)

@@ -33,7 +33,8 @@ execution) on a batch of float inputs of any rank.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -50,7 +51,7 @@ from nn2aie.frontends.onnx_common import (
     without_unused_opsets,
 )
 from nn2aie.ir.logical import Graph
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.numerics import QONNX_TO_IR_ROUNDING
 
 QUANT_OP_TYPES = ("Quant", "IntQuant")
@@ -79,12 +80,24 @@ _ROLE_BITS = {"bias": MAX_BIAS_BITS, "constant": MAX_BIAS_BITS, "weight": MAX_WE
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QuantSpec:
+    """A Quant node's parameters. Fixed point: ``scale = 2**-frac``, zero point 0, ``scale`` empty. Otherwise
+    (``scaled``) ``scale`` holds the float32 scale(s) -- one, or for weights one per output channel in the order
+    of ``scale_axis`` of the quantized constant -- and ``zero_point`` the integer zero point; ``frac`` is 0 and
+    means nothing."""
+
     node: onnx.NodeProto
     width: int
     frac: int
     signed: bool
     narrow: bool
     rounding_mode: str
+    scale: tuple[float, ...] = ()
+    zero_point: int = 0
+    scale_array: np.ndarray | None = field(default=None, compare=False, hash=False)  # as given (broadcastable)
+
+    @property
+    def scaled(self) -> bool:
+        return bool(self.scale)
 
     @property
     def where(self) -> str:
@@ -101,6 +114,15 @@ class QuantSpec:
     def fixed_type(self, rounding: str = "RND_CONV") -> FixedType:
         return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding=rounding, overflow="SAT",
                          narrow=self.narrow)
+
+    def ir_type(self, rounding: str = "RND_CONV", channel_scales: tuple[float, ...] | None = None
+                ) -> FixedType | ScaledType:
+        """The IR type of the codes: fixed point, or scaled (``channel_scales``: the weights' per-channel scales
+        in output-channel order, when they differ)."""
+        if not self.scaled:
+            return self.fixed_type(rounding)
+        return ScaledType(self.width, self.signed, channel_scales or self.scale, (self.zero_point,), rounding,
+                          "SAT", self.narrow)
 
 
 def round_codes(values: np.ndarray, mode: str) -> np.ndarray:
@@ -124,7 +146,12 @@ def round_codes(values: np.ndarray, mode: str) -> np.ndarray:
 
 
 def quantize_constant(values: np.ndarray, spec: QuantSpec) -> np.ndarray:
-    """Integer codes QONNX ``Quant`` gives a constant: round(clip(x / scale)), exactly (power-of-two scale)."""
+    """Integer codes QONNX ``Quant`` gives a constant: round(clip(x / scale + zeropt)), exactly (power-of-two
+    scale), or with a float scale in float32 as qonnx computes it (IEEE division and addition: the same on every
+    machine)."""
+    if spec.scaled:
+        v = np.asarray(values, dtype=np.float32) / spec.scale_array.astype(np.float32) + np.float32(spec.zero_point)
+        return round_codes(np.clip(v.astype(np.float64), spec.lo, spec.hi), spec.rounding_mode).astype(np.int64)
     scaled = np.ldexp(np.asarray(values, dtype=np.float64), spec.frac)  # x / 2**-frac, exact in float64
     return round_codes(np.clip(scaled, spec.lo, spec.hi), spec.rounding_mode).astype(np.int64)
 
@@ -146,6 +173,7 @@ class _Param:
     values: np.ndarray
     spec: QuantSpec | None
     origin: str
+    scales: np.ndarray | None = None  # a scaled Quant's scale per element of ``values`` (same transposes)
 
 
 def _is_quant(node: onnx.NodeProto) -> bool:
@@ -256,20 +284,24 @@ class QonnxParams:
         flat = scale.ravel()
         if flat.size == 0:
             raise BadFileError(where, "empty scale tensor", "re-export the model")
-        if flat.size > 1 and not np.all(flat == flat[0]):
+        if not np.all(np.isfinite(flat)) or np.any(flat <= 0):
+            raise UnsupportedQuantizationError(where, "a scale is not a positive finite number",
+                                               "re-export with positive quantizer scales")
+        per_channel = flat.size > 1 and not np.all(flat == flat[0])
+        if per_channel and role not in ("weight", "bias"):
             raise UnsupportedQuantizationError(
-                where, f"per-channel scale ({flat.size} values, shape {list(scale.shape)}) is not supported yet",
-                "use per-tensor quantizers, e.g. Int8WeightPerTensorFixedPoint instead of "
-                "Int8WeightPerChannelFixedPoint")
-        s = float(flat[0])
-        exponent = _power_of_two_exponent(s)
-        if exponent is None:
-            raise UnsupportedQuantizationError(where, f"scale {s:.6g} is not a power of two", FIXED_POINT_HINT)
+                where, f"per-channel scale ({flat.size} values, shape {list(scale.shape)}) on an {role} is not "
+                "supported (only weights and biases may have one scale per output channel)",
+                "quantize activations per tensor")
         zp = np.asarray(zeropt, dtype=np.float64).ravel()
-        if np.any(zp != 0):
+        if np.any(zp != zp[0]) or not float(zp[0]).is_integer():
+            raise UnsupportedQuantizationError(where, f"zero point {zp.tolist()[:4]} is not one integer",
+                                               "use per-tensor integer zero points")
+        if zp[0] != 0 and role in ("weight", "bias", "constant"):
             raise UnsupportedQuantizationError(
-                where, f"zero point {zp[np.nonzero(zp)[0][0]]:.6g} is not zero (asymmetric quantization)",
-                "use symmetric quantizers with zero point 0, e.g. the brevitas.quant.fixed_point presets")
+                where, f"zero point {zp[0]:.6g} on a {role} is not zero (asymmetric {role}s are not supported)",
+                f"quantize the {role} symmetrically (zero point 0)")
+        exponent = None if per_channel or zp[0] != 0 else _power_of_two_exponent(float(flat[0]))
         bw = np.asarray(bitwidth, dtype=np.float64).ravel()
         if bw.size != 1 or not float(bw[0]).is_integer():
             raise UnsupportedQuantizationError(where, f"bit width {bw.tolist()} is not a single integer",
@@ -297,7 +329,14 @@ class QonnxParams:
             raise UnsupportedQuantizationError(where, f"{'signed ' if signed else ''}bit width {width} is too small "
                                                "(1-bit signed Quant is bipolar in QONNX)",
                                                "use at least 2 bits for signed values")
-        return QuantSpec(node, width, -exponent, signed, narrow, mode)
+        if exponent is not None:
+            return QuantSpec(node, width, -exponent, signed, narrow, mode)
+        if role == "input" and width > 16:
+            raise UnsupportedQuantizationError(where, f"input bit width {width} is above 16",
+                                               "quantize the input to at most 16 bits")
+        values = tuple(float(v) for v in (flat if per_channel else flat[:1]))
+        return QuantSpec(node, width, 0, signed, narrow, mode, values, int(zp[0]),
+                         np.asarray(scale, dtype=np.float32))
 
     def resolve_param(self, name: str, role: str) -> _Param | None:
         """Constant operand ``name``: Quant(constant) codes (through Identity/Transpose) or a float constant."""
@@ -308,6 +347,7 @@ class QonnxParams:
                 values = self._numeric(self.consts[t], t, role)
                 spec = None
                 origin = t
+                scales = None
                 break
             node = self.producer.get(t)
             if node is None:
@@ -330,15 +370,18 @@ class QonnxParams:
                 spec = self.parse_quant(node, role, x.shape)
                 values = quantize_constant(x, spec)
                 origin = node.input[0]
+                scales = np.broadcast_to(spec.scale_array, x.shape) if spec.scaled else None
                 break
             return None
         for node, perm in reversed(perms):
             try:
                 values = np.transpose(values, perm) if perm is not None else np.transpose(values)
+                if scales is not None:
+                    scales = np.transpose(scales, perm) if perm is not None else np.transpose(scales)
             except ValueError as exc:
                 raise BadFileError(node_where(node), f"perm {perm} does not fit the {role} of shape "
                                    f"{list(np.shape(values))} ({exc})", "re-export the model") from None
-        return _Param(np.asarray(values), spec, origin)
+        return _Param(np.asarray(values), spec, origin, scales)
 
     @staticmethod
     def _numeric(values: np.ndarray, name: str, role: str) -> np.ndarray:
@@ -482,7 +525,7 @@ def run_reference(model: ModelLike, x, chunk: int = 4096):
     float32 outputs [n, ...] exactly as QONNX computes them.
     """
     try:
-        from qonnx.core.onnx_exec import execute_onnx
+        import qonnx.core.onnx_exec  # noqa: F401  (a clear error here rather than deep in _execute_chunks)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise UnsupportedOpError("python package qonnx", f"cannot import qonnx: {exc}",
                                  "install the optional dependency: pip install 'nn2aie[qonnx]'") from exc
@@ -500,6 +543,40 @@ def run_reference(model: ModelLike, x, chunk: int = 4096):
     if n == 0 or any(d.shape[0] != n for d in data):
         raise BadFileError("run_reference", "no input rows, or inputs with different row counts",
                            "pass arrays of shape [n, features] with the same n >= 1")
+    ys, _ = _execute_chunks(proto, data, chunk)
+    ys = [y[0] for y in ys] if single else ys
+    return ys[0] if len(ys) == 1 else ys
+
+
+def reference_tensors(model: ModelLike, x, names: Sequence[str], chunk: int = 4096) -> dict[str, np.ndarray]:
+    """Like ``run_reference`` on rows ``x`` [n, ...] (one array per input, in order), but returns the float32 values
+    QONNX computes for the named tensors of the model (e.g. Quant outputs: each layer's own input and output), so
+    that a difference can be traced to the layer where it arises. The names are declared extra graph outputs of a
+    copy."""
+    proto, _ = load_onnx(model)
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    data = [np.asarray(v, dtype=np.float32) for v in xs]
+    produced = {t for node in proto.graph.node for t in node.output}
+    missing = [t for t in names if t not in produced]
+    if missing:
+        raise BadFileError("reference_tensors", f"no node of the model produces a tensor named {missing[0]!r}",
+                           "name tensors the model's nodes produce (nn2aie tensors keep them as .origin)")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    declared = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                              for t in dict.fromkeys(names) if t not in declared)
+    ys, _ = _execute_chunks(probe, data, chunk)  # cleanup renames outputs to global_out_<i>: match by position
+    found = dict(zip([o.name for o in probe.graph.output], ys, strict=True))
+    return {t: found[t] for t in names}
+
+
+def _execute_chunks(proto: onnx.ModelProto, data: list[np.ndarray], chunk: int
+                    ) -> tuple[list[np.ndarray], list[str]]:
+    """Run rows in static batches of ``min(n, chunk)`` (the last zero-padded); the graph outputs and their names."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    n = data[0].shape[0]
     batch = max(1, min(n, int(chunk)))
     prepared = _prepare_for_batch(proto, batch, [tuple(int(d) for d in v.shape[1:]) for v in data])
     names = [vi.name for vi in prepared.graph.input]
@@ -515,6 +592,4 @@ def run_reference(model: ModelLike, x, chunk: int = 4096):
         result = execute_onnx(prepared, feed)
         for i, oname in enumerate(onames):
             outs[i].append(np.asarray(result[oname])[: min(batch, n - start)])
-    ys = [np.concatenate(o).astype(np.float32) for o in outs]
-    ys = [y[0] for y in ys] if single else ys
-    return ys[0] if len(ys) == 1 else ys
+    return [np.concatenate(o).astype(np.float32) for o in outs], onames

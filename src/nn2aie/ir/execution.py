@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -79,6 +79,9 @@ class DenseExec(OpExec):
     override: bool = False  # parallelism given by the user
     mmul_fixed: bool = False  # mmul shape given by the user (else the parallelism pass may pick a faster one)
     notes: list[str] = field(default_factory=list)
+    # scaled layers whose epilogue is not one SRS: the chosen kernels/requant.py Requant (multiplier or table);
+    # None for an SRS epilogue (shift, rounding, saturation and clamp above say it all)
+    requant: Any = None
 
     @property
     def k_padded(self) -> int:
@@ -93,5 +96,9 @@ class DenseExec(OpExec):
     def to_json(self) -> dict:  # stable keys (no "family": dense plans predate families)
         d = asdict(self)
         d["mmul"] = list(self.mmul)
+        if self.requant is None:
+            d.pop("requant")
+        else:
+            d["requant"] = self.requant.to_json()
         d["tiles"] = self.tiles
         return d

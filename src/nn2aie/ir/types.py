@@ -1,13 +1,17 @@
 """Exact tensor types.
 
-A fixed-point value is ``code * 2**-frac`` where ``code`` is an integer in ``[min_code, max_code]``.
-Rounding and overflow modes use the ap_fixed names (shared/reference/numerics.md); they describe how a wider
-value is brought *into* this type.
+A fixed-point value is ``code * 2**-frac`` where ``code`` is an integer in ``[min_code, max_code]``. A scaled value
+(``ScaledType``: ONNX QDQ / QONNX / Brevitas with float scales) is ``(code - zero_point) * scale``, per tensor or per
+channel of the last axis, each scale a float32 (an exact rational). Rounding and overflow modes use the ap_fixed
+names (shared/reference/numerics.md); they describe how a wider value is brought *into* this type.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
 
 # ap_fixed rounding modes, plus CEIL (toward +inf) and UP (away from zero) that QONNX Quant also defines
 ROUNDING_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV", "CEIL", "UP")
@@ -76,7 +80,80 @@ class FloatType:
         return {"kind": "float", "width": self.width}
 
 
-TensorType = FixedType | FloatType
+@dataclass(frozen=True)
+class ScaledType:
+    """Integer codes of ``width`` bits standing for ``(code - zero_point[n]) * scale[n]``, ``n`` the channel (last
+    axis) when ``scale`` has more than one entry, else one scale for the tensor. Scales are float32 values (kept as
+    the Python floats that hold them exactly); ``rounding`` / ``overflow`` as for FixedType."""
+
+    width: int
+    signed: bool
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...] = (0,)
+    rounding: str = "RND_CONV"
+    overflow: str = "SAT"
+    narrow: bool = False
+
+    kind = "scaled"
+
+    def __post_init__(self) -> None:
+        if not self.scale or any(not (s > 0 and np.isfinite(s)) or float(np.float32(s)) != s for s in self.scale):
+            raise ValueError(f"scales must be positive finite float32 values, got {self.scale!r}")
+        if len(self.zero_point) not in (1, len(self.scale)):
+            raise ValueError("one zero point, or one per scale")
+
+    @property
+    def channels(self) -> int:
+        return max(len(self.scale), len(self.zero_point))
+
+    def scale_of(self, n: int) -> Fraction:
+        return Fraction(self.scale[n if len(self.scale) > 1 else 0])
+
+    def zero_point_of(self, n: int) -> int:
+        return int(self.zero_point[n if len(self.zero_point) > 1 else 0])
+
+    min_code = FixedType.min_code
+    max_code = FixedType.max_code
+    container_bits = FixedType.container_bits
+    container = FixedType.container
+
+    def quantize_float32(self, x: np.ndarray) -> np.ndarray:
+        """Host-side codes of float inputs as QONNX ``Quant`` / Brevitas compute them, in float32:
+        ``round(clip(x / scale + zero_point, lo, hi))`` with the type's rounding (per tensor only). Codes are
+        returned as float32 (exact integers)."""
+        if self.channels != 1:
+            raise ValueError("host-side quantisation takes a per-tensor scale")
+        from nn2aie.numerics import round_float_codes  # numerics imports nothing from the IR
+
+        v = np.asarray(x, dtype=np.float32) / np.float32(self.scale[0]) + np.float32(self.zero_point[0])
+        v = np.clip(v, np.float32(self.min_code), np.float32(self.max_code))
+        return round_float_codes(v, self.rounding).astype(np.float32)
+
+    def dequantize_float32(self, codes: np.ndarray) -> np.ndarray:
+        """``(code - zero_point) * scale`` in float32, as QONNX / onnxruntime dequantise (per tensor)."""
+        c = np.asarray(codes, dtype=np.float32) - np.float32(self.zero_point[0])
+        return (c * np.float32(self.scale[0])).astype(np.float32)
+
+    def real_bounds(self) -> tuple[float, float]:
+        """The real values of the smallest and largest code."""
+        s, z = self.scale[0], self.zero_point[0]
+        return (self.min_code - z) * s, (self.max_code - z) * s
+
+    def describe(self) -> str:
+        sign = "s" if self.signed else "u"
+        scale = f"{self.scale[0]:.6g}" if len(self.scale) == 1 else f"{len(self.scale)} scales"
+        zp = f",zp={self.zero_point[0]}" if len(self.zero_point) == 1 and self.zero_point[0] else (
+            f",{len(self.zero_point)} zero points" if len(self.zero_point) > 1 else "")
+        extra = ",narrow" if self.narrow else ""
+        return f"scaled<{sign}{self.width},x{scale}{zp},{self.rounding},{self.overflow}{extra}>"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["scale"], d["zero_point"] = list(self.scale), list(self.zero_point)
+        return {"kind": "scaled", **d}
+
+
+TensorType = FixedType | FloatType | ScaledType
 
 
 def type_from_json(data: dict) -> TensorType:
@@ -86,4 +163,8 @@ def type_from_json(data: dict) -> TensorType:
         return FixedType(**data)
     if kind == "float":
         return FloatType(**data)
+    if kind == "scaled":
+        data["scale"] = tuple(float(v) for v in data["scale"])
+        data["zero_point"] = tuple(int(v) for v in data["zero_point"])
+        return ScaledType(**data)
     raise ValueError(f"unknown tensor type kind {kind!r}")

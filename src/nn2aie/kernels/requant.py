@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -38,6 +38,7 @@ MULTIPLIER_BITS = 31  # M_n < 2**31: an int32 operand of aie::mul (int32 x int32
 OFFSET_BITS = 31  # B'_n is an int32 vector, widened into acc64 lanes by from_vector(shift) (UPS)
 ACC64_SAFE = 1 << 62  # |acc * M + B| stays below this: acc64 lanes hold +-2**63
 INT32_RANGE = (-(1 << 31), (1 << 31) - 1)  # multiplier and table read the accumulator as an int32 vector
+REQUANT_KINDS = ("shift", "multiplier", "table")  # cheapest first
 
 # Cost per output vector of ``lanes`` lanes, in AIE-ML vector-unit cycles beyond the plain SRS epilogue (which the
 # family's calibrated epilogue cost already counts). An instruction count, NOT calibrated: no public measurement
@@ -189,6 +190,15 @@ class Requant:
             y = num << (np.int64(-self.shift) if inside else -self.shift)
         return np.clip(y, self.lo, self.hi).astype(np.int64)
 
+    def select(self, channels: Sequence[int]) -> Requant:
+        """The same implementation on the given channels (in that order; repeats allowed)."""
+        pick = (lambda v: tuple(v[c] for c in channels)) if self.channels > 1 else (lambda v: tuple(v) * len(
+            channels))
+        return replace(self, channels=len(channels),
+                       multipliers=pick(self.multipliers) if self.multipliers else (),
+                       offsets=pick(self.offsets) if self.offsets else (),
+                       thresholds=pick(self.thresholds) if self.thresholds else ())
+
     def table_levels(self) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
         """The table as the tile stores it: per channel a base code and the thresholds that can decide something
         on the range (a threshold at ``acc_lo`` always counts: folded into the base; one past ``acc_hi`` never
@@ -239,7 +249,7 @@ class Requant:
 
 
 def choose_requant(source: AffineMap, acc_lo: int, acc_hi: int, srs_shifts: tuple[int, int] = (-4, 59),
-                   kinds: Sequence[str] = ("shift", "multiplier", "table")) -> Requant:
+                   kinds: Sequence[str] = REQUANT_KINDS) -> Requant:
     """The cheapest implementation in ``kinds`` equal to ``source`` on every accumulator in [acc_lo, acc_hi]
     (thresholds compared exactly). ``srs_shifts``: the SRS shift range of the device."""
     if acc_lo > acc_hi:

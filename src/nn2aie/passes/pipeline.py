@@ -27,7 +27,7 @@ class CompileOptions:
     plio_bits: int = 128
     pl_freq_mhz: float | None = None  # default: the part's catalogued PL clock
     max_weight_bytes: int | None = None  # per tile; default one data-memory bank
-    # layer name -> {"cas_length": L, "cas_num": C, "mmul": "MxKxN"}, each key optional
+    # layer name -> {"cas_length": L, "cas_num": C, "mmul": "MxKxN", "requant": kind}, each key optional
     overrides: dict[str, dict] = field(default_factory=dict)
     # True: a graph input or output is split over several PLIOs where one PLIO would be slower than the layer next to
     # it; False: one PLIO per memory-tile buffer (fewer PL data movers; the aie4ml peer's designs, which the aiesim

@@ -8,6 +8,8 @@ built from the plan's layer index and the caller's sanitised kernel identifiers.
 
 from __future__ import annotations
 
+import pathlib
+
 import jinja2
 import numpy as np
 
@@ -15,6 +17,7 @@ from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel
 from nn2aie.kernels.family import KernelInstance
+from nn2aie.kernels.requant_native import table_int32
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
 ROLE_ORDER = ("single", "first", "middle", "last")
@@ -24,6 +27,10 @@ STD_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16":
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
 _ACC_BITS = {"acc32": 32, "acc64": 64}
 CASCADE_WORD_BITS = 512  # AIE-ML cascade word (AM020)
+# the shared requantisation epilogues (kernels/templates), copied into the project next to the kernels
+REQUANT_HEADER = pathlib.Path(__file__).resolve().parents[1] / "templates" / "nn2aie_requant.h"
+REQUANT_HEADER_PATH = "kernels/nn2aie_requant.h"
+REQUANT_CODES = {"multiplier": 1, "table": 2}
 SATURATION_MODES = ("none", "saturate", "symmetric")
 
 _ROLE_SUMMARY = {
@@ -76,6 +83,43 @@ def bias_symbol(ident: str) -> str:
     return f"B_{ident}"
 
 
+def requant_symbol(ident: str) -> str:
+    return f"Q_{ident}"
+
+
+def has_requant(e: DenseExec, role: str) -> bool:
+    """Whether a tile of ``role`` holds requantisation constants (float-scale layers, output tiles)."""
+    return e.requant is not None and role in ("single", "last")
+
+
+def requant_levels(e: DenseExec) -> int:
+    return len(e.requant.table_levels()[1]) if e.requant.kind == "table" else 0
+
+
+def requant_constants(e: DenseExec, n_start: int) -> np.ndarray:
+    """The int32 constants of the tile whose columns start at ``n_start``, column block by column block (MMUL_N
+    channels each; padding columns repeat the last channel, as semantics.requant_columns): a multiplier's M_n then
+    B'_n, or a table's base codes then its RQ_LEVELS threshold rows (the layer's level count on every tile, so that
+    one kernel class serves them all)."""
+    _, _, mn = e.mmul
+    rq = e.requant
+    cols = [min(c, e.n - 1) for c in range(n_start, n_start + e.n_slice)]
+    blocks = e.n_slice // mn
+    if rq.kind == "multiplier":
+        sub = rq.select(cols)
+        parts = [np.asarray(sub.multipliers, dtype=np.int64).reshape(blocks, mn),
+                 np.asarray(sub.offsets, dtype=np.int64).reshape(blocks, mn)]
+    else:
+        base, levels = table_int32(rq.select(range(e.n)))
+        count = levels.shape[0]
+        parts = [base[cols].astype(np.int64).reshape(blocks, mn),
+                 levels[:, cols].astype(np.int64).reshape(count, blocks, mn).transpose(1, 0, 2).reshape(blocks, -1)]
+    out = np.concatenate(parts, axis=1).reshape(-1)
+    if out.size and (out.min() < -(1 << 31) or out.max() >= 1 << 31):
+        raise InternalCheckError(f"layer {e.op}", "a requantisation constant does not fit int32", "report this")
+    return out.astype(np.int32)
+
+
 def _container_range(dtype: str) -> tuple[int, int]:
     bits = _BITS[dtype]
     return (0, (1 << bits) - 1) if dtype.startswith("u") else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
@@ -115,7 +159,11 @@ def _role_context(e: DenseExec, ns: str, role: str) -> dict:
     signature = [in_arg] + ([cin_arg] if cascade_in else []) + ([out_arg] if output else [cout_arg])
     call = ["in.data()", "w", "b" if has_bias else "nullptr", "cin" if cascade_in else "nullptr",
             "nullptr" if output else "cout", "out.data()" if output else "nullptr"]
-    return {"name": role, "summary": _ROLE_SUMMARY[role], "bias": has_bias, "signature": signature, "call": call}
+    requant = has_requant(e, role)
+    if e.requant is not None:
+        call.append("q" if requant else "nullptr")
+    return {"name": role, "summary": _ROLE_SUMMARY[role], "bias": has_bias, "signature": signature, "call": call,
+            "requant": requant}
 
 
 def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_comment: str) -> dict[str, str]:
@@ -145,6 +193,7 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
         "accumulators": [(i, j) for i in range(e.m_accumulators) for j in range(e.n_accumulators)],
         "row_accumulators": list(range(e.m_accumulators)), "col_accumulators": list(range(e.n_accumulators)),
         "roles": [_role_context(e, ns, r) for r in ROLE_ORDER if r in roles],
+        "requant": _requant_context(e),
     }
     files = {
         header_path(layer_index): _ENV.get_template("dense_kernel.h.j2").render(ctx),
@@ -152,7 +201,20 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
     }
     for r in ctx["roles"]:
         files[source_path(layer_index, r["name"])] = _ENV.get_template("dense_kernel.cc.j2").render(ctx | {"r": r})
+    if e.requant is not None:
+        files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
     return files
+
+
+def _requant_context(e: DenseExec) -> dict | None:
+    if e.requant is None:
+        return None
+    rq = e.requant
+    if rq.kind not in REQUANT_CODES:
+        raise InternalCheckError(f"dense codegen for layer {e.op!r}", f"requantisation kind {rq.kind}", "report this")
+    levels = requant_levels(e)
+    return {"kind": rq.kind, "code": REQUANT_CODES[rq.kind], "offset_shift": rq.offset_shift, "levels": levels,
+            "stride_rows": 1 + (levels if rq.kind == "table" else 1), "reason": rq.reason.replace("\n", " ")}
 
 
 def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) -> KernelInstance:
@@ -171,6 +233,10 @@ def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) 
         b_sym = bias_symbol(ident)
         args.append(f"std::vector<int32>({b_sym}, {b_sym} + {e.n_slice})")
         params.append("bias")
+    if has_requant(e, kernel.role):
+        q_sym = requant_symbol(ident)
+        args.append(f"std::vector<int32>({q_sym}, {q_sym} + {requant_constants(e, kernel.n_start).size})")
+        params.append("requant")
     return KernelInstance(
         type_name=f"{class_name(layer_index)}<DenseRole::{kernel.role}>", ctor_args=tuple(args),
         params=tuple(params), source=source_path(layer_index, kernel.role), in_ports={"in": 0},
@@ -181,10 +247,11 @@ def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) 
 def layer_line(e: DenseExec, index: int) -> str:
     """graph.h's header line of the layer (its name made comment-safe by the caller's ``e.op``-free text)."""
     act = "relu" if e.relu else "linear"
+    rq = f", {e.requant.kind} requantisation" if e.requant is not None else ""
     return (f"{e.k} -> {e.n}, {e.a_dtype} x {e.w_dtype} -> {e.out_dtype}, "
             f"{e.acc}, mmul {e.mmul[0]}x{e.mmul[1]}x{e.mmul[2]}, cas_length {e.cas_length} x cas_num {e.cas_num}, "
             f"slices K {e.k_slice} N {e.n_slice}, shift {e.shift} ({e.rounding}, {e.saturation}), {act}, "
-            f"clamp [{e.clamp_lo}, {e.clamp_hi}]")
+            f"clamp [{e.clamp_lo}, {e.clamp_hi}]{rq}")
 
 
 def format_array(values: np.ndarray, per_line: int, indent: str = "    ") -> str:
@@ -220,6 +287,12 @@ def render_weights_header(e: DenseExec, layer_index: int, kernels: list[tuple[Ke
         if e.has_bias and kernel.role in ("single", "first") and kernel.bias is not None:
             out.append(f"alignas(32) static const int32_t {bias_symbol(ident)}[{kernel.bias.size}] = {{")
             out.append(format_array(kernel.bias, 16))
+            out.append("};")
+        if has_requant(e, kernel.role):
+            q = requant_constants(e, kernel.n_start)
+            out.append(f"// {ident}: {e.requant.kind} requantisation constants, per column block of MMUL_N channels")
+            out.append(f"alignas(32) static const int32_t {requant_symbol(ident)}[{q.size}] = {{")
+            out.append(format_array(q, 16))
             out.append("};")
         out.append("")
     out.append(f"#endif  // {guard}")

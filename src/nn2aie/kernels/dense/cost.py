@@ -119,11 +119,20 @@ def dense_loop_nest(e: DenseExec, role: str) -> LoopNest:
     )
 
 
+def requant_cycles(e: DenseExec, role: str) -> float:
+    """A scaled layer's multiplier / table epilogue on the output tiles: its cycles per 32-lane output vector
+    (kernels/requant.py, an uncalibrated instruction count) times the vectors the tile writes per invocation."""
+    if e.requant is None or role not in ("single", "last"):
+        return 0.0
+    vectors = e.batch * e.n_slice / 32
+    return vectors * e.requant.cycles_per_vector(32)
+
+
 def dense_tile_cycles(e: DenseExec, role: str, loads_share_bank: bool = False) -> float:
     n = dense_loop_nest(e, role)
     if loads_share_bank:
         n = dataclasses.replace(n, loads_share_bank=True)
-    return invocation_cycles(n)
+    return invocation_cycles(n) + requant_cycles(e, role)
 
 
 def dense_efficiency(e: DenseExec, role: str) -> float:

@@ -12,14 +12,16 @@ from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator, exact_matm
 from nn2aie.ir.execution import DenseExec, OpExec, rows_per_event
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.kernels.dense import codegen, cost, native
 from nn2aie.kernels.dense.emulate import emulate_layer
 from nn2aie.kernels.dense.parallelism import choose_parallelism
 from nn2aie.kernels.dense.partition import memory_map, partition_layer
 from nn2aie.kernels.dense.precision import parse_mmul, plan_precision
 from nn2aie.kernels.dense.resources import program_memory_bytes
+from nn2aie.kernels.dense.scaled import evaluate_codes, is_scaled, scaled_layer
 from nn2aie.kernels.family import Fail, KernelInstance, OpFamily, PortSpec
+from nn2aie.kernels.requant import REQUANT_KINDS
 from nn2aie.kernels.tile_memory import conflicts
 
 ACTIVATIONS = ("linear", "relu")
@@ -40,8 +42,8 @@ class DenseFamily(OpFamily):
         x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
         y = graph.tensors[op.outputs[0]]
         for t in (x, w, y):
-            if not isinstance(t.type, FixedType):
-                fail(f"op {op.name}", f"tensor {t.name} is not fixed point")
+            if not isinstance(t.type, FixedType | ScaledType):
+                fail(f"op {op.name}", f"tensor {t.name} is not integer (fixed point or scaled)")
         if not w.is_const or w.data is None or w.data.shape != tuple(w.shape) or len(w.shape) != 2:
             fail(f"op {op.name}", "weights must be a constant [K, N] array")
         k, n = w.shape
@@ -63,6 +65,9 @@ class DenseFamily(OpFamily):
     def evaluate(self, graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x, w = inputs[0], graph.tensor(op.inputs[1]).data
         acc = exact_matmul(x, w)
+        if is_scaled(graph, op):  # float scales / zero points: the exact source map (kernels/dense/scaled.py)
+            layer = scaled_layer(graph, op)
+            return [evaluate_codes(layer, acc + (layer.tile_bias if layer.tile_bias is not None else 0))]
         bias = bias_in_accumulator(graph, op)
         if bias is not None:
             acc = acc + bias
@@ -74,12 +79,16 @@ class DenseFamily(OpFamily):
         return [requantize(acc, accumulator_frac(graph, op), y_t.type, where)]
 
     # -- planning ----------------------------------------------------------------------------------------------
-    override_keys = frozenset({"cas_length", "cas_num", "mmul"})
+    override_keys = frozenset({"cas_length", "cas_num", "mmul", "requant"})
 
     def validate_override(self, layer: str, override: dict) -> None:
         if set(override) - self.override_keys:
             raise IllegalConfigError(f"override for layer {layer}", f"unknown keys in {override!r}",
-                                     "give any of {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}")
+                                     "give any of {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\", "
+                                     "\"requant\": \"multiplier\" | \"table\"}")
+        if override.get("requant", "multiplier") not in REQUANT_KINDS:
+            raise IllegalConfigError(f"override for layer {layer}", f"requant {override['requant']!r} is not a "
+                                     "requantisation kind", f"give one of {', '.join(REQUANT_KINDS)}")
         if "mmul" in override:
             parse_mmul(override["mmul"], f"override for layer {layer}")
         for key in ("cas_length", "cas_num"):
@@ -90,7 +99,7 @@ class DenseFamily(OpFamily):
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         shape = parse_mmul(override["mmul"], f"override for layer {op.name}") if "mmul" in override else None
         rows = batch * rows_per_event(graph.tensor(op.inputs[0]).shape)
-        return plan_precision(graph, op, device, rows, shape)
+        return plan_precision(graph, op, device, rows, shape, override.get("requant"))
 
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
                     override: dict | None) -> None:
@@ -193,7 +202,9 @@ class DenseFamily(OpFamily):
     def native_sources(self, e: OpExec, index: int) -> list[str]:
         d = _dense(e)
         roles = [codegen.source_path(index, r) for r in codegen.layer_roles(d)]
-        return [codegen.header_path(index), codegen.impl_path(index), *roles, codegen.weights_header_path(index)]
+        shared = [codegen.REQUANT_HEADER_PATH] if d.requant is not None else []
+        return [codegen.header_path(index), codegen.impl_path(index), *roles, codegen.weights_header_path(index),
+                *shared]
 
     def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
         return native.driver_source(index, entries, codegen.layer_roles(_dense(e)))
@@ -212,7 +223,18 @@ class DenseFamily(OpFamily):
             "weight_type": graph.tensor(op.inputs[1]).type.describe(),
             "mmul": "x".join(map(str, d.mmul)), "acc": d.acc, "shift": d.shift, "rounding": d.rounding,
             "saturation": d.saturation, "k_slice": d.k_slice, "n_slice": d.n_slice,
+            **({"requant": scaled_summary(graph, op, d)} if is_scaled(graph, op) else {}),
         }
+
+
+def scaled_summary(graph: Graph, op: Op, d: DenseExec) -> dict:
+    """Which requantisation a scaled layer's tiles run, and why (an SRS shift when no Requant is kept)."""
+    if d.requant is not None:
+        return d.requant.to_json()
+    layer = scaled_layer(graph, op)
+    return {"kind": "shift", "shift": d.shift, "reason": "every channel's scale is 2^-shift and the offset a whole "
+            "number of accumulator steps (folded into the bias): one SRS", "accumulator_range":
+            [layer.acc_lo, layer.acc_hi], "cycles_per_32_lanes": 0.0}
 
 
 def _dense(e: OpExec) -> DenseExec:

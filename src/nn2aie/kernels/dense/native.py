@@ -28,10 +28,13 @@ def driver_source(index: int, entries: list[dict], roles: list[str]) -> str:
     rows = []
     for entry in entries:
         params = tuple(entry["params"])
-        if params[:1] != ("weights",) or len(params) > 2:
+        if params[:1] != ("weights",) or [p for p in params[1:] if p not in ("bias", "requant")] \
+                or len(set(params)) != len(params):
             raise InternalCheckError(f"kernel {entry['name']}", f"unexpected parameters {params}", "report this")
-        rows.append(entry | {"has_bias": len(params) == 2})
+        rows.append(entry | {"has_bias": "bias" in params, "has_requant": "requant" in params,
+                             "requant_param": params.index("requant") if "requant" in params else -1})
     return _ENV.get_template("native_driver.cc.j2").render(
+        requant=any(r["has_requant"] for r in rows),
         idx=index, ns=f"dense_l{index}", kernel_header=codegen.header_path(index),
         weights_header=codegen.weights_header_path(index),
         kernel_sources=[codegen.source_path(index, r) for r in roles],

@@ -34,11 +34,14 @@ class TileBuffers:
     output: int  # one of the two ping/pong buffers (0 for cascade-only tiles)
     stack: int
     heap: int
+    requant: int = 0  # per-channel requantisation constants of a float-scale layer (single/last tiles)
 
     def items(self) -> list[tuple[str, int]]:
         out = [("weights", self.weights)]
         if self.bias:
             out.append(("bias", self.bias))
+        if self.requant:
+            out.append(("requant", self.requant))
         out += [("in_ping", self.input), ("in_pong", self.input)]
         if self.output:
             out += [("out_ping", self.output), ("out_pong", self.output)]
@@ -58,7 +61,15 @@ def tile_buffers(e: DenseExec, device: Device, role: str, k_slice: int, n_slice:
         output=e.batch * n_slice * dtype_bytes(e.out_dtype) if role in ("single", "last") else 0,
         stack=int(device.fact("stack_bytes_default")),
         heap=int(device.fact("heap_bytes_default")),
+        requant=requant_words(e, n_slice) * 4 if (e.requant is not None and role in ("single", "last")) else 0,
     )
+
+
+def requant_words(e: DenseExec, n_slice: int) -> int:
+    """int32 constants a single/last tile holds for its columns: per column block of MMUL_N channels the
+    multipliers and offsets (multiplier), or the base codes and every threshold level of the layer (table)."""
+    levels = len(e.requant.table_levels()[1]) if e.requant.kind == "table" else 1
+    return (1 + levels) * n_slice
 
 
 def _fits(e: DenseExec, device: Device, length: int, k_slice: int, n_slice: int, max_weight_bytes: int) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.ir.evaluate import bias_in_accumulator
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel, numpy_dtype
 from nn2aie.kernels.dense.parallelism import tile_buffers
+from nn2aie.kernels.dense.precision import tile_bias
 from nn2aie.kernels.dense.semantics import pack_weights
 from nn2aie.kernels.tile_memory import allocate
 
@@ -35,7 +35,7 @@ def partition_layer(graph: Graph, op: Op, e: DenseExec, device: Device, layer_id
     w = graph.tensor(op.inputs[1]).data
     w_pad = np.zeros((e.k_padded, e.n_padded), dtype=np.int64)
     w_pad[: e.k, : e.n] = w
-    bias = bias_in_accumulator(graph, op)
+    bias = tile_bias(graph, op)
     b_pad = np.zeros(e.n_padded, dtype=np.int64)
     if bias is not None:
         b_pad[: e.n] = bias

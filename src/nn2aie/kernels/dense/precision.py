@@ -20,8 +20,10 @@ from nn2aie.errors import IllegalConfigError, UnsupportedQuantizationError
 from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
+from nn2aie.kernels.dense.scaled import ScaledLayer, is_scaled, scaled_layer
 from nn2aie.kernels.epilogue import ACC_BITS, Epilogue, plan_epilogue  # noqa: F401  (shared with other families)
+from nn2aie.kernels.requant import REQUANT_KINDS, choose_requant
 
 # Preferred aie::mmul shape per operand pair on AIE-ML (all native: one MAC instruction per mac()).
 # AIE-API defines the 16x8 shapes for 32-bit accumulators only (detail/aie2/mmul_16_8.hpp): a 16x8 layer whose
@@ -38,7 +40,7 @@ def _bit_type(container: str) -> str:
     return container.removeprefix("u")
 
 
-def _max_abs(t: FixedType) -> int:
+def _max_abs(t: FixedType | ScaledType) -> int:
     return max(abs(t.min_code), abs(t.max_code))
 
 
@@ -76,14 +78,16 @@ def _checked_mmul(shape: tuple, pair: tuple[str, str], acc: str, batch: int, dev
 
 
 def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
-                   mmul_override: tuple[int, int, int] | None = None) -> DenseExec:
-    """How ``op`` runs on a tile: types, accumulator, mmul shape (PREFERRED_MMUL unless overridden), epilogue."""
+                   mmul_override: tuple[int, int, int] | None = None, requant_kind: str | None = None) -> DenseExec:
+    """How ``op`` runs on a tile: types, accumulator, mmul shape (PREFERRED_MMUL unless overridden), epilogue
+    (for float scales the cheapest exact requantisation, or ``requant_kind`` when the user names one)."""
     x_t = graph.tensor(op.inputs[0])
     w_t = graph.tensor(op.inputs[1])
     y_t = graph.tensor(op.outputs[0])
     where = f"layer {op.name}"
     xt, wt, yt = x_t.type, w_t.type, y_t.type
-    assert isinstance(xt, FixedType) and isinstance(wt, FixedType) and isinstance(yt, FixedType)
+    scaled = scaled_layer(graph, op) if is_scaled(graph, op) else None
+    assert all(isinstance(t, FixedType | ScaledType) for t in (xt, wt, yt))
 
     for t, role, tensor in ((xt, "input", x_t), (wt, "weights", w_t)):
         if t.container_bits not in (8, 16):
@@ -103,7 +107,7 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
     device.mmul_shapes(*pair)  # refuses pairs the device generation lacks
 
     k, n = w_t.shape
-    bias = bias_in_accumulator(graph, op)
+    bias = tile_bias(graph, op, scaled)
     bias_max = int(abs(bias).max(initial=0)) if bias is not None else 0
     # worst case over every input the input type allows, given the actual weights: each partial sum of column n
     # (any subset of its products, bias included, cascades included) stays within sum_k |W[k,n]|*max|x| + |b[n]|
@@ -126,8 +130,16 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
             "quantize the bias to 32 bits at scale = input scale x weight scale")
 
     relu = op.attrs.get("activation") == "relu"
-    epi = plan_epilogue(yt, accumulator_frac(graph, op), acc, relu, bound, device,
-                        f"{where} output tensor {y_t.origin or y_t.name}")
+    out_where = f"{where} output tensor {y_t.origin or y_t.name}"
+    requant = None
+    if scaled is None:
+        if requant_kind not in (None, "shift"):
+            raise IllegalConfigError(f"override for layer {op.name}", f"requant {requant_kind!r} is for float "
+                                     "scales; this layer's scales are powers of two and it requantises by a shift",
+                                     "drop the requant override for this layer")
+        epi = plan_epilogue(yt, accumulator_frac(graph, op), acc, relu, bound, device, out_where)
+    else:
+        epi, requant = _scaled_epilogue(scaled, yt, device, out_where, requant_kind)
 
     mmul_fixed = mmul_override is not None
     if mmul_fixed:
@@ -137,8 +149,33 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
         acc=acc, mmul=mmul, shift=epi.shift, rounding=epi.rounding, saturation=epi.saturation,
         clamp_lo=epi.clamp_lo, clamp_hi=epi.clamp_hi, wrap_bits=epi.wrap_bits, relu=relu,
         has_bias=bias is not None, acc_bound=bound, n_accumulators=accumulator_budget(acc, mmul),
-        mmul_fixed=mmul_fixed,
+        mmul_fixed=mmul_fixed, requant=requant,
     )
+
+
+def tile_bias(graph: Graph, op: Op, scaled: ScaledLayer | None = None) -> np.ndarray | None:
+    """The bias codes the tile's accumulators start from (int64 [N]) or None."""
+    if scaled is None and is_scaled(graph, op):
+        scaled = scaled_layer(graph, op)
+    return scaled.tile_bias if scaled is not None else bias_in_accumulator(graph, op)
+
+
+def _scaled_epilogue(scaled: ScaledLayer, yt, device: Device, where: str, kind: str | None = None):
+    """The epilogue of a scaled layer: kernels/requant.py's cheapest exact implementation of the source map on the
+    reachable accumulator range; an SRS when it is one (then no Requant is kept), else a multiplier or a table.
+    ``kind`` restricts the choice to one implementation (a refusal says why it is not exact)."""
+    if yt.container_bits not in (8, 16):
+        raise UnsupportedQuantizationError(where, f"{yt.width}-bit output codes need a {yt.container_bits}-bit "
+                                           "container", "quantize layer outputs to at most 16 bits")
+    kinds = REQUANT_KINDS if kind is None else (kind,)
+    try:
+        rq = choose_requant(scaled.map, scaled.acc_lo, scaled.acc_hi, tuple(device.fact("srs_shift_safe_range")),
+                            kinds)
+    except UnsupportedQuantizationError as exc:
+        raise UnsupportedQuantizationError(where, f"no exact {' or '.join(kinds)} requantisation: {exc.reason}",
+                                           exc.hint) from exc
+    epi = Epilogue(rq.shift, rq.rounding, "saturate", rq.lo, rq.hi)
+    return epi, (None if rq.kind == "shift" else rq)
 
 
 def parse_mmul(value, where: str) -> tuple[int, int, int]:

@@ -110,14 +110,22 @@ def accumulator_dtype(e: DenseExec) -> type:
     return np.float32 if e.acc_bound < 2**24 else np.float64
 
 
+def requant_columns(e: DenseExec, n_start: int, count: int):
+    """The layer's Requant for output columns [n_start, n_start + count) of the padded N (padding columns repeat
+    the last channel: their codes are computed like any other and never read)."""
+    channels = [min(c, e.n - 1) for c in range(n_start, n_start + count)]
+    return e.requant.select(channels)
+
+
 def run_tile_logical(e: DenseExec, role: str, a_mat: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
-                     cascade_in: np.ndarray | None) -> np.ndarray:
+                     cascade_in: np.ndarray | None, n_start: int = 0) -> np.ndarray:
     """The tile's arithmetic on logical matrices. Returns [iters, batch, n_slice]: accumulator lanes for
     first/middle tiles, output codes for single/last tiles; both as exact integers in ``accumulator_dtype``.
 
     ``w_mat`` may also hold the weight matrices of several chains at the same cascade position side by side
     (``bias`` and ``cascade_in`` concatenated the same way): output columns are independent, so that equals
-    one call per tile, concatenated. ``cascade_in`` is consumed (accumulated into in place)."""
+    one call per tile, concatenated (``n_start``: the first output column of ``w_mat``, 0 for all chains of a
+    position side by side). ``cascade_in`` is consumed (accumulated into in place)."""
     acc_t = accumulator_dtype(e)
     product = (a_mat @ w_mat).reshape(-1, e.batch, w_mat.shape[1])
     if role in ("single", "first"):
@@ -129,6 +137,8 @@ def run_tile_logical(e: DenseExec, role: str, a_mat: np.ndarray, w_mat: np.ndarr
         acc += product
     if role in ("first", "middle"):
         return acc
+    if e.requant is not None:  # multiplier or table epilogue of a scaled layer (kernels/requant.py)
+        return requant_columns(e, n_start, acc.shape[-1]).apply(acc.astype(np.int64)).astype(acc_t)
     bits, signed = _BITS[e.out_dtype], not e.out_dtype.startswith("u")
     if e.saturation == "none":
         y = srs_float(acc, e.shift, bits, signed, e.rounding, e.saturation, inplace=True)
@@ -143,7 +153,7 @@ def run_tile_logical(e: DenseExec, role: str, a_mat: np.ndarray, w_mat: np.ndarr
 
 
 def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.ndarray,
-             bias: np.ndarray | None, cascade_in: np.ndarray | None) -> np.ndarray:
+             bias: np.ndarray | None, cascade_in: np.ndarray | None, n_start: int = 0) -> np.ndarray:
     """One invocation per leading index of ``a_window`` ([iters, batch*k_slice], buffer order).
 
     Returns the output window ([iters, batch*n_slice] codes, buffer order) for single/last tiles, or the cascade
@@ -152,7 +162,7 @@ def run_tile(e: DenseExec, role: str, a_window: np.ndarray, packed_weights: np.n
     cas = None
     if cascade_in is not None:
         cas = cascade_from_stream(e, cascade_in).astype(accumulator_dtype(e))
-    out = run_tile_logical(e, role, input_matrix(e, a_window), weight_matrix(e, packed_weights), bias, cas)
+    out = run_tile_logical(e, role, input_matrix(e, a_window), weight_matrix(e, packed_weights), bias, cas, n_start)
     if role in ("first", "middle"):
         return cascade_to_stream(e, out.astype(np.int64))
     return output_layout(e).to_blocks(out.astype(np.int64))

@@ -286,9 +286,12 @@ class accum {
 
   // accum::from_vector (UG1529): load the lanes from a vector, each value shifted up by `shift` bits (the
   // AIE-ML UPS instruction; UG1583 ups intrinsics). Signed and unsigned elements extend by their own signedness.
+  // 32-bit elements into acc32 lanes are a reinterpretation on AIE-ML, which takes no shift (AIE-API aie2).
   template <typename T>
   accum& from_vector(const vector<T, Elems>& v, int shift = 0) {
     if (shift < 0 || shift > 59) aie_emu::fail("from_vector shift %d outside 0..59", shift);
+    if (sizeof(T) == 4 && accum_bits() == 32 && shift != 0)
+      aie_emu::fail("from_vector of 32-bit elements into acc32 lanes takes shift 0, not %d", shift);
     for (unsigned i = 0; i < Elems; ++i) {
       const std::int64_t x = static_cast<std::int64_t>(v.get(i));
       const std::int64_t f = std::int64_t(1) << shift;
@@ -399,6 +402,130 @@ T1* store_v(T1* ptr, const vector<T2, Elems>& v) {
   return ptr;
 }
 
+// -- aie::mask ------------------------------------------------------------------------------------------------
+// aie::mask<Elems> (UG1529 "Basic Types"): one bit per vector element, as comparisons return it and select
+// consumes it. Element i is bit i % 32 of 32-bit word i / 32 (from_uint32 / to_uint32).
+template <unsigned Elems>
+class mask {
+  static_assert(Elems > 0, "empty mask");
+  static constexpr unsigned WORDS = (Elems + 31) / 32;
+
+ public:
+  static constexpr unsigned size() { return Elems; }
+
+  // mask(initial_set) (UG1529): every element 1 (true) or 0 (false).
+  explicit mask(bool initial_set = false) {
+    for (unsigned i = 0; i < Elems; ++i) bits_[i] = initial_set;
+  }
+
+  // mask::from_uint32(words...) (UG1529): element i from bit i % 32 of word i / 32; one word per 32 elements.
+  template <typename... W>
+  static mask from_uint32(W... words) {
+    static_assert(sizeof...(W) == WORDS, "from_uint32 takes one 32-bit word per 32 elements");
+    const std::uint32_t w[] = {static_cast<std::uint32_t>(words)...};
+    mask m;
+    for (unsigned i = 0; i < Elems; ++i) m.bits_[i] = ((w[i / 32] >> (i % 32)) & 1u) != 0;
+    return m;
+  }
+
+  // mask::to_uint32(idx) / to_uint32() (UG1529): 32-bit word idx of the mask (unused high bits are 0).
+  std::uint32_t to_uint32(unsigned idx) const {
+    if (idx >= WORDS) aie_emu::fail("mask::to_uint32 word index out of range");
+    std::uint32_t w = 0;
+    for (unsigned i = 32 * idx; i < Elems && i < 32 * idx + 32; ++i) w |= std::uint32_t(bits_[i]) << (i % 32);
+    return w;
+  }
+  std::uint32_t to_uint32() const {
+    static_assert(Elems <= 32, "to_uint32() without an index needs a mask of at most 32 elements");
+    return to_uint32(0);
+  }
+
+  // mask::test / set / clear (UG1529): read, set to 1, set to 0 element i.
+  bool test(unsigned i) const { return bits_[checked(i)]; }
+  void set(unsigned i) { bits_[checked(i)] = true; }
+  void clear(unsigned i) { bits_[checked(i)] = false; }
+
+  // mask::count (UG1529): how many elements are 1.
+  unsigned count() const {
+    unsigned n = 0;
+    for (unsigned i = 0; i < Elems; ++i) n += bits_[i];
+    return n;
+  }
+
+  // Element-wise AND / OR / NOT and equality of masks (UG1529 mask operators).
+  mask operator&(const mask& o) const { return combine(o, [](bool a, bool b) { return a && b; }); }
+  mask operator|(const mask& o) const { return combine(o, [](bool a, bool b) { return a || b; }); }
+  mask& operator&=(const mask& o) { return *this = *this & o; }
+  mask& operator|=(const mask& o) { return *this = *this | o; }
+  mask operator~() const { return combine(*this, [](bool a, bool) { return !a; }); }
+  bool operator==(const mask& o) const {
+    for (unsigned i = 0; i < Elems; ++i)
+      if (bits_[i] != o.bits_[i]) return false;
+    return true;
+  }
+
+ private:
+  template <typename F>
+  mask combine(const mask& o, F f) const {
+    mask r;
+    for (unsigned i = 0; i < Elems; ++i) r.bits_[i] = f(bits_[i], o.bits_[i]);
+    return r;
+  }
+  static unsigned checked(unsigned i) {
+    if (i >= Elems) aie_emu::fail("mask element index out of range");
+    return i;
+  }
+  bool bits_[Elems] = {};
+};
+
+// -- comparisons and selection (UG1529 "Comparison" and "Reshaping") ------------------------------------------
+// aie::lt / aie::ge (UG1529): mask bit i = (v1[i] < v2[i]) / (v1[i] >= v2[i]), vectors of one type and size, or a
+// scalar compared with every element. Real-valued (integer) vectors only.
+template <typename T, unsigned Elems>
+mask<Elems> lt(const vector<T, Elems>& v1, const vector<T, Elems>& v2) {
+  mask<Elems> m;
+  for (unsigned i = 0; i < Elems; ++i)
+    if (v1.get(i) < v2.get(i)) m.set(i);
+  return m;
+}
+template <typename T, unsigned Elems>
+mask<Elems> lt(const vector<T, Elems>& v, emu_detail::identity_t<T> a) {
+  return lt(v, broadcast<T, Elems>(a));
+}
+template <typename T, unsigned Elems>
+mask<Elems> lt(emu_detail::identity_t<T> a, const vector<T, Elems>& v) {
+  return lt(broadcast<T, Elems>(a), v);
+}
+template <typename T, unsigned Elems>
+mask<Elems> ge(const vector<T, Elems>& v1, const vector<T, Elems>& v2) {
+  return ~lt(v1, v2);
+}
+template <typename T, unsigned Elems>
+mask<Elems> ge(const vector<T, Elems>& v, emu_detail::identity_t<T> a) {
+  return ge(v, broadcast<T, Elems>(a));
+}
+template <typename T, unsigned Elems>
+mask<Elems> ge(emu_detail::identity_t<T> a, const vector<T, Elems>& v) {
+  return ge(broadcast<T, Elems>(a), v);
+}
+
+// aie::select(v1, v2, m) (UG1529 "Reshaping"): element i is v1[i] where mask bit i is 0 and v2[i] where it is 1
+// (the second operand where the bit is set). Either operand may be a scalar, used for every element.
+template <typename T, unsigned Elems>
+vector<T, Elems> select(const vector<T, Elems>& v1, const vector<T, Elems>& v2, const mask<Elems>& m) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(m.test(i) ? v2.get(i) : v1.get(i), i);
+  return r;
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> select(emu_detail::identity_t<T> a, const vector<T, Elems>& v, const mask<Elems>& m) {
+  return select(broadcast<T, Elems>(a), v, m);
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> select(const vector<T, Elems>& v, emu_detail::identity_t<T> a, const mask<Elems>& m) {
+  return select(v, broadcast<T, Elems>(a), m);
+}
+
 // -- element-wise maximum / minimum ---------------------------------------------------------------------------
 // aie::max / aie::min (UG1529 "Comparison"): element-wise maximum / minimum of two vectors, or of a vector and a
 // scalar (the scalar compared with every element).
@@ -468,6 +595,49 @@ vector<T, Elems> bit_and(const vector<T, Elems>& v1, const vector<T, Elems>& v2)
   return r;
 }
 
+// -- element-wise vector arithmetic (UG1529 "Arithmetic"; UG1603 "Vector Arithmetic Operations") --------------
+// aie::add / aie::sub(v1, v2): element-wise sum / difference of two vectors of one type and size, or of a vector
+// and a scalar (used for every element). The vector ALU does not saturate (aie::saturating_add is the one that
+// does): results wrap modulo 2^bits of the element type.
+namespace emu_detail {
+template <typename T>
+T wrap(std::int64_t x) {
+  using U = std::make_unsigned_t<T>;
+  return static_cast<T>(static_cast<U>(static_cast<std::uint64_t>(x)));  // two's complement, no signed overflow
+}
+}  // namespace emu_detail
+
+template <typename T, unsigned Elems>
+vector<T, Elems> add(const vector<T, Elems>& v1, const vector<T, Elems>& v2) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i)
+    r.set(emu_detail::wrap<T>(static_cast<std::int64_t>(v1.get(i)) + static_cast<std::int64_t>(v2.get(i))), i);
+  return r;
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> add(const vector<T, Elems>& v, emu_detail::identity_t<T> a) {
+  return add(v, broadcast<T, Elems>(a));
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> add(emu_detail::identity_t<T> a, const vector<T, Elems>& v) {
+  return add(broadcast<T, Elems>(a), v);
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> sub(const vector<T, Elems>& v1, const vector<T, Elems>& v2) {
+  vector<T, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i)
+    r.set(emu_detail::wrap<T>(static_cast<std::int64_t>(v1.get(i)) - static_cast<std::int64_t>(v2.get(i))), i);
+  return r;
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> sub(const vector<T, Elems>& v, emu_detail::identity_t<T> a) {
+  return sub(v, broadcast<T, Elems>(a));
+}
+template <typename T, unsigned Elems>
+vector<T, Elems> sub(emu_detail::identity_t<T> a, const vector<T, Elems>& v) {
+  return sub(broadcast<T, Elems>(a), v);
+}
+
 // -- element-wise accumulator arithmetic (UG1529 "Arithmetic") ----------------------------------------------------
 // aie::add / aie::sub(acc1, acc2): lane-wise sum / difference of two accumulators of one type (exact here; the
 // lanes must stay inside the accumulator's range, checked). aie::add(acc, v): the vector's elements added to the
@@ -491,13 +661,62 @@ accum<Tag, Elems> add(const accum<Tag, Elems>& a, const vector<T, Elems>& v) {
   return r;
 }
 
+// aie::from_vector<AccumTag>(v, shift) (UG1529 "Vector and Accumulator Conversions"): an accumulator whose lanes
+// are the elements shifted up by `shift` bits (as accum::from_vector).
+template <typename Tag, typename T, unsigned Elems>
+accum<Tag, Elems> from_vector(const vector<T, Elems>& v, int shift = 0) {
+  static_assert(aie_emu::is_acc_tag_v<Tag>, "from_vector<AccumTag>: name the accumulator (acc32 / acc64)");
+  accum<Tag, Elems> r;
+  r.from_vector(v, shift);
+  return r;
+}
+
+namespace emu_detail {
+// Element-wise multiplications AIE-ML implements, by operand widths in either order (UG1529 "Arithmetic": the
+// default accumulator per operand pair, and wider accumulators on request; 32b x 32b is not native and runs as two
+// 32b x 16b multiplies): into acc32 8x8, 8x16, 16x16 and 16x32; into acc64 8x16, 16x16, 16x32 and 32x32.
+// 8b x 32b exists in neither; 32b x 32b needs acc64.
+template <typename Tag, typename T1, typename T2>
+constexpr bool elementwise_mul_supported() {
+  constexpr unsigned a = 8 * sizeof(T1), b = 8 * sizeof(T2);
+  constexpr unsigned narrow = a < b ? a : b, wide = a < b ? b : a;
+  if constexpr (aie_emu::acc_traits<Tag>::bits == 32) {
+    return (narrow == 8 && wide <= 16) || (narrow == 16 && wide <= 32);
+  } else {
+    return (narrow == 8 && wide == 16) || (narrow == 16 && wide <= 32) || (narrow == 32 && wide == 32);
+  }
+}
+
+// One lane of mac: the exact sum, refused when it leaves the 64-bit lane (hardware would wrap).
+inline std::int64_t mac_lane(std::int64_t acc, std::int64_t a, std::int64_t b) {
+  std::int64_t p = 0, s = 0;
+  if (__builtin_mul_overflow(a, b, &p) || __builtin_add_overflow(acc, p, &s))
+    aie_emu::fail("multiply-accumulate lane overflows 64 bits (hardware lanes would wrap)");
+  return s;
+}
+}  // namespace emu_detail
+
 // aie::mul<AccumTag>(v1, v2) (UG1529 "Arithmetic"): element-wise products, exact, in an accumulator of AccumTag.
 template <typename Tag, typename T1, typename T2, unsigned Elems>
 accum<Tag, Elems> mul(const vector<T1, Elems>& a, const vector<T2, Elems>& b) {
   static_assert(aie_emu::is_acc_tag_v<Tag>, "mul<AccumTag>: name the accumulator (acc32 / acc64)");
+  static_assert(emu_detail::elementwise_mul_supported<Tag, T1, T2>(),
+                "aie::mul: AIE-ML has no element-wise multiply of these operand widths into this accumulator");
   accum<Tag, Elems> r;
   for (unsigned i = 0; i < Elems; ++i)
-    r.emu_set_lane(i, static_cast<std::int64_t>(a.get(i)) * static_cast<std::int64_t>(b.get(i)));
+    r.emu_set_lane(i, emu_detail::mac_lane(0, a.get(i), b.get(i)));
+  return r;
+}
+
+// aie::mac(acc, v1, v2) (UG1529 "Arithmetic"): acc + v1 * v2 element-wise, in the accumulator's own type (the
+// accumulation cannot be chosen); the same operand combinations as mul.
+template <typename Tag, typename T1, typename T2, unsigned Elems>
+accum<Tag, Elems> mac(const accum<Tag, Elems>& acc, const vector<T1, Elems>& a, const vector<T2, Elems>& b) {
+  static_assert(emu_detail::elementwise_mul_supported<Tag, T1, T2>(),
+                "aie::mac: AIE-ML has no element-wise multiply of these operand widths into this accumulator");
+  accum<Tag, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i)
+    r.emu_set_lane(i, emu_detail::mac_lane(acc.emu_lane(i), a.get(i), b.get(i)));
   return r;
 }
 
