@@ -34,7 +34,7 @@ import numpy as np
 
 from nn2aie.errors import MissingToolError, UnsupportedQuantizationError
 from nn2aie.kernels import requant as rq_mod
-from nn2aie.kernels.requant import AffineMap, Requant, choose_requant
+from nn2aie.kernels.requant import AffineMap, choose_requant
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -188,7 +188,7 @@ def draw_case(rng: np.random.Generator) -> dict:
         where = rng.random()
         if where < 1 / 3:  # around the codes' transition region
             c0, e0 = scale[0], offset[0]
-            centre = int(((Fraction(lo + hi, 2) - e0) / c0)) + int(rng.integers(-width, width + 1))
+            centre = int((Fraction(lo + hi, 2) - e0) / c0) + int(rng.integers(-width, width + 1))
         else:
             bits = int(rng.integers(8, 33))
             centre = int(rng.integers(-(1 << (bits - 1)), 1 << (bits - 1)))
@@ -287,7 +287,8 @@ def summarise(results: list[dict]) -> dict:
             row |= {"levels_median": statistics.median(lv), "levels_max": max(lv)}
         cost[kind] = row
     return {"kinds": dict(kinds), "reasons": {k: dict(v.most_common()) for k, v in reasons.items()},
-            "by_family": {k: dict(v) for k, v in by_family.items()}, "by_output": {k: dict(v) for k, v in by_out.items()},
+            "by_family": {k: dict(v) for k, v in by_family.items()},
+            "by_output": {k: dict(v) for k, v in by_out.items()},
             "accumulators": sum(r["values"] for r in results if r["kind"] != "refused"),
             "pairs": sum(r["pairs"] for r in results), "apply_mismatches": sum(r["apply_mismatches"] for r in results),
             "oracle_mismatches": sum(r["oracle_mismatches"] for r in results), "cost": cost}

@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import scaled_graph
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator
 from nn2aie.sim.native import run_native_cosim
+
+from helpers import scaled_graph
 
 CASES = {  # name -> scaled_graph arguments, overrides of layer "fc"
     "int8_multiplier_relu": (dict(seed=0, k=64, n=48, relu=True), {}),
@@ -62,7 +63,7 @@ def test_broken_constants_are_caught(native_cache, monkeypatch):
 
     def off_by_one(e, n_start):
         q = original(e, n_start).copy()
-        q[3] += 1 << 12  # channel 3's multiplier, first column block
+        q[3] //= 2  # halve channel 3's multiplier (first column block)
         return q
 
     monkeypatch.setattr(codegen, "requant_constants", off_by_one)
@@ -76,7 +77,7 @@ def test_broken_constants_are_caught(native_cache, monkeypatch):
 def test_brevitas_default_quantizers_native(native_cache, tmp_path):
     pytest.importorskip("brevitas")
     pytest.importorskip("qonnx")
-    from nn2aie.api import compile_loaded
+    from nn2aie.api import compile_loaded, write_project_atomic
     from nn2aie.examples import brevitas_models
     from nn2aie.frontends.loader import load_model
 
@@ -86,7 +87,7 @@ def test_brevitas_default_quantizers_native(native_cache, tmp_path):
     x = np.random.default_rng(0).normal(0, 3, size=(64, 16)).astype(np.float32)
     report = compiled.native_cosim(x, cache_dir=native_cache)
     assert report.all_match, report.format()
-    compiled.write_project(tmp_path / "proj", x[:8])
+    write_project_atomic(compiled, tmp_path / "proj", x[:8])
     src = tmp_path / "proj" / "src"
     assert (src / "kernels" / "nn2aie_requant.h").is_file()
     assert "requant_multiplier" in (src / "kernels" / "dense_l0_impl.h").read_text()
