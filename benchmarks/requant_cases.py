@@ -122,7 +122,7 @@ def round_fraction(v: Fraction, mode: str) -> int:
     if mode == "symmetric_floor":
         return math.trunc(v)
     if mode == "symmetric_ceil":
-        return -math.trunc(-v) if v < 0 else math.ceil(v)
+        return math.floor(v) if v < 0 else math.ceil(v)  # away from zero: sign(v) * ceil(|v|)
     d = v - fl
     if d != Fraction(1, 2):
         return fl + (d > Fraction(1, 2))

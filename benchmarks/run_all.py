@@ -30,6 +30,9 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
      "measured on this machine (compile time, emulation speed against onnxruntime)"),
     ("dag_models.py", [], ["--repeats", "1", "--events", "5000"], "dag_models.md",
      "measured on this machine (DAG models of issue 11: compile time, emulation speed against onnxruntime)"),
+    ("requant_cases.py", [], ["--cases", "2000"], "requant_cases.md",
+     "measured on this machine (exact requantisation checked on every accumulator, native co-simulation), "
+     "with modelled cycles per output vector"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
 ]
 
