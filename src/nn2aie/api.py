@@ -18,6 +18,7 @@ import numpy as np
 from nn2aie import __version__, atomic, progress
 from nn2aie.errors import BadFileError, IllegalConfigError, Nn2aieError
 from nn2aie.frontends.loader import LoadedModel, load_model
+from nn2aie.ir import host
 from nn2aie.ir.evaluate import cast_input, input_pre_cast, overflow_range
 from nn2aie.ir.physical import PhysicalPlan
 from nn2aie.ir.types import FixedType, ScaledType
@@ -156,7 +157,8 @@ class Compiled:
         xs = self.input_list(x)
         pre = self.input_pre_type if len(xs) == 1 else None
         out = []
-        for name, t, k, v in zip(self.input_names, self.input_types, self.input_widths, xs, strict=True):
+        for name, tensor, t, k, v in zip(self.input_names, self.plan.input_tensors, self.input_types,
+                                         self.input_widths, xs, strict=True):
             where = "inputs" if len(xs) == 1 else f"input {name}"
             if v.ndim > 2 and v.shape[0] and int(np.prod(v.shape[1:])) == k:  # [events, *input shape]
                 v = v.reshape(v.shape[0], k)
@@ -167,7 +169,7 @@ class Compiled:
                                          f"save one row of {k} features per event")
             if not np.issubdtype(v.dtype, np.number) or np.isnan(v).any():
                 raise IllegalConfigError(where, "contain NaN (or are not numbers)", "clean the inputs first")
-            out.append(quantize_input(v, t, pre))
+            out.append(self._host_quantize(tensor, v, t, pre))
         if len({v.shape[0] for v in out}) > 1:
             raise IllegalConfigError("inputs", f"have different numbers of events {[v.shape[0] for v in out]}",
                                      "pass the same events for every input")
@@ -176,10 +178,35 @@ class Compiled:
     def _quantize32(self, x: np.ndarray) -> np.ndarray:
         return self._quantize32_all(x)[0]
 
+    def _host_quantize(self, tensor: str, v: np.ndarray, t, pre) -> np.ndarray:
+        """The source's float steps before its input quantizer (ir/host.py), then that quantizer."""
+        prologue = host.prologues(self.model.graph.source).get(tensor)
+        if prologue is None:
+            return quantize_input(v, t, pre)
+        v = prologue.apply_steps(v)
+        if prologue.quantizer == "bipolar":
+            return host.bipolar_codes(v)
+        return quantize_input(v, t, pre)
+
+    def _host_dequantize(self, tensor: str, codes: np.ndarray, t) -> np.ndarray:
+        """Output codes -> the source's float values: dequantized, then its float steps (ir/host.py)."""
+        y = dequantize_output(codes, t)
+        epilogue = host.epilogues(self.model.graph.source).get(tensor)
+        return y if epilogue is None else epilogue.apply_steps(y)
+
+    def host_stages(self) -> dict:
+        """What the host computes in float around the array, per graph input / output (for the summary)."""
+        source = self.model.graph.source
+        names = {t: self.model.graph.tensor(t).origin or t for t in [*self.plan.input_tensors,
+                                                                     *self.plan.output_tensors]}
+        return ({f"input {names.get(t, t)}": p.describe() for t, p in host.prologues(source).items()}
+                | {f"output {names.get(t, t)}": e.describe() for t, e in host.epilogues(source).items()})
+
     def dequantize(self, codes):
         if isinstance(codes, list):
-            return [dequantize_output(c, t) for c, t in zip(codes, self.output_types, strict=True)]
-        return dequantize_output(codes, self.output_type)
+            return [self._host_dequantize(tn, c, t) for tn, c, t in zip(self.plan.output_tensors, codes,
+                                                                        self.output_types, strict=True)]
+        return self._host_dequantize(self.plan.output_tensor, codes, self.output_type)
 
     def emulate_codes(self, codes):
         """Input codes (an array, or a list per input) -> output codes (an array, or a list per output)."""
@@ -203,7 +230,7 @@ class Compiled:
         emu = self._emulator()
         events = codes[0].shape[0]
         ys = emu.run_unchecked_many(dict(zip(self.plan.input_tensors, codes, strict=True)))
-        return self._outputs([dequantize_output(emu.trim(ys[t], events, t), typ)
+        return self._outputs([self._host_dequantize(t, emu.trim(ys[t], events, t), typ)
                               for t, typ in zip(self.plan.output_tensors, self.output_types, strict=True)])
 
     def native_cosim(self, x, **kwargs) -> NativeReport:
@@ -272,7 +299,7 @@ class Compiled:
                         for n, t, tn in zip(self.output_names, self.output_types, self.plan.output_tensors,
                                             strict=True)],
             "bit_exact_check": checked or {},
-        }
+        } | ({"host_stages": self.host_stages()} if self.host_stages() else {})
 
 
 def compile_loaded(model: LoadedModel, options: CompileOptions | None = None, dump_after: str | None = None,

@@ -96,8 +96,10 @@ def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20
     return model
 
 
-def export_brevitas_qonnx(module: Any, in_features: int, **export_kwargs: Any) -> Any:
-    """Export ``module`` with ``brevitas.export.export_qonnx`` (batch 1) and return the ``onnx.ModelProto``.
+def export_brevitas_qonnx(module: Any, in_features: int, input_shape: Sequence[int] | None = None,
+                          **export_kwargs: Any) -> Any:
+    """Export ``module`` with ``brevitas.export.export_qonnx`` (batch 1; input [1, in_features], or [1,
+    *input_shape]) and return the ``onnx.ModelProto``.
 
     The export goes to a temporary directory that is removed afterwards (external data is loaded into the
     proto first); the exporter's console chatter is swallowed. Extra keyword arguments go to export_qonnx.
@@ -107,7 +109,7 @@ def export_brevitas_qonnx(module: Any, in_features: int, **export_kwargs: Any) -
     _require("onnxoptimizer")
     import onnx
 
-    example = torch.randn(1, int(in_features))
+    example = torch.randn(1, *(int(d) for d in input_shape)) if input_shape else torch.randn(1, int(in_features))
     with tempfile.TemporaryDirectory(prefix="nn2aie_brevitas_") as tmp:
         path = Path(tmp) / "model.onnx"
         sink = io.StringIO()
@@ -169,5 +171,55 @@ def make_brevitas_residual(width: int = 32, hidden: int = 64, blocks: int = 2, o
         warnings.simplefilter("ignore")
         for _ in range(calibration_steps):
             model(torch.randn(256, width, generator=gen) * 1.5)
+    model.eval()
+    return model
+
+
+FINN_FC_NAMES = ("tfc_1w1a", "tfc_1w2a", "tfc_2w2a", "sfc_1w1a", "sfc_1w2a", "sfc_2w2a", "lfc_1w1a", "lfc_1w2a")
+
+
+def make_finn_fc(name: str = "tfc_1w1a", seed: int = 0) -> Any:
+    """One of FINN's binarized / low-bit MLPs from ``brevitas_examples.bnn_pynq`` (TFC 64, SFC 256, LFC 1024
+    neurons per hidden layer on 28x28 MNIST-like input; ``1w1a`` bipolar weights and activations, ``2w2a`` 2-bit),
+    in eval mode, exactly as the examples define it: the ``2x - 1`` input scaling, QuantLinear -> BatchNorm1d ->
+    quantizer per hidden layer and a TensorNorm after the last layer.
+
+    Untrained, a BatchNorm is the identity; so that every threshold matters the weights are seeded and the
+    BatchNorm statistics and affine parameters drawn at the scale of each layer's sum (gammas of both signs, one
+    channel with gamma 0, a few integer means with beta 0 so that the quantizer's tie at 0 is reached), and the
+    TensorNorm's likewise. No data or weights are downloaded."""
+    if name not in FINN_FC_NAMES:
+        raise IllegalConfigError("make_finn_fc", f"model {name!r} is not one of FINN's bnn_pynq MLPs",
+                                 f"use one of {', '.join(FINN_FC_NAMES)}")
+    torch = _require("torch")
+    models = _require("brevitas_examples.bnn_pynq.models")
+    norm = _require("brevitas_examples.bnn_pynq.models.tensor_norm")
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        model, _ = models.model_with_cfg(name, pretrained=False)
+    gen = torch.Generator().manual_seed(seed + 1)
+    fan_in = 784
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "in_features") and hasattr(m, "weight") and m.weight.dim() == 2:
+                fan_in = int(m.in_features)
+            if isinstance(m, torch.nn.BatchNorm1d):
+                n = m.num_features
+                spread = float(fan_in) ** 0.5
+                m.running_mean.copy_(torch.randn(n, generator=gen) * spread)
+                m.running_var.copy_(fan_in * (0.25 + torch.rand(n, generator=gen)))
+                m.weight.copy_(torch.randn(n, generator=gen))
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+                k = min(4, n)
+                m.running_mean[:k] = torch.round(m.running_mean[:k])
+                m.bias[:k] = 0.0
+                m.weight[k % n] = 0.0
+            if isinstance(m, norm.TensorNorm):
+                m.running_mean.copy_(torch.randn(1, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(1, generator=gen))
+                m.weight.copy_(torch.randn(1, generator=gen))
+                m.bias.copy_(torch.randn(1, generator=gen))
     model.eval()
     return model

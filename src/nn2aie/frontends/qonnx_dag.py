@@ -47,18 +47,31 @@ from nn2aie.frontends.qonnx_frontend import (
     ROUNDING_TO_AP,
     STANDARD_DOMAINS,
     SUPPORTED_TEXT,
+    BIPOLAR,
     QonnxParams,
     QuantSpec,
     _is_quant,
+    _is_quantizer,
     _Param,
     check_pass_through,
     check_quant_arity,
 )
+from nn2aie.frontends.source_eval import chain_function, step_thresholds
+from nn2aie.ir import host
+from nn2aie.ir.host import HostEpilogue, HostPrologue, HostStep
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType, ScaledType
 
-_HANDLED = ("Gemm", "MatMul", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS, *PASS_THROUGH_OPS)
-_QONNX_ONLY = ("Trunc", "BipolarQuant", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
+_HANDLED = ("Gemm", "MatMul", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS, *PASS_THROUGH_OPS,
+            "BatchNormalization", "Div")
+_QONNX_ONLY = ("Trunc", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
+# float nodes a dense layer's sum may pass through before its quantizer, each monotone in the sum per channel
+# (frontends/source_eval.py reads the epilogue off them); elementwise ones take a constant other operand
+_EPILOGUE_OPS = ("BatchNormalization", "Mul", "Div", "Add", "Sub", "Relu", "Clip")
+_HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x op c; c - x is "rsub"
+_PROLOGUE_VIEWS = ("Reshape", "Flatten")
+PROLOGUE_HINT = ("quantize the input first (a Quant / BipolarQuant node, e.g. QuantIdentity as the first module); "
+                 "float Mul / Div / Add / Sub by constants and Reshape / Flatten before it run on the host")
 INPUT_HINT = ("quantize the input, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) as the first module")
 ACT_HINT = ("add an activation quantizer after it (QuantReLU / QuantIdentity with a fixed-point act_quant, e.g. "
             "Uint8ActPerTensorFixedPoint)")
@@ -196,11 +209,18 @@ class QonnxParser(QonnxParams, QdqParser):
         super().__init__(_without_pass_through(proto), file)
         self.fold_constants()
         self.act_types: dict[int, _AType] = {}
+        self.prologues: dict[str, HostPrologue] = {}  # logical input tensor -> the host's float steps
+        self.epilogues: dict[str, HostEpilogue] = {}  # logical output tensor -> the host's float steps
 
     # -- quantized values -------------------------------------------------------------------------------------
     def qparams(self, node: onnx.NodeProto, *_unused) -> _AType:
         """The type of an activation Quant (the QDQ handlers call this for the Quant after an op)."""
         key = id(node)
+        if node.op_type == BIPOLAR:
+            raise UnsupportedQuantizationError(
+                self.where(node), f"BipolarQuant of {node.input[0]}: a bipolar quantizer is supported on the graph "
+                "input, on weights and after a Gemm / MatMul layer (optionally through BatchNormalization and "
+                "float Mul / Div / Add / Sub by constants)", "move the binarization to one of those places")
         if key not in self.act_types:
             self.act_types[key] = _AType.of(self.parse_quant(node, "activation"))
         return self.act_types[key]
@@ -234,7 +254,7 @@ class QonnxParser(QonnxParams, QdqParser):
         """Known without running the graph: a (folded) constant, or Quant / Transpose of one."""
         while name not in self.consts:
             node = self.producer.get(name)
-            if node is None or not node.input or not (_is_quant(node) or node.op_type in _CONSTANT_CHAIN):
+            if node is None or not node.input or not (_is_quantizer(node) or node.op_type in _CONSTANT_CHAIN):
                 return False
             name = node.input[0]
         return True
@@ -384,10 +404,28 @@ class QonnxParser(QonnxParams, QdqParser):
             bias, last = (other[0], nxt), nxt
             nxt = self.single_user(last.output[0], last)
         activation = "linear"
-        while nxt is not None and nxt.op_type == "Relu":  # relu of the exact sum (repeated ReLUs are one)
+        chain: list[onnx.NodeProto] = []  # float nodes between the sum and the quantizer
+        sum_name = last.output[0]  # the float sum (bias included) they read
+        while nxt is not None and self.epilogue_node(nxt, last.output[0], n, x_shape):
             self.visit(nxt)
-            activation, last = "relu", nxt
+            chain.append(nxt)
+            last = nxt
             nxt = self.single_user(last.output[0], last)
+        if chain and all(c.op_type == "Relu" for c in chain):
+            activation = "relu"  # relu of the exact sum (repeated ReLUs are one)
+        elif chain or (nxt is not None and nxt.op_type == BIPOLAR):
+            if nxt is None and last.output[0] in self.graph_outputs:
+                self.host_tail_dense(node, x, w, codes, bias, chain, sum_name, last.output[0])
+                return
+            if nxt is None or not (_is_quantizer(nxt) and nxt.input[0] == last.output[0]):
+                raise self.no_quantize(node if nxt is None else last, last.output[0], nxt)
+            self.visit(nxt)
+            self.stepped_dense(node, x, w, codes, bias, chain, sum_name, nxt)
+            return
+        if (nxt is None and last.output[0] in self.graph_outputs and activation == "linear"
+                and not is_scaled(x.qtype) and not w.spec.scaled):
+            self.host_tail_dense(node, x, w, codes, bias, [], last.output[0], last.output[0])
+            return
         if nxt is None or not _is_quant(nxt) or nxt.input[0] != last.output[0]:
             raise self.no_quantize(node if nxt is None else last, last.output[0], nxt)
         self.visit(nxt)
@@ -465,6 +503,167 @@ class QonnxParser(QonnxParams, QdqParser):
         scales = tuple(float(np.ldexp(1.0, int(e))) for e in exps)
         return codes, ScaledType(26, True, scales if len(set(scales)) > 1 else scales[:1], (0,))
 
+    # -- float operations between a dense sum and its quantizer ------------------------------------------------
+    def epilogue_node(self, node: onnx.NodeProto, value: str, n: int, x_shape: tuple[int, ...]) -> bool:
+        """Whether ``node`` is a float step of a dense epilogue reading ``value`` (the layer's [batch, n] float
+        sum, or a step after it): monotone per channel, its other operands constant per channel."""
+        if node.op_type not in _EPILOGUE_OPS or node.domain not in STANDARD_DOMAINS or value not in node.input:
+            return False
+        if node.input[0] != value and node.op_type not in ("Mul", "Add", "Sub"):
+            return False  # c / x is not monotone; BatchNorm, Clip, Relu read the value first
+        if node.op_type == "Relu":
+            return True
+        others = [i for i in node.input if i and i != value]
+        if node.op_type in ("Mul", "Add", "Sub", "Div"):
+            if len(node.input) != 2 or len(others) != 1 or value not in node.input:
+                return False
+        consts = [self._const(i) for i in others]
+        if any(c is None for c in consts):
+            return False
+        for c in consts:
+            try:
+                if np.broadcast_shapes(np.shape(c), (1, *x_shape[:-1], n)) != (1, *x_shape[:-1], n):
+                    return False
+            except ValueError:
+                return False
+        if node.op_type == "BatchNormalization":
+            if len(x_shape) != 1 or len(node.input) != 5 or attr(node, "training_mode", 0) or len(node.output) != 1:
+                return False  # channels are axis 1: the layer's outputs only for a [batch, n] sum
+        return True
+
+    def stepped_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, chain: list,
+                      sum_name: str, quant: onnx.NodeProto) -> None:
+        """A dense layer whose sum goes through float steps (``chain``) into ``quant`` (Quant or BipolarQuant):
+        its epilogue is the threshold table the source's own nodes give on every reachable accumulator
+        (frontends/source_eval.py); channels whose codes fall as the sum grows accumulate the negated column."""
+        where = self.where(node)
+        if is_scaled(x.qtype) or w.spec.scaled:
+            raise UnsupportedQuantizationError(
+                where, f"float operations ({', '.join(c.op_type for c in chain) or quant.op_type}) between a layer "
+                "with float-scale operands and its quantizer are not supported yet", "use power-of-two scales on "
+                "the layer's input and weights, or fold the operations into the weights before export")
+        k, n = codes.shape
+        acc_frac = x.qtype.frac + w.spec.frac
+        b_codes = np.zeros(n, dtype=np.int64)
+        if bias is not None:
+            b_codes, _ = self.bias_at(self.bias_param(bias[0], bias[1], n), acc_frac, bias[1])
+            b_codes = np.asarray(b_codes, dtype=np.int64)
+        w64 = codes.astype(np.int64)
+        x_lo, x_hi = x.qtype.lo, x.qtype.hi
+        low = np.minimum(w64 * x_lo, w64 * x_hi).sum(axis=0) + b_codes
+        high = np.maximum(w64 * x_lo, w64 * x_hi).sum(axis=0) + b_codes
+        acc_lo, acc_hi = int(low.min(initial=0)), int(high.max(initial=0))
+        bound = max(abs(acc_lo), abs(acc_hi))
+        self.check_float32(bound, x.qtype.frac, w.spec.frac, acc_frac)
+        if quant.op_type == BIPOLAR:
+            spec = self.parse_bipolar(quant)
+            y_type = _AType.of(spec)
+            lo, hi = -1, 1
+
+            def to_code(v: np.ndarray) -> np.ndarray:
+                return np.where(v >= 0, 1, -1).astype(np.int64)
+        else:
+            y_type = self.qparams(quant)
+            lo, hi = y_type.lo, y_type.hi
+            if is_scaled(y_type):
+                s, z = np.float32(y_type.fixed().scale[0]), y_type.fixed().zero_point[0]
+
+                def to_code(v: np.ndarray) -> np.ndarray:
+                    return np.rint(v.astype(np.float64) / float(s) + z).astype(np.int64)
+            else:
+                f = y_type.frac
+
+                def to_code(v: np.ndarray) -> np.ndarray:
+                    return np.rint(np.ldexp(v.astype(np.float64), f)).astype(np.int64)
+
+        def to_input(acc: np.ndarray) -> np.ndarray:  # the source's float32 sum of that accumulator (exact)
+            return np.ldexp(acc, -acc_frac).astype(np.float32)
+
+        names = " -> ".join(c.name or c.op_type for c in [*chain, quant])
+        fn = chain_function([*chain, quant], self.consts, sum_name, list(self.model.opset_import), to_input, to_code)
+        thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, acc_lo, acc_hi, n, lo, hi, where)
+        if negated.any():
+            flipped = -w64[:, negated]
+            w_type = w.spec.fixed_type()
+            if flipped.min(initial=0) < w_type.min_code or flipped.max(initial=0) > w_type.max_code:
+                col = int(np.nonzero(negated)[0][0])
+                raise UnsupportedQuantizationError(
+                    where, f"output channel {col} falls as its sum grows (a negative BatchNorm / Mul scale): the tile "
+                    f"accumulates the negated weights, and {-w_type.min_code} does not fit {w_type.describe()}",
+                    "use narrow-range weights (e.g. narrow_range=True) so that every weight can be negated")
+            w64 = w64.copy()
+            w64[:, negated] = flipped
+            b_codes = np.where(negated, -b_codes, b_codes)
+        name = self.op_name(node, "dense")
+        w_name = unique(f"{name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (k, n), w.spec.fixed_type(), np.ascontiguousarray(w64),
+                                      origin=w.origin)
+        inputs = [x.tensor, w_name]
+        if np.any(b_codes):
+            b_name = unique(f"{name}_b", self.taken)
+            self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, acc_frac, True), b_codes,
+                                          origin=bias[0] if bias is not None else "")
+            inputs.append(b_name)
+        table = {"thresholds": thresholds.tolist(), "acc_range": [acc_lo, acc_hi], "clamp": [lo, hi],
+                 "negated_channels": [int(i) for i in np.nonzero(negated)[0]],
+                 "source": f"{names}, run by qonnx on the layer's accumulator values"}
+        y = self.add_op(name, "dense", inputs, self.shape(x)[:-1] + (n,), y_type, quant.output[0],
+                        {"activation": "linear", "requant_table": table})
+        self.bind(quant.output[0], QVal(y, y_type))
+
+    def host_tail_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, chain: list,
+                        sum_name: str, out_name: str) -> None:
+        """A last dense layer whose float sum goes through float steps into a graph output: the array computes
+        the exact sum (codes at the accumulator's LSB), the host the steps (ir/host.py), as the source does."""
+        where = self.where(node)
+        if is_scaled(x.qtype) or w.spec.scaled:
+            raise UnsupportedQuantizationError(where, "a float-scale layer ends the model without an output "
+                                               "quantizer", "add an output quantizer (e.g. QuantIdentity)")
+        steps = []
+        value = sum_name
+        for c in chain:
+            if c.op_type not in _HOST_STEP_OPS:
+                raise UnsupportedQuantizationError(
+                    self.where(c), f"{c.op_type} after the last layer, before the graph output {out_name}, has no "
+                    "output quantizer", "add an output quantizer after it, or end the model with Mul / Div / Add / "
+                    "Sub by constants (the host computes those)")
+            other = next(i for i in c.input if i != value)
+            op = _HOST_STEP_OPS[c.op_type] if c.input[0] == value else {"Sub": "rsub", "Div": "rdiv"}.get(
+                c.op_type, _HOST_STEP_OPS[c.op_type])
+            value = c.output[0]
+            const = np.broadcast_to(np.asarray(self._const(other), dtype=np.float32), (1, codes.shape[1]))
+            flat = const.reshape(-1)
+            values = (float(flat[0]),) if np.all(flat == flat[0]) else tuple(float(v) for v in flat)
+            steps.append(HostStep(op, values, c.name or c.op_type))
+        k, n = codes.shape
+        acc_frac = x.qtype.frac + w.spec.frac
+        b_codes = None
+        if bias is not None:
+            b_codes, _ = self.bias_at(self.bias_param(bias[0], bias[1], n), acc_frac, bias[1])
+        w64 = codes.astype(np.int64)
+        b = np.abs(np.asarray(b_codes if b_codes is not None else 0, dtype=np.int64))
+        bound = int((np.abs(w64).sum(axis=0) * x.qtype.max_abs + b).max(initial=0))
+        width = next((bits for bits in (8, 16) if bound < 1 << (bits - 1)), None)
+        if width is None:
+            raise UnsupportedQuantizationError(
+                where, f"the last layer's exact sum (up to {bound}) feeds float operations into the graph output "
+                f"{out_name}; it needs more than 16 bits", "add an output quantizer after the last layer")
+        self.check_float32(bound, x.qtype.frac, w.spec.frac, acc_frac)
+        y_type = _AType(width, acc_frac, True, "RND_CONV", "SAT", False)
+        name = self.op_name(node, "dense")
+        w_name = unique(f"{name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (k, n), w.spec.fixed_type(), np.ascontiguousarray(w64), origin=w.origin)
+        inputs = [x.tensor, w_name]
+        if b_codes is not None:
+            b_name = unique(f"{name}_b", self.taken)
+            self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, acc_frac, True),
+                                          np.asarray(b_codes, dtype=np.int64), origin=bias[0])
+            inputs.append(b_name)
+        y = self.add_op(name, "dense", inputs, self.shape(x)[:-1] + (n,), y_type, out_name, {"activation": "linear"})
+        self.bind(out_name, QVal(y, y_type))
+        if steps:
+            self.epilogues[y] = HostEpilogue(tuple(steps))
+
     def check_gemm(self, node: onnx.NodeProto, x_shape: tuple[int, ...]) -> None:
         where = self.where(node)
         for name in ("alpha", "beta"):
@@ -511,11 +710,22 @@ class QonnxParser(QonnxParams, QdqParser):
                 "or quantize its inputs with one quantizer")
         super().on_concat(node)
 
+    def on_unfused(self, node: onnx.NodeProto) -> None:
+        """BatchNormalization, Div or BipolarQuant that no dense layer's epilogue took."""
+        if node.op_type == BIPOLAR:
+            self.qparams(node)  # raises: where a bipolar quantizer is supported
+        producer = self.producer.get(node.input[0])
+        src = self.where(producer) if producer is not None else f"the graph input {node.input[0]}"
+        raise UnsupportedOpError(self.where(node), f"{node.op_type} of {node.input[0]} (from {src}) is supported "
+                                 "only on a Gemm / MatMul layer's float sum before its quantizer (BatchNorm: of a "
+                                 "[batch, features] sum) or before the graph input's quantizer (Div by a constant)",
+                                 "fold it into the preceding layer, or place it directly after a Gemm / MatMul")
+
     # -- the graph ----------------------------------------------------------------------------------------------
     def check_ops(self) -> None:
         for node in self.nodes:
             where = self.where(node)
-            if _is_quant(node):
+            if _is_quantizer(node):
                 if node.domain not in QONNX_DOMAINS:
                     raise UnsupportedOpError(where, f"{node.op_type} from domain {node.domain!r} is not the QONNX "
                                              "quantizer (qonnx cannot execute it)",
@@ -523,7 +733,8 @@ class QonnxParser(QonnxParams, QdqParser):
                 if len(node.output) != 1 or not node.output[0]:
                     raise BadFileError(where, f"{node.op_type} has the outputs {list(node.output)}, expected one "
                                        "named output", "re-export the model with Brevitas export_qonnx")
-                check_quant_arity(node)  # onnx.checker knows no schema of the QONNX domain
+                if _is_quant(node):
+                    check_quant_arity(node)  # onnx.checker knows no schema of the QONNX domain
                 continue
             folded = bool(node.output) and all(o in self.consts for o in node.output if o)
             if node.domain in STANDARD_DOMAINS and (node.op_type in _HANDLED or node.op_type == "Constant" or folded):
@@ -552,6 +763,7 @@ class QonnxParser(QonnxParams, QdqParser):
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Dropout": self.on_identity, **{op: self.on_binary for op in BINARY_OPS},
+                    "BatchNormalization": self.on_unfused, "Div": self.on_unfused, BIPOLAR: self.on_unfused,
                     **{op: self.on_reduce for op in REDUCE_OPS}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -571,6 +783,8 @@ class QonnxParser(QonnxParams, QdqParser):
         source = {"framework": "qonnx", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
         if self.model.producer_name:
             source["producer"] = f"{self.model.producer_name} {self.model.producer_version}".strip()
+        host.store(source, host.HOST_PROLOGUE, {t: p for t, p in self.prologues.items() if t in self.graph_inputs})
+        host.store(source, host.HOST_EPILOGUE, {t: e for t, e in self.epilogues.items() if t in outputs})
         graph = Graph(name, self.tensors, self.ops, self.graph_inputs, outputs, source)
         check_inference(self.original)
         graph.verify()
@@ -597,6 +811,9 @@ class QonnxParser(QonnxParams, QdqParser):
         users = self.users(name)
         if not users:
             raise UnsupportedOpError(where, "no graph output depends on it", "remove the unused input from the model")
+        if len(users) == 1 and (users[0].op_type == BIPOLAR or (
+                users[0].op_type in (*_HOST_STEP_OPS, *_PROLOGUE_VIEWS) and users[0].domain in STANDARD_DOMAINS)):
+            return self.prologue_input(vi, shape, users[0])
         for user in users:
             if user.op_type in ("Gemm", "MatMul") and name in list(user.input)[1:]:
                 raise UnsupportedOpError(self.where(user), f"its weights/bias come from the graph input {name} "
@@ -619,6 +836,64 @@ class QonnxParser(QonnxParams, QdqParser):
         for q in users:
             self.visit(q)
             self.bind(q.output[0], QVal(lname, x_type))
+        return lname
+
+    def prologue_input(self, vi: onnx.ValueInfoProto, shape, first: onnx.NodeProto) -> str:
+        """A float graph input that reaches its quantizer through float steps by constants and views: the host
+        runs those steps and the quantizer (ir/host.py); the array's input is the quantizer's codes."""
+        name, where = vi.name, f"graph input {vi.name}"
+        if shape is None or not all(isinstance(d, int) for d in shape[1:]):
+            raise UnsupportedOpError(where, f"has shape {list(shape) if shape else shape}: float steps before the "
+                                     "input quantizer need static per-event dimensions", "export with a static "
+                                     "input shape")
+        source_shape = tuple(int(d) for d in shape[1:])
+        value, event, steps = name, source_shape, []
+        while True:
+            users = [] if value in self.graph_outputs else self.users(value)
+            if len(users) != 1:
+                raise UnsupportedQuantizationError(where, f"its float value {value} feeds {len(users)} nodes (or is a "
+                                                   "graph output) before any quantizer", PROLOGUE_HINT)
+            node = users[0]
+            if _is_quantizer(node) and node.input[0] == value:
+                break
+            self.visit(node)
+            if node.op_type in _PROLOGUE_VIEWS and node.domain in STANDARD_DOMAINS:
+                event = (self.reshape_shape if node.op_type == "Reshape" else self.flatten_shape)(node, event)
+            elif node.op_type in _HOST_STEP_OPS and node.domain in STANDARD_DOMAINS and len(node.input) == 2:
+                other = node.input[1] if node.input[0] == value else node.input[0]
+                const = self._const(other)
+                full = (1, *event)
+                try:
+                    ok = const is not None and np.broadcast_shapes(np.shape(const), full) == full
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise UnsupportedQuantizationError(self.where(node), f"{node.op_type} of the float graph input "
+                                                       f"{name} by {other}, which is not a constant of its shape",
+                                                       PROLOGUE_HINT)
+                flat = np.broadcast_to(np.asarray(const, dtype=np.float32), full).reshape(-1)
+                op = _HOST_STEP_OPS[node.op_type]
+                if node.input[0] != value:
+                    op = {"sub": "rsub", "div": "rdiv"}.get(op, op)
+                values = (float(flat[0]),) if np.all(flat == flat[0]) else tuple(float(v) for v in flat)
+                steps.append(HostStep(op, values, node.name or node.op_type))
+            else:
+                raise UnsupportedQuantizationError(self.where(node), f"reads the float graph input {name} (after "
+                                                   f"{len(steps)} host steps): the network input is not quantized",
+                                                   PROLOGUE_HINT)
+            value = node.output[0]
+        if node.op_type == BIPOLAR:
+            x_type, quantizer = _AType.of(self.parse_bipolar(node)), "bipolar"
+        else:
+            x_type, quantizer = self.qparams(node), "type"
+            if not is_scaled(x_type):
+                self.check_float32(0, x_type.frac)
+        lname = unique(identifier(name, "input"), self.taken)
+        self.tensors[lname] = Tensor(lname, tuple(event), x_type.fixed(), origin=name)
+        self.input_names.add(name)
+        self.visit(node)
+        self.bind(node.output[0], QVal(lname, x_type))
+        self.prologues[lname] = HostPrologue(tuple(steps), quantizer, source_shape)
         return lname
 
     def event_shape(self, vi: onnx.ValueInfoProto, shape, quants: list[onnx.NodeProto]) -> tuple[int, ...]:

@@ -55,6 +55,7 @@ from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.numerics import QONNX_TO_IR_ROUNDING
 
 QUANT_OP_TYPES = ("Quant", "IntQuant")
+BIPOLAR = "BipolarQuant"  # x >= 0 ? +scale : -scale (qonnx binary_quant)
 QONNX_DOMAINS = ("qonnx.custom_op.general", "onnx.brevitas")  # where qonnx finds its Quant implementation
 STANDARD_DOMAINS = ("", "ai.onnx")
 QUANT_PARAM_DTYPES = (np.dtype(np.float32),)  # QONNX specifies float32 (float64 would turn qonnx's outputs float64)
@@ -94,6 +95,7 @@ class QuantSpec:
     scale: tuple[float, ...] = ()
     zero_point: int = 0
     scale_array: np.ndarray | None = field(default=None, compare=False, hash=False)  # as given (broadcastable)
+    bipolar: bool = False  # a BipolarQuant: codes -1 and +1 only (2-bit narrow signed container)
 
     @property
     def scaled(self) -> bool:
@@ -180,6 +182,11 @@ def _is_quant(node: onnx.NodeProto) -> bool:
     return node.op_type in QUANT_OP_TYPES
 
 
+def _is_quantizer(node: onnx.NodeProto) -> bool:
+    """A Quant or a BipolarQuant (the quantizers a constant may sit behind)."""
+    return node.op_type in QUANT_OP_TYPES or node.op_type == BIPOLAR
+
+
 INT, STRING = onnx.AttributeProto.INT, onnx.AttributeProto.STRING
 
 
@@ -239,7 +246,7 @@ class QonnxParams:
         from onnx.reference import ReferenceEvaluator
 
         for node in self.nodes:
-            if _is_quant(node) or node.domain not in STANDARD_DOMAINS or node.op_type == "Constant":
+            if _is_quantizer(node) or node.domain not in STANDARD_DOMAINS or node.op_type == "Constant":
                 continue
             if any(o in self.consts for o in node.output):
                 continue
@@ -338,6 +345,26 @@ class QonnxParams:
         return QuantSpec(node, width, 0, signed, narrow, mode, values, int(zp[0]),
                          np.asarray(scale, dtype=np.float32))
 
+    def parse_bipolar(self, node: onnx.NodeProto) -> QuantSpec:
+        """A BipolarQuant(x, scale): codes +-1 of a 2-bit narrow signed container, scale a power of two."""
+        where = node_where(node)
+        if len(node.input) != 2 or len(node.output) != 1:
+            raise BadFileError(where, f"BipolarQuant has {len(node.input)} inputs, expected 2 (x, scale)",
+                               "re-export the model with Brevitas export_qonnx")
+        scale = self._const(node.input[1])
+        if scale is None:
+            raise UnsupportedQuantizationError(where, "the scale is not a constant",
+                                               "export with fixed (eval-mode) quantization parameters")
+        flat = np.asarray(scale, dtype=np.float64).ravel()
+        if flat.size == 0 or np.any(flat != flat[0]):
+            raise UnsupportedQuantizationError(where, f"bipolar scale {flat.tolist()[:4]} is not one value",
+                                               "use one scale per tensor for a BipolarQuant")
+        exponent = _power_of_two_exponent(float(flat[0]))
+        if exponent is None:
+            raise UnsupportedQuantizationError(where, f"bipolar scale {flat[0]:.6g} is not a power of two",
+                                               "use scale 1 (FINN's binarized networks do) or a power of two")
+        return QuantSpec(node, 2, -exponent, True, True, "ROUND", bipolar=True)
+
     def resolve_param(self, name: str, role: str) -> _Param | None:
         """Constant operand ``name``: Quant(constant) codes (through Identity/Transpose) or a float constant."""
         perms: list[tuple[onnx.NodeProto, list[int] | None]] = []
@@ -359,6 +386,15 @@ class QonnxParams:
                 perms.append((node, attr(node, "perm")))
                 t = node.input[0]
                 continue
+            if node.op_type == BIPOLAR:
+                x = self._const(node.input[0])
+                if x is None:
+                    return None
+                x = self._numeric(x, node.input[0], role)
+                spec = self.parse_bipolar(node)
+                values = np.where(x >= np.float32(0), 1, -1).astype(np.int64)  # NaN: -1, as qonnx
+                origin, scales = node.input[0], None
+                break
             if _is_quant(node):
                 x = self._const(node.input[0])
                 if x is None:

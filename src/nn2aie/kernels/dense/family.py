@@ -20,6 +20,7 @@ from nn2aie.kernels.dense.partition import memory_map, partition_layer
 from nn2aie.kernels.dense.precision import parse_mmul, plan_precision
 from nn2aie.kernels.dense.resources import program_memory_bytes
 from nn2aie.kernels.dense.scaled import evaluate_codes, is_scaled, scaled_layer
+from nn2aie.kernels.dense.stepped import evaluate_stepped, is_stepped
 from nn2aie.kernels.family import Fail, KernelInstance, OpFamily, PortSpec
 from nn2aie.kernels.requant import REQUANT_KINDS
 from nn2aie.kernels.tile_memory import conflicts
@@ -65,6 +66,9 @@ class DenseFamily(OpFamily):
     def evaluate(self, graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x, w = inputs[0], graph.tensor(op.inputs[1]).data
         acc = exact_matmul(x, w)
+        if is_stepped(op):  # a threshold table read off the source (kernels/dense/stepped.py)
+            bias = bias_in_accumulator(graph, op)
+            return [evaluate_stepped(op, acc if bias is None else acc + bias)]
         if is_scaled(graph, op):  # float scales / zero points: the exact source map (kernels/dense/scaled.py)
             layer = scaled_layer(graph, op)
             return [evaluate_codes(layer, acc + (layer.tile_bias if layer.tile_bias is not None else 0))]
@@ -223,14 +227,15 @@ class DenseFamily(OpFamily):
             "weight_type": graph.tensor(op.inputs[1]).type.describe(),
             "mmul": "x".join(map(str, d.mmul)), "acc": d.acc, "shift": d.shift, "rounding": d.rounding,
             "saturation": d.saturation, "k_slice": d.k_slice, "n_slice": d.n_slice,
-            **({"requant": scaled_summary(graph, op, d)} if is_scaled(graph, op) else {}),
+            **({"requant": scaled_summary(graph, op, d)} if is_scaled(graph, op) or is_stepped(op) else {}),
         }
 
 
 def scaled_summary(graph: Graph, op: Op, d: DenseExec) -> dict:
     """Which requantisation a scaled layer's tiles run, and why (an SRS shift when no Requant is kept)."""
     if d.requant is not None:
-        return d.requant.to_json()
+        return d.requant.to_json() | ({"negated_channels": len(op.attrs["requant_table"]["negated_channels"])}
+                                      if is_stepped(op) else {})
     layer = scaled_layer(graph, op)
     return {"kind": "shift", "shift": d.shift, "reason": "every channel's scale is 2^-shift and the offset a whole "
             "number of accumulator steps (folded into the bias): one SRS", "accumulator_range":

@@ -22,6 +22,7 @@ from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.kernels.dense.scaled import ScaledLayer, is_scaled, scaled_layer
+from nn2aie.kernels.dense.stepped import is_stepped, stepped_requant
 from nn2aie.kernels.epilogue import ACC_BITS, Epilogue, plan_epilogue  # noqa: F401  (shared with other families)
 from nn2aie.kernels.requant import REQUANT_KINDS, choose_requant
 
@@ -132,7 +133,17 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
     relu = op.attrs.get("activation") == "relu"
     out_where = f"{where} output tensor {y_t.origin or y_t.name}"
     requant = None
-    if scaled is None:
+    if is_stepped(op):
+        if requant_kind not in (None, "table"):
+            raise IllegalConfigError(f"override for layer {op.name}", f"requant {requant_kind!r}: this layer's "
+                                     "epilogue is the threshold table read off the source's float operations",
+                                     "drop the requant override for this layer")
+        if yt.container_bits not in (8, 16):
+            raise UnsupportedQuantizationError(out_where, f"{yt.width}-bit output codes need a {yt.container_bits}-"
+                                               "bit container", "quantize layer outputs to at most 16 bits")
+        requant = stepped_requant(op)
+        epi = Epilogue(0, requant.rounding, "saturate", requant.lo, requant.hi)
+    elif scaled is None:
         if requant_kind not in (None, "shift"):
             raise IllegalConfigError(f"override for layer {op.name}", f"requant {requant_kind!r} is for float "
                                      "scales; this layer's scales are powers of two and it requantises by a shift",
