@@ -40,6 +40,7 @@ from nn2aie.frontends.onnx_common import (
 )
 from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, QConst, QdqParser, QVal
 from nn2aie.frontends.qonnx_frontend import (
+    BIPOLAR,
     FIXED_POINT_HINT,
     MAX_FIXED_BATCH,
     PASS_THROUGH_OPS,
@@ -47,7 +48,6 @@ from nn2aie.frontends.qonnx_frontend import (
     ROUNDING_TO_AP,
     STANDARD_DOMAINS,
     SUPPORTED_TEXT,
-    BIPOLAR,
     QonnxParams,
     QuantSpec,
     _is_quant,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nn2aie.devices import DEFAULT_DEVICE, Device, get_target_device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError
@@ -567,6 +567,26 @@ def compile_graph(graph: Graph, options: CompileOptions | None = None, dump_afte
     if dump_after is not None and dump_after not in PASS_NAMES:
         raise IllegalConfigError("option dump-after", f"no pass named {dump_after!r}",
                                  f"passes are: {', '.join(PASS_NAMES)}")
+    try:
+        return _run_passes(graph, device, options, dump_after, progress)
+    except DoesNotFitError as first:
+        if options.max_weight_bytes is not None:
+            raise
+        # the default budget (one bank of weights per tile) spreads large layers over many tiles, whose rectangles
+        # may not pack; more weights per tile (fewer, denser tiles) is the next default, up to the data memory
+        budget = 2 * device.bank_bytes
+        while budget < device.data_memory_bytes:
+            if progress:
+                progress(f"retry with {budget // 1024} KiB of weights per tile")
+            try:
+                return _run_passes(graph, device, replace(options, max_weight_bytes=budget), dump_after, progress)
+            except DoesNotFitError:
+                budget += device.bank_bytes
+        raise first
+
+
+def _run_passes(graph: Graph, device, options: CompileOptions, dump_after: str | None,
+                progress: Callable[[str], None] | None) -> tuple[PhysicalPlan, str | None]:
     state = State(graph, device, options)
     dump = None
     for name, fn in PASSES:
