@@ -12,7 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from nn2aie.api import compile_loaded
 from nn2aie.errors import UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.frontends.loader import load_model
 from nn2aie.frontends.qonnx_frontend import load_qonnx, quantize_constant, run_reference
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.numerics import quantize_float
@@ -318,27 +320,46 @@ def test_quantize_constant_modes():
 # ------------------------------------------------------------------------------------------------------------
 # refusals: typed errors naming the node, the reason and the way out
 # ------------------------------------------------------------------------------------------------------------
-def test_unsupported_op_brevitas_batchnorm(brevitas):
+def test_last_layer_without_output_quant_outputs_its_exact_sum():
+    """fc2 -> graph output with no Quant: the source's output is the float32 sum, exact below 2**24 LSBs; the array
+    outputs the sum's codes at the accumulator LSB (2^-(3 + 6)) and the host dequantizes them."""
+    compiled = compile_loaded(load_model(handmade_two_layer(out_quant=False, act_bits=4)))
+    assert compiled.output_type.frac == 9 and compiled.output_type.width == 16
+    x = np.random.default_rng(2).uniform(-10, 10, size=(2000, 8)).astype(np.float32)
+    assert np.array_equal(compiled.emulate(x), compiled.reference(x))
+    with pytest.raises(UnsupportedQuantizationError, match=r"exact sum \(up to \d+\) is the graph output .* more than "
+                       "16 bits"):
+        load_model(handmade_two_layer(out_quant=False))  # 8-bit hidden codes: the sum needs 17 bits
+
+
+def test_brevitas_batchnorm_before_the_quantizer_compiles_bit_exact(brevitas):
+    """QuantLinear -> BatchNorm1d -> QuantIdentity: the BatchNorm becomes the layer's epilogue (read off qonnx's own
+    nodes on every accumulator value), equal to qonnx on random inputs."""
     import brevitas.nn as qnn
     import torch
     from brevitas.quant.fixed_point import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
 
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(8)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 2)
+        bn.running_var.uniform_(0.5, 4)
+        bn.weight.normal_()
+        bn.bias.normal_()
     module = torch.nn.Sequential(
         qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True),
-        qnn.QuantLinear(16, 8, bias=False, weight_quant=Int8WeightPerTensorFixedPoint), torch.nn.BatchNorm1d(8),
+        qnn.QuantLinear(16, 8, bias=False, weight_quant=Int8WeightPerTensorFixedPoint, narrow_range=True), bn,
         qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)).eval()
     proto = brevitas.export_brevitas_qonnx(module, 16)
-    with pytest.raises(UnsupportedOpError) as info:
-        load_qonnx(proto)
-    assert info.value.where.endswith("(BatchNormalization)")
-    assert "Gemm" in info.value.hint and "Quant" in info.value.hint
+    compiled = compile_loaded(load_model(proto))
+    x = np.random.default_rng(1).normal(size=(2000, 16)).astype(np.float32) * 2
+    assert np.array_equal(compiled.emulate(x), compiled.reference(x))
 
 
 @pytest.mark.parametrize("overrides, error, where, text", [
     (dict(extra="Sigmoid"), UnsupportedOpError, "node Extra", "operator Sigmoid is not supported"),
     (dict(act_bits=24), UnsupportedQuantizationError, "node ActQuant", "bit width 24 is above 16"),
     (dict(hidden_quant=False), UnsupportedQuantizationError, "node fc2", "float tensor"),
-    (dict(out_quant=False), UnsupportedQuantizationError, "node fc2", "no Quant node after the last layer"),
     (dict(w_quant=False), UnsupportedQuantizationError, "node fc1", "weights W1_"),
     (dict(float_bias=np.full(6, 1e-4)), UnsupportedQuantizationError, "node fc1", "not exactly representable"),
 ])

@@ -182,3 +182,23 @@ def test_float_tail_mul_add_is_exact_on_the_host():
     x = rng.uniform(-10, 10, size=(2000, 8)).astype(np.float32)
     assert np.array_equal(c.emulate(x), c.reference(x))
     assert "0.3 - x" in c.summary()["host_stages"]["output y"]
+
+
+# -- Brevitas MLPs with BatchNorm (trained; some gammas negated) ---------------------------------------------------
+@pytest.mark.parametrize("quantizers", ["fixed_point", "default", "per_channel"])
+def test_brevitas_batchnorm_mlp_bit_exact_with_multiplier_epilogues(quantizers):
+    """QuantLinear -> BatchNorm1d -> QuantReLU: where an affine map has exactly the thresholds qonnx's float32
+    BatchNorm gives, the tile runs a multiplier (verified on every accumulator), else the table; either way equal
+    to qonnx on 4000 inputs, and the kernels co-simulate natively."""
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_brevitas_mlp
+
+    module = make_brevitas_mlp([16, 64, 32, 5], seed=1, quantizers=quantizers, batch_norm=True)
+    c = compile_loaded(load_model(export_brevitas_qonnx(module, 16)))
+    x = (np.random.default_rng(0).normal(size=(4000, 16)) * 3).astype(np.float32)
+    assert np.array_equal(c.emulate(x), c.reference(x))
+    kinds = [layer["requant"]["kind"] for layer in c.summary()["layers"][:2]]
+    assert all(k in ("multiplier", "table") for k in kinds)
+    if quantizers != "per_channel":  # per channel, float32 rounding leaves some channels with no affine map
+        assert "multiplier" in kinds
+    report = c.native_cosim(x[:16])
+    assert report.kernels and all(k.match for k in report.kernels)

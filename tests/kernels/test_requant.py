@@ -163,3 +163,74 @@ def test_accumulators_beyond_int32_take_only_a_shift():
         choose_requant(src, -(2**33), 2**33)
     assert choose_requant(AffineMap.from_scales([Fraction(1, 2**20)], [Fraction(0)], "floor", -128, 127),
                           -(2**33), 2**33).kind == "shift"
+
+
+# -- fit_affine: an affine map with given thresholds -------------------------------------------------------------
+def _brute_codes(fn, acc_lo, acc_hi):
+    acc = np.arange(acc_lo, acc_hi + 1)
+    return np.array([fn(a) for a in acc])
+
+
+def test_fit_affine_recovers_a_map_from_its_thresholds_and_perturbed_ones():
+    """Thresholds of an exact affine map, then with one threshold moved by one accumulator (as float32 rounding in
+    a source's BatchNorm does): a fitted map exists in both cases (the gap has slack) and equals them exactly."""
+    from nn2aie.kernels.requant import fit_affine
+
+    # scales and offsets with large denominators: no accumulator lands exactly on a rounding tie (a map with
+    # ties has a zero-width feasible set, which the float search cannot hit; such a map is used as read)
+    src = AffineMap.from_scales([Fraction(3001, 1000003), Fraction(7001, 2000017)],
+                                [Fraction(17001, 10007), Fraction(-3001, 7019)], "conv_even", 0, 255)
+    want = src.thresholds(-60000, 60000)
+    fitted = fit_affine(want, 0, 255, -60000, 60000)
+    assert fitted is not None and np.array_equal(fitted.thresholds(-60000, 60000), want)
+    moved = want.copy()
+    moved[0, 100] += 1  # one code starts one accumulator later
+    fitted = fit_affine(moved, 0, 255, -60000, 60000)
+    if fitted is not None:  # only if some affine map has exactly these thresholds: checked exactly
+        assert np.array_equal(fitted.thresholds(-60000, 60000), moved)
+        codes = fitted.evaluate(np.arange(-60000, 60001)[:, None].repeat(2, axis=1))
+        table = 0 + (np.arange(-60000, 60001)[:, None, None] >= moved[None]).sum(axis=-1)
+        assert np.array_equal(codes, table)
+
+
+def test_fit_affine_refuses_steps_no_affine_map_has():
+    """Codes 0, 2, 3, ... (a jump of two, then steps of one): no map clamp(round(a c + e)) jumps two codes once
+    and one code elsewhere with equal spacing; the fit must say so (None), never return a wrong map."""
+    from nn2aie.kernels.requant import fit_affine
+
+    t = np.array([[10, 10, 20, 30, 40]])  # code >= 1 and >= 2 from 10; >= 3 from 20; ...
+    assert fit_affine(t, 0, 5, 0, 100) is None
+
+
+# -- step_thresholds: thresholds of a monotone function, full table and bisection ---------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(-3000, 0), st.integers(1, 3000), st.lists(st.floats(-2, 2).filter(lambda v: abs(v) > 1e-3),
+                                                             min_size=1, max_size=4),
+       st.floats(-50, 50), st.booleans())
+def test_step_thresholds_equal_brute_force(acc_lo, span, slopes, offset, bisect):
+    """Against a brute-force oracle: for every level, the smallest accumulator whose code reaches it (on the
+    oriented accumulator of a falling channel)."""
+    import nn2aie.frontends.source_eval as se
+
+    acc_hi = acc_lo + span
+    lo, hi = -8, 7
+    slope = np.array(slopes)
+
+    def fn(acc):
+        return np.clip(np.floor(acc * slope[None, :] / 100.0 + offset), lo, hi).astype(np.int64)
+
+    old = se.FULL_TABLE_VALUES
+    se.FULL_TABLE_VALUES = 0 if bisect else old
+    try:
+        t, negated, a_lo, a_hi = se.step_thresholds(fn, acc_lo, acc_hi, len(slopes), lo, hi, "test")
+    finally:
+        se.FULL_TABLE_VALUES = old
+    ends = fn(np.array([[acc_lo] * len(slopes), [acc_hi] * len(slopes)], dtype=np.float64))
+    assert np.array_equal(negated, ends[0] > ends[1])  # falling channels (a constant one keeps its orientation)
+    for n in range(len(slopes)):
+        sign = -1 if negated[n] else 1
+        acc = np.arange(a_lo, a_hi + 1)
+        codes = fn((sign * acc).astype(np.float64)[:, None].repeat(len(slopes), axis=1))[:, n]
+        for j, k in enumerate(range(lo + 1, hi + 1)):
+            reach = acc[codes >= k]
+            assert t[n, j] == (reach.min() if reach.size else a_hi + 1)

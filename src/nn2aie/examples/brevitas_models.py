@@ -31,7 +31,7 @@ def _require(module: str) -> Any:
 
 def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20, weight_bit_width: int = 8,
                       relu_bits: int = 8, signed_relu: bool = False, batch: int = 64, bias_bits: int = 32,
-                      quantizers: str = "fixed_point") -> Any:
+                      quantizers: str = "fixed_point", batch_norm: bool = False) -> Any:
     """A Brevitas MLP ``sizes[0] -> ... -> sizes[-1]`` with power-of-two (fixed-point) quantizers, in eval mode.
 
     Layout: QuantIdentity (Int8ActPerTensorFixedPoint) -> [QuantLinear -> QuantReLU]* -> QuantLinear ->
@@ -44,6 +44,9 @@ def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20
     ``quantizers="default"`` uses what a Brevitas user gets without choosing: Int8ActPerTensorFloat /
     Uint8ActPerTensorFloat activations and Int8WeightPerTensorFloat weights (learned float scales) with a float
     bias; ``"per_channel"`` the same with Int8WeightPerChannelFloat weights (one float scale per output channel).
+
+    ``batch_norm``: a BatchNorm1d between each hidden QuantLinear (then returning a float tensor) and its QuantReLU,
+    trained with the rest; afterwards every third channel's gamma is negated so that both orientations occur.
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
@@ -72,8 +75,12 @@ def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20
                      bias=True, bias_quant=bias_quant, return_quant_tensor=True)
     layers: list[Any] = [qnn.QuantIdentity(act_quant=act, return_quant_tensor=True)]
     for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(qnn.QuantLinear(k, n, **linear_kw))
-        if i < len(sizes) - 2:
+        hidden = i < len(sizes) - 2
+        layers.append(qnn.QuantLinear(k, n, **(linear_kw | ({"return_quant_tensor": False} if hidden and batch_norm
+                                                             else {}))))
+        if hidden and batch_norm:
+            layers.append(torch.nn.BatchNorm1d(n))
+        if hidden:
             layers.append(qnn.QuantReLU(act_quant=relu_quant, bit_width=relu_bits, return_quant_tensor=True))
     layers.append(qnn.QuantIdentity(act_quant=act, return_quant_tensor=False))
     model = torch.nn.Sequential(*layers)
@@ -93,6 +100,10 @@ def make_brevitas_mlp(sizes: Sequence[int], seed: int = 0, train_steps: int = 20
             loss.backward()
             opt.step()
     model.eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.weight[::3] *= -1.0
     return model
 
 

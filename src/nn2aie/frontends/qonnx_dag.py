@@ -537,24 +537,44 @@ class QonnxParser(QonnxParams, QdqParser):
         its epilogue is the threshold table the source's own nodes give on every reachable accumulator
         (frontends/source_eval.py); channels whose codes fall as the sum grows accumulate the negated column."""
         where = self.where(node)
-        if is_scaled(x.qtype) or w.spec.scaled:
-            raise UnsupportedQuantizationError(
-                where, f"float operations ({', '.join(c.op_type for c in chain) or quant.op_type}) between a layer "
-                "with float-scale operands and its quantizer are not supported yet", "use power-of-two scales on "
-                "the layer's input and weights, or fold the operations into the weights before export")
         k, n = codes.shape
-        acc_frac = x.qtype.frac + w.spec.frac
+        scaled = is_scaled(x.qtype) or w.spec.scaled
         b_codes = np.zeros(n, dtype=np.int64)
-        if bias is not None:
-            b_codes, _ = self.bias_at(self.bias_param(bias[0], bias[1], n), acc_frac, bias[1])
-            b_codes = np.asarray(b_codes, dtype=np.int64)
+        if scaled:
+            # float scales: the source's sum is sx * sw_n * acc + b_n, rounded to float32 (its float32 summation can
+            # differ from that near a threshold: docs/numerics.md); the table absorbs every scale and the bias
+            xt = x.qtype.fixed()
+            if isinstance(xt, ScaledType) and xt.zero_point_of(0):
+                raise UnsupportedQuantizationError(where, "float operations after a layer whose input has a zero "
+                                                   "point are not supported", "quantize the input symmetrically")
+            sx = float(xt.scale[0]) if isinstance(xt, ScaledType) else 2.0 ** -xt.frac
+            if w.spec.scaled:
+                scales = w.scales.T if node.op_type == "Gemm" and attr(node, "transB", 0) else w.scales
+                if not np.all(scales == scales[:1]):
+                    raise UnsupportedQuantizationError(w.spec.where, "the weight scales vary along the input axis",
+                                                       "use one weight scale per output channel (or per tensor)")
+                sw = scales[0].astype(np.float64)
+            else:
+                sw = np.full(n, 2.0 ** -w.spec.frac)
+            step = sx * sw  # exact in float64: two float32 factors
+            b_real = np.zeros(n)
+            if bias is not None:
+                p = self.bias_param(bias[0], bias[1], n)
+                b_real = (p.values.astype(np.float64) * (np.broadcast_to(p.scales, p.values.shape).reshape(n)
+                          if p.scales is not None else 2.0 ** -p.spec.frac if p.spec is not None else 1.0))
+            self.exact = False
+        else:
+            acc_frac = x.qtype.frac + w.spec.frac
+            if bias is not None:
+                b_codes, _ = self.bias_at(self.bias_param(bias[0], bias[1], n), acc_frac, bias[1])
+                b_codes = np.asarray(b_codes, dtype=np.int64)
         w64 = codes.astype(np.int64)
         x_lo, x_hi = x.qtype.lo, x.qtype.hi
         low = np.minimum(w64 * x_lo, w64 * x_hi).sum(axis=0) + b_codes
         high = np.maximum(w64 * x_lo, w64 * x_hi).sum(axis=0) + b_codes
         acc_lo, acc_hi = int(low.min(initial=0)), int(high.max(initial=0))
-        bound = max(abs(acc_lo), abs(acc_hi))
-        self.check_float32(bound, x.qtype.frac, w.spec.frac, acc_frac)
+        if not scaled:
+            self.check_float32(max(abs(acc_lo), abs(acc_hi)), x.qtype.frac, w.spec.frac, acc_frac)
         if quant.op_type == BIPOLAR:
             spec = self.parse_bipolar(quant)
             y_type = _AType.of(spec)
@@ -576,15 +596,17 @@ class QonnxParser(QonnxParams, QdqParser):
                 def to_code(v: np.ndarray) -> np.ndarray:
                     return np.rint(np.ldexp(v.astype(np.float64), f)).astype(np.int64)
 
-        def to_input(acc: np.ndarray) -> np.ndarray:  # the source's float32 sum of that accumulator (exact)
-            return np.ldexp(acc, -acc_frac).astype(np.float32)
+        def to_input(acc: np.ndarray) -> np.ndarray:  # the source's float32 sum of that accumulator
+            if scaled:
+                return (acc * step + b_real).astype(np.float32)
+            return np.ldexp(acc, -acc_frac).astype(np.float32)  # exact
 
         names = " -> ".join(c.name or c.op_type for c in [*chain, quant])
         fn = chain_function([*chain, quant], self.consts, sum_name, list(self.model.opset_import), to_input, to_code)
         thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, acc_lo, acc_hi, n, lo, hi, where)
         if negated.any():
             flipped = -w64[:, negated]
-            w_type = w.spec.fixed_type()
+            w_type = w.spec.fixed_type()  # the codes' range (a scaled spec's scales live in the table)
             if flipped.min(initial=0) < w_type.min_code or flipped.max(initial=0) > w_type.max_code:
                 col = int(np.nonzero(negated)[0][0])
                 raise UnsupportedQuantizationError(
@@ -601,15 +623,83 @@ class QonnxParser(QonnxParams, QdqParser):
         inputs = [x.tensor, w_name]
         if np.any(b_codes):
             b_name = unique(f"{name}_b", self.taken)
-            self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, acc_frac, True), b_codes,
+            self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, x.qtype.frac + w.spec.frac, True), b_codes,
                                           origin=bias[0] if bias is not None else "")
             inputs.append(b_name)
         table = {"thresholds": thresholds.tolist(), "acc_range": [acc_lo, acc_hi], "clamp": [lo, hi],
                  "negated_channels": [int(i) for i in np.nonzero(negated)[0]],
                  "source": f"{names}, run by qonnx on the layer's accumulator values"}
+        if quant.op_type != BIPOLAR:
+            reading = self.affine_reading(chain, sum_name, step if scaled else np.full(n, 2.0 ** -acc_frac),
+                                          b_real if scaled else np.zeros(n), negated, y_type)
+            if reading is not None:
+                table["affine_reading"] = reading
         y = self.add_op(name, "dense", inputs, self.shape(x)[:-1] + (n,), y_type, quant.output[0],
                         {"activation": "linear", "requant_table": table})
         self.bind(quant.output[0], QVal(y, y_type))
+
+    def affine_reading(self, chain: list, sum_name: str, step: np.ndarray, offset: np.ndarray, negated: np.ndarray,
+                       y_type) -> dict | None:
+        """The chain read as exact real arithmetic: ``code_n = clamp(round(acc * c_n + e_n))`` with rationals
+        ``c_n > 0`` (of the oriented accumulator) and ``e_n``, from the float32 constants; the dense family uses it
+        (a multiplier instead of a table) only where its thresholds equal the source's on the whole range. None
+        when the chain has no such reading (a Relu / Clip before its end, a zero scale)."""
+        from fractions import Fraction
+
+        n = len(step)
+        a = [Fraction(float(v)) for v in step]
+        b = [Fraction(float(v)) for v in offset]
+        clamp_zero = False
+        value = sum_name
+        for i, node in enumerate(chain):
+            op = node.op_type
+            if op in ("Relu", "Clip"):
+                if i != len(chain) - 1 or op == "Clip":
+                    return None
+                clamp_zero = True
+                continue
+            consts = [np.broadcast_to(np.asarray(self._const(name), dtype=np.float64).reshape(-1)
+                                      if np.size(self._const(name)) > 1 else np.asarray(self._const(name),
+                                                                                       dtype=np.float64).reshape(1),
+                                      (n,)) for name in node.input if name and name != value]
+            if op == "BatchNormalization":
+                gamma, beta, mean, var = consts
+                eps = float(np.float32(attr(node, "epsilon", 1e-5)))
+                for j in range(n):
+                    scale = Fraction(float(gamma[j])) / Fraction(float(np.sqrt(np.float64(var[j]) + eps)))
+                    a[j] *= scale
+                    b[j] = (b[j] - Fraction(float(mean[j]))) * scale + Fraction(float(beta[j]))
+            else:
+                c = [Fraction(float(v)) for v in consts[0]]
+                first = node.input[0] == value
+                for j in range(n):
+                    if op == "Mul":
+                        a[j], b[j] = a[j] * c[j], b[j] * c[j]
+                    elif op == "Div":
+                        if c[j] == 0:
+                            return None
+                        a[j], b[j] = a[j] / c[j], b[j] / c[j]
+                    elif op == "Add":
+                        b[j] += c[j]
+                    elif first:  # Sub: x - c
+                        b[j] -= c[j]
+                    else:  # c - x
+                        a[j], b[j] = -a[j], c[j] - b[j]
+            value = node.output[0]
+        t = y_type.fixed()
+        s_y = Fraction(float(t.scale[0])) if isinstance(t, ScaledType) else Fraction(2) ** -t.frac
+        zp = t.zero_point_of(0) if isinstance(t, ScaledType) else 0
+        scales, offsets = [], []
+        for j in range(n):
+            c = a[j] / s_y
+            if c == 0 or (c < 0) != bool(negated[j]):
+                return None
+            scales.append(abs(c))
+            offsets.append(b[j] / s_y + zp)
+        lo = max(t.min_code, min(max(zp, t.min_code), t.max_code)) if clamp_zero else t.min_code
+        return {"scale": [[v.numerator, v.denominator] for v in scales],
+                "offset": [[v.numerator, v.denominator] for v in offsets], "rounding": t.rounding, "clamp": [lo,
+                                                                                                  t.max_code]}
 
     def host_tail_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, chain: list,
                         sum_name: str, out_name: str) -> None:
@@ -645,9 +735,11 @@ class QonnxParser(QonnxParams, QdqParser):
         bound = int((np.abs(w64).sum(axis=0) * x.qtype.max_abs + b).max(initial=0))
         width = next((bits for bits in (8, 16) if bound < 1 << (bits - 1)), None)
         if width is None:
+            feeds = "feeds float operations into" if steps else "is"
             raise UnsupportedQuantizationError(
-                where, f"the last layer's exact sum (up to {bound}) feeds float operations into the graph output "
-                f"{out_name}; it needs more than 16 bits", "add an output quantizer after the last layer")
+                where, f"the last layer's exact sum (up to {bound}) {feeds} the graph output {out_name} (no output "
+                "quantizer); it needs more than 16 bits and the tile writes 8- or 16-bit codes",
+                "add an output quantizer after the last layer")
         self.check_float32(bound, x.qtype.frac, w.spec.frac, acc_frac)
         y_type = _AType(width, acc_frac, True, "RND_CONV", "SAT", False)
         name = self.op_name(node, "dense")

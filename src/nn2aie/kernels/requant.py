@@ -364,3 +364,54 @@ def _largest_shift(c: Fraction) -> int:
 
 def _round_half_up(x: Fraction) -> int:
     return math.floor(x + Fraction(1, 2))
+
+
+FIT_ITERATIONS = 200  # ternary-search steps on each channel's scale (float64; the result is verified exactly)
+
+
+def fit_affine(thresholds: np.ndarray, lo: int, hi: int, acc_lo: int, acc_hi: int,
+               rounding: str = "conv_even") -> AffineMap | None:
+    """An affine map ``clamp(round(acc * c_n + e_n), lo, hi)`` whose thresholds on [acc_lo, acc_hi] equal the
+    given ones ([channels, hi - lo], as ``AffineMap.thresholds``), or None when the search finds none.
+
+    For nearest rounding, code >= k exactly when ``acc c + e >= k - 1/2`` (away from ties); the thresholds then
+    ask, per level, ``t_k c + e >= k - 1/2`` (some accumulator in range reaches k) and ``(t_k - 1) c + e < k - 1/2``
+    (the one below does not). For a given c the feasible e lie between ``max_k (k - 1/2 - t_k c)`` and
+    ``min_k (k - 1/2 - (t_k - 1) c)``; their gap is concave in c, so a ternary search finds the c with the widest
+    gap and e is its midpoint. The candidate is returned only if its thresholds, computed exactly, are equal."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    n, levels = t.shape
+    if levels == 0:
+        return None
+    beta = np.arange(lo + 1, hi + 1, dtype=np.float64)[None, :] - 0.5
+    has_low = t <= acc_hi  # some accumulator in range reaches the level: a lower bound on e
+    has_up = t > acc_lo  # the accumulator below the threshold is in range: an upper bound on e
+
+    def gap(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        low = np.where(has_low, beta - t * c[:, None], -np.inf).max(axis=1)
+        up = np.where(has_up, beta - (t - 1) * c[:, None], np.inf).min(axis=1)
+        return up - low, low, up
+
+    active = [np.flatnonzero(has_low[j] & has_up[j]) for j in range(n)]
+    guess = np.ones(n)
+    for j, a in enumerate(active):
+        if len(a) >= 2 and t[j, a[-1]] > t[j, a[0]]:
+            guess[j] = (a[-1] - a[0]) / (t[j, a[-1]] - t[j, a[0]])
+        elif len(a) == 1:
+            guess[j] = 1.0 / max(1.0, float(acc_hi - acc_lo))
+    left, right = guess / 8.0, guess * 8.0
+    for _ in range(FIT_ITERATIONS):
+        m1 = left + (right - left) / 3.0
+        m2 = right - (right - left) / 3.0
+        better = gap(m1)[0] < gap(m2)[0]
+        left = np.where(better, m1, left)
+        right = np.where(better, right, m2)
+    c = (left + right) / 2.0
+    width, low, up = gap(c)
+    if np.any(~(width > 0)):
+        return None
+    low = np.where(np.isfinite(low), low, up - 1.0)
+    up = np.where(np.isfinite(up), up, low + 1.0)
+    e = (low + up) / 2.0
+    cand = AffineMap.from_scales([Fraction(float(v)) for v in c], [Fraction(float(v)) for v in e], rounding, lo, hi)
+    return cand if np.array_equal(cand.thresholds(acc_lo, acc_hi), np.asarray(thresholds, dtype=np.int64)) else None

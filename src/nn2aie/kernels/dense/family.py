@@ -236,6 +236,9 @@ def scaled_summary(graph: Graph, op: Op, d: DenseExec) -> dict:
     if d.requant is not None:
         return d.requant.to_json() | ({"negated_channels": len(op.attrs["requant_table"]["negated_channels"])}
                                       if is_stepped(op) else {})
+    if is_stepped(op):
+        return {"kind": "shift", "shift": d.shift, "reason": "the source's map is 2^-shift on every channel: one SRS",
+                "accumulator_range": op.attrs["requant_table"]["acc_range"], "cycles_per_32_lanes": 0.0}
     layer = scaled_layer(graph, op)
     return {"kind": "shift", "shift": d.shift, "reason": "every channel's scale is 2^-shift and the offset a whole "
             "number of accumulator steps (folded into the bias): one SRS", "accumulator_range":

@@ -134,15 +134,18 @@ def plan_precision(graph: Graph, op: Op, device: Device, batch: int,
     out_where = f"{where} output tensor {y_t.origin or y_t.name}"
     requant = None
     if is_stepped(op):
-        if requant_kind not in (None, "table"):
-            raise IllegalConfigError(f"override for layer {op.name}", f"requant {requant_kind!r}: this layer's "
-                                     "epilogue is the threshold table read off the source's float operations",
-                                     "drop the requant override for this layer")
         if yt.container_bits not in (8, 16):
             raise UnsupportedQuantizationError(out_where, f"{yt.width}-bit output codes need a {yt.container_bits}-"
                                                "bit container", "quantize layer outputs to at most 16 bits")
-        requant = stepped_requant(op)
-        epi = Epilogue(0, requant.rounding, "saturate", requant.lo, requant.hi)
+        kinds = REQUANT_KINDS if requant_kind is None else (requant_kind,)
+        try:
+            requant = stepped_requant(op, tuple(device.fact("srs_shift_safe_range")), kinds)
+        except UnsupportedQuantizationError as exc:
+            raise UnsupportedQuantizationError(out_where, f"no exact {' or '.join(kinds)} requantisation: "
+                                               f"{exc.reason}", exc.hint) from exc
+        epi = Epilogue(requant.shift, requant.rounding, "saturate", requant.lo, requant.hi)
+        if requant.kind == "shift":
+            requant = None
     elif scaled is None:
         if requant_kind not in (None, "shift"):
             raise IllegalConfigError(f"override for layer {op.name}", f"requant {requant_kind!r} is for float "
