@@ -86,7 +86,7 @@ def _too_big_model(path):
 
 @pytest.mark.parametrize("make, extra, needle", [
     (_unsupported_op_model, [], "unsupported operation"),
-    (_non_pow2_model, [], "not a power of two"),
+    (_non_pow2_model, [], "differ from those of"),
     (_too_big_model, ["--device", "xcve2302"], "does not fit"),
 ])
 def test_errors_are_one_paragraph_exit_2_and_leave_no_directory(tmp_path, make, extra, needle):

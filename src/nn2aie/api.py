@@ -186,6 +186,8 @@ class Compiled:
         v = prologue.apply_steps(v)
         if prologue.quantizer == "bipolar":
             return host.bipolar_codes(v)
+        if prologue.quantizer == "quantize_linear":
+            return t.quantize_linear_float32(v)
         return quantize_input(v, t, pre)
 
     def _host_dequantize(self, tensor: str, codes: np.ndarray, t) -> np.ndarray:

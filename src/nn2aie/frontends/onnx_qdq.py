@@ -69,8 +69,10 @@ from nn2aie.frontends.onnx_common import (
     value_shape,
     without_unused_opsets,
 )
+from nn2aie.ir import host
+from nn2aie.ir.host import HostPrologue
 from nn2aie.ir.logical import Graph, Op, Tensor
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 
 BINARY_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Max": "max", "Min": "min"}
 _COMMUTATIVE = ("add", "mul", "max", "min")
@@ -128,6 +130,50 @@ class _QType:
 
     def describe(self) -> str:
         return f"{elem_type_name(self.onnx_type)} x {_p2(self.frac)}"
+
+
+@dataclass(frozen=True)
+class _SQType:
+    """A QuantizeLinear / DequantizeLinear with a float scale, a zero point, or (weights and biases) one scale per
+    channel along ``axis`` of the constant: ``(code - zero_point) * scale``. Only the dense handler, graph inputs
+    and outputs and views take such values (kernels/dense/scaled.py defines the layer); an op that needs a
+    power-of-two scale asks for ``frac`` and gets a typed refusal naming the node."""
+
+    onnx_type: int
+    width: int
+    signed: bool
+    scale: tuple[float, ...]
+    zero_point: int
+    where: str
+    axis: int | None = None  # per-axis constants: the axis of the scales
+
+    @property
+    def lo(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def hi(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    @property
+    def max_abs(self) -> int:
+        return max(-self.lo, self.hi)
+
+    @property
+    def frac(self) -> int:
+        zp = f" and zero point {self.zero_point}" if self.zero_point else ""
+        scale = f"{self.scale[0]:.6g}" if len(self.scale) == 1 else f"{len(self.scale)} per-axis scales"
+        raise UnsupportedQuantizationError(
+            self.where, f"its scale {scale}{zp} is not a power of two with zero point 0, which the operation "
+            "reading it needs: float scales and zero points are supported on the inputs, weights, biases and "
+            "outputs of MatMul / Gemm layers and through views so far", _POW2_HINT)
+
+    def fixed(self, channel_scales: tuple[float, ...] | None = None) -> ScaledType:
+        return ScaledType(self.width, self.signed, channel_scales or self.scale, (self.zero_point,), "RND_CONV",
+                          "SAT")
+
+    def describe(self) -> str:
+        return self.fixed().describe() if len(self.scale) == 1 else f"{elem_type_name(self.onnx_type)} per-axis"
 
 
 @dataclass
@@ -220,6 +266,7 @@ class QdqParser:
         self.vals: dict[str, QVal] = {}  # ONNX tensor name -> its quantized value
         self.aliases: dict[str, list[str]] = {}  # logical tensor -> the ONNX names bound to it
         self.exact = True
+        self.prologues: dict[str, HostPrologue] = {}  # logical input -> the host's quantizer, when not the type's
 
     # -- helpers ------------------------------------------------------------------------------------------
     def where(self, node: onnx.NodeProto) -> str:
@@ -363,25 +410,32 @@ class QdqParser:
             if value is not None and value.ndim > 1:
                 raise BadFileError(where, f"the {what} has shape {list(value.shape)}: QuantizeLinear/"
                                    f"DequantizeLinear take a scalar or 1-D {what}", "re-export the model")
-        if scale.size != 1 or (zp is not None and zp.size != 1):
+        per_axis = scale.size != 1 or (zp is not None and zp.size != 1)
+        if per_axis and role not in ("weight", "bias"):
             raise UnsupportedQuantizationError(
-                where, f"per-axis quantization (scale shape {list(scale.shape)}) is not supported yet",
-                "re-export with per-tensor scales (one power-of-two scale per tensor)")
-        s = float(scale.reshape(-1)[0])
-        frac = pow2_frac(s)
-        if frac is None:
-            if not np.isfinite(s) or s <= 0:
-                raise UnsupportedQuantizationError(where, f"scale {s!r} is not a positive finite number",
-                                                   "re-export with positive power-of-two scales")
-            raise UnsupportedQuantizationError(where, f"scale {s:.6g} is not a power of two", _POW2_HINT)
+                where, f"per-axis quantization (scale shape {list(scale.shape)}) of an {role} is not supported "
+                "(only weights and biases may have one scale per channel)", "quantize activations per tensor")
+        flat = scale.reshape(-1).astype(np.float64)
+        if not np.all(np.isfinite(flat)) or np.any(flat <= 0):
+            bad = float(flat[~(np.isfinite(flat) & (flat > 0))][0])
+            raise UnsupportedQuantizationError(where, f"scale {bad!r} is not a positive finite number",
+                                               "re-export with positive scales")
+        s = float(flat[0])
+        frac = pow2_frac(s) if not per_axis else None
+        zero = 0
         if zp is not None:
             if zp.dtype not in _NP_TO_ONNX:
                 raise UnsupportedQuantizationError(where, f"zero point type {zp.dtype} is not supported",
                                                    "use int8, uint8 or int16 activations and weights")
             zp_type = _NP_TO_ONNX[zp.dtype]
-            if int(zp.reshape(-1)[0]) != 0:
-                raise UnsupportedQuantizationError(where, f"zero point {int(zp.reshape(-1)[0])} is not 0",
-                                                   _ZP_HINT)
+            zps = zp.reshape(-1).astype(np.int64)
+            if np.any(zps != zps[0]):
+                raise UnsupportedQuantizationError(where, f"zero points {zps.tolist()[:4]} differ per channel",
+                                                   "use one zero point per tensor (0 for weights)")
+            zero = int(zps[0])
+            if zero and role in ("weight", "bias"):
+                raise UnsupportedQuantizationError(where, f"zero point {zero} on a {role} is not 0 (asymmetric "
+                                                   f"{role}s are not supported)", _ZP_HINT)
         else:
             zp_type = None
         if node.op_type == "QuantizeLinear":
@@ -397,7 +451,10 @@ class QdqParser:
             raise UnsupportedQuantizationError(where, f"{role} type {elem_type_name(qt or 0)} is not supported",
                                                f"quantize {role}s to {names}")
         width, signed = allowed[qt]
-        return _QType(qt, frac, width, signed)
+        if frac is not None and zero == 0:
+            return _QType(qt, frac, width, signed)
+        axis = int(attr(node, "axis", 1)) if per_axis else None
+        return _SQType(qt, width, signed, tuple(float(v) for v in flat) if per_axis else (s,), zero, where, axis)
 
     # -- constants ----------------------------------------------------------------------------------------
     def float_const(self, name: str) -> np.ndarray | None:
@@ -436,6 +493,10 @@ class QdqParser:
             self.visit(qnode)
             qt = self.qparams(qnode, None, allowed, role)
             dq = self.qparams(node, qt.onnx_type, allowed, role)
+            if isinstance(qt, _SQType) or isinstance(dq, _SQType):
+                raise UnsupportedQuantizationError(self.where(qnode), f"a float {role} quantized in the graph "
+                                                   "with a float scale", f"store the {role} as integer codes "
+                                                   "behind DequantizeLinear (onnxruntime quantize_static does)")
             if dq.frac != qt.frac:
                 raise UnsupportedQuantizationError(
                     self.where(node), f"scale {_p2(dq.frac)} differs from the QuantizeLinear scale {_p2(qt.frac)}",
@@ -591,6 +652,7 @@ class QdqParser:
                                      _OPS_HINT)
         name = self.graph.name or "onnx_qdq"
         source = {"framework": "onnx-qdq", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
+        host.store(source, host.HOST_PROLOGUE, {t: v for t, v in self.prologues.items() if t in graph_inputs})
         graph = Graph(identifier(name, "onnx_qdq"), self.tensors, self.ops, graph_inputs, outputs, source)
         check_inference(self.model)
         graph.verify()
@@ -631,6 +693,8 @@ class QdqParser:
                     f"{self.where(users[0])} to {x_type.describe()}", "quantize each graph input once")
         lname = unique(identifier(x_name, "input"), self.taken)
         self.tensors[lname] = Tensor(lname, tuple(shape[1:]), x_type.fixed(), origin=x_name)
+        if isinstance(x_type, _SQType):  # ONNX rounds x / scale, then adds the zero point (ir/host.py)
+            self.prologues[lname] = HostPrologue((), "quantize_linear", tuple(shape[1:]))
         self.input_names.add(x_name)
         for q in users:
             self.visit(q)
@@ -697,6 +761,11 @@ class QdqParser:
         if qtype == val.qtype:
             self.bind(q.output[0], QVal(val.tensor, qtype, codes=True))
             return
+        if isinstance(qtype, _SQType) or isinstance(val.qtype, _SQType):
+            raise UnsupportedQuantizationError(
+                self.where(q), f"requantises {val.qtype.describe()} into {qtype.describe()}: a requantisation "
+                "between float scales outside a MatMul / Gemm layer is not supported yet",
+                "quantize the value once (one QuantizeLinear / DequantizeLinear pair)")
         y = self.add_op(self.op_name(q, "identity"), "eltwise", [val.tensor], self.shape(val), qtype, q.output[0],
                         {"op": "identity"})
         self.bind(q.output[0], QVal(y, qtype, codes=True))
@@ -710,6 +779,16 @@ class QdqParser:
             raise UnsupportedQuantizationError(self.where(dq), f"dequantizes {what}",
                                                "use the QDQ form: DequantizeLinear reads a QuantizeLinear output")
         qtype = self.qparams(dq, val.qtype.onnx_type, _ACT_TYPES, "activation")
+        if isinstance(qtype, _SQType) or isinstance(val.qtype, _SQType):
+            if (isinstance(qtype, _SQType) and isinstance(val.qtype, _SQType) and qtype.scale == val.qtype.scale
+                    and qtype.zero_point == val.qtype.zero_point):
+                self.bind(dq.output[0], QVal(val.tensor, val.qtype))
+                return
+            producer = self.producer.get(src)
+            qwhere = self.where(producer) if producer is not None else "the QuantizeLinear"
+            raise UnsupportedQuantizationError(
+                self.where(dq), f"its scale / zero point ({qtype.describe()}) differ from those of {qwhere} "
+                f"({val.qtype.describe()})", "use the same scale and zero point on both nodes of a pair")
         if qtype.frac != val.qtype.frac:
             raise UnsupportedQuantizationError(
                 self.where(dq), f"scale {_p2(qtype.frac)} differs from the QuantizeLinear scale "
@@ -753,7 +832,15 @@ class QdqParser:
             raise BadFileError(where, f"weights {list(codes.shape)} do not match the input width {k}",
                                "re-export the model")
         n = codes.shape[1]
-        acc_frac = x.qtype.frac + w.qtype.frac
+        scaled = isinstance(x.qtype, _SQType) or isinstance(w.qtype, _SQType)
+        if isinstance(w.qtype, _SQType) and w.qtype.axis is not None:
+            rank = w.codes.ndim
+            axis = w.qtype.axis + rank if w.qtype.axis < 0 else w.qtype.axis
+            if axis != (0 if trans_b else 1) or len(w.qtype.scale) != n:
+                raise UnsupportedQuantizationError(w.qtype.where, f"per-axis weight scales along axis "
+                                                   f"{w.qtype.axis} are not one per output channel",
+                                                   "quantize the weights per output channel (or per tensor)")
+        acc_frac = 0 if scaled else x.qtype.frac + w.qtype.frac
         out = node.output[0]
         nxt = self.single_user(out, node)
         if node.op_type == "MatMul" and nxt is not None and nxt.op_type == "Add":
@@ -770,10 +857,12 @@ class QdqParser:
             out = nxt.output[0]
             nxt = self.single_user(out, nxt)
         bias = None
+        bias_value = None
         if bias_src is not None:
             name, user = bias_src
-            value = self.quant_const(name, _BIAS_TYPES, "bias", user)
-            bias = self.bias_codes(value, acc_frac, n, user, name)
+            bias_value = self.quant_const(name, _BIAS_TYPES, "bias", user)
+            if not scaled:
+                bias = self.bias_codes(bias_value, acc_frac, n, user, name)
         activation = "linear"
         if nxt is not None and nxt.op_type == "Relu":
             self.visit(nxt)
@@ -787,6 +876,11 @@ class QdqParser:
                 "quantize every layer output (QuantizeLinear -> DequantizeLinear after each MatMul/Gemm)")
         self.visit(nxt)
         y_type = self.qparams(nxt, None, _ACT_TYPES, "activation")
+        if scaled or isinstance(y_type, _SQType):
+            if bias_value is not None and bias is not None:  # the bias was put on the fixed-point grid: redo
+                bias = None
+            self.scaled_dense(node, x, w, codes, trans_b, bias_src, bias_value, activation, nxt, y_type)
+            return
 
         op_name = self.op_name(node, "dense")
         w_name = unique(f"{op_name}_w", self.taken)
@@ -805,6 +899,55 @@ class QdqParser:
         col = int(np.abs(codes).sum(axis=0).max(initial=0))
         b_max = int(np.abs(bias).max(initial=0)) if bias is not None else 0
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.qtype.frac, acc_frac, y_type.frac)
+
+    def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, trans_b: bool, bias_src,
+                     bias_value, activation: str, quant: onnx.NodeProto, y_type) -> None:
+        """A MatMul / Gemm with float scales or zero points (onnxruntime quantize_static's form): every tensor
+        typed with its scales (weights per output channel), kernels/dense/scaled.py defines the exact map; the
+        source computes in float32, so the reference is not provably exact (docs/numerics.md)."""
+        k, n = codes.shape
+        op_name = self.op_name(node, "dense")
+        if isinstance(w.qtype, _SQType):
+            per = w.qtype.scale if len(w.qtype.scale) > 1 and len(set(w.qtype.scale)) > 1 else None
+            w_type = w.qtype.fixed(per) if per else w.qtype.fixed(w.qtype.scale[:1])
+        else:
+            w_type = w.qtype.fixed()
+        w_name = unique(f"{op_name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (k, n), w_type, np.ascontiguousarray(codes, np.int64), origin=w.origin)
+        inputs = [x.tensor, w_name]
+        if bias_src is not None:
+            b_codes, b_type = self.scaled_bias(bias_value, n, bias_src[1], bias_src[0])
+            b_name = unique(f"{op_name}_b", self.taken)
+            self.tensors[b_name] = Tensor(b_name, (n,), b_type, b_codes, origin=bias_src[0])
+            inputs.append(b_name)
+        y = self.add_op(op_name, "dense", inputs, self.shape(x)[:-1] + (n,), y_type, quant.output[0],
+                        {"activation": activation})
+        self.bind(quant.output[0], QVal(y, y_type, codes=True))
+        self.exact = False  # float32 sums near a rounding boundary: docs/numerics.md
+
+    def scaled_bias(self, value, n: int, user: onnx.NodeProto, name: str) -> tuple[np.ndarray, FixedType | ScaledType]:
+        """Bias codes and an exact type: DequantizeLinear'd int codes with their (per-channel) scales, or a float32
+        bias as each value's own mantissa and power-of-two scale."""
+        if isinstance(value, QConst):
+            codes = np.broadcast_to(value.codes.reshape(-1) if value.codes.size > 1 else value.codes.reshape(1),
+                                    (n,)).astype(np.int64)
+            if isinstance(value.qtype, _SQType):
+                scales = value.qtype.scale
+                if len(scales) not in (1, n):
+                    raise UnsupportedQuantizationError(value.qtype.where, f"{len(scales)} bias scales for {n} "
+                                                       "outputs", "use one bias scale, or one per output channel")
+                return codes, ScaledType(value.qtype.width, True, scales if len(set(scales)) > 1 else scales[:1])
+            return codes, FixedType(value.qtype.width, value.qtype.frac, value.qtype.signed)
+        values = np.broadcast_to(np.asarray(value, dtype=np.float32).reshape(-1) if np.size(value) > 1 else
+                                 np.asarray(value, dtype=np.float32).reshape(1), (n,)).astype(np.float64)
+        mantissa, exponent = np.frexp(values)
+        codes = np.rint(np.ldexp(mantissa, 24)).astype(np.int64)  # float32 mantissas have 24 bits: exact
+        exps = np.where(codes == 0, 0, exponent - 24)
+        if np.any(exps < -149) or not np.all(np.isfinite(values)):
+            raise UnsupportedQuantizationError(self.where(user), f"the float bias {name} has values that are not "
+                                               "finite or below 2^-125", "set such bias values to 0")
+        scales = tuple(float(np.ldexp(1.0, int(e))) for e in exps)
+        return codes, ScaledType(26, True, scales if len(set(scales)) > 1 else scales[:1], (0,))
 
     # -- eltwise --------------------------------------------------------------------------------------------
     def foldable_relu(self, relu: onnx.NodeProto, val: QVal) -> Op | None:

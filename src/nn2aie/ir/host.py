@@ -7,7 +7,9 @@ Those steps are not array work: the host runs them, in float32, exactly as the s
 float32 operation per element, the same in numpy and onnxruntime), and the array sees integer codes only.
 
 - ``HostPrologue`` of a graph input: elementwise steps on the user's float values, then the quantizer (the input
-  type's own, or ``bipolar``: ``+1`` where the value is >= 0, else ``-1``, as QONNX ``BipolarQuant``);
+  type's own; ``bipolar``: ``+1`` where the value is >= 0, else ``-1``, as QONNX ``BipolarQuant``; or
+  ``quantize_linear``: ONNX QuantizeLinear's ``saturate(round_half_even(x / scale) + zero_point)``, which rounds
+  before adding the zero point where QONNX ``Quant`` adds it first);
 - ``HostEpilogue`` of a graph output: the output codes dequantized (``code * lsb``, exact), then elementwise steps.
 
 Element order: the steps act on the event flattened in row-major order (views between them keep that order), each
@@ -26,7 +28,7 @@ import numpy as np
 HOST_PROLOGUE = "host_prologue"
 HOST_EPILOGUE = "host_epilogue"
 STEP_OPS = ("add", "sub", "mul", "div", "rsub", "rdiv")  # x+c, x-c, x*c, x/c, c-x, c/x
-QUANTIZERS = ("type", "bipolar")
+QUANTIZERS = ("type", "bipolar", "quantize_linear")
 _SYMBOL = {"add": "x + {c}", "sub": "x - {c}", "mul": "x * {c}", "div": "x / {c}", "rsub": "{c} - x",
            "rdiv": "{c} / x"}
 
@@ -83,8 +85,8 @@ class HostPrologue:
         return y
 
     def describe(self) -> str:
-        parts = [s.describe() for s in self.steps] + (["bipolar (x >= 0 ? +1 : -1)"] if self.quantizer ==
-                                                      "bipolar" else ["the input quantizer"])
+        last = {"bipolar": "bipolar (x >= 0 ? +1 : -1)", "quantize_linear": "QuantizeLinear (round(x / s) + zp)"}
+        parts = [s.describe() for s in self.steps] + [last.get(self.quantizer, "the input quantizer")]
         return " -> ".join(parts)
 
     def to_json(self) -> dict:

@@ -129,6 +129,16 @@ class ScaledType:
         v = np.clip(v, np.float32(self.min_code), np.float32(self.max_code))
         return round_float_codes(v, self.rounding).astype(np.float32)
 
+    def quantize_linear_float32(self, x: np.ndarray) -> np.ndarray:
+        """Host-side codes as ONNX QuantizeLinear computes them: ``saturate(round_half_even(x / scale) +
+        zero_point)`` in float32 (per tensor); float32 codes."""
+        if self.channels != 1:
+            raise ValueError("host-side quantisation takes a per-tensor scale")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            v = np.rint(np.asarray(x, dtype=np.float32) / np.float32(self.scale[0])).astype(np.float64)
+        v = v + self.zero_point[0]
+        return np.clip(v, self.min_code, self.max_code).astype(np.float32)
+
     def dequantize_float32(self, codes: np.ndarray) -> np.ndarray:
         """``(code - zero_point) * scale`` in float32, as QONNX / onnxruntime dequantise (per tensor)."""
         c = np.asarray(codes, dtype=np.float32) - np.float32(self.zero_point[0])

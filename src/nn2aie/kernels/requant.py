@@ -278,6 +278,12 @@ def choose_requant(source: AffineMap, acc_lo: int, acc_hi: int, srs_shifts: tupl
         rq, why = _multiplier(source, acc_lo, acc_hi, want, srs_shifts, base)
         if rq is not None:
             return rq
+        # another affine map with the very same thresholds, away from ties, may leave an int32 multiplier room
+        fitted = fit_affine(want, source.lo, source.hi, acc_lo, acc_hi, source.rounding)
+        if fitted is not None:
+            rq, _ = _multiplier(fitted, acc_lo, acc_hi, want, srs_shifts, base)
+            if rq is not None:
+                return replace(rq, reason=f"{rq.reason} (of an affine map with the source's thresholds: {why})")
         misses.append(why)
     if "table" in kinds:
         reason = "; ".join(misses) or "table requested"
