@@ -97,19 +97,20 @@ def test_thresholds_are_where_the_codes_step():
             assert t[n, j] == (first[0] if len(first) else 5001)
 
 
-def test_exact_ties_of_a_non_dyadic_scale_need_a_table():
+def test_exact_ties_of_a_non_dyadic_scale_take_a_fitted_multiplier():
     """c = 2/3, e = 1/2: every multiple of 3 lands exactly on a tie (2j + 1/2), which half-to-even sends down;
-    an int32 multiplier M / 2**s is never exactly 2/3, so it moves the ties of one sign up: no multiplier is
-    exact over a range of both signs, and the table is chosen with that reason."""
+    an int32 multiplier M / 2**s is never exactly 2/3, so a multiplier of the map itself moves the ties of one sign
+    up. Another affine map, away from the ties, has the very same thresholds (fit_affine), and its multiplier is
+    exact: chosen with that reason, equal to the exact oracle on the whole range."""
     src = AffineMap.from_scales([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127)
     rq = choose_requant(src, -150, 150)
-    assert rq.kind == "table"
-    assert "no int32 multiplier" in rq.reason
+    assert rq.kind == "multiplier"
+    assert "of an affine map with the source's thresholds: no int32 multiplier" in rq.reason
     accs = np.arange(-150, 151)[:, None]
     assert np.array_equal(rq.apply(accs), oracle([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127,
                                                  accs[:, 0].tolist()))
-    # on one sign the multiplier below 2/3 keeps every tie below: exact, and chosen
-    assert choose_requant(src, 1, 150).kind == "multiplier"
+    # on one sign the multiplier below 2/3 keeps every tie below: exact directly
+    assert "affine map with" not in choose_requant(src, 1, 150).reason
 
 
 def test_float_scales_of_a_real_layer_take_a_multiplier():
@@ -135,8 +136,8 @@ def test_refusals_are_typed():
     with pytest.raises(UnsupportedQuantizationError, match="not positive"):
         AffineMap.from_scales([Fraction(-1, 3)], [Fraction(0)], "conv_even", -128, 127)
     src = AffineMap.from_scales([Fraction(2, 3)], [Fraction(1, 2)], "conv_even", -128, 127)
-    with pytest.raises(UnsupportedQuantizationError, match="no int32 multiplier"):
-        choose_requant(src, -150, 150, kinds=("shift", "multiplier"))
+    with pytest.raises(UnsupportedQuantizationError, match="not one power of two"):
+        choose_requant(src, -150, 150, kinds=("shift",))
 
 
 def test_table_levels_fold_what_the_range_decides_and_reproduce_the_codes():
@@ -230,7 +231,8 @@ def test_step_thresholds_equal_brute_force(acc_lo, span, slopes, offset, bisect)
     for n in range(len(slopes)):
         sign = -1 if negated[n] else 1
         acc = np.arange(a_lo, a_hi + 1)
-        codes = fn((sign * acc).astype(np.float64)[:, None].repeat(len(slopes), axis=1))[:, n]
+        own = np.clip(sign * acc, acc_lo, acc_hi)  # beyond the channel's reach: the code at the reach's end
+        codes = fn(own.astype(np.float64)[:, None].repeat(len(slopes), axis=1))[:, n]
         for j, k in enumerate(range(lo + 1, hi + 1)):
             reach = acc[codes >= k]
             assert t[n, j] == (reach.min() if reach.size else a_hi + 1)

@@ -65,14 +65,21 @@ def step_thresholds(fn: CodeFn, acc_lo: int, acc_hi: int, channels: int, lo: int
     accumulator of a negated channel is ``-acc`` and the range is widened to cover both orientations."""
     ends = fn(np.array([[acc_lo] * channels, [acc_hi] * channels], dtype=np.float64))
     negated = ends[0] > ends[1]
+    sign = np.where(negated, -1.0, 1.0)
+    reach = (float(acc_lo), float(acc_hi))  # every channel's own accumulator stays in the layer's range
     if negated.any():
         acc_lo, acc_hi = min(acc_lo, -acc_hi), max(acc_hi, -acc_lo)
-    sign = np.where(negated, -1.0, 1.0)
+
+    def oriented(acc: np.ndarray) -> np.ndarray:
+        """Codes of oriented accumulators; beyond a channel's reach (the widened range) its codes are those at the
+        reach's end: never computed on the tile, and monotone, so the thresholds stay well defined."""
+        return fn(np.clip(acc * sign[None, :], *reach))
+
     levels = np.arange(lo + 1, hi + 1)
     span = acc_hi - acc_lo + 1
     if span * channels <= FULL_TABLE_VALUES:
         acc = np.arange(acc_lo, acc_hi + 1, dtype=np.float64)[:, None]
-        codes = fn(acc * sign[None, :])  # [span, channels], non-decreasing down each column
+        codes = oriented(acc)  # [span, channels], non-decreasing down each column
         if np.any(np.diff(codes, axis=0) < 0):
             col = int(np.nonzero(np.any(np.diff(codes, axis=0) < 0, axis=0))[0][0])
             raise UnsupportedQuantizationError(where, f"the source's output code is not monotone in the "
@@ -89,7 +96,7 @@ def step_thresholds(fn: CodeFn, acc_lo: int, acc_hi: int, channels: int, lo: int
     while np.any(low < high):
         mid = (low + high) // 2
         probe = np.minimum(mid, acc_hi)
-        ok = fn(probe.astype(np.float64) * sign[None, :]) >= levels[:, None]
+        ok = oriented(probe.astype(np.float64)) >= levels[:, None]
         ok &= mid <= acc_hi
         high = np.where((low < high) & ok, mid, high)
         low = np.where((low < high) & ~ok, mid + 1, low)
