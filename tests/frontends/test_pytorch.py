@@ -77,6 +77,57 @@ def test_brevitas_bit_exact(brevitas_models, key):
     assert np.array_equal(ours, compiled.reference(x))
 
 
+def test_brevitas_falls_back_to_the_torchscript_exporter(brevitas_models, monkeypatch):
+    """Where Brevitas' dynamo export fails, from_pytorch exports with the TorchScript exporter, says so in the
+    graph's source, and the design is still bit-exact against the module's forward."""
+    import brevitas.export
+
+    real = brevitas.export.export_qonnx
+    calls = []
+
+    def dynamo_fails(*args, **kwargs):
+        calls.append(kwargs.get("dynamo", True))
+        if kwargs.get("dynamo", True):
+            raise RuntimeError("dynamo cannot trace this module")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(brevitas.export, "export_qonnx", dynamo_fails)
+    module = brevitas_models["jet"]
+    loaded = nn2aie.from_pytorch(module, torch.randn(1, JET[0]), name="jet_ts")
+    assert calls == [True, False]
+    assert "TorchScript exporter" in loaded.graph.source["frontend"]
+    compiled = compile_loaded(loaded)
+    x = _inputs(500, JET[0], seed=6, scale=2.0, wild=50)
+    with torch.no_grad():
+        assert np.array_equal(compiled.emulate(x), module(torch.from_numpy(x)).numpy())
+
+    def both_fail(*args, **kwargs):
+        raise RuntimeError(f"exporter {kwargs.get('dynamo', True)} fails")
+
+    monkeypatch.setattr(brevitas.export, "export_qonnx", both_fail)
+    with pytest.raises(UnsupportedOpError, match="fails with both exporters .*dynamo: RuntimeError.*TorchScript"):
+        nn2aie.from_pytorch(module, torch.randn(1, JET[0]), name="jet_none")
+
+
+def test_quant_multihead_attention_exports_through_torchscript_and_names_its_first_unsupported_op():
+    """Brevitas' dynamo exporter cannot export QuantMultiheadAttention; the TorchScript export can, and the
+    refusal then names a real node of the attention graph (attention is issue 15's work)."""
+    import brevitas.nn as qnn
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = qnn.QuantIdentity(return_quant_tensor=False)
+            self.mha = qnn.QuantMultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            x = self.q(x)
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    with pytest.raises(UnsupportedOpError, match=r"at node /mha/\S+ \(\w+\): operator \w+ is not supported"):
+        nn2aie.from_pytorch(Attention().eval(), torch.randn(4, 6, 16))
+
+
 def test_brevitas_refuses_bit_width_arguments(brevitas_models):
     with pytest.raises(IllegalConfigError, match="Brevitas"):
         nn2aie.from_pytorch(brevitas_models["jet"], torch.randn(1, 16), act_bits=16)

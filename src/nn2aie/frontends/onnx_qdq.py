@@ -112,10 +112,11 @@ class _QType:
     frac: int
     width: int
     signed: bool
+    narrow: bool = False  # QCDQ: a Clip to [-(2**(w-1) - 1), 2**(w-1) - 1]
 
     @property
     def lo(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
+        return (-(1 << (self.width - 1)) + int(self.narrow)) if self.signed else 0
 
     @property
     def hi(self) -> int:
@@ -126,7 +127,8 @@ class _QType:
         return max(-self.lo, self.hi)
 
     def fixed(self) -> FixedType:
-        return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding="RND_CONV", overflow="SAT")
+        return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding="RND_CONV", overflow="SAT",
+                         narrow=self.narrow)
 
     def describe(self) -> str:
         return f"{elem_type_name(self.onnx_type)} x {_p2(self.frac)}"
@@ -249,9 +251,11 @@ class QdqParser:
         self.model = model
         self.file = file
         self.graph = model.graph
-        self.nodes = topological_order(self.graph)
+        self.clips: dict[str, tuple[int, int]] = {}  # QuantizeLinear output -> its QCDQ Clip bounds
+        self.folded: dict[str, np.ndarray] = {}  # Clip of integer constant codes, evaluated
+        self.nodes = self.fold_qcdq_clips(topological_order(self.graph), constants(self.graph))
         self.index = {id(n): i for i, n in enumerate(self.graph.node)}
-        self.consts = constants(self.graph)
+        self.consts = constants(self.graph) | self.folded
         self.producer = producers_map(self.nodes)
         self.consumers = consumers_map(self.nodes)
         self.visited: set[int] = set()
@@ -267,6 +271,61 @@ class QdqParser:
         self.aliases: dict[str, list[str]] = {}  # logical tensor -> the ONNX names bound to it
         self.exact = True
         self.prologues: dict[str, HostPrologue] = {}  # logical input -> the host's quantizer, when not the type's
+
+    def fold_qcdq_clips(self, nodes: list[onnx.NodeProto], consts: dict) -> list[onnx.NodeProto]:
+        """Brevitas' QCDQ form writes a sub-8-bit (or narrow) quantizer as ``QuantizeLinear -> Clip(lo, hi) ->
+        DequantizeLinear`` on integer codes: that Clip is part of the quantizer. Each such Clip (integer constant
+        bounds, the QuantizeLinear's only reader, read only by DequantizeLinear) is dropped and its bounds kept for
+        ``qparams``, which narrows the type to them."""
+        users: dict[str, list[onnx.NodeProto]] = {}
+        for n in nodes:
+            for i in n.input:
+                users.setdefault(i, []).append(n)
+        made = {o: n for n in nodes for o in n.output}
+        drop: set[int] = set()
+        for clip in nodes:
+            if clip.op_type != "Clip" or len(clip.input) != 3 or not clip.input[0]:
+                continue
+            q = made.get(clip.input[0])
+            readers = users.get(clip.output[0], [])
+            bounds = [consts.get(b) for b in clip.input[1:]]
+            value = consts.get(clip.input[0])
+            if (value is not None and np.issubdtype(np.asarray(value).dtype, np.integer)
+                    and all(b is not None and np.size(b) == 1 for b in bounds)):
+                # TorchScript QCDQ weights: Clip of integer codes stored as a constant -> the clipped constant
+                self.folded[clip.output[0]] = np.clip(np.asarray(value), np.asarray(bounds[0]).reshape(-1)[0],
+                                                      np.asarray(bounds[1]).reshape(-1)[0])
+                drop.add(id(clip))
+                continue
+            if (q is None or q.op_type != "QuantizeLinear" or len(users.get(q.output[0], [])) != 1 or not readers
+                    or any(r.op_type != "DequantizeLinear" or r.input[0] != clip.output[0] for r in readers)
+                    or any(b is None or np.size(b) != 1 or not np.issubdtype(np.asarray(b).dtype, np.integer)
+                           for b in bounds)):
+                continue
+            self.clips[q.output[0]] = (int(np.asarray(bounds[0]).reshape(-1)[0]),
+                                       int(np.asarray(bounds[1]).reshape(-1)[0]))
+            for r in readers:  # a copy reads the codes directly (the model itself stays as it is, for the reference)
+                copy = onnx.NodeProto()
+                copy.CopyFrom(r)
+                copy.input[0] = q.output[0]
+                nodes[nodes.index(r)] = copy
+            drop.add(id(clip))
+        return [n for n in nodes if id(n) not in drop]
+
+    def clipped_range(self, node: onnx.NodeProto, bounds: tuple[int, int], width: int, signed: bool,
+                      zero: int) -> tuple[int, bool, bool]:
+        """(width, signed, narrow) of the code range a QCDQ Clip leaves; other ranges are refused."""
+        lo, hi = bounds
+        for w in range(1 if not signed else 2, width + 1):
+            if signed and (lo, hi) == (-(1 << (w - 1)), (1 << (w - 1)) - 1):
+                return w, True, False
+            if signed and (lo, hi) == (-(1 << (w - 1)) + 1, (1 << (w - 1)) - 1):
+                return w, True, True
+            if not signed and (lo, hi) == (0, (1 << w) - 1):
+                return w, False, False
+        raise UnsupportedQuantizationError(
+            self.where(node), f"the Clip after it keeps the codes [{lo}, {hi}], which is not the range of a "
+            f"{'signed' if signed else 'unsigned'} bit width (QCDQ)", "export quantizers with standard ranges")
 
     # -- helpers ------------------------------------------------------------------------------------------
     def where(self, node: onnx.NodeProto) -> str:
@@ -451,8 +510,14 @@ class QdqParser:
             raise UnsupportedQuantizationError(where, f"{role} type {elem_type_name(qt or 0)} is not supported",
                                                f"quantize {role}s to {names}")
         width, signed = allowed[qt]
+        narrow = False
+        if node.output and node.output[0] in self.clips:  # QCDQ: the Clip after it is part of the quantizer
+            width, signed, narrow = self.clipped_range(node, self.clips[node.output[0]], width, signed, zero)
         if frac is not None and zero == 0:
-            return _QType(qt, frac, width, signed)
+            return _QType(qt, frac, width, signed, narrow)
+        if narrow:
+            raise UnsupportedQuantizationError(where, "a narrow-range Clip with a float scale is not supported",
+                                               "use the full range of the bit width")
         axis = int(attr(node, "axis", 1)) if per_axis else None
         return _SQType(qt, width, signed, tuple(float(v) for v in flat) if per_axis else (s,), zero, where, axis)
 

@@ -148,15 +148,29 @@ def _from_brevitas(torch: Any, module: Any, example: Any, model_name: str) -> Lo
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise IllegalConfigError("python package brevitas", f"cannot import brevitas.export: {exc}",
                                  "install brevitas and onnxoptimizer") from exc
-    sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        warnings.simplefilter("ignore")
-        proto = export_qonnx(module, example[:1], None)  # export_path=None -> the ModelProto, nothing on disk
+    proto, exporter = _export_brevitas(export_qonnx, module, example[:1], model_name)
     proto.graph.name = model_name
     loaded = load_model(proto)
     loaded.graph.name = model_name
-    loaded.graph.source["frontend"] = "pytorch (brevitas -> qonnx)"
+    loaded.graph.source["frontend"] = f"pytorch (brevitas -> qonnx, {exporter} exporter)"
     return loaded
+
+
+def _export_brevitas(export_qonnx: Any, module: Any, example: Any, model_name: str) -> tuple[Any, str]:
+    """QONNX from Brevitas' default (dynamo) exporter, or from the TorchScript exporter where dynamo fails (e.g.
+    QuantMultiheadAttention); a typed error with both reasons when neither exports the module."""
+    failures = []
+    for exporter, kwargs in (("dynamo", {}), ("TorchScript", {"dynamo": False})):
+        sink = io.StringIO()
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                warnings.simplefilter("ignore")
+                return export_qonnx(module, example, None, **kwargs), exporter  # export_path=None: nothing on disk
+        except Exception as exc:  # the exporters' own errors, reported below
+            failures.append(f"{exporter}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+    raise UnsupportedOpError(f"module {model_name}", "Brevitas' QONNX export fails with both exporters ("
+                             + "; ".join(failures) + ")", "simplify the module until export_qonnx exports it, or "
+                             "export it yourself and pass the .onnx file")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -61,8 +61,10 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 QUANT_PARAM_DTYPES = (np.dtype(np.float32),)  # QONNX specifies float32 (float64 would turn qonnx's outputs float64)
 MAX_FIXED_BATCH = 1 << 20
 PASS_THROUGH_OPS = ("Identity", "Dropout")
-SUPPORTED_TEXT = ("supported: Quant (per-tensor, power-of-two scale, zero point 0) on the inputs, weights, biases, "
-                  "constants and activations; Gemm / MatMul (+ Add bias); Add / Sub / Mul / Max / Min; Relu / Clip / "
+SUPPORTED_TEXT = ("supported: Quant (power-of-two scale and zero point 0; float scales, zero points and per-channel "
+                  "weight scales on dense layers) and BipolarQuant on the inputs, weights, biases, constants and "
+                  "activations; Gemm / MatMul (+ Add bias, + BatchNormalization / Mul / Div / Add / Sub by constants "
+                  "before the quantizer); Add / Sub / Mul / Max / Min; Relu / Clip / "
                   "LeakyRelu; Concat / Split / Slice / Transpose / Reshape / Flatten / Squeeze / Unsqueeze / Identity "
                   "/ Dropout; ReduceMean / ReduceSum / ReduceMax / GlobalAveragePool / GlobalMaxPool; constant "
                   "sub-graphs (docs/frontends.md, QONNX)")
