@@ -269,6 +269,66 @@ def test_heterogeneous_activation_quantizers_are_refused(tmp_path):
 
 
 
+def hgq2_residual(seed: int = 1):
+    """An HGQ2 residual block with per-tensor quantizers: fc1's ReLU output feeds fc2 and the QAdd, so HGQ2 puts
+    one quantizer on each reader and hls4ml keeps them as FixedPointQuantizer layers (one (k, b, i) for every
+    element), trained a few steps."""
+    pytest.importorskip("hgq")
+    from hgq.config import LayerConfigScope, QuantizerConfigScope
+    from hgq.layers import QAdd, QDense
+
+    keras.utils.set_random_seed(seed)
+    with QuantizerConfigScope(place="all", default_q_type="kif", overflow_mode="SAT_SYM"), \
+            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode="WRAP",
+                                 heterogeneous_axis=(), homogeneous_axis=None), \
+            LayerConfigScope(enable_ebops=False):
+        inp = keras.Input((16,), name="inp")
+        h = QDense(32, activation="relu", name="fc1")(inp)
+        b = QDense(32, activation="relu", name="fc2")(h)
+        out = QDense(5, name="fc3")(QAdd(name="add")([h, b]))
+        model = keras.Model(inp, out)
+    rng = np.random.default_rng(seed)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    model.fit(rng.normal(0, 1.5, (192, 16)).astype(np.float32), rng.normal(size=(192, 5)).astype(np.float32),
+              batch_size=64, epochs=1, verbose=0)
+    return model
+
+
+@needs_gxx
+def test_hgq2_residual_with_per_tensor_quantizer_layers_is_bit_exact(tmp_path):
+    """The per-tensor FixedPointQuantizer layers of a fan-out are per-tensor casts (eltwise identities, wrap
+    included): predict == HGQ2's Keras == hls4ml's Vitis C-simulation, and the kernels co-simulate natively."""
+    from nn2aie.api import compile_loaded
+    from nn2aie.frontends.loader import LoadedModel
+
+    model = hgq2_residual()
+    x = hgq2_inputs(model, N_SAMPLES, seed=13)
+    vitis = convert_hgq2(model, "Vitis", str(tmp_path / "vitis"))
+    ours = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
+    assert [layer.class_name for layer in ours.get_layers()].count("FixedPointQuantizer") == 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for f in [pool.submit(m.compile) for m in (vitis, ours)]:
+            f.result()
+    want = np.asarray(model.predict(x, verbose=0))
+    got = ours.predict(x).reshape(want.shape)
+    assert np.array_equal(got, want)
+    assert np.array_equal(vitis.predict(x).reshape(want.shape), want)
+    assert len(np.unique(got)) > 20
+    graph = graph_from_hls4ml(ours)
+    assert {op.name for op in graph.consumers("fc1_relu")} == {"fc2_iq_q", "quantizer_q"}  # the fan-out
+    compiled = compile_loaded(LoadedModel(graph, "hls4ml", None, None))
+    report = compiled.native_cosim(x[:16])
+    assert report.kernels and all(k.match for k in report.kernels)
+
+
+def test_per_element_quantizer_refusal_names_the_varying_parameters(tmp_path):
+    model = hgq2_mlp(HGQ2_CASES["hgq2_jet_tagger"], seed=5, train_steps=3, per_tensor_activations=False)
+    hm = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
+    with pytest.raises(UnsupportedOpError, match=r"per-element quantizer \(bits in \[9, 10\], integer bits in "
+                       r"\[3, 4\] over the 16 elements"):
+        hm.compile()
+
+
 def _input_quantizer_model(quantizer_t: str, tmp_path, input_t: str | None = None):
     """Input ``x`` -> Activation('linear') quantizing into ``quantizer_t`` -> wide Dense, through the nn2aie
     backend; a PrecisionWarning is raised as an error."""

@@ -59,7 +59,7 @@ SUPPORTED = ("Input, Dense (with bias or not), Activation relu / linear / LeakyR
 _INPUT_CLASSES = ("Input", "InputLayer")
 _ACT_CLASSES = ("Activation", "ParametrizedActivation", "LeakyReLU", "ThresholdedReLU", "ReLU")
 _SUPPORTED_CLASSES = ("Dense", "Merge", "Concatenate", "Reshape", "Flatten", "Transpose", "GlobalPooling1D",
-                      "GlobalPooling2D") + _ACT_CLASSES
+                      "GlobalPooling2D", "FixedPointQuantizer") + _ACT_CLASSES
 # hls4ml merge op -> eltwise op (Average: see _Converter._merge)
 _MERGE_OPS = {"add": "add", "subtract": "sub", "multiply": "mul", "maximum": "max", "minimum": "min"}
 _NEAREST = {
@@ -359,6 +359,8 @@ class _Converter:
             self._transpose(layer, out)
         elif cls in ("GlobalPooling1D", "GlobalPooling2D"):
             self._global_pooling(layer, out)
+        elif cls == "FixedPointQuantizer":
+            self._fixed_point_quantizer(layer, out)
         else:  # pragma: no cover - the pre-pass refused it
             raise _refuse(layer, f"layer class {cls} is not supported")
 
@@ -402,6 +404,32 @@ class _Converter:
             attrs["alpha_shift"] = _leaky_shift(layer)
         self.env[out] = self.new_tensor(layer.name, self.tensors[src].shape, out_t, layer.name)
         self.emit(layer.name, "eltwise", [src], layer.name, attrs)
+
+    def _fixed_point_quantizer(self, layer, out: str) -> None:
+        """HGQ2's quantizer kept as a layer (hls4ml writes ``out[i] = res_T(ap_fixed<b_i, i_i, RND, SAT>(in[i]))``
+        per element): with one (k, b, i) for every element it is a per-tensor cast, i.e. an eltwise identity into
+        ``ap_fixed<b, i>`` (and into the layer's result type when that does not hold it). hls4ml keeps such a
+        per-tensor quantizer as a layer where the quantized tensor fans out (one quantizer per reader), so this
+        is what a residual HGQ2 model needs; per-element (k, b, i) are refused as such."""
+        k, b, i = (np.asarray(v) for v in layer.get_attr("mask_kbi"))
+        shape = tuple(int(d) for d in layer.get_input_variable().shape)
+        where = f"hls4ml layer {layer.name} result"
+        if any(v.size != 1 and not np.all(v == v.reshape(-1)[0]) for v in (k, b, i)):
+            kinds = ", ".join(f"{name} in {sorted({int(x) for x in v.reshape(-1)})}" for name, v in
+                              (("keep_negative", k), ("bits", b), ("integer bits", i)) if np.unique(v).size > 1)
+            raise _refuse(layer, f"a per-element quantizer ({kinds} over the {int(np.prod(shape))} elements of "
+                          f"its input): nn2aie needs one type per activation tensor")
+        k0, b0, i0 = (int(v.reshape(-1)[0]) for v in (k, b, i))
+        if b0 <= 0:
+            raise _refuse(layer, "quantizes every element to 0 bits (a constant zero tensor)")
+        rounding, overflow = str(layer.get_attr("RND")), str(layer.get_attr("SAT"))
+        mid = FixedType(width=b0, frac=b0 - i0, signed=bool(k0), rounding=rounding, overflow=overflow)
+        out_t = fixed_type(layer.get_output_variable().type.precision, where)
+        src = self.inp(layer)
+        y = self.cast(src, mid, f"{layer.name}_q", layer.name)
+        if not _holds(out_t, *_type_range(mid), mid.frac):
+            y = self.cast(y, out_t, layer.name, layer.name)
+        self.env[out] = y
 
     def _fold(self, p: _Pending, layer, act: str, out_t: FixedType) -> str:
         """Dense -> ReLU / linear activation as one dense op, when one requantisation expresses both casts."""

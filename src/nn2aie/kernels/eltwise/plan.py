@@ -11,7 +11,7 @@ Every op is one of two shapes on the tile:
   ``rq(max(x, y)) = max(rq(x), rq(y))`` and ``rq(clip(x, lo, hi)) = clip(rq(x), rq(lo), rq(hi))``. LeakyReLU
   with slope ``2^-s`` is ``max(rq_fa(a), rq_(fa+s)(a))``: for ``a >= 0`` the first is the larger, for ``a < 0`` the
   second, and they are the two branches of the logical model. A wrapping output type is not monotone: refused
-  where wrap-around could happen.
+  where wrap-around could happen, except for identity (one operand, no bound: its epilogue wraps as a dense's).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
         elif second == "a":
             epi2 = plan_epilogue(yt, fa + int(op.attrs["alpha_shift"]) + ub, acc, False, amax << ub, device, where)
         for e in (epi, epi2):
-            if e is not None and (e.wrap_bits or e.saturation == "none"):
+            # one requantised operand and no bound after it (identity) is the epilogue itself, wrap included
+            if kind != "identity" and e is not None and (e.wrap_bits or e.saturation == "none"):
                 raise UnsupportedQuantizationError(
                     where, f"eltwise {kind} into a wrapping output type: wrap-around could happen, and the tile "
                     "computes this op by requantising each operand first (exact only for saturating types)",
