@@ -153,8 +153,8 @@ def test_keras3_mlp_predict_equals_hls4ml_vitis_csim(case, tmp_path):
 # -- HGQ2 --------------------------------------------------------------------------------------------------------
 def hgq2_mlp(sizes=(16, 64, 32, 32, 5), seed: int = 3, train_steps: int = 0, per_tensor_activations: bool = True):
     """An HGQ2 MLP: per-weight (heterogeneous) weight quantizers, one trainable quantizer per activation tensor
-    (per-element activation bit widths become hls4ml FixedPointQuantizer layers, refused: see
-    test_heterogeneous_activation_quantizers_are_refused), WRAP on the datalanes as HGQ2's defaults; optionally
+    (``per_tensor_activations``) or HGQ2's default per-element ones (hls4ml FixedPointQuantizer layers: see
+    test_hgq2_default_per_element_quantizers_are_bit_exact), WRAP on the datalanes as HGQ2's defaults; optionally
     trained a few steps on seeded synthetic data so the bit widths move."""
     pytest.importorskip("hgq")
     from hgq.config import LayerConfigScope, QuantizerConfigScope
@@ -257,18 +257,6 @@ def test_non_composable_requantisations_are_refused(tmp_path):
         hm.predict(np.zeros((4, 16)))
 
 
-def test_heterogeneous_activation_quantizers_are_refused(tmp_path):
-    """HGQ2's default datalane quantizers are per element; once trained, hls4ml keeps them as FixedPointQuantizer
-    layers with one type per element. Refused with the layer named and the per-tensor configuration to use."""
-    model = hgq2_mlp(HGQ2_CASES["hgq2_jet_tagger"], seed=5, train_steps=3, per_tensor_activations=False)
-    hm = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
-    with pytest.raises(UnsupportedOpError, match=r"hls4ml layer fc\d_iq \(FixedPointQuantizer\).*per-element.*"
-                       r"heterogeneous_axis=\(\)") as err:
-        hm.compile()
-    print(f"refusal: {err.value}")
-
-
-
 def hgq2_residual(seed: int = 1):
     """An HGQ2 residual block with per-tensor quantizers: fc1's ReLU output feeds fc2 and the QAdd, so HGQ2 puts
     one quantizer on each reader and hls4ml keeps them as FixedPointQuantizer layers (one (k, b, i) for every
@@ -321,12 +309,34 @@ def test_hgq2_residual_with_per_tensor_quantizer_layers_is_bit_exact(tmp_path):
     assert report.kernels and all(k.match for k in report.kernels)
 
 
-def test_per_element_quantizer_refusal_names_the_varying_parameters(tmp_path):
-    model = hgq2_mlp(HGQ2_CASES["hgq2_jet_tagger"], seed=5, train_steps=3, per_tensor_activations=False)
-    hm = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
-    with pytest.raises(UnsupportedOpError, match=r"per-element quantizer \(bits in \[9, 10\], integer bits in "
-                       r"\[3, 4\] over the 16 elements"):
-        hm.compile()
+@needs_gxx
+@pytest.mark.parametrize("name", sorted(HGQ2_CASES))
+def test_hgq2_default_per_element_quantizers_are_bit_exact(name, tmp_path):
+    """HGQ2's default datalane quantizers are per element; trained a few steps, hls4ml keeps them as
+    FixedPointQuantizer layers with one (k, b, i) per element. Each becomes an eltwise quantize (every element
+    cast into its own type): predict == HGQ2's Keras == hls4ml's Vitis C-simulation, and the kernels co-simulate
+    natively."""
+    from nn2aie.api import compile_loaded
+    from nn2aie.frontends.loader import LoadedModel
+
+    model = hgq2_mlp(HGQ2_CASES[name], seed=5, train_steps=3, per_tensor_activations=False)
+    x = hgq2_inputs(model, N_SAMPLES, seed=14)
+    vitis = convert_hgq2(model, "Vitis", str(tmp_path / "vitis"))
+    ours = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for f in [pool.submit(m.compile) for m in (vitis, ours)]:
+            f.result()
+    want = np.asarray(model.predict(x, verbose=0))
+    got = ours.predict(x).reshape(want.shape)
+    assert np.array_equal(got, want)
+    assert np.array_equal(vitis.predict(x).reshape(want.shape), want)
+    assert len(np.unique(got)) > 20
+    graph = graph_from_hls4ml(ours)
+    quantizers = [op for op in graph.ops if op.attrs.get("op") == "quantize"]
+    assert quantizers and any(len(set(op.attrs["elements"]["width"])) > 1 for op in quantizers)  # per element
+    compiled = compile_loaded(LoadedModel(graph, "hls4ml", None, None))
+    report = compiled.native_cosim(x[:16])
+    assert report.kernels and all(k.match for k in report.kernels)
 
 
 def _input_quantizer_model(quantizer_t: str, tmp_path, input_t: str | None = None):

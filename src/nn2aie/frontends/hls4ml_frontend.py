@@ -76,9 +76,9 @@ _NEAREST = {
     "ApplyAlpha": "hls4ml makes this scale-and-shift layer of a BatchNormalization, a non-power-of-two scale or a "
                   "constant Add/Mul it could not fold: fold batch normalisation into the preceding layer, quantize "
                   "per tensor with power-of-two scales (e.g. Brevitas Int8WeightPerTensorFixedPoint)",
-    "FixedPointQuantizer": "this is an HGQ2 per-element (heterogeneous) activation quantizer, and nn2aie needs one "
-                           "type per activation tensor: build the model under QuantizerConfigScope(place='datalane', "
-                           "heterogeneous_axis=(), homogeneous_axis=None) (weights may stay per-element)",
+    "FixedPointQuantizer": "an HGQ2 quantizer kept as a layer: give its elements at least one bit and types within "
+                           "16 bits on one grid (or build it per tensor: QuantizerConfigScope(place='datalane', "
+                           "heterogeneous_axis=(), homogeneous_axis=None))",
 }
 
 
@@ -369,7 +369,7 @@ class _Converter:
         if len(self.tensors[src].shape) != 1:
             raise _refuse(layer, f"input of shape {list(self.tensors[src].shape)}: only Dense layers on a flat "
                           "[features] input are supported")
-        p = _dense(layer, src, self.tensors)
+        p = _dense(layer, src, self.tensors, self.element_ranges(src))
         users = self.consumers.get(out, [])
         if len(users) == 1 and out not in self.model_outputs and _activation_kind(users[0]) in ("relu", "linear"):
             self.pending[out] = p  # folded into one dense op by the activation (see _activation)
@@ -414,20 +414,68 @@ class _Converter:
         k, b, i = (np.asarray(v) for v in layer.get_attr("mask_kbi"))
         shape = tuple(int(d) for d in layer.get_input_variable().shape)
         where = f"hls4ml layer {layer.name} result"
+        rounding, overflow = str(layer.get_attr("RND")), str(layer.get_attr("SAT"))
         if any(v.size != 1 and not np.all(v == v.reshape(-1)[0]) for v in (k, b, i)):
-            kinds = ", ".join(f"{name} in {sorted({int(x) for x in v.reshape(-1)})}" for name, v in
-                              (("keep_negative", k), ("bits", b), ("integer bits", i)) if np.unique(v).size > 1)
-            raise _refuse(layer, f"a per-element quantizer ({kinds} over the {int(np.prod(shape))} elements of "
-                          f"its input): nn2aie needs one type per activation tensor")
+            self._per_element_quantizer(layer, out, shape, k, b, i, rounding, overflow)
+            return
         k0, b0, i0 = (int(v.reshape(-1)[0]) for v in (k, b, i))
         if b0 <= 0:
             raise _refuse(layer, "quantizes every element to 0 bits (a constant zero tensor)")
-        rounding, overflow = str(layer.get_attr("RND")), str(layer.get_attr("SAT"))
         mid = FixedType(width=b0, frac=b0 - i0, signed=bool(k0), rounding=rounding, overflow=overflow)
         out_t = fixed_type(layer.get_output_variable().type.precision, where)
         src = self.inp(layer)
         y = self.cast(src, mid, f"{layer.name}_q", layer.name)
         if not _holds(out_t, *_type_range(mid), mid.frac):
+            y = self.cast(y, out_t, layer.name, layer.name)
+        self.env[out] = y
+
+    def element_ranges(self, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-element code ranges of a tensor a per-element quantizer wrote (at the tensor's fraction), else None."""
+        op = next((o for o in self.ops if tensor in o.outputs), None)
+        if op is None or op.kind != "eltwise" or op.attrs.get("op") != "quantize":
+            return None
+        frac = self.tensors[tensor].type.frac
+        el = op.attrs["elements"]
+        lo, hi = [], []
+        for w, f, sg in zip(el["width"], el["frac"], el["signed"], strict=True):
+            if not w:
+                lo.append(0)
+                hi.append(0)
+                continue
+            t = FixedType(int(w), int(f), bool(sg), el["rounding"], el["overflow"])
+            lo.append(t.min_code << (frac - t.frac))
+            hi.append(t.max_code << (frac - t.frac))
+        return np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+
+    def _per_element_quantizer(self, layer, out: str, shape, k, b, i, rounding: str, overflow: str) -> None:
+        """HGQ2's heterogeneous quantizer: ``out[e] = res_T(ap_fixed<b_e, i_e, RND, SAT>(in[e]))`` per element e
+        of the event (row-major): an eltwise ``quantize`` with the element types, into the narrowest type that
+        holds them all exactly (then a cast into res_T where that does not hold it)."""
+        n = int(np.prod(shape))
+        ks, bs, is_ = (np.broadcast_to(np.asarray(v).reshape(-1) if np.asarray(v).size > 1 else
+                                       np.asarray(v).reshape(1), (n,)).astype(int) for v in (k, b, i))
+        types = [None if bw <= 0 else FixedType(width=int(bw), frac=int(bw - iw), signed=bool(kk), rounding=rounding,
+                                                overflow=overflow) for kk, bw, iw in zip(ks, bs, is_, strict=True)]
+        live = [t for t in types if t is not None]
+        if not live:
+            raise _refuse(layer, "quantizes every element to 0 bits (a constant zero tensor)")
+        frac = max(t.frac for t in live)
+        lo = min(t.min_code << (frac - t.frac) for t in live)
+        hi = max(t.max_code << (frac - t.frac) for t in live)
+        held = _exact_type(min(lo, 0), hi, frac)
+        if held.width > 16:
+            raise _refuse(layer, f"its elements' types span {held.width} bits on one grid (2^-{frac}); a tile "
+                          "takes at most 16")
+        src = self.inp(layer)
+        elements = {"width": [0 if t is None else t.width for t in types],
+                    "frac": [frac if t is None else t.frac for t in types],
+                    "signed": [bool(t is not None and t.signed) for t in types],
+                    "rounding": rounding, "overflow": overflow}
+        name = f"{layer.name}_q"
+        y = self.new_tensor(name, self.tensors[src].shape, held, layer.name)
+        self.emit(name, "eltwise", [src], y, {"op": "quantize", "elements": elements})
+        out_t = fixed_type(layer.get_output_variable().type.precision, f"hls4ml layer {layer.name} result")
+        if not _holds(out_t, *_type_range(held), held.frac):
             y = self.cast(y, out_t, layer.name, layer.name)
         self.env[out] = y
 
@@ -610,7 +658,8 @@ def _exact_type(lo: int, hi: int, frac: int) -> FixedType:
     return FixedType(width, frac, True, "TRN", "SAT")
 
 
-def _dense(layer, x: str, tensors: dict[str, Tensor]) -> _Pending:
+def _dense(layer, x: str, tensors: dict[str, Tensor], x_range: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> _Pending:
     where = f"hls4ml layer {layer.name} (Dense)"
     x_t = tensors[x].type
     assert isinstance(x_t, FixedType)
@@ -627,6 +676,8 @@ def _dense(layer, x: str, tensors: dict[str, Tensor]) -> _Pending:
     tensors[f"{layer.name}_weight"] = Tensor(f"{layer.name}_weight", (k, n), w_t, w, origin=f"{layer.name}.weight")
     acc_frac = x_t.frac + w_t.frac
     xlo, xhi = _type_range(x_t)
+    if x_range is not None:  # per-element types of a heterogeneous quantizer: each input's own range
+        xlo, xhi = x_range[0][:, None], x_range[1][:, None]
     # bound of every partial sum per output (bias first, as hls4ml accumulates): positive and negative parts
     p_hi, p_lo = np.maximum(w * xhi, w * xlo), np.minimum(w * xhi, w * xlo)
     pos = np.maximum(p_hi, 0).sum(axis=0)

@@ -19,7 +19,7 @@ from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes, numpy_dtype
 from nn2aie.kernels import plain
 from nn2aie.kernels.eltwise import logical
 from nn2aie.kernels.eltwise.plan import COLUMN_ALIGN, LANES, EltwiseExec, plan
-from nn2aie.kernels.eltwise.tile import constant_window, run_tile
+from nn2aie.kernels.eltwise.tile import constant_window, quantize_window, run_quantize, run_tile
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 
 _ENV = jinja2.Environment(
@@ -80,7 +80,7 @@ class EltwiseFamily(OpFamily):
     def _buffers(self, e: EltwiseExec, slice_width: int) -> int:
         window = e.rows * slice_width
         ins = dtype_bytes(e.a_dtype) + (dtype_bytes(e.b_dtype) if e.b_dtype else 0)
-        param = dtype_bytes(e.c_dtype) if e.const == "table" else 0
+        param = dtype_bytes(e.c_dtype) * e.planes if e.const == "table" else 0
         return window * (2 * ins + 2 * dtype_bytes(e.out_dtype) + param)
 
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
@@ -122,7 +122,9 @@ class EltwiseFamily(OpFamily):
         for chain in range(x.cas_num):
             start = chain * x.slice
             param = np.zeros(0, dtype=np.int8)
-            if x.const == "table":
+            if x.kind == "quantize":
+                param = quantize_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
+            elif x.const == "table":
                 param = constant_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
             k = Kernel(name=f"{layer_id}_c{chain}", layer=op.name, chain=chain, position=0, role="single",
                        col=-1, row=-1, k_start=0, n_start=start, weights=param, bias=None, family=self.name)
@@ -146,7 +148,7 @@ class EltwiseFamily(OpFamily):
         x = _e(e)
         buffers = plain.port_buffers(self.ports(x, kernel), skip)
         if x.const == "table":
-            buffers.insert(0, ("param", x.rows * x.slice * dtype_bytes(x.c_dtype)))
+            buffers.insert(0, ("param", x.planes * x.rows * x.slice * dtype_bytes(x.c_dtype)))
         return plain.memory_map(buffers, device, f"kernel {kernel.name} of op {x.op}")
 
     # -- emulation ----------------------------------------------------------------------------------------------
@@ -159,8 +161,9 @@ class EltwiseFamily(OpFamily):
             if x.b_dtype:
                 b = io.read(k, "in1")
             elif x.const == "table":
-                b = np.tile(k.weights.astype(np.int64).reshape(x.rows, x.slice), (io.iterations, 1))
-            y = run_tile(x, a, b)
+                b = np.tile(k.weights.astype(np.int64).reshape(x.planes, x.rows, x.slice), (1, io.iterations, 1))
+                b = b[0] if x.planes == 1 else b
+            y = run_quantize(x, a, b) if x.kind == "quantize" else run_tile(x, a, b)
             if io.trace is not None:
                 ins = [(ports[0], a)] + ([(ports[1], b)] if x.b_dtype else [])
                 plain.record(io.trace, k, ins, y, io.iterations)
@@ -169,6 +172,8 @@ class EltwiseFamily(OpFamily):
     # -- cost and resources -------------------------------------------------------------------------------------
     def _vector_ops(self, x: EltwiseExec) -> int:
         """Vector instructions per 16-lane step: UPS per operand, ADD/MUL, SRS per result, MAX/MIN."""
+        if x.arith == "quantize":
+            return 10  # UPS + SRS (to 16 bits), MUL, SRS, MAX + MIN (or SUB + AND + ADD), MUL, SRS
         if x.arith in ("add", "sub"):
             return 4  # UPS, UPS, ADD, SRS
         if x.arith == "mul":
@@ -211,7 +216,7 @@ class EltwiseFamily(OpFamily):
             "arith": x.arith, "combine": x.combine, "second": x.second, "ua": x.ua, "ub": x.ub,
             "e1": {"args": plain.epilogue_args(x.epi(), x.out_dtype)},
             "e2": {"args": plain.epilogue_args(x.epi(True), x.out_dtype) if x.epilogue2 else ""},
-            "lo": x.lo, "hi": x.hi,
+            "lo": x.lo, "hi": x.hi, "planes": x.planes, "wrap": x.wrap,
         }
 
     def render(self, e: OpExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> dict[str, str]:

@@ -13,9 +13,21 @@ from nn2aie.ir.types import FixedType
 from nn2aie.kernels.family import Fail
 
 BINARY = ("add", "sub", "mul", "max", "min")
-UNARY = ("relu", "clip", "leaky_relu", "identity")
+UNARY = ("relu", "clip", "leaky_relu", "identity", "quantize")
 OPS = BINARY + UNARY
 EXACT_LIMIT = 1 << 62  # every exact intermediate stays below this (int64 arithmetic)
+
+
+def element_types(op: Op, n: int) -> list[FixedType | None]:
+    """The per-element types of a ``quantize`` op (attribute ``elements``: widths, fracs, signedness per element
+    of the event, row-major, one rounding and overflow for all): None for a 0-bit element (always 0)."""
+    el = op.attrs["elements"]
+    out: list[FixedType | None] = []
+    for w, f, sg in zip(el["width"], el["frac"], el["signed"], strict=True):
+        out.append(None if int(w) == 0 else FixedType(int(w), int(f), bool(sg), el["rounding"], el["overflow"]))
+    if len(out) != n:
+        raise ValueError(f"{len(out)} element types for {n} elements")
+    return out
 
 
 def _max_abs(t: Tensor) -> int:
@@ -47,6 +59,8 @@ def result_frac(graph: Graph, op: Op) -> int:
         return max(fracs)
     if kind == "leaky_relu":
         return fa + int(op.attrs["alpha_shift"])
+    if kind == "quantize":
+        return graph.tensor(op.outputs[0]).type.frac
     return fa  # relu, identity
 
 
@@ -69,6 +83,9 @@ def result_bound(graph: Graph, op: Op) -> int:
         return out
     if kind == "leaky_relu":
         return am << int(op.attrs["alpha_shift"])
+    if kind == "quantize":
+        y = graph.tensor(op.outputs[0]).type
+        return max(abs(y.min_code), abs(y.max_code), am << max(0, f - a.type.frac))
     return am
 
 
@@ -112,6 +129,23 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
                 fail(where, f"clip bound {key}={value!r} must be null or [code, frac] (two integers)")
     elif "lo" in op.attrs or "hi" in op.attrs:
         fail(where, "only clip takes the bounds lo / hi")
+    if kind == "quantize":
+        el = op.attrs.get("elements")
+        n = int(np.prod(a.shape))
+        if not isinstance(el, dict) or any(len(el.get(key, ())) != n for key in ("width", "frac", "signed")):
+            fail(where, f"quantize needs 'elements' with width, frac and signed for each of the {n} elements")
+        try:
+            types = element_types(op, n)
+        except (ValueError, TypeError) as exc:
+            fail(where, f"bad element types ({exc})")
+        yt = y.type
+        for idx, t in enumerate(types):
+            if t is not None and (t.frac > yt.frac or (t.min_code << (yt.frac - t.frac)) < yt.min_code
+                                  or (t.max_code << (yt.frac - t.frac)) > yt.max_code):
+                fail(where, f"element {idx}'s type {t.describe()} is not held exactly by the output type "
+                     f"{yt.describe()}")
+    elif "elements" in op.attrs:
+        fail(where, "only quantize takes per-element types")
     if kind == "leaky_relu":
         s = op.attrs.get("alpha_shift")
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
@@ -152,6 +186,15 @@ def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]
             acc = np.minimum(acc, np.int64(hi[0]) << np.int64(f - hi[1]))
     elif kind == "leaky_relu":
         acc = np.where(a >= 0, a << np.int64(int(op.attrs["alpha_shift"])), a)
+    elif kind == "quantize":  # per element: the element's own requantisation, then exactly into the output grid
+        x = np.asarray(inputs[0], dtype=np.int64)
+        flat = x.reshape(x.shape[0], -1)
+        out = np.zeros_like(flat)
+        where = f"op {op.name}"
+        for idx, t in enumerate(element_types(op, flat.shape[1])):
+            if t is not None:
+                out[:, idx] = requantize(flat[:, idx], a_t.type.frac, t, where) << np.int64(y_t.type.frac - t.frac)
+        return [out.reshape(x.shape)]
     else:  # identity
         acc = a
     where = f"op {op.name} output tensor {y_t.origin or y_t.name}"

@@ -29,6 +29,7 @@ from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.types import FixedType
 from nn2aie.kernels.eltwise import logical
 from nn2aie.kernels.epilogue import ACC_BITS, Epilogue, plan_epilogue
+from nn2aie.numerics import aie_rounding
 
 LANES = 16  # elements per vector step (int8: 128-bit, int16: 256-bit vectors; acc32 / acc64 accumulators)
 COLUMN_ALIGN = 4  # slice widths: rows (a multiple of 4) x width must be whole vectors
@@ -63,6 +64,8 @@ class EltwiseExec(OpExec):
     override: bool = False
     notes: list[str] = field(default_factory=list)
     const_rows: int = 1  # rows per event of a "table" constant (1: per channel)
+    planes: int = 1  # quantize: parameter planes M, LO / BASE, HI / MASK, P (see plan_quantize)
+    wrap: bool = False  # quantize: the elements wrap (else saturate)
 
     family: ClassVar[str] = "eltwise"
 
@@ -84,8 +87,66 @@ def _acc_for(bound: int) -> str:
     return "acc32" if bound < 1 << (ACC_BITS["acc32"] - 1) else "acc64"
 
 
+QUANTIZE_MAX_SPREAD = 15  # 2**(S - s_k) multiplies a 16-bit operand into a 32-bit accumulator lane
+
+
+def plan_quantize(graph: Graph, op: Op, batch: int, where: str) -> EltwiseExec:
+    """Per-element requantisation (HGQ2's heterogeneous quantizers) as vector steps with one parameter per lane:
+
+        v = srs(a * M_k, S)               the element's rounding at its own fraction f_k (M_k = 2**(S - (fa - f_k)),
+                                          one SRS shift S = max(0, max_k (fa - f_k)) for all lanes)
+        v = min(max(v, LO_k), HI_k)       saturation to the element's range, or, wrapping:
+        v = ((v - BASE_k) & MASK_k) + BASE_k   (BASE_k its smallest code, MASK_k = 2**w_k - 1)
+        y = v * P_k                       exactly onto the output grid (P_k = 2**(F - f_k))
+
+    A 0-bit element has M_k = 0 and gives 0. Equal to the logical model (each element's ``requantize``, then
+    the exact shift) because multiplying by a power of two is exact and the SRS rounds the same real value."""
+    a_t, y_t = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
+    n = int(np.prod(a_t.shape))
+    types = logical.element_types(op, n)
+    fa = a_t.type.frac
+    shifts = [fa - t.frac for t in types if t is not None] or [0]
+    top = max(0, max(shifts))
+    if top - min(shifts) > QUANTIZE_MAX_SPREAD:
+        raise UnsupportedQuantizationError(where, f"the elements' fractional bits span {top - min(shifts)} bits "
+                                           f"around the input's ({fa}); a tile lane handles at most "
+                                           f"{QUANTIZE_MAX_SPREAD}", "keep the per-element fractional bits closer")
+    el = op.attrs["elements"]
+    if y_t.type.container not in ("int8", "uint8", "int16", "uint16"):
+        raise UnsupportedQuantizationError(where, f"{y_t.type.width}-bit output codes", "quantize to at most 16 bits")
+    mode = aie_rounding(el["rounding"], where)
+    epi = Epilogue(top, mode, "none", -(1 << 31), (1 << 31) - 1)
+    return EltwiseExec(
+        op=op.name, kind="quantize", rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        a_dtype=a_t.type.container, b_dtype="", const="table", c_dtype="int32", scalar=0,
+        out_dtype=y_t.type.container, acc="acc32", arith="quantize", combine="none", second="", ua=0, ub=top,
+        epilogue=asdict(epi), epilogue2={}, const_rows=rows_per_event(tuple(a_t.shape)), planes=4,
+        wrap=el["overflow"] == "WRAP")
+
+
+def quantize_planes(graph: Graph, op: Op, e: EltwiseExec) -> np.ndarray:
+    """[4, n] per-element parameters M, LO / BASE, HI / MASK, P of a quantize op (see plan_quantize)."""
+    a_t, y_t = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
+    types = logical.element_types(op, int(np.prod(a_t.shape)))
+    out = np.zeros((4, len(types)), dtype=np.int64)
+    for k, t in enumerate(types):
+        if t is None:
+            out[3, k] = 1
+            continue
+        out[0, k] = 1 << (e.ub - (a_t.type.frac - t.frac))
+        if e.wrap:
+            out[1, k], out[2, k] = t.min_code, (1 << t.width) - 1
+        else:
+            out[1, k], out[2, k] = t.min_code, t.max_code
+        out[3, k] = 1 << (y_t.type.frac - t.frac)
+    return out
+
+
 def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
     kind = op.attrs["op"]
+    if kind == "quantize":
+        y_t = graph.tensor(op.outputs[0])
+        return plan_quantize(graph, op, batch, f"op {op.name} output tensor {y_t.origin or y_t.name}")
     a_t = graph.tensor(op.inputs[0])
     y_t = graph.tensor(op.outputs[0])
     assert isinstance(a_t.type, FixedType) and isinstance(y_t.type, FixedType)

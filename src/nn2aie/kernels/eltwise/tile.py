@@ -11,6 +11,7 @@ from nn2aie.ir.logical import Graph, Op
 from nn2aie.kernels.eltwise.plan import EltwiseExec
 from nn2aie.kernels.epilogue import apply_epilogue
 from nn2aie.kernels.plain import BITS, is_signed
+from nn2aie.numerics import shift_round
 
 
 def constant_window(graph: Graph, op: Op, e: EltwiseExec, start: int) -> np.ndarray:
@@ -22,6 +23,25 @@ def constant_window(graph: Graph, op: Op, e: EltwiseExec, start: int) -> np.ndar
     cols = min(e.slice, e.width - start)
     table[:, :cols] = per_event[:, start:start + cols]
     return np.tile(table, (e.rows // e.const_rows, 1))
+
+
+def quantize_window(graph: Graph, op: Op, e: EltwiseExec, start: int) -> np.ndarray:
+    """A quantize op's parameter planes as the tile's array: [4, rows, slice] (columns past the tensor: 0)."""
+    from nn2aie.kernels.eltwise.plan import quantize_planes
+
+    planes = quantize_planes(graph, op, e).reshape(4, e.const_rows, -1)
+    table = np.zeros((4, e.const_rows, e.slice), dtype=np.int64)
+    cols = min(e.slice, e.width - start)
+    table[:, :, :cols] = planes[:, :, start:start + cols]
+    return np.tile(table, (1, e.rows // e.const_rows, 1))
+
+
+def run_quantize(e: EltwiseExec, a: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """The quantize steps of plan.plan_quantize: ``a`` [n, slice], ``planes`` [4, n, slice]; int64."""
+    m, c1, c2, p = (np.asarray(v, dtype=np.int64) for v in planes)
+    v = shift_round(np.asarray(a, dtype=np.int64) * m, e.ub, e.epi().rounding)
+    v = ((v - c1) & c2) + c1 if e.wrap else np.minimum(np.maximum(v, c1), c2)
+    return v * p
 
 
 def run_tile(e: EltwiseExec, a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
