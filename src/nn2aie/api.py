@@ -54,6 +54,15 @@ def dequantize_output(codes: np.ndarray, t: FixedType | ScaledType) -> np.ndarra
     return np.multiply(codes, np.float32(t.lsb), dtype=np.float32)
 
 
+def options_json(options: CompileOptions) -> dict:
+    """The options as written into projects and summaries (``input_types`` only when given, so that projects of
+    models that need none stay as they were)."""
+    out = asdict(options)
+    if not out.get("input_types"):
+        out.pop("input_types", None)
+    return out
+
+
 def real_bounds(t: FixedType | ScaledType) -> tuple[float, float]:
     """Real values of a type's smallest and largest code."""
     if isinstance(t, ScaledType):
@@ -188,6 +197,8 @@ class Compiled:
             return host.bipolar_codes(v)
         if prologue.quantizer == "quantize_linear":
             return t.quantize_linear_float32(v)
+        if prologue.quantizer == "user":  # the input type the user gave for a float input (input_types)
+            return cast_input(v, t, None, "inputs").astype(np.float32)
         return quantize_input(v, t, pre)
 
     def _host_dequantize(self, tensor: str, codes: np.ndarray, t) -> np.ndarray:
@@ -284,7 +295,7 @@ class Compiled:
             "generator": f"nn2aie {__version__}",
             "model": {"name": g.name, "framework": self.model.framework, "file": g.source.get("file", "")},
             "device": plan.device, "batch": plan.batch,
-            "options": {k: v for k, v in asdict(self.options).items() if k != "overrides"}
+            "options": {k: v for k, v in options_json(self.options).items() if k != "overrides"}
             | {"overrides": dict(sorted(self.options.overrides.items()))},
             "tiles_used": len(plan.kernels),
             "memory_tiles_used": len(plan.shared_buffers),
@@ -313,7 +324,8 @@ def compile_loaded(model: LoadedModel, options: CompileOptions | None = None, du
 
 def compile_path(model_path: str | pathlib.Path, options: CompileOptions | None = None,
                  dump_after: str | None = None, progress: Callable[[str], None] | None = None) -> Compiled:
-    return compile_loaded(load_model(model_path), options, dump_after, progress)
+    options = options or CompileOptions()
+    return compile_loaded(load_model(model_path, input_types=options.input_types), options, dump_after, progress)
 
 
 def default_inputs(compiled: Compiled, events: int = DEFAULT_PROJECT_EVENTS, seed: int = 0):
@@ -439,7 +451,7 @@ def _write_provenance(compiled: Compiled, out: pathlib.Path, marker_extra: dict)
     else:
         graph_json = json.dumps(compiled.model.graph.to_json(), indent=1, sort_keys=True)
         (src / "graph.json").write_text(graph_json + "\n")
-    options = asdict(compiled.options)
+    options = options_json(compiled.options)
     (src / "options.json").write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
     marker = {"generator": "nn2aie", "version": __version__, "framework": compiled.model.framework} | marker_extra
     (out / PROJECT_MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")

@@ -96,7 +96,18 @@ def _parse_override(values: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
-def _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config) -> CompileOptions:
+def _input_types(items) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise IllegalConfigError(f"--input-type {item}", "expected NAME=TYPE",
+                                     "e.g. --input-type x=ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+        out[name.strip()] = text.strip()
+    return out
+
+
+def _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, input_type=()) -> CompileOptions:
     overrides: dict[str, dict] = {}
     if config:
         try:
@@ -110,7 +121,7 @@ def _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, conf
     for name, rect in _parse_override(parallel).items():  # --parallel sets the rectangle, keeps a config's mmul
         overrides[name] = {**overrides.get(name, {}), **rect} if isinstance(overrides.get(name), dict) else rect
     return CompileOptions(device=device, batch=batch, plio_bits=plio_bits, pl_freq_mhz=pl_freq,
-                          max_weight_bytes=max_weight_bytes, overrides=overrides)
+                          max_weight_bytes=max_weight_bytes, overrides=overrides, input_types=_input_types(input_type))
 
 
 def _load_inputs(path: str | None):
@@ -154,6 +165,9 @@ compile_options = [
                  help="Weight bytes allowed per tile (default: one 16 KB bank)."),
     click.option("--parallel", multiple=True, metavar="LAYER=LxC",
                  help="Force a layer's cas_length x cas_num, e.g. --parallel dense1=4x2 (repeatable)."),
+    click.option("--input-type", multiple=True, metavar="NAME=TYPE",
+                 help="Cast a float graph input the model reads without a quantizer into an ap_fixed type on the "
+                      "host, e.g. --input-type x=ap_fixed<8,3,AP_RND_CONV,AP_SAT> (repeatable)."),
     click.option("--config", type=click.Path(dir_okay=False), default=None,
                  help="JSON file {\"layers\": {NAME: {\"cas_length\": L, \"cas_num\": C, \"mmul\": \"MxKxN\"}}} "
                       "(each key optional)."),
@@ -265,8 +279,8 @@ def _bit_exact_line(checked: dict) -> str:
 @click.option("--target-latency-us", type=float, default=None,
               help="Choose batch and parallelism for at most this modelled first-event latency.")
 @click.option("--max-tiles", type=int, default=None, help="Tile budget of the design-space exploration.")
-def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, inputs, check,
-                dump_after, force, json_out, target_events_per_s, target_latency_us, max_tiles) -> None:
+def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, input_type, config, inputs,
+                check, dump_after, force, json_out, target_events_per_s, target_latency_us, max_tiles) -> None:
     """Compile MODEL (.onnx: QDQ or QONNX) into a Vitis AIE-ML project in DIR, with summary.json.
 
     \b
@@ -277,7 +291,7 @@ def compile_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
       nn2aie -q compile jet.onnx -o build/jet --inputs x.npy --json > summary.json
     """
     def go():
-        options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+        options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, input_type)
         if target_events_per_s is not None or target_latency_us is not None or max_tiles is not None:
             options = _explore_for_targets(model, options, target_events_per_s, target_latency_us, max_tiles,
                                            json_out)
@@ -314,14 +328,14 @@ def _explore_for_targets(model, options, events_per_s, latency_us, max_tiles, qu
                         ("--max-tiles", max_tiles)):
         if value is not None and value <= 0:
             raise IllegalConfigError(f"option {name}", f"{value} is not positive", "give a positive number")
-    graph = load_model(model).graph
+    graph = load_model(model, input_types=options.input_types).graph
     points = _explore(graph, options, max_tiles, echo=not quiet_json)
     best, why = dse.choose(points, events_per_s, latency_us)
     if not quiet_json:
         _say(f"design-space exploration ({len(points)} designs): {why}")
     return CompileOptions(device=options.device, batch=best.batch, plio_bits=options.plio_bits,
                           pl_freq_mhz=options.pl_freq_mhz, max_weight_bytes=options.max_weight_bytes,
-                          overrides=best.overrides)
+                          overrides=best.overrides, input_types=dict(options.input_types))
 
 
 @main.command("explore")
@@ -330,7 +344,8 @@ def _explore_for_targets(model, options, events_per_s, latency_us, max_tiles, qu
               help="Directory for pareto.md, pareto.json and pareto.png.")
 @with_compile_options
 @click.option("--max-tiles", type=int, default=None, help="Tile budget.")
-def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, max_tiles) -> None:
+def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, input_type, config,
+                max_tiles) -> None:
     """Explore batch and per-layer parallelism of MODEL with the performance model; write the Pareto front
     (tiles vs latency vs throughput) as a table and a plot.
 
@@ -343,8 +358,8 @@ def explore_cmd(model, out, device, batch, plio_bits, pl_freq, max_weight_bytes,
         from nn2aie.frontends.loader import load_model
         from nn2aie.report.pareto import write_pareto
 
-        options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
-        points = _explore(load_model(model).graph, options, max_tiles)
+        options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, input_type)
+        points = _explore(load_model(model, input_types=options.input_types).graph, options, max_tiles)
         if not points:
             raise DoesNotFitError("design space", "no design of this model compiles within the limits",
                                   "raise --max-tiles or use a larger device")
@@ -395,8 +410,8 @@ def bench_cmd(with_aie4ml: bool, quick: bool) -> None:
               help="Also compile the generated kernel C++ with g++ (AIE-API emulation headers) and compare every "
                    "tile with the emulator, bit for bit.")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as JSON.")
-def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, check,
-                 native, json_out) -> None:
+def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, input_type, config,
+                 check, native, json_out) -> None:
     """Emulate the placed design of TARGET (a model file or a project directory), bit-exact.
 
     \b
@@ -411,14 +426,14 @@ def simulate_cmd(target, inputs, out, device, batch, plio_bits, pl_freq, max_wei
 
         path = pathlib.Path(target)
         if path.is_dir():
-            given = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+            given = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, input_type)
             if given != CompileOptions():
                 raise IllegalConfigError(f"simulate {target}", "compile options were given for a project directory, "
                                          "which keeps the options it was compiled with",
                                          "drop them, or simulate the model file with the options instead")
             compiled = load_project(path)
         else:
-            options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config)
+            options = _options(device, batch, plio_bits, pl_freq, max_weight_bytes, parallel, config, input_type)
             compiled = compile_path(path, options)
         x = _load_inputs(inputs)
         t0 = time.perf_counter()

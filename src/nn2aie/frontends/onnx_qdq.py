@@ -44,13 +44,13 @@ constants below 2**24 codes; max/min/relu/clip/leaky_relu/views are exact select
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 import onnx
 
-from nn2aie.errors import BadFileError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
 from nn2aie.frontends.onnx_common import (
     ModelLike,
     attr,
@@ -113,6 +113,7 @@ class _QType:
     width: int
     signed: bool
     narrow: bool = False  # QCDQ: a Clip to [-(2**(w-1) - 1), 2**(w-1) - 1]
+    ir: FixedType | None = field(default=None, compare=False)  # a user-given input type (its own modes)
 
     @property
     def lo(self) -> int:
@@ -127,6 +128,8 @@ class _QType:
         return max(-self.lo, self.hi)
 
     def fixed(self) -> FixedType:
+        if self.ir is not None:
+            return self.ir
         return FixedType(width=self.width, frac=self.frac, signed=self.signed, rounding="RND_CONV", overflow="SAT",
                          narrow=self.narrow)
 
@@ -176,6 +179,12 @@ class _SQType:
 
     def describe(self) -> str:
         return self.fixed().describe() if len(self.scale) == 1 else f"{elem_type_name(self.onnx_type)} per-axis"
+
+
+USER_INPUT_HINT = ("quantize it in the model (a QuantizeLinear / Quant node), or let the host cast it into a type "
+                   "you choose: nn2aie compile --input-type {name}=ap_fixed<8,3,AP_RND_CONV,AP_SAT> (API: "
+                   "load_model(path, input_types={{'{name}': ...}}); the design then equals the model on inputs "
+                   "on that grid)")
 
 
 @dataclass
@@ -271,6 +280,7 @@ class QdqParser:
         self.aliases: dict[str, list[str]] = {}  # logical tensor -> the ONNX names bound to it
         self.exact = True
         self.prologues: dict[str, HostPrologue] = {}  # logical input -> the host's quantizer, when not the type's
+        self.user_input_types: dict[str, FixedType] = {}  # float graph inputs the user gave a type (load_qdq)
 
     def fold_qcdq_clips(self, nodes: list[onnx.NodeProto], consts: dict) -> list[onnx.NodeProto]:
         """Brevitas' QCDQ form writes a sub-8-bit (or narrow) quantizer as ``QuantizeLinear -> Clip(lo, hi) ->
@@ -744,11 +754,19 @@ class QdqParser:
                                      f"check pads the inputs to it (at most {MAX_FIXED_BATCH} supported)",
                                      "export with a dynamic batch dimension")
         users = self.users(x_name)
-        if not users or any(u.op_type != "QuantizeLinear" or u.input[0] != x_name for u in users):
+        user_type = self.user_input_types.get(x_name)
+        quantized = bool(users) and all(u.op_type == "QuantizeLinear" and u.input[0] == x_name for u in users)
+        if user_type is not None:
+            if quantized:
+                raise IllegalConfigError(f"input type for {x_name}", f"the graph input {x_name} is already "
+                                         f"quantized by {self.where(users[0])}", "drop the input type")
+            return self.user_typed_input(x_name, tuple(shape[1:]), user_type)
+        if not quantized:
             got = next((u for u in users if u.op_type != "QuantizeLinear" or u.input[0] != x_name), None)
             what = self.where(got) if got is not None else "nothing"
             raise UnsupportedQuantizationError(f"graph input {x_name}", f"is consumed by {what}, not a "
-                                               "QuantizeLinear", "quantize the input first (QDQ form)")
+                                               "QuantizeLinear: the model reads the float input directly",
+                                               USER_INPUT_HINT.format(name=x_name))
         x_type = self.qparams(users[0], None, _ACT_TYPES, "activation")
         for q in users[1:]:
             other = self.qparams(q, None, _ACT_TYPES, "activation")
@@ -764,6 +782,16 @@ class QdqParser:
         for q in users:
             self.visit(q)
             self.bind(q.output[0], QVal(lname, x_type, codes=True))
+        return lname
+
+    def user_typed_input(self, name: str, shape: tuple[int, ...], t: FixedType) -> str:
+        """A float graph input read without a quantizer, cast on the host into the type the user gave."""
+        lname = unique(identifier(name, "input"), self.taken)
+        self.tensors[lname] = Tensor(lname, shape, t, origin=name)
+        self.prologues[lname] = HostPrologue((), "user", shape)
+        self.input_names.add(name)
+        q = _QType(T.INT16 if t.width > 8 else T.INT8, t.frac, t.width, t.signed, t.narrow, t)
+        self.bind(name, QVal(lname, q))
         return lname
 
     def graph_output(self, name: str, taken: dict[str, str]) -> str:
@@ -1413,10 +1441,13 @@ class QdqParser:
         self.quantized_result(node, name, "reduce", [val.tensor], out_shape, q, relu, attrs)
 
 
-def load_qdq(model: ModelLike) -> Graph:
-    """Parse an ONNX QDQ model (path or ModelProto) into a verified logical graph; typed errors otherwise."""
+def load_qdq(model: ModelLike, input_types: dict[str, FixedType] | None = None) -> Graph:
+    """Parse an ONNX QDQ model (path or ModelProto) into a verified logical graph; typed errors otherwise.
+    ``input_types``: types for float graph inputs read without a QuantizeLinear (frontends/loader.py)."""
     proto, file = load_onnx(model)
-    return QdqParser(proto, file).parse()
+    parser = QdqParser(proto, file)
+    parser.user_input_types = dict(input_types or {})
+    return parser.parse()
 
 
 def _session(proto: onnx.ModelProto, optimize: bool):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from nn2aie.errors import BadFileError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
 from nn2aie.frontends.onnx_common import (
     attr,
     check_inference,
@@ -72,7 +72,10 @@ _HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x o
 _PROLOGUE_VIEWS = ("Reshape", "Flatten")
 PROLOGUE_HINT = ("quantize the input first (a Quant / BipolarQuant node, e.g. QuantIdentity as the first module); "
                  "float Mul / Div / Add / Sub by constants and Reshape / Flatten before it run on the host")
-INPUT_HINT = ("quantize the input, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) as the first module")
+INPUT_HINT = ("quantize the input, e.g. QuantIdentity(act_quant=Int8ActPerTensorFixedPoint) as the first module, or "
+              "let the host cast it into a type you choose: nn2aie compile --input-type NAME=ap_fixed<8,3,AP_RND_CONV,"
+              "AP_SAT> (API: load_model(path, input_types={NAME: ...}); the design then equals the model on inputs "
+              "on that grid)")
 ACT_HINT = ("add an activation quantizer after it (QuantReLU / QuantIdentity with a fixed-point act_quant, e.g. "
             "Uint8ActPerTensorFixedPoint)")
 FAN_OUT_HINT = "quantize it once (one Quant node, e.g. a QuantIdentity) and let the Quant output fan out"
@@ -210,6 +213,7 @@ class QonnxParser(QonnxParams, QdqParser):
         self.fold_constants()
         self.act_types: dict[int, _AType] = {}
         self.prologues: dict[str, HostPrologue] = {}  # logical input tensor -> the host's float steps
+        self.user_input_types: dict[str, FixedType] = {}  # float graph inputs the user gave a type (load_qonnx)
         self.epilogues: dict[str, HostEpilogue] = {}  # logical output tensor -> the host's float steps
 
     # -- quantized values -------------------------------------------------------------------------------------
@@ -903,8 +907,25 @@ class QonnxParser(QonnxParams, QdqParser):
         users = self.users(name)
         if not users:
             raise UnsupportedOpError(where, "no graph output depends on it", "remove the unused input from the model")
-        if len(users) == 1 and (users[0].op_type == BIPOLAR or (
-                users[0].op_type in (*_HOST_STEP_OPS, *_PROLOGUE_VIEWS) and users[0].domain in STANDARD_DOMAINS)):
+        prologue = len(users) == 1 and (users[0].op_type == BIPOLAR or (
+            users[0].op_type in (*_HOST_STEP_OPS, *_PROLOGUE_VIEWS) and users[0].domain in STANDARD_DOMAINS))
+        user_type = self.user_input_types.get(name)
+        if user_type is not None:
+            if prologue or all(_is_quant(u) and u.input[0] == name for u in users):
+                raise IllegalConfigError(f"input type for {name}", f"the graph input {name} is already quantized by "
+                                         f"the model ({self.where(users[0])})", "drop the input type")
+            if shape is None or not all(isinstance(d, int) for d in shape[1:]):
+                raise UnsupportedOpError(where, "a host-cast input needs static per-event dimensions",
+                                         "export with a static input shape")
+            per_event = tuple(int(d) for d in shape[1:])
+            lname = unique(identifier(name, "input"), self.taken)
+            self.tensors[lname] = Tensor(lname, per_event, user_type, origin=name)
+            self.input_names.add(name)
+            self.prologues[lname] = HostPrologue((), "user", per_event)
+            t = user_type
+            self.bind(name, QVal(lname, _AType(t.width, t.frac, t.signed, t.rounding, t.overflow, t.narrow)))
+            return lname
+        if prologue:
             return self.prologue_input(vi, shape, users[0])
         for user in users:
             if user.op_type in ("Gemm", "MatMul") and name in list(user.input)[1:]:

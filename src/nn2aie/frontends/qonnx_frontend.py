@@ -475,13 +475,16 @@ class QonnxParams:
         return codes, FixedType(width, acc_frac, spec.signed, narrow=spec.narrow and shift == 0)
 
 
-def load_qonnx(model: ModelLike) -> Graph:
-    """Import a QONNX model (Brevitas ``export_qonnx`` with fixed-point quantizers; a DAG of the ops above) as a
-    verified logical graph; typed errors naming the ONNX node otherwise."""
+def load_qonnx(model: ModelLike, input_types: dict[str, FixedType] | None = None) -> Graph:
+    """Import a QONNX model (Brevitas ``export_qonnx``; a DAG of the ops above) as a verified logical graph; typed
+    errors naming the ONNX node otherwise. ``input_types``: types for float graph inputs read without a quantizer
+    (frontends/loader.py)."""
     from nn2aie.frontends.qonnx_dag import QonnxParser  # the graph walk builds on this module
 
     proto, file = load_onnx(model)
-    return QonnxParser(proto, file).parse()
+    parser = QonnxParser(proto, file)
+    parser.user_input_types = dict(input_types or {})
+    return parser.parse()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ float32 operation per element, the same in numpy and onnxruntime), and the array
 - ``HostPrologue`` of a graph input: elementwise steps on the user's float values, then the quantizer (the input
   type's own; ``bipolar``: ``+1`` where the value is >= 0, else ``-1``, as QONNX ``BipolarQuant``; or
   ``quantize_linear``: ONNX QuantizeLinear's ``saturate(round_half_even(x / scale) + zero_point)``, which rounds
-  before adding the zero point where QONNX ``Quant`` adds it first);
+  before adding the zero point where QONNX ``Quant`` adds it first; or ``user``: a float input the model reads
+  without a quantizer, cast into the ap_fixed type the user chose with ``input_types``);
 - ``HostEpilogue`` of a graph output: the output codes dequantized (``code * lsb``, exact), then elementwise steps.
 
 Element order: the steps act on the event flattened in row-major order (views between them keep that order), each
@@ -28,7 +29,7 @@ import numpy as np
 HOST_PROLOGUE = "host_prologue"
 HOST_EPILOGUE = "host_epilogue"
 STEP_OPS = ("add", "sub", "mul", "div", "rsub", "rdiv")  # x+c, x-c, x*c, x/c, c-x, c/x
-QUANTIZERS = ("type", "bipolar", "quantize_linear")
+QUANTIZERS = ("type", "bipolar", "quantize_linear", "user")
 _SYMBOL = {"add": "x + {c}", "sub": "x - {c}", "mul": "x * {c}", "div": "x / {c}", "rsub": "{c} - x",
            "rdiv": "{c} / x"}
 
@@ -85,7 +86,9 @@ class HostPrologue:
         return y
 
     def describe(self) -> str:
-        last = {"bipolar": "bipolar (x >= 0 ? +1 : -1)", "quantize_linear": "QuantizeLinear (round(x / s) + zp)"}
+        last = {"bipolar": "bipolar (x >= 0 ? +1 : -1)", "quantize_linear": "QuantizeLinear (round(x / s) + zp)",
+                "user": "cast into the input type given with input_types (the source model reads floats: equal "
+                        "to it on inputs on that grid)"}
         parts = [s.describe() for s in self.steps] + [last.get(self.quantizer, "the input quantizer")]
         return " -> ".join(parts)
 

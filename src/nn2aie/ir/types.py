@@ -80,6 +80,37 @@ class FloatType:
         return {"kind": "float", "width": self.width}
 
 
+_AP_Q = {"AP_TRN": "TRN", "AP_TRN_ZERO": "TRN_ZERO", "AP_RND": "RND", "AP_RND_ZERO": "RND_ZERO",
+         "AP_RND_MIN_INF": "RND_MIN_INF", "AP_RND_INF": "RND_INF", "AP_RND_CONV": "RND_CONV"}
+_AP_O = {"AP_WRAP": "WRAP", "AP_SAT": "SAT", "AP_SAT_SYM": "SAT_SYM"}
+
+
+def parse_ap_type(text: str) -> FixedType:
+    """``ap_fixed<W,I[,Q[,O]]>``, ``ap_ufixed<...>``, ``ap_int<W>`` or ``ap_uint<W>`` with ap_fixed's own defaults
+    (AP_TRN, AP_WRAP); raises ValueError with the reason."""
+    import re
+
+    m = re.fullmatch(r"\s*ap_(u?)(fixed|int)\s*<\s*([^>]*)>\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not ap_fixed<W,I[,Q,O]>, ap_ufixed<...>, ap_int<W> or ap_uint<W>")
+    unsigned, kind, args = m.group(1) == "u", m.group(2), [a.strip() for a in m.group(3).split(",")]
+    try:
+        width = int(args[0])
+        integer = int(args[1]) if kind == "fixed" else width
+    except (IndexError, ValueError):
+        raise ValueError(f"{text!r}: the width (and integer bits) must be integers") from None
+    rest = args[2:] if kind == "fixed" else args[1:]
+    if len(rest) > 2 or (kind == "int" and rest):
+        raise ValueError(f"{text!r}: too many arguments")
+    q = _AP_Q.get(rest[0].upper(), None) if rest else "TRN"
+    o = _AP_O.get(rest[1].upper(), None) if len(rest) > 1 else "WRAP"
+    if q is None or o is None:
+        raise ValueError(f"{text!r}: rounding must be one of {', '.join(_AP_Q)}, overflow one of {', '.join(_AP_O)}")
+    if width < (1 if unsigned else 2) or width > 32:
+        raise ValueError(f"{text!r}: width {width} is outside 1..32")
+    return FixedType(width=width, frac=width - integer, signed=not unsigned, rounding=q, overflow=o)
+
+
 @dataclass(frozen=True)
 class ScaledType:
     """Integer codes of ``width`` bits standing for ``(code - zero_point[n]) * scale[n]``, ``n`` the channel (last

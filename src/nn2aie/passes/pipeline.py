@@ -37,6 +37,9 @@ class CompileOptions:
     # they are neighbours); False: every tensor between layers goes through a memory tile (the aie4ml peer's
     # designs have no in-place hand-offs; the aiesim comparison rebuilds them so)
     direct_handoffs: bool = True
+    # graph input name -> an ap_fixed type for a float input the model reads without a quantizer: the host
+    # quantizes it (ir/host.py), and the design equals the source on inputs already on that grid
+    input_types: dict[str, str] = field(default_factory=dict)
 
     def validate(self, device: Device) -> None:
         if self.batch < 1 or self.batch % 4:
