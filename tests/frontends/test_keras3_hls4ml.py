@@ -314,13 +314,13 @@ def test_hgq2_residual_with_per_tensor_quantizer_layers_is_bit_exact(tmp_path):
 def test_hgq2_default_per_element_quantizers_are_bit_exact(name, tmp_path):
     """HGQ2's default datalane quantizers are per element; trained a few steps, hls4ml keeps them as
     FixedPointQuantizer layers with one (k, b, i) per element. Each becomes an eltwise quantize (every element
-    cast into its own type): predict == HGQ2's Keras == hls4ml's Vitis C-simulation, and the kernels co-simulate
-    natively."""
+    cast into its own type): predict == HGQ2's Keras == hls4ml's Vitis C-simulation on 2000 inputs (most of them
+    wrapping in the input quantizer), and the kernels co-simulate natively."""
     from nn2aie.api import compile_loaded
     from nn2aie.frontends.loader import LoadedModel
 
     model = hgq2_mlp(HGQ2_CASES[name], seed=5, train_steps=3, per_tensor_activations=False)
-    x = hgq2_inputs(model, N_SAMPLES, seed=14)
+    x = hgq2_inputs(model, 2000, seed=14)
     vitis = convert_hgq2(model, "Vitis", str(tmp_path / "vitis"))
     ours = convert_hgq2(model, "nn2aie", str(tmp_path / "aie"))
     with ThreadPoolExecutor(max_workers=2) as pool:
