@@ -133,16 +133,76 @@ def test_negative_batchnorm_scale_with_full_range_weights_is_refused():
         load_model(_handmade(nodes, inits))
 
 
-def test_batchnorm_between_eltwise_ops_is_refused_with_the_place_it_needs():
+def test_batchnorm_of_a_quantized_value_is_a_per_channel_affine_step():
+    """Quant -> Relu -> BatchNormalization -> Quant: a standalone BatchNorm (no layer to fold into) becomes an
+    eltwise affine op, its step function read off qonnx on every input code and run as a multiply-add per
+    channel (verified on the whole code range); equal to qonnx, the kernels co-simulated natively."""
     from onnx import helper
 
+    rng = np.random.default_rng(3)
     nodes = [_quant("qx", "x", "xq"), helper.make_node("Relu", ["xq"], ["r"], name="relu"),
              helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["bn"], name="bn"),
              _quant("qy", "bn", "y")]
-    inits = {"g": np.ones(8), "b": np.zeros(8), "m": np.zeros(8), "v": np.ones(8), **_quant_inits("qx"),
-             **_quant_inits("qy")}
-    with pytest.raises(UnsupportedOpError, match="BatchNormalization of r .*Gemm / MatMul"):
-        load_model(_handmade(nodes, inits, 8))
+    inits = {"g": rng.normal(size=8), "b": rng.normal(size=8), "m": rng.uniform(0, 8, 8), "v": rng.uniform(1, 9, 8),
+             **_quant_inits("qx", 0.0625), **_quant_inits("qy", 0.125)}
+    c = compile_loaded(load_model(_handmade(nodes, inits, 8)))
+    x = np.random.default_rng(4).uniform(-10, 10, size=(2000, 8)).astype(np.float32)
+    assert np.array_equal(c.emulate(x), c.reference(x))
+    layer = next(layer for layer in c.summary()["layers"] if layer.get("op") == "affine")
+    assert layer["requant"]["kind"] == "multiplier" and layer["requant"]["negated_channels"] > 0
+    report = c.native_cosim(x[:16])
+    assert report.kernels and all(k.match for k in report.kernels)
+
+
+def test_batchnorm_of_a_rank_3_value_is_refused():
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [_quant("qx", "x", "xq"), helper.make_node("BatchNormalization", ["xq", "g", "b", "m", "v"], ["bn"],
+                                                   name="bn"), _quant("qy", "bn", "y")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8])],
+        [onnx.numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in {
+            "g": np.ones(4), "b": np.zeros(4), "m": np.zeros(4), "v": np.ones(4), **_quant_inits("qx"),
+            **_quant_inits("qy")}.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("qonnx.custom_op.general", 1)])
+    with pytest.raises(UnsupportedOpError, match="BatchNormalization of a \\[4, 8\\] value"):
+        load_model(model)
+
+
+@pytest.mark.parametrize("quantizers", ["fixed_point", "float"])
+def test_brevitas_input_batchnorm(quantizers):
+    """QuantIdentity -> BatchNorm1d -> QuantIdentity -> QuantLinear (a jet tagger's input normalisation)."""
+    import brevitas.nn as qnn
+    import torch
+    from brevitas import quant
+
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx
+
+    act, wq = ((quant.Int8ActPerTensorFixedPoint, quant.Int8WeightPerTensorFixedPoint) if quantizers ==
+               "fixed_point" else (quant.Int8ActPerTensorFloat, quant.Int8WeightPerTensorFloat))
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(16)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 1)
+        bn.running_var.uniform_(0.3, 3)
+        bn.weight.normal_()
+        bn.bias.normal_(0, 0.5)
+    module = torch.nn.Sequential(qnn.QuantIdentity(act_quant=act, return_quant_tensor=False), bn,
+                                 qnn.QuantIdentity(act_quant=act, return_quant_tensor=True),
+                                 qnn.QuantLinear(16, 8, bias=False, weight_quant=wq, return_quant_tensor=True),
+                                 qnn.QuantIdentity(act_quant=act))
+    if quantizers == "float":  # calibrate the float scales
+        module.train()
+        with torch.no_grad():
+            for _ in range(5):
+                module(torch.randn(64, 16) * 2)
+    module.eval()
+    c = compile_loaded(load_model(export_brevitas_qonnx(module, 16)))
+    x = (np.random.default_rng(0).normal(size=(3000, 16)) * 2).astype(np.float32)
+    assert np.array_equal(c.emulate(x), c.reference(x))
+    assert [layer.get("op") for layer in c.summary()["layers"]][0] == "affine"
 
 
 def test_bipolar_quant_of_an_eltwise_result_is_refused():

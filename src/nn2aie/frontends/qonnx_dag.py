@@ -806,6 +806,72 @@ class QonnxParser(QonnxParams, QdqParser):
                 "or quantize its inputs with one quantizer")
         super().on_concat(node)
 
+    def on_batchnorm(self, node: onnx.NodeProto) -> None:
+        """BatchNormalization of a quantized [batch, C] value, through float steps, into a Quant: an eltwise
+        ``affine`` whose per-channel step function qonnx's own nodes give on every input code (frontends/
+        source_eval.py); kernels/eltwise/plan.py implements it as a multiply-add per channel where an affine map
+        has exactly those thresholds."""
+        if node.input[0] not in self.vals:
+            self.on_unfused(node)
+        x = self.value(node.input[0], node)
+        x_shape = self.shape(x)
+        n = x_shape[-1]
+        if len(x_shape) != 1 or not self.epilogue_node(node, node.input[0], n, x_shape):
+            raise UnsupportedOpError(self.where(node), f"BatchNormalization of a {list(x_shape)} value per event: "
+                                     "supported on [batch, features] tensors (channels on axis 1)",
+                                     "apply it to a flat [batch, features] tensor, or fold it into the layer before")
+        chain, last = [node], node
+        nxt = self.single_user(last.output[0], last)
+        while nxt is not None and self.epilogue_node(nxt, last.output[0], n, x_shape):
+            self.visit(nxt)
+            chain.append(nxt)
+            last = nxt
+            nxt = self.single_user(last.output[0], last)
+        if nxt is None or not _is_quant(nxt) or nxt.input[0] != last.output[0]:
+            raise self.no_quantize(last, last.output[0], nxt)
+        self.visit(nxt)
+        y_type = self.qparams(nxt)
+        xt = x.qtype.fixed()
+        if isinstance(xt, ScaledType):
+            scale, zp = float(xt.scale[0]), xt.zero_point_of(0)
+
+            def to_input(codes: np.ndarray) -> np.ndarray:  # qonnx's Quant output: (q - zp) * scale in float32
+                return (codes.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+            step, offset = np.full(n, scale), np.full(n, -zp * scale)
+        else:
+            f = xt.frac
+
+            def to_input(codes: np.ndarray) -> np.ndarray:  # exact: a power-of-two scale
+                return np.ldexp(codes, -f).astype(np.float32)
+            step, offset = np.full(n, 2.0 ** -f), np.zeros(n)
+        if is_scaled(y_type):
+            s_y, z_y = np.float32(y_type.fixed().scale[0]), y_type.fixed().zero_point[0]
+
+            def to_code(v: np.ndarray) -> np.ndarray:
+                return np.rint(v.astype(np.float64) / float(s_y) + z_y).astype(np.int64)
+        else:
+            fy = y_type.frac
+
+            def to_code(v: np.ndarray) -> np.ndarray:
+                return np.rint(np.ldexp(v.astype(np.float64), fy)).astype(np.int64)
+        where = self.where(node)
+        lo_code = 0 if self.nonnegative(x) else xt.min_code
+        fn = chain_function([*chain, nxt], self.consts, node.input[0], list(self.model.opset_import), to_input,
+                            to_code)
+        thresholds, negated, a_lo, a_hi = step_thresholds(fn, lo_code, xt.max_code, n, y_type.lo, y_type.hi, where)
+        table = {"thresholds": thresholds.tolist(), "acc_range": [a_lo, a_hi], "clamp": [y_type.lo, y_type.hi],
+                 "negated_channels": [int(i) for i in np.nonzero(negated)[0]],
+                 "source": " -> ".join(c.name or c.op_type for c in [*chain, nxt]) + ", run by qonnx on every "
+                           "input code"}
+        reading = self.affine_reading(chain, node.input[0], step, offset, negated, y_type)
+        if reading is not None:
+            table["affine_reading"] = reading
+        y = self.add_op(self.op_name(node, "affine"), "eltwise", [x.tensor], x_shape, y_type, nxt.output[0],
+                        {"op": "affine", "requant_table": table})
+        self.bind(nxt.output[0], QVal(y, y_type))
+        if isinstance(xt, ScaledType) or is_scaled(y_type):
+            self.exact = False
+
     def on_unfused(self, node: onnx.NodeProto) -> None:
         """BatchNormalization, Div or BipolarQuant that no dense layer's epilogue took."""
         if node.op_type == BIPOLAR:
@@ -859,7 +925,7 @@ class QonnxParser(QonnxParams, QdqParser):
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Dropout": self.on_identity, **{op: self.on_binary for op in BINARY_OPS},
-                    "BatchNormalization": self.on_unfused, "Div": self.on_unfused, BIPOLAR: self.on_unfused,
+                    "BatchNormalization": self.on_batchnorm, "Div": self.on_unfused, BIPOLAR: self.on_unfused,
                     **{op: self.on_reduce for op in REDUCE_OPS}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:

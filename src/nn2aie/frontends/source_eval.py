@@ -12,6 +12,8 @@ Every node admitted on such a chain is monotone in its input per channel (float3
 composition is monotone per channel: non-decreasing, or non-increasing when the channel's scale is negative (then
 the tile accumulates the negated column and the thresholds are of ``acc' = -acc``). With a small accumulator range
 every value is evaluated (and monotonicity is checked); with a large one the thresholds are found by bisection.
+The range the table covers is widened to hold both orientations; beyond a channel's own reach its thresholds
+follow the source's function (its natural extension), which keeps an affine map of the whole range possible.
 """
 
 from __future__ import annotations
@@ -63,17 +65,21 @@ def step_thresholds(fn: CodeFn, acc_lo: int, acc_hi: int, channels: int, lo: int
     Returns ``(thresholds [channels, hi - lo], negated [channels] bool, acc_lo', acc_hi')``: entry (n, k - lo - 1)
     is the smallest accumulator ``a`` in [acc_lo', acc_hi' + 1] with code >= k (``acc_hi' + 1``: none), where the
     accumulator of a negated channel is ``-acc`` and the range is widened to cover both orientations."""
-    ends = fn(np.array([[acc_lo] * channels, [acc_hi] * channels], dtype=np.float64))
-    negated = ends[0] > ends[1]
+    wide = (min(acc_lo, -acc_hi), max(acc_hi, -acc_lo))  # symmetric: holds both orientations
+    probe = np.array([[acc_lo] * channels, [acc_hi] * channels, [wide[0]] * channels, [wide[1]] * channels],
+                     dtype=np.float64)
+    ends = fn(probe)
+    # falling channels accumulate -acc; a channel constant on its own range is oriented on the widened one, so
+    # that every channel rises there (the function is monotone: its ends decide)
+    negated = (ends[0] > ends[1]) | ((ends[0] == ends[1]) & (ends[2] > ends[3]))
     sign = np.where(negated, -1.0, 1.0)
-    reach = (float(acc_lo), float(acc_hi))  # every channel's own accumulator stays in the layer's range
     if negated.any():
-        acc_lo, acc_hi = min(acc_lo, -acc_hi), max(acc_hi, -acc_lo)
+        acc_lo, acc_hi = wide
 
     def oriented(acc: np.ndarray) -> np.ndarray:
-        """Codes of oriented accumulators; beyond a channel's reach (the widened range) its codes are those at the
-        reach's end: never computed on the tile, and monotone, so the thresholds stay well defined."""
-        return fn(np.clip(acc * sign[None, :], *reach))
+        """Codes of oriented accumulators: the source's own function, also beyond a channel's reach on the
+        widened range (never computed on the tile; the source's monotone nodes keep it monotone there)."""
+        return fn(acc * sign[None, :])
 
     levels = np.arange(lo + 1, hi + 1)
     span = acc_hi - acc_lo + 1

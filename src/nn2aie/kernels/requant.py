@@ -32,7 +32,7 @@ from fractions import Fraction
 import numpy as np
 
 from nn2aie.errors import UnsupportedQuantizationError
-from nn2aie.numerics import AIE_ROUNDING_MODES, div_round
+from nn2aie.numerics import AIE_ROUNDING_MODES, aie_rounding, div_round
 
 MULTIPLIER_BITS = 31  # M_n < 2**31: an int32 operand of aie::mul (int32 x int32 -> acc64 on AIE-ML)
 OFFSET_BITS = 31  # B'_n is an int32 vector, widened into acc64 lanes by from_vector(shift) (UPS)
@@ -421,3 +421,39 @@ def fit_affine(thresholds: np.ndarray, lo: int, hi: int, acc_lo: int, acc_hi: in
     e = (low + up) / 2.0
     cand = AffineMap.from_scales([Fraction(float(v)) for v in c], [Fraction(float(v)) for v in e], rounding, lo, hi)
     return cand if np.array_equal(cand.thresholds(acc_lo, acc_hi), np.asarray(thresholds, dtype=np.int64)) else None
+
+
+def requant_from_table(table: dict, where: str, srs_shifts: tuple[int, int] | None = None,
+                       kinds: Sequence[str] = REQUANT_KINDS) -> Requant:
+    """The implementation of a step function a frontend read off the source (``table``: ``thresholds`` [channels,
+    levels], ``acc_range``, ``clamp``, optionally ``affine_reading``): the table itself, or (``srs_shifts``
+    given) the cheapest of ``kinds`` among the implementations of an affine map whose thresholds equal it (the
+    chain's exact arithmetic if its thresholds are the source's, else one fitted to them)."""
+    lo, hi = (int(v) for v in table["clamp"])
+    acc_lo, acc_hi = (int(v) for v in table["acc_range"])
+    thresholds = tuple(tuple(int(v) for v in row) for row in table["thresholds"])
+    base = Requant("table", "conv_even", lo, hi, acc_lo, acc_hi, thresholds=thresholds, channels=len(thresholds),
+                   reason=f"thresholds read off the source ({table.get('source', '')})")
+    if srs_shifts is None or tuple(kinds) == ("table",):
+        return base
+    want = np.asarray(thresholds, dtype=np.int64)
+    amap = None
+    reading = table.get("affine_reading")
+    if reading is not None:  # the chain's exact real arithmetic, if the source's float32 rounding never shows
+        amap = AffineMap.from_scales([Fraction(*v) for v in reading["scale"]],
+                                     [Fraction(*v) for v in reading["offset"]],
+                                     aie_rounding(reading["rounding"], where), *reading["clamp"])
+        if (amap.lo, amap.hi) != (lo, hi) or not np.array_equal(amap.thresholds(acc_lo, acc_hi), want):
+            amap = None
+    how = "the chain's exact arithmetic"
+    if amap is None:  # another affine map with the very same thresholds
+        amap, how = fit_affine(want, lo, hi, acc_lo, acc_hi), "an affine map fitted to the source's thresholds"
+    if amap is None:
+        if "table" not in kinds:
+            raise UnsupportedQuantizationError(where, "the source's step function equals no affine map on the "
+                                               f"range [{acc_lo}, {acc_hi}]", "allow a threshold table")
+        return base
+    rq = choose_requant(amap, acc_lo, acc_hi, srs_shifts, kinds)
+    if rq.kind == "table":
+        return base
+    return replace(rq, reason=f"{rq.reason}; equal to the source's thresholds ({how})")

@@ -15,15 +15,10 @@ source's on the whole accumulator range (compared exactly), it *is* the source's
 
 from __future__ import annotations
 
-from dataclasses import replace
-from fractions import Fraction
-
 import numpy as np
 
-from nn2aie.errors import UnsupportedQuantizationError
 from nn2aie.ir.logical import Op
-from nn2aie.kernels.requant import REQUANT_KINDS, AffineMap, Requant, choose_requant, fit_affine
-from nn2aie.numerics import aie_rounding
+from nn2aie.kernels.requant import REQUANT_KINDS, Requant, requant_from_table
 
 ATTR = "requant_table"
 
@@ -35,36 +30,7 @@ def is_stepped(op: Op) -> bool:
 def stepped_requant(op: Op, srs_shifts: tuple[int, int] | None = None, kinds=REQUANT_KINDS) -> Requant:
     """The layer's requantisation over the accumulator range the frontend evaluated: the table, or (``srs_shifts``
     given) the cheapest of ``kinds`` among the implementations of an affine reading whose thresholds equal it."""
-    table = op.attrs[ATTR]
-    lo, hi = (int(v) for v in table["clamp"])
-    acc_lo, acc_hi = (int(v) for v in table["acc_range"])
-    thresholds = tuple(tuple(int(v) for v in row) for row in table["thresholds"])
-    base = Requant("table", "conv_even", lo, hi, acc_lo, acc_hi, thresholds=thresholds, channels=len(thresholds),
-                   reason=f"thresholds read off the source ({table.get('source', '')})")
-    if srs_shifts is None or kinds == ("table",):
-        return base
-    want = np.asarray(thresholds, dtype=np.int64)
-    amap = None
-    reading = table.get("affine_reading")
-    if reading is not None:  # the chain's exact real arithmetic, if the source's float32 rounding never shows
-        amap = AffineMap.from_scales([Fraction(*v) for v in reading["scale"]],
-                                     [Fraction(*v) for v in reading["offset"]],
-                                     aie_rounding(reading["rounding"], f"layer {op.name}"), *reading["clamp"])
-        if (amap.lo, amap.hi) != (lo, hi) or not np.array_equal(amap.thresholds(acc_lo, acc_hi), want):
-            amap = None
-    how = "the chain's exact arithmetic"
-    if amap is None:  # another affine map with the very same thresholds
-        amap, how = fit_affine(want, lo, hi, acc_lo, acc_hi), "an affine map fitted to the source's thresholds"
-    if amap is None:
-        if "table" not in kinds:
-            raise UnsupportedQuantizationError(f"layer {op.name}", "the source's step function between the sum and "
-                                               "the quantizer equals no affine map on the accumulator range",
-                                               "allow the threshold table (drop the requant override)")
-        return base
-    rq = choose_requant(amap, acc_lo, acc_hi, srs_shifts, kinds)
-    if rq.kind == "table":
-        return base
-    return replace(rq, reason=f"{rq.reason}; equal to the source's thresholds ({how})")
+    return requant_from_table(op.attrs[ATTR], f"layer {op.name}", srs_shifts, kinds)
 
 
 def evaluate_stepped(op: Op, acc: np.ndarray) -> np.ndarray:

@@ -19,7 +19,14 @@ from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes, numpy_dtype
 from nn2aie.kernels import plain
 from nn2aie.kernels.eltwise import logical
 from nn2aie.kernels.eltwise.plan import COLUMN_ALIGN, LANES, EltwiseExec, plan
-from nn2aie.kernels.eltwise.tile import constant_window, quantize_window, run_quantize, run_tile
+from nn2aie.kernels.eltwise.tile import (
+    affine_window,
+    constant_window,
+    quantize_window,
+    run_affine,
+    run_quantize,
+    run_tile,
+)
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 
 _ENV = jinja2.Environment(
@@ -124,6 +131,8 @@ class EltwiseFamily(OpFamily):
             param = np.zeros(0, dtype=np.int8)
             if x.kind == "quantize":
                 param = quantize_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
+            elif x.kind == "affine":
+                param = affine_window(x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
             elif x.const == "table":
                 param = constant_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
             k = Kernel(name=f"{layer_id}_c{chain}", layer=op.name, chain=chain, position=0, role="single",
@@ -163,7 +172,8 @@ class EltwiseFamily(OpFamily):
             elif x.const == "table":
                 b = np.tile(k.weights.astype(np.int64).reshape(x.planes, x.rows, x.slice), (1, io.iterations, 1))
                 b = b[0] if x.planes == 1 else b
-            y = run_quantize(x, a, b) if x.kind == "quantize" else run_tile(x, a, b)
+            y = run_quantize(x, a, b) if x.kind == "quantize" else run_affine(x, a, b) if x.kind == "affine" else \
+                run_tile(x, a, b)
             if io.trace is not None:
                 ins = [(ports[0], a)] + ([(ports[1], b)] if x.b_dtype else [])
                 plain.record(io.trace, k, ins, y, io.iterations)
@@ -174,6 +184,8 @@ class EltwiseFamily(OpFamily):
         """Vector instructions per 16-lane step: UPS per operand, ADD/MUL, SRS per result, MAX/MIN."""
         if x.arith == "quantize":
             return 10  # UPS + SRS (to 16 bits), MUL, SRS, MAX + MIN (or SUB + AND + ADD), MUL, SRS
+        if x.arith == "affine":
+            return 9  # UPS + SRS (to 16 bits), 32 x 16 MUL (two passes), UPS of the offsets, ADD, SRS, MAX + MIN
         if x.arith in ("add", "sub"):
             return 4  # UPS, UPS, ADD, SRS
         if x.arith == "mul":
@@ -216,7 +228,7 @@ class EltwiseFamily(OpFamily):
             "arith": x.arith, "combine": x.combine, "second": x.second, "ua": x.ua, "ub": x.ub,
             "e1": {"args": plain.epilogue_args(x.epi(), x.out_dtype)},
             "e2": {"args": plain.epilogue_args(x.epi(True), x.out_dtype) if x.epilogue2 else ""},
-            "lo": x.lo, "hi": x.hi, "planes": x.planes, "wrap": x.wrap,
+            "lo": x.lo, "hi": x.hi, "planes": x.planes, "wrap": x.wrap, "offset_shift": x.offset_shift,
         }
 
     def render(self, e: OpExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> dict[str, str]:
@@ -280,4 +292,6 @@ class EltwiseFamily(OpFamily):
         x = _e(e)
         return {"op": x.kind, "width": x.width, "slice": x.slice, "acc": x.acc, "shift": x.epi().shift,
                 "rounding": x.epi().rounding, "saturation": x.epi().saturation,
-                "constant": x.const, "elements": x.rows * x.width}
+                "constant": x.const, "elements": x.rows * x.width} | (
+                    {"requant": {"kind": "multiplier", "reason": x.requant_reason,
+                                 "negated_channels": sum(m < 0 for m in x.multipliers)}} if x.kind == "affine" else {})

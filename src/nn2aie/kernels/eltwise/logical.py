@@ -9,11 +9,11 @@ import numpy as np
 
 from nn2aie.ir.evaluate import requantize
 from nn2aie.ir.logical import Graph, Op, Tensor
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.kernels.family import Fail
 
 BINARY = ("add", "sub", "mul", "max", "min")
-UNARY = ("relu", "clip", "leaky_relu", "identity", "quantize")
+UNARY = ("relu", "clip", "leaky_relu", "identity", "quantize", "affine")
 OPS = BINARY + UNARY
 EXACT_LIMIT = 1 << 62  # every exact intermediate stays below this (int64 arithmetic)
 
@@ -49,6 +49,8 @@ def _bound(value) -> tuple[int, int] | None:
 def result_frac(graph: Graph, op: Op) -> int:
     """The fraction of the op's exact result (docs/ops.md, the table of eltwise ops)."""
     kind = op.attrs["op"]
+    if kind == "affine":
+        return 0  # a table of the input code: no exact result at a fraction
     fa = graph.tensor(op.inputs[0]).type.frac
     if kind in ("add", "sub", "max", "min"):
         return max(fa, graph.tensor(op.inputs[1]).type.frac)
@@ -59,7 +61,7 @@ def result_frac(graph: Graph, op: Op) -> int:
         return max(fracs)
     if kind == "leaky_relu":
         return fa + int(op.attrs["alpha_shift"])
-    if kind == "quantize":
+    if kind in ("quantize", "affine"):
         return graph.tensor(op.outputs[0]).type.frac
     return fa  # relu, identity
 
@@ -86,6 +88,9 @@ def result_bound(graph: Graph, op: Op) -> int:
     if kind == "quantize":
         y = graph.tensor(op.outputs[0]).type
         return max(abs(y.min_code), abs(y.max_code), am << max(0, f - a.type.frac))
+    if kind == "affine":
+        y = graph.tensor(op.outputs[0]).type
+        return max(abs(y.min_code), abs(y.max_code), am)
     return am
 
 
@@ -99,8 +104,9 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
         fail(where, f"eltwise {kind} takes {arity} input(s) and gives one output")
     a, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     ts = [graph.tensors[t] for t in op.inputs] + [y]
-    for t in ts:
-        if not isinstance(t.type, FixedType):
+    for t in ts:  # an affine op's table holds its scales: per-tensor float scales are its codes' business only
+        if not isinstance(t.type, FixedType) and not (kind == "affine" and isinstance(t.type, ScaledType)
+                                                      and t.type.channels == 1):
             fail(where, f"tensor {t.name} is not fixed point")
     if a.is_const:
         fail(where, "the first input of an eltwise op must be an activation (constants go second)")
@@ -146,13 +152,23 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
                      f"{yt.describe()}")
     elif "elements" in op.attrs:
         fail(where, "only quantize takes per-element types")
+    if kind == "affine":
+        table = op.attrs.get("requant_table")
+        channels = int(a.shape[-1]) if a.shape else 1
+        if not isinstance(table, dict) or len(table.get("thresholds", ())) != channels:
+            fail(where, f"affine needs 'requant_table' with thresholds for each of the {channels} channels")
+        lo, hi = table["clamp"]
+        if lo < y.type.min_code or hi > y.type.max_code:
+            fail(where, f"affine codes [{lo}, {hi}] leave the output type {y.type.describe()}")
+    elif "requant_table" in op.attrs:
+        fail(where, "only affine takes a requant_table")
     if kind == "leaky_relu":
         s = op.attrs.get("alpha_shift")
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
             fail(where, f"alpha_shift={s!r} must be an integer >= 0 (slope 2**-alpha_shift)")
     elif "alpha_shift" in op.attrs:
         fail(where, "only leaky_relu takes alpha_shift")
-    if result_bound(graph, op) >= EXACT_LIMIT:
+    if kind != "affine" and result_bound(graph, op) >= EXACT_LIMIT:
         fail(where, "the exact result needs more than 62 bits (operand fractions too far apart)")
 
 
@@ -164,6 +180,13 @@ def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]
     kind = op.attrs["op"]
     a_t = graph.tensor(op.inputs[0])
     y_t = graph.tensor(op.outputs[0])
+    if kind == "affine":  # per channel (last axis): the source's step function of the (oriented) input code
+        table = op.attrs["requant_table"]
+        x = np.asarray(inputs[0], dtype=np.int64)
+        sign = np.ones(x.shape[-1], dtype=np.int64)
+        sign[list(table["negated_channels"])] = -1
+        t = np.asarray(table["thresholds"], dtype=np.int64)  # [C, levels]
+        return [(int(table["clamp"][0]) + ((x * sign)[..., None] >= t).sum(axis=-1)).astype(np.int64)]
     assert isinstance(y_t.type, FixedType)
     f = result_frac(graph, op)
     a = _aligned(inputs[0], f - a_t.type.frac) if kind != "leaky_relu" and kind != "mul" else \
@@ -186,6 +209,13 @@ def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]
             acc = np.minimum(acc, np.int64(hi[0]) << np.int64(f - hi[1]))
     elif kind == "leaky_relu":
         acc = np.where(a >= 0, a << np.int64(int(op.attrs["alpha_shift"])), a)
+    elif kind == "affine":  # per channel (last axis): the source's step function of the (oriented) input code
+        table = op.attrs["requant_table"]
+        x = np.asarray(inputs[0], dtype=np.int64)
+        sign = np.ones(x.shape[-1], dtype=np.int64)
+        sign[list(table["negated_channels"])] = -1
+        t = np.asarray(table["thresholds"], dtype=np.int64)  # [C, levels]
+        return [(int(table["clamp"][0]) + ((x * sign)[..., None] >= t).sum(axis=-1)).astype(np.int64)]
     elif kind == "quantize":  # per element: the element's own requantisation, then exactly into the output grid
         x = np.asarray(inputs[0], dtype=np.int64)
         flat = x.reshape(x.shape[0], -1)

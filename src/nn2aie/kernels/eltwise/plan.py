@@ -64,8 +64,12 @@ class EltwiseExec(OpExec):
     override: bool = False
     notes: list[str] = field(default_factory=list)
     const_rows: int = 1  # rows per event of a "table" constant (1: per channel)
-    planes: int = 1  # quantize: parameter planes M, LO / BASE, HI / MASK, P (see plan_quantize)
+    planes: int = 1  # quantize: parameter planes M, LO / BASE, HI / MASK, P (see plan_quantize); affine: M, B
     wrap: bool = False  # quantize: the elements wrap (else saturate)
+    offset_shift: int = 0  # affine: the offsets B are added as B << offset_shift
+    multipliers: list[int] = field(default_factory=list)  # affine: per channel, signed (a falling channel: < 0)
+    offsets: list[int] = field(default_factory=list)  # affine: per channel
+    requant_reason: str = ""  # affine: why this implementation
 
     family: ClassVar[str] = "eltwise"
 
@@ -74,6 +78,11 @@ class EltwiseExec(OpExec):
 
     def to_json(self) -> dict:
         d = asdict(self)
+        defaults = {"planes": 1, "wrap": False, "offset_shift": 0, "multipliers": [], "offsets": [],
+                    "requant_reason": ""}
+        for key, value in defaults.items():  # fields of the per-element / per-channel kinds only
+            if d[key] == value:
+                del d[key]
         d["family"] = self.family
         d["tiles"] = self.tiles
         return d
@@ -124,6 +133,42 @@ def plan_quantize(graph: Graph, op: Op, batch: int, where: str) -> EltwiseExec:
         wrap=el["overflow"] == "WRAP")
 
 
+def plan_affine(graph: Graph, op: Op, device: Device, batch: int, where: str) -> EltwiseExec:
+    """A per-channel step function the frontend read off the source (a BatchNorm or float affine chain between two
+    quantizers, ``requant_table`` over the oriented input code) as one multiply-add per lane:
+
+        v = clamp(srs(a * M_c + (B_c << t), s), lo, hi)
+
+    with ``M_c`` negative for a channel whose codes fall as the input grows; kernels/requant.py chooses ``M``, ``B``,
+    ``s`` and proves them equal to the source's thresholds on the whole input range. Refused when no affine map has
+    those thresholds (an eltwise tile runs no threshold table)."""
+    from nn2aie.kernels.requant import requant_from_table
+
+    a_t, y_t = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
+    table = op.attrs["requant_table"]
+    if y_t.type.container not in ("int8", "uint8", "int16", "uint16"):
+        raise UnsupportedQuantizationError(where, f"{y_t.type.width}-bit output codes", "quantize to at most 16 bits")
+    rq = requant_from_table(table, where, tuple(device.fact("srs_shift_safe_range")), ("shift", "multiplier"))
+    channels = len(table["thresholds"])
+    sign = np.ones(channels, dtype=np.int64)
+    sign[list(table["negated_channels"])] = -1
+    mults = rq.multipliers or (1,) * channels
+    offs = rq.offsets or (0,) * channels
+    if len(mults) == 1:
+        mults, offs = mults * channels, offs * channels
+    shift = rq.shift
+    if shift < 0:  # a left shift: into the multipliers (exact)
+        mults, offs, shift = tuple(m << -shift for m in mults), tuple(b << -shift for b in offs), 0
+    epi = Epilogue(shift, rq.rounding, "saturate", rq.lo, rq.hi)
+    return EltwiseExec(
+        op=op.name, kind="affine", rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        a_dtype=a_t.type.container, b_dtype="", const="table", c_dtype="int32", scalar=0,
+        out_dtype=y_t.type.container, acc="acc64", arith="affine", combine="none", second="", ua=0, ub=shift,
+        epilogue=asdict(epi), epilogue2={}, lo=rq.lo, hi=rq.hi, const_rows=1, planes=2,
+        offset_shift=rq.offset_shift, multipliers=[int(s) * int(m) for s, m in zip(sign, mults, strict=True)],
+        offsets=[int(b) for b in offs], requant_reason=rq.reason)
+
+
 def quantize_planes(graph: Graph, op: Op, e: EltwiseExec) -> np.ndarray:
     """[4, n] per-element parameters M, LO / BASE, HI / MASK, P of a quantize op (see plan_quantize)."""
     a_t, y_t = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
@@ -144,9 +189,11 @@ def quantize_planes(graph: Graph, op: Op, e: EltwiseExec) -> np.ndarray:
 
 def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
     kind = op.attrs["op"]
-    if kind == "quantize":
+    if kind in ("quantize", "affine"):
         y_t = graph.tensor(op.outputs[0])
-        return plan_quantize(graph, op, batch, f"op {op.name} output tensor {y_t.origin or y_t.name}")
+        where = f"op {op.name} output tensor {y_t.origin or y_t.name}"
+        return plan_quantize(graph, op, batch, where) if kind == "quantize" else \
+            plan_affine(graph, op, device, batch, where)
     a_t = graph.tensor(op.inputs[0])
     y_t = graph.tensor(op.outputs[0])
     assert isinstance(a_t.type, FixedType) and isinstance(y_t.type, FixedType)

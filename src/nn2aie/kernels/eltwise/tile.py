@@ -36,6 +36,23 @@ def quantize_window(graph: Graph, op: Op, e: EltwiseExec, start: int) -> np.ndar
     return np.tile(table, (1, e.rows // e.const_rows, 1))
 
 
+def affine_window(e: EltwiseExec, start: int) -> np.ndarray:
+    """An affine op's planes M, B as the tile's array: [2, rows, slice] (per channel; past the tensor: 0)."""
+    table = np.zeros((2, 1, e.slice), dtype=np.int64)
+    cols = min(e.slice, e.width - start)
+    table[0, 0, :cols] = e.multipliers[start:start + cols]
+    table[1, 0, :cols] = e.offsets[start:start + cols]
+    return np.tile(table, (1, e.rows, 1))
+
+
+def run_affine(e: EltwiseExec, a: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """``clamp(saturate32(srs(a * M + (B << t), s)), lo, hi)`` (plan.plan_affine); ``planes`` [2, n, slice]."""
+    m, b = (np.asarray(v, dtype=np.int64) for v in planes)
+    v = shift_round(np.asarray(a, dtype=np.int64) * m + (b << np.int64(e.offset_shift)), e.ub, e.epi().rounding)
+    v = np.clip(v, -(1 << 31), (1 << 31) - 1)  # the SRS into 32-bit lanes saturates
+    return np.clip(v, e.lo, e.hi)
+
+
 def run_quantize(e: EltwiseExec, a: np.ndarray, planes: np.ndarray) -> np.ndarray:
     """The quantize steps of plan.plan_quantize: ``a`` [n, slice], ``planes`` [4, n, slice]; int64."""
     m, c1, c2, p = (np.asarray(v, dtype=np.int64) for v in planes)
