@@ -50,6 +50,8 @@ REQUANT_KINDS = ("shift", "multiplier", "table")  # cheapest first
 LANES_PER_OP = 16
 MULTIPLIER_PASSES = 2  # 32 x 32 -> acc64 as two 32 x 16 multiplies
 OPS_PER_TABLE_LEVEL = 2  # compare + masked add
+OPS_PER_CORRECTION = 6  # acc == a as (acc >= a) - (acc >= a + 1): two compares, two selects, add, subtract
+MAX_CORRECTION_SLOTS = 8  # beyond this a table is as cheap
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,23 @@ class Requant:
     thresholds: tuple[tuple[int, ...], ...] = ()
     reason: str = ""
     channels: int = field(default=1)
+    # multiplier: per channel, the accumulators where the source's code differs from the multiplier's, and by how
+    # much (a source whose float32 rounding moved a few thresholds off every affine map); () = none
+    corrections: tuple[tuple[tuple[int, int], ...], ...] = ()
+
+    @property
+    def correction_slots(self) -> int:
+        return max((len(c) for c in self.corrections), default=0)
+
+    def correction_planes(self) -> tuple[np.ndarray, np.ndarray]:
+        """[slots, channels] accumulators and deltas; unused slots never match (acc_hi + 1, delta 0)."""
+        slots = self.correction_slots
+        acc = np.full((slots, self.channels), self.acc_hi + 1, dtype=np.int64)
+        delta = np.zeros((slots, self.channels), dtype=np.int64)
+        for n, row in enumerate(self.corrections):
+            for j, (a, d) in enumerate(row):
+                acc[j, n], delta[j, n] = a, d
+        return acc, delta
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
         """Codes the tile computes for exact accumulators ``acc`` ([..., channels]), int64."""
@@ -188,7 +207,12 @@ class Requant:
             y = div_round(num, (np.int64(1) << np.int64(self.shift)) if inside else 1 << self.shift, self.rounding)
         else:
             y = num << (np.int64(-self.shift) if inside else -self.shift)
-        return np.clip(y, self.lo, self.hi).astype(np.int64)
+        y = np.clip(y, self.lo, self.hi).astype(np.int64)
+        if self.corrections:
+            where, delta = self.correction_planes()
+            for j in range(where.shape[0]):
+                y = y + np.where(acc64 == where[j], delta[j], 0)
+        return y
 
     def select(self, channels: Sequence[int]) -> Requant:
         """The same implementation on the given channels (in that order; repeats allowed)."""
@@ -197,7 +221,8 @@ class Requant:
         return replace(self, channels=len(channels),
                        multipliers=pick(self.multipliers) if self.multipliers else (),
                        offsets=pick(self.offsets) if self.offsets else (),
-                       thresholds=pick(self.thresholds) if self.thresholds else ())
+                       thresholds=pick(self.thresholds) if self.thresholds else (),
+                       corrections=pick(self.corrections) if self.corrections else ())
 
     def table_levels(self) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
         """The table as the tile stores it: per channel a base code and the thresholds that can decide something
@@ -219,8 +244,10 @@ class Requant:
         ops = -(-lanes // LANES_PER_OP)
         if self.kind == "shift":
             return 0.0
-        if self.kind == "multiplier":
-            return float(ops * (MULTIPLIER_PASSES + 1))  # the multiply passes and the offset UPS (SRS counted)
+        if self.kind == "multiplier":  # the multiply passes and the offset UPS (SRS counted); per correction slot
+            # two compares, two selects, an add and a subtract, plus widening and narrowing the codes once
+            fix = ops * (OPS_PER_CORRECTION * self.correction_slots + 2) if self.corrections else 0
+            return float(ops * (MULTIPLIER_PASSES + 1) + fix)
         return float(ops * OPS_PER_TABLE_LEVEL * len(self.table_levels()[1]) + ops)  # + the int32 read
 
     def as_map(self) -> AffineMap:
@@ -242,6 +269,8 @@ class Requant:
         if self.kind == "multiplier":
             out.update(multipliers=list(self.multipliers), offsets=list(self.offsets),
                        offset_shift=self.offset_shift)
+            if self.corrections:
+                out.update(corrections=sum(len(c) for c in self.corrections), correction_slots=self.correction_slots)
         if self.kind == "table":
             out["levels"] = len(self.table_levels()[1])
         out["cycles_per_32_lanes"] = self.cycles_per_vector(32)
@@ -376,7 +405,7 @@ FIT_ITERATIONS = 200  # ternary-search steps on each channel's scale (float64; t
 
 
 def fit_affine(thresholds: np.ndarray, lo: int, hi: int, acc_lo: int, acc_hi: int,
-               rounding: str = "conv_even") -> AffineMap | None:
+               rounding: str = "conv_even", best_effort: bool = False) -> AffineMap | None:
     """An affine map ``clamp(round(acc * c_n + e_n), lo, hi)`` whose thresholds on [acc_lo, acc_hi] equal the
     given ones ([channels, hi - lo], as ``AffineMap.thresholds``), or None when the search finds none.
 
@@ -414,13 +443,62 @@ def fit_affine(thresholds: np.ndarray, lo: int, hi: int, acc_lo: int, acc_hi: in
         right = np.where(better, right, m2)
     c = (left + right) / 2.0
     width, low, up = gap(c)
-    if np.any(~(width > 0)):
+    if np.any(~(width > 0)) and not best_effort:
         return None
     low = np.where(np.isfinite(low), low, up - 1.0)
     up = np.where(np.isfinite(up), up, low + 1.0)
     e = (low + up) / 2.0
+    if not (np.all(np.isfinite(c)) and np.all(c > 0) and np.all(np.isfinite(e))):
+        return None
     cand = AffineMap.from_scales([Fraction(float(v)) for v in c], [Fraction(float(v)) for v in e], rounding, lo, hi)
+    if best_effort:  # the closest map, for a multiplier with corrections (with_corrections verifies)
+        return cand
     return cand if np.array_equal(cand.thresholds(acc_lo, acc_hi), np.asarray(thresholds, dtype=np.int64)) else None
+
+
+MAX_CORRECTION_RUN = 4  # accumulators one moved threshold may cover before a table is the better choice
+
+
+def with_corrections(rq: Requant, want: np.ndarray, max_slots: int = MAX_CORRECTION_SLOTS) -> Requant | None:
+    """``rq`` (a multiplier) plus the corrections that make it equal to the step function with thresholds
+    ``want`` on the whole range, or None when they would need more than ``max_slots`` per channel. The result is
+    verified exactly: both functions are constant between consecutive points of their thresholds and
+    corrections, so comparing them there compares them everywhere."""
+    if rq.kind != "multiplier":
+        return None
+    have = rq.as_map().thresholds(rq.acc_lo, rq.acc_hi)
+    want = np.asarray(want, dtype=np.int64)
+    rows = []
+    for n in range(rq.channels):
+        delta: dict[int, int] = {}
+        for t_src, t_rq in zip(want[n].tolist(), have[n].tolist(), strict=True):
+            if t_src == t_rq:
+                continue
+            if abs(t_src - t_rq) > MAX_CORRECTION_RUN:
+                return None
+            step = 1 if t_src < t_rq else -1  # the source reaches the level earlier (+1) or later (-1)
+            for a in range(min(t_src, t_rq), max(t_src, t_rq)):
+                if rq.acc_lo <= a <= rq.acc_hi:
+                    delta[a] = delta.get(a, 0) + step
+        row = tuple(sorted((a, d) for a, d in delta.items() if d))
+        if len(row) > max_slots:
+            return None
+        rows.append(row)
+    if not any(rows):
+        return rq
+    fixed = replace(rq, corrections=tuple(rows))
+    for n in range(rq.channels):  # the check: every point where either function may step
+        points = {rq.acc_lo, *want[n].tolist(), *have[n].tolist(), *(a for a, _ in rows[n]),
+                  *(a + 1 for a, _ in rows[n])}
+        pts = np.array(sorted(p for p in points if rq.acc_lo <= p <= rq.acc_hi), dtype=np.int64)
+        acc = np.zeros((len(pts), rq.channels), dtype=np.int64)
+        acc[:, n] = pts
+        got = fixed.apply(acc)[:, n]
+        ref = rq.lo + (pts[:, None] >= want[n][None, :]).sum(axis=1)
+        if not np.array_equal(got, ref):
+            return None
+    return replace(fixed, reason=f"{rq.reason}, with {sum(len(r) for r in rows)} corrected accumulators "
+                                 f"({fixed.correction_slots} per channel at most)")
 
 
 def requant_from_table(table: dict, where: str, srs_shifts: tuple[int, int] | None = None,
@@ -448,6 +526,10 @@ def requant_from_table(table: dict, where: str, srs_shifts: tuple[int, int] | No
     how = "the chain's exact arithmetic"
     if amap is None:  # another affine map with the very same thresholds
         amap, how = fit_affine(want, lo, hi, acc_lo, acc_hi), "an affine map fitted to the source's thresholds"
+    if amap is None and "multiplier" in kinds:  # the nearest multiplier, corrected where the source differs
+        fixed = _corrected_multiplier(table, want, lo, hi, acc_lo, acc_hi, where, srs_shifts)
+        if fixed is not None and (("table" not in kinds) or fixed.cycles_per_vector() < base.cycles_per_vector()):
+            return fixed
     if amap is None:
         if "table" not in kinds:
             raise UnsupportedQuantizationError(where, "the source's step function equals no affine map on the "
@@ -457,3 +539,50 @@ def requant_from_table(table: dict, where: str, srs_shifts: tuple[int, int] | No
     if rq.kind == "table":
         return base
     return replace(rq, reason=f"{rq.reason}; equal to the source's thresholds ({how})")
+
+
+def _corrected_multiplier(table: dict, want: np.ndarray, lo: int, hi: int, acc_lo: int, acc_hi: int, where: str,
+                          srs_shifts: tuple[int, int]) -> Requant | None:
+    """A multiplier of the nearest affine map (the chain's exact reading, else the best fit) with corrections."""
+    candidates = []
+    reading = table.get("affine_reading")
+    if reading is not None:
+        candidates.append(AffineMap.from_scales([Fraction(*v) for v in reading["scale"]],
+                                                [Fraction(*v) for v in reading["offset"]],
+                                                aie_rounding(reading["rounding"], where), *reading["clamp"]))
+    for fit in (_least_squares_affine(want, lo, hi, acc_lo, acc_hi),
+                fit_affine(want, lo, hi, acc_lo, acc_hi, best_effort=True)):
+        if fit is not None:
+            candidates.append(fit)
+    best: Requant | None = None
+    for amap in candidates:
+        if (amap.lo, amap.hi) != (lo, hi):
+            continue
+        try:
+            rq = choose_requant(amap, acc_lo, acc_hi, srs_shifts, ("multiplier",))
+        except UnsupportedQuantizationError:
+            continue
+        fixed = with_corrections(rq, want)
+        if fixed is not None and (best is None or fixed.correction_slots < best.correction_slots):
+            best = fixed
+    if best is None:
+        return None
+    return replace(best, reason=f"{best.reason}; equal to the source's thresholds (no affine map has them all)")
+
+
+def _least_squares_affine(want: np.ndarray, lo: int, hi: int, acc_lo: int, acc_hi: int) -> AffineMap | None:
+    """Per channel the least-squares line through (t_k - 1/2, k - 1/2) over the levels the range decides: robust
+    to the few thresholds a source's float32 rounding moved (a minimax fit is pulled by each of them)."""
+    t = np.asarray(want, dtype=np.float64)
+    k = np.arange(lo + 1, hi + 1, dtype=np.float64) - 0.5
+    scales, offsets = [], []
+    for row in t:
+        active = (row > acc_lo) & (row <= acc_hi)
+        if active.sum() < 2:
+            return None
+        c, e = np.polyfit(row[active] - 0.5, k[active], 1)
+        if not (np.isfinite(c) and c > 0 and np.isfinite(e)):
+            return None
+        scales.append(Fraction(float(c)))
+        offsets.append(Fraction(float(e)))
+    return AffineMap.from_scales(scales, offsets, "conv_even", lo, hi)

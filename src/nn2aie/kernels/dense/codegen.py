@@ -9,6 +9,7 @@ built from the plan's layer index and the caller's sanitised kernel identifiers.
 from __future__ import annotations
 
 import pathlib
+from dataclasses import replace
 
 import jinja2
 import numpy as np
@@ -109,6 +110,11 @@ def requant_constants(e: DenseExec, n_start: int) -> np.ndarray:
         sub = rq.select(cols)
         parts = [np.asarray(sub.multipliers, dtype=np.int64).reshape(blocks, mn),
                  np.asarray(sub.offsets, dtype=np.int64).reshape(blocks, mn)]
+        if rq.corrections:  # the layer's slot count on every tile (one kernel class), unused slots never match
+            where, delta = replace(sub, corrections=sub.corrections).correction_planes()
+            where, delta = _padded_planes(rq, sub, where, delta)
+            for j in range(where.shape[0]):
+                parts += [where[j].reshape(blocks, mn), delta[j].reshape(blocks, mn)]
     else:
         base, levels = table_int32(rq.select(range(e.n)))
         count = levels.shape[0]
@@ -118,6 +124,16 @@ def requant_constants(e: DenseExec, n_start: int) -> np.ndarray:
     if out.size and (out.min() < -(1 << 31) or out.max() >= 1 << 31):
         raise InternalCheckError(f"layer {e.op}", "a requantisation constant does not fit int32", "report this")
     return out.astype(np.int32)
+
+
+def _padded_planes(rq, sub, where: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's correction planes padded to the layer's slot count."""
+    slots = rq.correction_slots
+    pad = slots - where.shape[0]
+    if pad > 0:
+        where = np.concatenate([where, np.full((pad, where.shape[1]), rq.acc_hi + 1, dtype=np.int64)])
+        delta = np.concatenate([delta, np.zeros((pad, delta.shape[1]), dtype=np.int64)])
+    return where, delta
 
 
 def _container_range(dtype: str) -> tuple[int, int]:
@@ -213,8 +229,10 @@ def _requant_context(e: DenseExec) -> dict | None:
     if rq.kind not in REQUANT_CODES:
         raise InternalCheckError(f"dense codegen for layer {e.op!r}", f"requantisation kind {rq.kind}", "report this")
     levels = requant_levels(e)
+    slots = rq.correction_slots if rq.kind == "multiplier" else 0
     return {"kind": rq.kind, "code": REQUANT_CODES[rq.kind], "offset_shift": rq.offset_shift, "levels": levels,
-            "stride_rows": 1 + (levels if rq.kind == "table" else 1), "reason": rq.reason.replace("\n", " ")}
+            "stride_rows": 1 + (levels if rq.kind == "table" else 1 + 2 * slots), "slots": slots,
+            "reason": rq.reason.replace("\n", " ")}
 
 
 def kernel_instance(e: DenseExec, layer_index: int, kernel: Kernel, ident: str) -> KernelInstance:

@@ -106,6 +106,29 @@ inline aie::vector<O, ROWS * COLS> requant_table_rows(const aie::accum<AccTag, R
   return narrow_codes<O>(code);
 }
 
+// Where the accumulator equals one of a channel's corrected values, add its delta to the code: per slot j,
+// acc == a as (acc >= a) - (acc >= a + 1). `fix` holds `slots` pairs of rows of COLS values (accumulators, then
+// deltas), each row repeated on the ROWS rows of the block; unused slots hold a value no accumulator reaches.
+template <typename O, unsigned ROWS, unsigned COLS, typename AccTag>
+inline aie::vector<O, ROWS * COLS> correct_rows(const aie::accum<AccTag, ROWS * COLS>& acc,
+                                                const aie::vector<O, ROWS * COLS>& v, const int32* __restrict fix,
+                                                unsigned slots) {
+  static_assert(is_code_type_v<O>, "output codes are 8- or 16-bit integers");
+  constexpr unsigned N = ROWS * COLS;
+  const aie::vector<int32, N> x = as_int32(acc);
+  const aie::vector<int32, N> zero = aie::zeros<int32, N>();
+  const aie::vector<int32, N> one = aie::broadcast<int32, N>(1);
+  aie::accum<acc32, N> wide;
+  wide.from_vector(v, 0);
+  aie::vector<int32, N> code = wide.template to_vector<int32>(0);  // acc32 -> int32: the lanes as they are
+  for (unsigned j = 0; j < slots; ++j) chess_prepare_for_pipelining {
+    const aie::vector<int32, N> a = repeat_row<ROWS, COLS>(fix + 2 * j * COLS);
+    const aie::vector<int32, N> d = repeat_row<ROWS, COLS>(fix + (2 * j + 1) * COLS);
+    code = aie::add(code, aie::select(zero, d, aie::ge(x, a)));
+    code = aie::sub(code, aie::select(zero, d, aie::ge(x, aie::add(a, one))));
+  }
+  return narrow_codes<O>(code);
+}
 }  // namespace nn2aie_requant
 
 #endif  // NN2AIE_REQUANT_H
