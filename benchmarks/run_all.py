@@ -33,6 +33,9 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
     ("requant_cases.py", [], ["--cases", "2000"], "requant_cases.md",
      "measured on this machine (exact requantisation checked on every accumulator, native co-simulation), "
      "with modelled cycles per output vector"),
+    ("quant_models.py", [], ["--events", "500"], "quant_models.md",
+     "measured on this machine (models as quantization tools export them: compile, bit-exact check against the "
+     "source framework), with modelled latency and throughput"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
 ]
 

@@ -309,9 +309,54 @@ def test_conv1d_is_refused_with_the_module_path():
     assert "model.0 (Conv1d)" in str(err.value) and "nn.Linear" in str(err.value)
 
 
-def test_batchnorm_is_refused():
-    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)).eval()
-    with pytest.raises(UnsupportedOpError, match=r"model\.1 \(BatchNorm1d\).*fold"):
+def _bn(n: int, seed: int) -> nn.BatchNorm1d:
+    gen = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm1d(n)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(n, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+        bn.weight.copy_(torch.randn(n, generator=gen))
+        bn.bias.copy_(torch.randn(n, generator=gen) * 0.3)
+    return bn.eval()
+
+
+def _folded(lin: nn.Linear, bn: nn.BatchNorm1d, before: bool) -> nn.Linear:
+    """The oracle's own fold (torch, float64): bn(lin(x)) or lin(bn(x)) as one Linear."""
+    s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).double()
+    t = (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)).double()
+    w, b = lin.weight.double(), lin.bias.double()
+    out = nn.Linear(lin.in_features, lin.out_features).double()
+    with torch.no_grad():
+        out.weight.copy_(w * s[None, :] if before else w * s[:, None])
+        out.bias.copy_(b + w @ t if before else b * s + t)
+    return out
+
+
+def test_batchnorm_folds_into_the_neighbouring_linear():
+    """BatchNorm1d after a Linear folds into it, BatchNorm1d on the input into the Linear after it (PTQ quantizes
+    the folded float model): equal to a fake-quantized oracle of the folded model and to onnxruntime."""
+    torch.manual_seed(3)
+    l1, l2 = nn.Linear(8, 16), nn.Linear(16, 4)
+    bn_in, bn_mid = _bn(8, 1), _bn(16, 2)
+    model = nn.Sequential(bn_in, l1, bn_mid, nn.ReLU(), l2).eval()
+    cal = _cal()
+    compiled = compile_loaded(nn2aie.from_pytorch(model, torch.randn(1, 8), calibration=cal))
+    assert [op.kind for op in compiled.model.graph.ops] == ["dense", "dense"]
+    x = _inputs(1500, 8, seed=9, scale=2.0, wild=100)
+    ours = compiled.emulate(x)
+    with torch.no_grad():
+        first = _folded(_folded(l1, bn_in, before=True), bn_mid, before=False)
+    oracle = fake_quant_forward([first, nn.ReLU(), l2], cal, x)
+    assert np.array_equal(ours, oracle)
+    assert np.array_equal(ours, compiled.reference(x))
+    with torch.no_grad():  # and, on the calibration inputs, close to the float module (quantization error only)
+        float_out = model(torch.from_numpy(cal.astype(np.float32))).numpy()
+    assert np.abs(compiled.emulate(cal) - float_out).mean() < 0.1 * np.abs(float_out).mean()
+
+
+def test_batchnorm_with_no_linear_next_to_it_is_refused():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.BatchNorm1d(8).eval(), nn.ReLU(), nn.Linear(8, 2)).eval()
+    with pytest.raises(UnsupportedOpError, match=r"model\.2 \(BatchNorm1d\).*folds into an nn\.Linear"):
         nn2aie.from_pytorch(model, torch.randn(1, 8), calibration=_cal())
 
 

@@ -61,7 +61,7 @@ _NEAREST = {
     "GELU": "nn.ReLU", "SiLU": "nn.ReLU", "ELU": "nn.ReLU", "LeakyReLU": "nn.ReLU", "ReLU6": "nn.ReLU",
     "Hardtanh": "nn.ReLU", "Softmax": "drop the Softmax from the compiled model and apply it on the host",
     "LogSoftmax": "drop it from the compiled model and apply it on the host",
-    "BatchNorm1d": "fold the BatchNorm into the preceding nn.Linear (W' = W*g/s, b' = (b-mu)*g/s + beta)",
+    "BatchNorm1d": "place it right before or after an nn.Linear (it is folded into it)",
     "LayerNorm": "remove it or fold a fixed affine transform into an nn.Linear",
     "Conv1d": "nn.Linear on flattened inputs (dense layers only)",
     "Conv2d": "nn.Linear on flattened inputs (dense layers only)",
@@ -259,10 +259,64 @@ def _trace_graph(torch: Any, module: Any) -> tuple[list[_Node], list[int]]:
         env[node] = len(nodes)
         nodes.append(_Node(label, where, idx, attrs))
     assert outputs is not None
+    _fold_batchnorms(nodes, outputs)
     _fold_relus(nodes, outputs)
     if not any(n.kind == "linear" for n in nodes):
         raise UnsupportedOpError(_where("", module), "contains no nn.Linear", _HINT_MLP)
     return nodes, outputs
+
+
+def _fold_batchnorms(nodes: list[_Node], outputs: list[int]) -> None:
+    """Post-training quantization quantizes a float model, so an eval-mode BatchNorm1d folds into an nn.Linear
+    in float64 before calibration: into the Linear before it (``W' = s W``, ``b' = s b + t`` per output) when that
+    Linear feeds only the BatchNorm, else into the one Linear after it (``W' = W s``, ``b' = b + W t``, the
+    BatchNorm on that Linear's input features). The QDQ model written afterwards is what nn2aie compiles and
+    checks bit-exactly; the fold changes the float model only by float64 rounding."""
+    users: dict[int, list[int]] = {}
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            users.setdefault(i, []).append(k)
+    alias: dict[int, int] = {}
+    for k, n in enumerate(nodes):
+        n.inputs = [alias.get(i, i) for i in n.inputs]
+        if n.kind != "batchnorm":
+            continue
+        src = nodes[n.inputs[0]]
+        after = users.get(k, [])
+        s, t = n.attrs["scale"], n.attrs["shift"]
+        if src.kind == "linear" and users.get(n.inputs[0]) == [k] and n.inputs[0] not in outputs:
+            w, b = src.attrs["weight"], src.attrs["bias"]
+            if w.shape[0] != s.size:
+                raise UnsupportedOpError(n.where, f"normalises {s.size} features after a Linear of {w.shape[0]}",
+                                         "check the model")
+            src.attrs["weight"] = w * s[:, None]
+            src.attrs["bias"] = (b if b is not None else np.zeros(s.size)) * s + t
+            src.where = f"{src.where} + {n.where}"
+            alias[k] = n.inputs[0]
+            continue
+        if len(after) == 1 and k not in outputs and nodes[after[0]].kind == "linear":
+            dst = nodes[after[0]]
+            w, b = dst.attrs["weight"], dst.attrs["bias"]
+            if w.shape[1] != s.size:
+                raise UnsupportedOpError(n.where, f"normalises {s.size} features before a Linear of {w.shape[1]}",
+                                         "apply the BatchNorm to the features the Linear reads")
+            dst.attrs["weight"] = w * s[None, :]
+            dst.attrs["bias"] = (b if b is not None else np.zeros(w.shape[0])) + w @ t
+            dst.where = f"{n.where} + {dst.where}"
+            alias[k] = n.inputs[0]
+            continue
+        raise UnsupportedOpError(n.where, "a BatchNorm1d folds into an nn.Linear right before it (read only by the "
+                                 "BatchNorm) or right after it (the BatchNorm read only by it); this one has neither",
+                                 "place it next to an nn.Linear, or export a QONNX model with Brevitas")
+    if alias:
+        outputs[:] = [alias.get(o, o) for o in outputs]
+        keep = [k for k in range(len(nodes)) if k not in alias]
+        renum = {old: new for new, old in enumerate(keep)}
+        kept = [nodes[k] for k in keep]
+        for n in kept:
+            n.inputs = [renum[alias.get(i, i)] for i in n.inputs]
+        nodes[:] = kept
+        outputs[:] = [renum[o] for o in outputs]
 
 
 def _fold_relus(nodes: list[_Node], outputs: list[int]) -> None:
@@ -304,6 +358,17 @@ def _classify(node: Any, gm: Any, nn: Any, F: Any, torch: Any) -> tuple[str, str
             return "relu", path, mod, {}
         if isinstance(mod, nn.Identity | nn.Dropout):  # Dropout only reaches here in eval mode
             return "identity", path, mod, {}
+        if isinstance(mod, nn.BatchNorm1d):
+            if mod.training or not mod.track_running_stats or mod.running_mean is None:
+                raise UnsupportedOpError(_where(path, mod), "is in training mode or has no running statistics",
+                                         "call model.eval() on a trained model")
+            var = mod.running_var.detach().to(torch.float64).cpu().numpy()
+            scale = 1.0 / np.sqrt(var + float(mod.eps))
+            shift = -mod.running_mean.detach().to(torch.float64).cpu().numpy() * scale
+            if mod.affine:
+                g = mod.weight.detach().to(torch.float64).cpu().numpy()
+                scale, shift = scale * g, shift * g + mod.bias.detach().to(torch.float64).cpu().numpy()
+            return "batchnorm", path, mod, {"scale": scale, "shift": shift}
         if isinstance(mod, nn.Flatten):
             if mod.start_dim != 1 or mod.end_dim != -1:
                 raise UnsupportedOpError(_where(path, mod), f"flattens dims {mod.start_dim}..{mod.end_dim}",
