@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 hls4ml = pytest.importorskip("hls4ml")
 
-from nn2aie.errors import UnsupportedOpError  # noqa: E402
+from nn2aie.errors import UnsupportedOpError, UnsupportedQuantizationError  # noqa: E402
 from nn2aie.frontends.hls4ml_frontend import graph_from_hls4ml  # noqa: E402
 from nn2aie.ir.types import FixedType  # noqa: E402
 
@@ -337,6 +337,57 @@ def test_hgq2_default_per_element_quantizers_are_bit_exact(name, tmp_path):
     compiled = compile_loaded(LoadedModel(graph, "hls4ml", None, None))
     report = compiled.native_cosim(x[:16])
     assert report.kernels and all(k.match for k in report.kernels)
+
+
+def _bn_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,), name="inp")
+    out = keras.layers.Dense(5, name="fc")(keras.layers.BatchNormalization(name="bn")(inp))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    model.get_layer("bn").set_weights([rng.normal(size=16), rng.normal(size=16) * 0.5, rng.normal(size=16),
+                                       rng.uniform(0.5, 3, 16)])  # gammas of both signs
+    return model
+
+
+def _bn_convert(model, backend: str, out_dir: str, bn_result: str = "ap_fixed<10,4,AP_RND_CONV,AP_SAT>"):
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
+    cfg["LayerName"]["inp"]["Precision"]["result"] = "ap_fixed<10,4,AP_RND_CONV,AP_SAT>"
+    cfg["LayerName"]["bn"]["Precision"].update(result=bn_result, scale="ap_fixed<12,3>", bias="ap_fixed<12,3>")
+    cfg["LayerName"]["fc"]["Precision"].update(result="ap_fixed<16,6,AP_RND_CONV,AP_SAT>", accum="ap_fixed<32,16>",
+                                               weight="ap_fixed<8,2>", bias="ap_fixed<8,2>")
+    return hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend=backend, output_dir=out_dir,
+                                                      project_name="bn", io_type="io_parallel")
+
+
+@needs_gxx
+def test_batchnorm_layer_equals_hls4ml_csim(tmp_path):
+    """hls4ml's BatchNormalization (data * scale + bias, one cast into res_T) on the input features: an eltwise
+    affine, exact per channel: predict == hls4ml's Vitis C-simulation on 2000 inputs, native co-simulation."""
+    from nn2aie.api import compile_loaded
+    from nn2aie.frontends.loader import LoadedModel
+
+    model = _bn_model()
+    vitis = _bn_convert(model, "Vitis", str(tmp_path / "vitis"))
+    ours = _bn_convert(model, "nn2aie", str(tmp_path / "aie"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for f in [pool.submit(m.compile) for m in (vitis, ours)]:
+            f.result()
+    x = (np.random.default_rng(1).normal(size=(2000, 16)) * 3).astype(np.float32)
+    want = vitis.predict(x)
+    assert np.array_equal(ours.predict(x).reshape(want.shape), want)
+    assert len(np.unique(want)) > 100
+    graph = graph_from_hls4ml(ours)
+    assert [(op.kind, op.attrs.get("op")) for op in graph.ops] == [("eltwise", "affine"), ("dense", None)]
+    assert graph.op("bn").attrs["requant_table"]["negated_channels"]
+    report = compile_loaded(LoadedModel(graph, "hls4ml", None, None)).native_cosim(x[:16])
+    assert report.kernels and all(k.match for k in report.kernels)
+
+
+def test_batchnorm_with_a_wide_auto_result_is_refused(tmp_path):
+    hm = _bn_convert(_bn_model(), "nn2aie", str(tmp_path / "aie"), bn_result="auto")
+    with pytest.raises(UnsupportedQuantizationError, match="bn result.*wider than 16 bits.*result precision"):
+        hm.compile()
 
 
 def _input_quantizer_model(quantizer_t: str, tmp_path, input_t: str | None = None):

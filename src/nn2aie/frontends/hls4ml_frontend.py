@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nn2aie.errors import UnsupportedOpError, UnsupportedQuantizationError
-from nn2aie.ir.evaluate import INPUT_PRE_CAST, cast_float
+from nn2aie.ir.evaluate import INPUT_PRE_CAST, cast_float, overflow_range, requantize
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType
 
@@ -59,7 +59,7 @@ SUPPORTED = ("Input, Dense (with bias or not), Activation relu / linear / LeakyR
 _INPUT_CLASSES = ("Input", "InputLayer")
 _ACT_CLASSES = ("Activation", "ParametrizedActivation", "LeakyReLU", "ThresholdedReLU", "ReLU")
 _SUPPORTED_CLASSES = ("Dense", "Merge", "Concatenate", "Reshape", "Flatten", "Transpose", "GlobalPooling1D",
-                      "GlobalPooling2D", "FixedPointQuantizer") + _ACT_CLASSES
+                      "GlobalPooling2D", "FixedPointQuantizer", "BatchNormalization") + _ACT_CLASSES
 # hls4ml merge op -> eltwise op (Average: see _Converter._merge)
 _MERGE_OPS = {"add": "add", "subtract": "sub", "multiply": "mul", "maximum": "max", "minimum": "min"}
 _NEAREST = {
@@ -361,6 +361,8 @@ class _Converter:
             self._global_pooling(layer, out)
         elif cls == "FixedPointQuantizer":
             self._fixed_point_quantizer(layer, out)
+        elif cls == "BatchNormalization":
+            self._batchnorm(layer, out)
         else:  # pragma: no cover - the pre-pass refused it
             raise _refuse(layer, f"layer class {cls} is not supported")
 
@@ -446,6 +448,58 @@ class _Converter:
             lo.append(t.min_code << (frac - t.frac))
             hi.append(t.max_code << (frac - t.frac))
         return np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+
+    def _batchnorm(self, layer, out: str) -> None:
+        """hls4ml's BatchNormalization: ``res = data * scale + bias`` per feature in full fixed-point precision,
+        then one cast into res_T: an exact affine map of the input code per channel, so an eltwise ``affine``
+        whose thresholds are the map's (computed exactly) and whose multiplier kernels/requant.py proves equal."""
+        from fractions import Fraction
+
+        src = self.inp(layer)
+        x_t = self.type_of(src)
+        shape = self.tensors[src].shape
+        if len(shape) != 1:
+            raise _refuse(layer, f"normalises a {list(shape)} tensor: supported on flat [features] tensors")
+        n = int(shape[0])
+        where = f"hls4ml layer {layer.name}"
+        s_t = fixed_type(layer.weights["scale"].type.precision, f"{where} scale")
+        b_t = fixed_type(layer.weights["bias"].type.precision, f"{where} bias")
+        scale = np.broadcast_to(weight_codes(layer.weights["scale"], s_t, f"{where} scale").reshape(-1), (n,))
+        bias = np.broadcast_to(weight_codes(layer.weights["bias"], b_t, f"{where} bias").reshape(-1), (n,))
+        y_t = self.result_type(layer)
+        if y_t.container_bits > 16:
+            raise UnsupportedQuantizationError(
+                f"{where} result", f"type {y_t.describe()} is wider than 16 bits (hls4ml's 'auto' precision keeps the "
+                "exact product)", "set the BatchNormalization's result precision, e.g. "
+                "ap_fixed<16,6,AP_RND_CONV,AP_SAT>, in the hls4ml config")
+        if np.any(scale == 0):
+            raise _refuse(layer, "has a zero scale (a constant channel)")
+        sign = np.where(scale < 0, -1, 1).astype(np.int64)
+        xlo, xhi = _type_range(x_t)
+        a_lo, a_hi = (min(xlo, -xhi), max(xhi, -xlo)) if np.any(sign < 0) else (xlo, xhi)
+        # every oriented input code a' = sign * x through hls4ml's arithmetic: x * scale + bias exactly (at the
+        # finer of the two fractions), then one cast into res_T (the IR's requantize is that cast)
+        frac = max(x_t.frac + s_t.frac, b_t.frac)
+        a = np.arange(a_lo, a_hi + 1, dtype=np.int64)[:, None]
+        exact = (sign * a) * scale.astype(np.int64) << (frac - x_t.frac - s_t.frac)
+        exact = exact + (bias.astype(np.int64) << (frac - b_t.frac))
+        codes = requantize(exact, frac, y_t, f"{where} result")
+        if np.any(np.diff(codes, axis=0) < 0):
+            raise _refuse(layer, f"its result type {y_t.describe()} wraps some results (not monotone)")
+        lo, hi = overflow_range(y_t) if y_t.overflow != "WRAP" else (y_t.min_code, y_t.max_code)  # WRAP: none wraps
+        levels = np.arange(lo + 1, hi + 1)
+        thresholds = a_lo + (codes[:, :, None] < levels[None, None, :]).sum(axis=0)  # [n, levels]
+        step = Fraction(2) ** -(x_t.frac + s_t.frac - y_t.frac)
+        c = [abs(int(v)) * step for v in scale]
+        e = [int(v) * Fraction(2) ** -(b_t.frac - y_t.frac) for v in bias]
+        table = {"thresholds": thresholds.tolist(), "acc_range": [a_lo, a_hi], "clamp": [lo, hi],
+                 "negated_channels": [int(j) for j in np.nonzero(sign < 0)[0]],
+                 "source": f"hls4ml BatchNormalization {layer.name}: data * scale + bias into {y_t.describe()}",
+                 "affine_reading": {"scale": [[v.numerator, v.denominator] for v in c],
+                                    "offset": [[v.numerator, v.denominator] for v in e],
+                                    "rounding": y_t.rounding, "clamp": [lo, hi]}}
+        self.env[out] = self.new_tensor(layer.name, shape, y_t, layer.name)
+        self.emit(layer.name, "eltwise", [src], layer.name, {"op": "affine", "requant_table": table})
 
     def _per_element_quantizer(self, layer, out: str, shape, k, b, i, rounding: str, overflow: str) -> None:
         """HGQ2's heterogeneous quantizer: ``out[e] = res_T(ap_fixed<b_e, i_e, RND, SAT>(in[e]))`` per element e
