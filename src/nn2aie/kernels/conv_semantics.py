@@ -1,4 +1,5 @@
-"""Convolution semantics (issue 14, the contract the conv family's tiles, emulator and cost model will follow).
+"""Convolution semantics (issue 14): the contract the conv family (kernels/conv/, to come) will implement; a shared
+module until that family exists (a family folder must register a family: tests/kernels/test_family_boundaries.py).
 
 Layout on chip: channels last. An activation event is ``[*spatial, C]`` (NWC: ``[L, C]``; NHWC: ``[H, W, C]``),
 weights are ``[*kernel, C / groups, M]`` (the ONNX ``[M, C / groups, *kernel]`` transposed), the result

@@ -1,4 +1,4 @@
-"""The convolution contract (kernels/conv/semantics.py) against two independent oracles: torch's conv1d / conv2d
+"""The convolution contract (kernels/conv_semantics.py) against two independent oracles: torch's conv1d / conv2d
 in float64 (exact for these integer codes) over random geometries, and onnxruntime's Conv for the ONNX attribute
 rules (auto_pad, pads, strides, dilations, group)."""
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from nn2aie.kernels.conv.semantics import ConvGeometry, exact_conv
+from nn2aie.kernels.conv_semantics import ConvGeometry, exact_conv
 
 torch = pytest.importorskip("torch")
 
