@@ -38,7 +38,8 @@ def jet():
     return load_model(make_qdq_mlp([16, 64, 32, 32, 5], seed=3))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True,  # reproducible: CI must not depend on the draw
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=_configs, batch=st.sampled_from([4, 8, 16]) | st.integers(-4, 40),
        plio=st.sampled_from([32, 64, 128, 96]),
        pl_freq=st.none() | st.floats(-10, 2000) | st.sampled_from([float("nan"), float("inf")]),
