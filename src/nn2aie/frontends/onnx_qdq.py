@@ -80,7 +80,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
            "GlobalMaxPool": "max"}
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
-                 *VIEW_OPS, *REDUCE_OPS, "Constant")
+                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div")
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
              "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
@@ -710,6 +710,7 @@ class QdqParser:
                     "MatMul": self.on_dense, "Gemm": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
+                    "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
                     **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -962,6 +963,10 @@ class QdqParser:
             activation = "relu"
             out = nxt.output[0]
             nxt = self.single_user(out, nxt)
+        if nxt is not None and nxt.op_type in ("BatchNormalization", "Mul", "Div", "Add", "Sub", "Clip") and \
+                self.epilogue_step(nxt, out, n, x_shape):
+            self.stepped_dense(node, x, w, codes, bias, bias_src, activation, out, nxt, x_shape)
+            return
         if nxt is None or nxt.op_type != "QuantizeLinear":
             got = self.where(nxt) if nxt is not None else "the graph output"
             raise UnsupportedQuantizationError(
@@ -992,6 +997,120 @@ class QdqParser:
         col = int(np.abs(codes).sum(axis=0).max(initial=0))
         b_max = int(np.abs(bias).max(initial=0)) if bias is not None else 0
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.qtype.frac, acc_frac, y_type.frac)
+
+    def on_unfused_float(self, node: onnx.NodeProto) -> None:
+        """BatchNormalization or Div that no MatMul / Gemm epilogue took."""
+        raise UnsupportedOpError(self.where(node), f"{node.op_type} is supported only between a MatMul / Gemm and "
+                                 "its QuantizeLinear (BatchNorm of a [batch, features] sum; Div by a constant)",
+                                 "fold it into the preceding layer before quantizing, or place it right after one")
+
+    # -- float steps between a dense sum and its QuantizeLinear ------------------------------------------------
+    def epilogue_step(self, node: onnx.NodeProto, value: str, n: int, x_shape: tuple[int, ...]) -> bool:
+        """A float step reading ``value`` (a [batch, n] sum or a step after it): BatchNormalization, Mul / Div /
+        Add / Sub by a constant (scalar or per channel; x / c only), Relu, Clip with constant bounds."""
+        if node.domain not in ("", "ai.onnx") or value not in node.input:
+            return False
+        if node.op_type == "Relu":
+            return True
+        others = [i for i in node.input if i and i != value]
+        if node.op_type in ("Mul", "Add", "Sub", "Div"):
+            if len(node.input) != 2 or len(others) != 1 or (node.op_type == "Div" and node.input[0] != value):
+                return False
+        elif node.input[0] != value:
+            return False
+        for name in others:
+            c = self.float_const(name)
+            if c is None:
+                return False
+            try:
+                if np.broadcast_shapes(np.shape(c), (1, *x_shape[:-1], n)) != (1, *x_shape[:-1], n):
+                    return False
+            except ValueError:
+                return False
+        if node.op_type == "BatchNormalization":
+            return len(x_shape) == 1 and len(node.input) == 5 and not attr(node, "training_mode", 0)
+        return node.op_type in ("Mul", "Add", "Sub", "Div", "Clip")
+
+    def stepped_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, bias, bias_src,
+                      activation: str, sum_name: str, first: onnx.NodeProto, x_shape: tuple[int, ...]) -> None:
+        """MatMul / Gemm whose float sum goes through BatchNormalization or float steps into QuantizeLinear: the
+        epilogue is read off onnxruntime on every reachable accumulator (frontends/source_eval.py) as a per-channel
+        threshold table (kernels/dense/stepped.py); power-of-two operands (the float sum is then exact)."""
+        from nn2aie.frontends.source_eval import chain_function, step_thresholds
+
+        where = self.where(node)
+        if isinstance(x.qtype, _SQType) or isinstance(w.qtype, _SQType):
+            raise UnsupportedQuantizationError(
+                where, f"float operations ({first.op_type}) between a layer with float-scale operands and its "
+                "QuantizeLinear are not supported", "fold them into the weights before quantizing (onnxruntime's "
+                "quantize_static does), or use power-of-two scales")
+        k, n = codes.shape
+        acc_frac = x.qtype.frac + w.qtype.frac
+        chain, nxt = [], first
+        if activation == "relu":  # the Relu before the chain: part of it (the tile sees only the table)
+            relu = next(u for u in self.nodes if u.op_type == "Relu" and u.output[0] == sum_name)
+            chain.append(relu)
+            value = relu.input[0]
+            sum_name = value
+        value = chain[-1].output[0] if chain else sum_name
+        while nxt is not None and self.epilogue_step(nxt, value, n, x_shape):
+            self.visit(nxt)
+            chain.append(nxt)
+            value = nxt.output[0]
+            nxt = self.single_user(value, nxt)
+        if nxt is None or nxt.op_type != "QuantizeLinear" or nxt.input[0] != value:
+            got = self.where(nxt) if nxt is not None else "the graph output"
+            raise UnsupportedQuantizationError(f"tensor {value}", f"the float steps after {where} go to {got} "
+                                               "without QuantizeLinear", "quantize the result (QuantizeLinear)")
+        self.visit(nxt)
+        y_type = self.qparams(nxt, None, _ACT_TYPES, "activation")
+        b_codes = bias if bias is not None else np.zeros(n, dtype=np.int64)
+        w64 = codes.astype(np.int64)
+        low = np.minimum(w64 * x.qtype.lo, w64 * x.qtype.hi).sum(axis=0) + b_codes
+        high = np.maximum(w64 * x.qtype.lo, w64 * x.qtype.hi).sum(axis=0) + b_codes
+        acc_lo, acc_hi = int(low.min(initial=0)), int(high.max(initial=0))
+        self.check_float32(max(-acc_lo, acc_hi), x.qtype.frac, w.qtype.frac, acc_frac)
+        zp = self.consts.get(nxt.input[2]) if len(nxt.input) > 2 and nxt.input[2] else None
+        out_type = _NP_TO_ONNX.get(np.asarray(zp).dtype, T.UINT8) if zp is not None else T.UINT8
+
+        def to_input(acc: np.ndarray) -> np.ndarray:  # the source's float sum of that accumulator (exact)
+            return np.ldexp(acc, -acc_frac).astype(np.float32)
+
+        def to_code(v: np.ndarray) -> np.ndarray:  # QuantizeLinear's output is the code
+            return np.asarray(v).astype(np.int64)
+
+        fn = chain_function([*chain, nxt], self.consts, sum_name, list(self.model.opset_import), to_input, to_code,
+                            runner="onnxruntime", out_type=out_type)
+        thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, acc_lo, acc_hi, n, y_type.lo, y_type.hi, where)
+        if negated.any():
+            flipped = -w64[:, negated]
+            if flipped.min(initial=0) < w.qtype.lo or flipped.max(initial=0) > w.qtype.hi:
+                col = int(np.nonzero(negated)[0][0])
+                raise UnsupportedQuantizationError(
+                    where, f"output channel {col} falls as its sum grows (a negative BatchNorm / Mul scale): the tile "
+                    f"accumulates the negated weights, and {-w.qtype.lo} is not an {elem_type_name(w.qtype.onnx_type)} "
+                    "code", "quantize the weights to a narrow (symmetric) range, e.g. [-127, 127]")
+            w64 = w64.copy()
+            w64[:, negated] = flipped
+            b_codes = np.where(negated, -b_codes, b_codes)
+        op_name = self.op_name(node, "dense")
+        w_name = unique(f"{op_name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (k, n), w.qtype.fixed(), np.ascontiguousarray(w64), origin=w.origin)
+        inputs = [x.tensor, w_name]
+        if np.any(b_codes):
+            b_name = unique(f"{op_name}_b", self.taken)
+            self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, acc_frac, True, "RND_CONV", "SAT"), b_codes,
+                                          origin=bias_src[0] if bias_src else "")
+            inputs.append(b_name)
+        table = {"thresholds": thresholds.tolist(), "acc_range": [acc_lo, acc_hi], "clamp": [y_type.lo, y_type.hi],
+                 "negated_channels": [int(i) for i in np.nonzero(negated)[0]],
+                 "source": " -> ".join(c.name or c.op_type for c in [*chain, nxt]) + ", run by onnxruntime on the "
+                           "layer's accumulator values"}
+        y = self.add_op(op_name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0],
+                        {"activation": "linear", "requant_table": table})
+        self.bind(nxt.output[0], QVal(y, y_type, codes=True))
+        if isinstance(y_type, _SQType):
+            self.exact = False
 
     def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, trans_b: bool, bias_src,
                      bias_value, activation: str, quant: onnx.NodeProto, y_type) -> None:

@@ -32,27 +32,39 @@ CodeFn = Callable[[np.ndarray], np.ndarray]  # float64 accumulators [R, N] -> in
 
 def chain_function(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray], input_name: str,
                    opsets: list[onnx.OperatorSetIdProto], to_input: Callable[[np.ndarray], np.ndarray],
-                   to_code: Callable[[np.ndarray], np.ndarray]) -> CodeFn:
+                   to_code: Callable[[np.ndarray], np.ndarray], runner: str = "qonnx",
+                   out_type: int = onnx.TensorProto.FLOAT) -> CodeFn:
     """The codes the source computes for accumulators: ``to_input`` turns accumulators [R, N] into the float32 the
-    first node reads (the layer's float sum), the nodes run under qonnx, ``to_code`` turns the last node's float
-    output into codes."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-
+    first node reads (the layer's float sum), the nodes run under the source's runtime (``runner``: qonnx's
+    ``execute_onnx`` for QONNX, an onnxruntime session for ONNX QDQ; ``out_type`` the last node's element type),
+    ``to_code`` turns the last node's output into codes."""
     needed = {i for n in nodes for i in n.input if i and i in consts}
     out_name = nodes[-1].output[0]
 
-    def run(acc: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(to_input(acc), dtype=np.float32)
+    def model_of(shape: list[int]) -> onnx.ModelProto:
         graph = helper.make_graph(
             list(nodes), "epilogue",
-            [helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, list(x.shape))],
-            [helper.make_tensor_value_info(out_name, onnx.TensorProto.FLOAT, list(x.shape))],
+            [helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info(out_name, out_type, shape)],
             [numpy_helper.from_array(np.asarray(consts[i]), i) for i in sorted(needed)],
-            value_info=[helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, list(x.shape))
+            value_info=[helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, shape)
                         for n in nodes[:-1]])  # every node is elementwise on the [R, N] sum
-        model = ModelWrapper(helper.make_model(graph, opset_imports=list(opsets)))
-        y = execute_onnx(model, {input_name: x})[out_name]
+        return helper.make_model(graph, opset_imports=list(opsets))
+
+    def run(acc: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(to_input(acc), dtype=np.float32)
+        if runner == "onnxruntime":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ reference's setting
+            session = ort.InferenceSession(model_of(list(x.shape)).SerializeToString(), opts,
+                                           providers=["CPUExecutionProvider"])
+            return to_code(np.asarray(session.run([out_name], {input_name: x})[0]))
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.core.onnx_exec import execute_onnx
+
+        y = execute_onnx(ModelWrapper(model_of(list(x.shape))), {input_name: x})[out_name]
         return to_code(np.asarray(y))
 
     return run
