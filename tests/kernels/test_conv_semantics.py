@@ -95,3 +95,29 @@ def test_problems_are_named():
     assert "not smaller than the kernel" in ConvGeometry(**{**base, "pads_begin": (3,)}).problem()
     with pytest.raises(ValueError, match="auto_pad"):
         ConvGeometry.from_onnx((8,), 4, (3,), 4, auto_pad="SAME")
+
+
+def test_conv_flatten_dense_in_channels_last_equals_onnxruntime():
+    """Conv -> Flatten -> MatMul as ONNX (channels first) == the channels-last contract: exact_conv on NHWC, the
+    channels-last flatten, and the Dense's weight rows permuted (dense_rows_for_nhwc): no transpose on chip."""
+    import onnxruntime as ort
+
+    from nn2aie.kernels.conv_semantics import dense_rows_for_nhwc, weights_from_onnx
+
+    rng = np.random.default_rng(3)
+    c, m, h, w_, n = 3, 5, 6, 7, 4
+    x = rng.integers(-30, 30, size=(4, c, h, w_)).astype(np.float32)
+    wc = rng.integers(-20, 20, size=(m, c, 3, 3)).astype(np.float32)
+    geo = ConvGeometry.from_onnx((h, w_), c, (3, 3), m, strides=[1, 2], pads=[1, 0, 1, 1])
+    flat = m * int(np.prod(geo.out_spatial))
+    wd = rng.integers(-5, 5, size=(flat, n)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "wc"], ["y"], kernel_shape=[3, 3], strides=[1, 2], pads=[1, 0, 1, 1]),
+             helper.make_node("Flatten", ["y"], ["f"], axis=1), helper.make_node("MatMul", ["f", "wd"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(wc, "wc"), numpy_helper.from_array(wd, "wd")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    acc = exact_conv(np.moveaxis(x, 1, -1).astype(np.int64), weights_from_onnx(wc).astype(np.int64), geo)
+    ours = acc.reshape(acc.shape[0], -1) @ dense_rows_for_nhwc(wd, geo.out_spatial, m).astype(np.int64)
+    assert np.array_equal(ours, want.astype(np.int64))

@@ -139,3 +139,28 @@ def exact_conv(x: np.ndarray, w: np.ndarray, geo: ConvGeometry, pad_code: int = 
             acc[..., g * mg:(g + 1) * mg] += patch[..., g * cg:(g + 1) * cg] @ tap[:, g * mg:(g + 1) * mg]
     assert acc.shape[1:1 + n] == out
     return acc
+
+
+def weights_from_onnx(w: np.ndarray) -> np.ndarray:
+    """ONNX Conv weights ``[M, C / groups, *kernel]`` -> the channels-last ``[*kernel, C / groups, M]``."""
+    w = np.asarray(w)
+    return np.moveaxis(w, (0, 1), (-1, -2))
+
+
+def nchw_flatten_order(spatial: tuple[int, ...], channels: int) -> np.ndarray:
+    """Where each element of an ONNX ``Flatten`` of a ``[C, *spatial]`` event sits in the channels-last flatten of
+    the same event: ``flatten_nchw(x) == flatten_nhwc(x)[order]``. A Dense after the Flatten then reads the
+    channels-last tensor with its weight rows permuted (``W_nhwc[order] = W_nchw``, i.e. ``W_nhwc =
+    W_nchw[argsort(order)]``), so no transpose runs on chip."""
+    index = np.arange(int(np.prod(spatial)) * channels).reshape(*spatial, channels)  # channels-last positions
+    return np.moveaxis(index, -1, 0).reshape(-1)  # read in [C, *spatial] order
+
+
+def dense_rows_for_nhwc(w_nchw_rows: np.ndarray, spatial: tuple[int, ...], channels: int) -> np.ndarray:
+    """The weight matrix ``[C * prod(spatial), N]`` of a Dense that reads an ONNX (channels-first) Flatten, for
+    the channels-last flatten instead."""
+    order = nchw_flatten_order(spatial, channels)
+    w = np.asarray(w_nchw_rows)
+    out = np.empty_like(w)
+    out[order] = w
+    return out
