@@ -281,6 +281,7 @@ class Compiled:
 
     def summary(self, checked: dict | None = None) -> dict:
         plan = self.plan
+        stages = self.host_stages()
         g = self.model.graph
         layers = []
         for e in plan.layers:
@@ -312,7 +313,7 @@ class Compiled:
                         for n, t, tn in zip(self.output_names, self.output_types, self.plan.output_tensors,
                                             strict=True)],
             "bit_exact_check": checked or {},
-        } | ({"host_stages": self.host_stages()} if self.host_stages() else {})
+        } | ({"host_stages": stages} if stages else {})
 
 
 def compile_loaded(model: LoadedModel, options: CompileOptions | None = None, dump_after: str | None = None,

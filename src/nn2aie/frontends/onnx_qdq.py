@@ -1005,9 +1005,13 @@ class QdqParser:
                                  "fold it into the preceding layer before quantizing, or place it right after one")
 
     # -- float steps between a dense sum and its QuantizeLinear ------------------------------------------------
+    def epilogue_const(self, name: str) -> np.ndarray | None:
+        return self.float_const(name)
+
     def epilogue_step(self, node: onnx.NodeProto, value: str, n: int, x_shape: tuple[int, ...]) -> bool:
-        """A float step reading ``value`` (a [batch, n] sum or a step after it): BatchNormalization, Mul / Div /
-        Add / Sub by a constant (scalar or per channel; x / c only), Relu, Clip with constant bounds."""
+        """A float step reading ``value`` (a [batch, n] sum or a step after it), monotone in it per channel:
+        BatchNormalization, Mul / Div / Add / Sub by a constant (scalar or per channel; x / c, not c / x), Relu, Clip
+        with constant bounds (constants found by ``epilogue_const``; the QONNX parser looks through Identity)."""
         if node.domain not in ("", "ai.onnx") or value not in node.input:
             return False
         if node.op_type == "Relu":
@@ -1019,7 +1023,7 @@ class QdqParser:
         elif node.input[0] != value:
             return False
         for name in others:
-            c = self.float_const(name)
+            c = self.epilogue_const(name)
             if c is None:
                 return False
             try:
@@ -1027,8 +1031,9 @@ class QdqParser:
                     return False
             except ValueError:
                 return False
-        if node.op_type == "BatchNormalization":
-            return len(x_shape) == 1 and len(node.input) == 5 and not attr(node, "training_mode", 0)
+        if node.op_type == "BatchNormalization":  # channels on axis 1: the layer's outputs only for a [batch, n] sum
+            return (len(x_shape) == 1 and len(node.input) == 5 and not attr(node, "training_mode", 0)
+                    and len(node.output) == 1)
         return node.op_type in ("Mul", "Add", "Sub", "Div", "Clip")
 
     def stepped_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, bias, bias_src,

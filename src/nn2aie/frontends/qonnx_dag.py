@@ -65,9 +65,6 @@ from nn2aie.ir.types import FixedType, ScaledType
 _HANDLED = ("Gemm", "MatMul", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS, *PASS_THROUGH_OPS,
             "BatchNormalization", "Div")
 _QONNX_ONLY = ("Trunc", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
-# float nodes a dense layer's sum may pass through before its quantizer, each monotone in the sum per channel
-# (frontends/source_eval.py reads the epilogue off them); elementwise ones take a constant other operand
-_EPILOGUE_OPS = ("BatchNormalization", "Mul", "Div", "Add", "Sub", "Relu", "Clip")
 _HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x op c; c - x is "rsub"
 _PROLOGUE_VIEWS = ("Reshape", "Flatten")
 PROLOGUE_HINT = ("quantize the input first (a Quant / BipolarQuant node, e.g. QuantIdentity as the first module); "
@@ -167,6 +164,15 @@ class _SType:
 
 def is_scaled(t) -> bool:
     return isinstance(t, _SType)
+
+
+def _quant_codes(y_type):
+    """The codes behind a Quant's float32 outputs ``(q - zp) * scale`` (exactly ``q * 2**-frac`` for fixed point)."""
+    if is_scaled(y_type):
+        scale, zp = float(y_type.fixed().scale[0]), y_type.fixed().zero_point[0]
+        return lambda v: np.rint(np.asarray(v, dtype=np.float64) / scale + zp).astype(np.int64)
+    frac = y_type.frac
+    return lambda v: np.rint(np.ldexp(np.asarray(v, dtype=np.float64), frac)).astype(np.int64)
 
 
 def _without_pass_through(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -410,7 +416,7 @@ class QonnxParser(QonnxParams, QdqParser):
         activation = "linear"
         chain: list[onnx.NodeProto] = []  # float nodes between the sum and the quantizer
         sum_name = last.output[0]  # the float sum (bias included) they read
-        while nxt is not None and self.epilogue_node(nxt, last.output[0], n, x_shape):
+        while nxt is not None and self.epilogue_step(nxt, last.output[0], n, x_shape):
             self.visit(nxt)
             chain.append(nxt)
             last = nxt
@@ -508,32 +514,9 @@ class QonnxParser(QonnxParams, QdqParser):
         return codes, ScaledType(26, True, scales if len(set(scales)) > 1 else scales[:1], (0,))
 
     # -- float operations between a dense sum and its quantizer ------------------------------------------------
-    def epilogue_node(self, node: onnx.NodeProto, value: str, n: int, x_shape: tuple[int, ...]) -> bool:
-        """Whether ``node`` is a float step of a dense epilogue reading ``value`` (the layer's [batch, n] float
-        sum, or a step after it): monotone per channel, its other operands constant per channel."""
-        if node.op_type not in _EPILOGUE_OPS or node.domain not in STANDARD_DOMAINS or value not in node.input:
-            return False
-        if node.input[0] != value and node.op_type not in ("Mul", "Add", "Sub"):
-            return False  # c / x is not monotone; BatchNorm, Clip, Relu read the value first
-        if node.op_type == "Relu":
-            return True
-        others = [i for i in node.input if i and i != value]
-        if node.op_type in ("Mul", "Add", "Sub", "Div"):
-            if len(node.input) != 2 or len(others) != 1 or value not in node.input:
-                return False
-        consts = [self._const(i) for i in others]
-        if any(c is None for c in consts):
-            return False
-        for c in consts:
-            try:
-                if np.broadcast_shapes(np.shape(c), (1, *x_shape[:-1], n)) != (1, *x_shape[:-1], n):
-                    return False
-            except ValueError:
-                return False
-        if node.op_type == "BatchNormalization":
-            if len(x_shape) != 1 or len(node.input) != 5 or attr(node, "training_mode", 0) or len(node.output) != 1:
-                return False  # channels are axis 1: the layer's outputs only for a [batch, n] sum
-        return True
+    def epilogue_const(self, name: str) -> np.ndarray | None:
+        """A constant operand of a float epilogue step (through Identity / Dropout), for ``epilogue_step``."""
+        return self._const(name)
 
     def stepped_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, chain: list,
                       sum_name: str, quant: onnx.NodeProto) -> None:
@@ -589,16 +572,7 @@ class QonnxParser(QonnxParams, QdqParser):
         else:
             y_type = self.qparams(quant)
             lo, hi = y_type.lo, y_type.hi
-            if is_scaled(y_type):
-                s, z = np.float32(y_type.fixed().scale[0]), y_type.fixed().zero_point[0]
-
-                def to_code(v: np.ndarray) -> np.ndarray:
-                    return np.rint(v.astype(np.float64) / float(s) + z).astype(np.int64)
-            else:
-                f = y_type.frac
-
-                def to_code(v: np.ndarray) -> np.ndarray:
-                    return np.rint(np.ldexp(v.astype(np.float64), f)).astype(np.int64)
+            to_code = _quant_codes(y_type)
 
         def to_input(acc: np.ndarray) -> np.ndarray:  # the source's float32 sum of that accumulator
             if scaled:
@@ -816,13 +790,13 @@ class QonnxParser(QonnxParams, QdqParser):
         x = self.value(node.input[0], node)
         x_shape = self.shape(x)
         n = x_shape[-1]
-        if len(x_shape) != 1 or not self.epilogue_node(node, node.input[0], n, x_shape):
+        if len(x_shape) != 1 or not self.epilogue_step(node, node.input[0], n, x_shape):
             raise UnsupportedOpError(self.where(node), f"BatchNormalization of a {list(x_shape)} value per event: "
                                      "supported on [batch, features] tensors (channels on axis 1)",
                                      "apply it to a flat [batch, features] tensor, or fold it into the layer before")
         chain, last = [node], node
         nxt = self.single_user(last.output[0], last)
-        while nxt is not None and self.epilogue_node(nxt, last.output[0], n, x_shape):
+        while nxt is not None and self.epilogue_step(nxt, last.output[0], n, x_shape):
             self.visit(nxt)
             chain.append(nxt)
             last = nxt
@@ -844,16 +818,7 @@ class QonnxParser(QonnxParams, QdqParser):
             def to_input(codes: np.ndarray) -> np.ndarray:  # exact: a power-of-two scale
                 return np.ldexp(codes, -f).astype(np.float32)
             step, offset = np.full(n, 2.0 ** -f), np.zeros(n)
-        if is_scaled(y_type):
-            s_y, z_y = np.float32(y_type.fixed().scale[0]), y_type.fixed().zero_point[0]
-
-            def to_code(v: np.ndarray) -> np.ndarray:
-                return np.rint(v.astype(np.float64) / float(s_y) + z_y).astype(np.int64)
-        else:
-            fy = y_type.frac
-
-            def to_code(v: np.ndarray) -> np.ndarray:
-                return np.rint(np.ldexp(v.astype(np.float64), fy)).astype(np.int64)
+        to_code = _quant_codes(y_type)
         where = self.where(node)
         lo_code = 0 if self.nonnegative(x) else xt.min_code
         fn = chain_function([*chain, nxt], self.consts, node.input[0], list(self.model.opset_import), to_input,

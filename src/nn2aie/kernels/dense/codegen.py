@@ -9,7 +9,6 @@ built from the plan's layer index and the caller's sanitised kernel identifiers.
 from __future__ import annotations
 
 import pathlib
-from dataclasses import replace
 
 import jinja2
 import numpy as np
@@ -111,8 +110,7 @@ def requant_constants(e: DenseExec, n_start: int) -> np.ndarray:
         parts = [np.asarray(sub.multipliers, dtype=np.int64).reshape(blocks, mn),
                  np.asarray(sub.offsets, dtype=np.int64).reshape(blocks, mn)]
         if rq.corrections:  # the layer's slot count on every tile (one kernel class), unused slots never match
-            where, delta = replace(sub, corrections=sub.corrections).correction_planes()
-            where, delta = _padded_planes(rq, sub, where, delta)
+            where, delta = _padded_planes(rq, *sub.correction_planes())
             for j in range(where.shape[0]):
                 parts += [where[j].reshape(blocks, mn), delta[j].reshape(blocks, mn)]
     else:
@@ -126,7 +124,7 @@ def requant_constants(e: DenseExec, n_start: int) -> np.ndarray:
     return out.astype(np.int32)
 
 
-def _padded_planes(rq, sub, where: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _padded_planes(rq, where: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A tile's correction planes padded to the layer's slot count."""
     slots = rq.correction_slots
     pad = slots - where.shape[0]

@@ -209,13 +209,6 @@ def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]
             acc = np.minimum(acc, np.int64(hi[0]) << np.int64(f - hi[1]))
     elif kind == "leaky_relu":
         acc = np.where(a >= 0, a << np.int64(int(op.attrs["alpha_shift"])), a)
-    elif kind == "affine":  # per channel (last axis): the source's step function of the (oriented) input code
-        table = op.attrs["requant_table"]
-        x = np.asarray(inputs[0], dtype=np.int64)
-        sign = np.ones(x.shape[-1], dtype=np.int64)
-        sign[list(table["negated_channels"])] = -1
-        t = np.asarray(table["thresholds"], dtype=np.int64)  # [C, levels]
-        return [(int(table["clamp"][0]) + ((x * sign)[..., None] >= t).sum(axis=-1)).astype(np.int64)]
     elif kind == "quantize":  # per element: the element's own requantisation, then exactly into the output grid
         x = np.asarray(inputs[0], dtype=np.int64)
         flat = x.reshape(x.shape[0], -1)
