@@ -1,7 +1,7 @@
 """ONNX QDQ with float scales and zero points: models quantized by onnxruntime's own ``quantize_static`` (uint8 or
 int8 activations with zero points, int8 weights per tensor or per output channel, int32 biases at scale sx * sw).
 
-onnxruntime computes each Gemm in float32 and nn2aie the exact rational map (kernels/dense/scaled.py); the two can
+onnxruntime computes each Gemm in float32 and nn2aie the exact rational map (kernels/linear_scaled.py); the two can
 only differ where a layer's real value lies within float32 rounding of a rounding boundary. So the check is layer by
 layer, on onnxruntime's own QuantizeLinear outputs (the integer codes of every layer): each layer fed the source's
 input codes must give the source's output codes except where the rigorous float32 bound of ``float32_tie_margin``
@@ -21,7 +21,7 @@ from nn2aie.errors import UnsupportedQuantizationError
 from nn2aie.frontends.loader import load_model
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.types import ScaledType
-from nn2aie.kernels.dense.scaled import evaluate_codes, float32_tie_margin, scaled_layer
+from nn2aie.kernels.linear_scaled import evaluate_codes, float32_tie_margin, scaled_layer
 
 ort = pytest.importorskip("onnxruntime")
 quantization = pytest.importorskip("onnxruntime.quantization")

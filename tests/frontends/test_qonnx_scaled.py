@@ -2,7 +2,7 @@
 graphs with non-power-of-two scales, per-channel weight scales and activation zero points.
 
 The source (qonnx execute_onnx, Brevitas' forward) computes each layer in float32; nn2aie computes the exact
-rational map (kernels/dense/scaled.py). The two can only differ where a layer's real value lies within float32
+rational map (kernels/linear_scaled.py). The two can only differ where a layer's real value lies within float32
 rounding of a rounding boundary. So the check is layer by layer: each layer is fed the source's own input codes,
 every output code that differs from the source's must sit within the rigorous float32 bound of a boundary
 (``float32_tie_margin``), and every end-to-end difference must come from an event where such a layer-level
@@ -23,7 +23,7 @@ from nn2aie.frontends.qonnx_frontend import load_qonnx, reference_tensors, run_r
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.logical import Graph
 from nn2aie.ir.types import ScaledType
-from nn2aie.kernels.dense.scaled import evaluate_codes, float32_tie_margin, scaled_layer
+from nn2aie.kernels.linear_scaled import evaluate_codes, float32_tie_margin, scaled_layer
 
 
 def codes_of(values: np.ndarray, t) -> np.ndarray:

@@ -141,7 +141,7 @@ class _QType:
 class _SQType:
     """A QuantizeLinear / DequantizeLinear with a float scale, a zero point, or (weights and biases) one scale per
     channel along ``axis`` of the constant: ``(code - zero_point) * scale``. Only the dense handler, graph inputs
-    and outputs and views take such values (kernels/dense/scaled.py defines the layer); an op that needs a
+    and outputs and views take such values (kernels/linear_scaled.py defines the layer); an op that needs a
     power-of-two scale asks for ``frac`` and gets a typed refusal naming the node."""
 
     onnx_type: int
@@ -1040,7 +1040,7 @@ class QdqParser:
                       activation: str, sum_name: str, first: onnx.NodeProto, x_shape: tuple[int, ...]) -> None:
         """MatMul / Gemm whose float sum goes through BatchNormalization or float steps into QuantizeLinear: the
         epilogue is read off onnxruntime on every reachable accumulator (frontends/source_eval.py) as a per-channel
-        threshold table (kernels/dense/stepped.py); power-of-two operands (the float sum is then exact)."""
+        threshold table (kernels/linear_stepped.py); power-of-two operands (the float sum is then exact)."""
         from nn2aie.frontends.source_eval import chain_function, step_thresholds
 
         where = self.where(node)
@@ -1120,7 +1120,7 @@ class QdqParser:
     def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, trans_b: bool, bias_src,
                      bias_value, activation: str, quant: onnx.NodeProto, y_type) -> None:
         """A MatMul / Gemm with float scales or zero points (onnxruntime quantize_static's form): every tensor
-        typed with its scales (weights per output channel), kernels/dense/scaled.py defines the exact map; the
+        typed with its scales (weights per output channel), kernels/linear_scaled.py defines the exact map; the
         source computes in float32, so the reference is not provably exact (docs/numerics.md)."""
         k, n = codes.shape
         op_name = self.op_name(node, "dense")

@@ -465,7 +465,7 @@ class QonnxParser(QonnxParams, QdqParser):
 
     def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, activation: str,
                      quant: onnx.NodeProto, y_type) -> None:
-        """A dense layer with float scales or zero points (kernels/dense/scaled.py defines its exact map): the
+        """A dense layer with float scales or zero points (kernels/linear_scaled.py defines its exact map): the
         weights' per-output-channel scales, the bias as exact codes, no float32 exactness bound (the source
         sums in float32; docs/numerics.md has the measured effect near ties)."""
         k, n = codes.shape

@@ -1,4 +1,4 @@
-"""Dense layers on scaled tensors (kernels/dense/scaled.py): the logical model and the placed design against an
+"""Dense layers on scaled tensors (kernels/linear_scaled.py): the logical model and the placed design against an
 independent oracle that computes each output from the definition with Python Fractions,
 
     code = clamp(round((sx * sw_n * sum_k (x_k - zx) w_kn + b_n) / sy) + zy),  max(code, clamp(zy)) after a ReLU,
@@ -16,7 +16,7 @@ from nn2aie.errors import IllegalConfigError, UnsupportedQuantizationError
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.logical import Graph, Tensor
 from nn2aie.ir.types import FixedType, ScaledType
-from nn2aie.kernels.dense.scaled import scaled_layer
+from nn2aie.kernels.linear_scaled import scaled_layer
 from nn2aie.numerics import IR_TO_AIE_ROUNDING
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator

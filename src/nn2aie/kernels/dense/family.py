@@ -8,7 +8,7 @@ import numpy as np
 
 from nn2aie.devices import DEFAULT_DEVICE, Device, get_device
 from nn2aie.errors import IllegalConfigError
-from nn2aie.ir.evaluate import accumulator_frac, bias_in_accumulator, exact_matmul, requantize
+from nn2aie.ir.evaluate import exact_matmul
 from nn2aie.ir.execution import DenseExec, OpExec, rows_per_event
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import BufferAlloc, Kernel
@@ -19,9 +19,10 @@ from nn2aie.kernels.dense.parallelism import choose_parallelism
 from nn2aie.kernels.dense.partition import memory_map, partition_layer
 from nn2aie.kernels.dense.precision import parse_mmul, plan_precision
 from nn2aie.kernels.dense.resources import program_memory_bytes
-from nn2aie.kernels.dense.scaled import evaluate_codes, is_scaled, scaled_layer
-from nn2aie.kernels.dense.stepped import evaluate_stepped, is_stepped
 from nn2aie.kernels.family import Fail, KernelInstance, OpFamily, PortSpec
+from nn2aie.kernels.linear import evaluate_linear
+from nn2aie.kernels.linear_scaled import is_scaled, scaled_layer
+from nn2aie.kernels.linear_stepped import is_stepped
 from nn2aie.kernels.requant import REQUANT_KINDS
 from nn2aie.kernels.tile_memory import conflicts
 
@@ -64,23 +65,7 @@ class DenseFamily(OpFamily):
             fail(f"op {op.name}", f"activation {op.attrs.get('activation')} unknown")
 
     def evaluate(self, graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x, w = inputs[0], graph.tensor(op.inputs[1]).data
-        acc = exact_matmul(x, w)
-        if is_stepped(op):  # a threshold table read off the source (kernels/dense/stepped.py)
-            bias = bias_in_accumulator(graph, op)
-            return [evaluate_stepped(op, acc if bias is None else acc + bias)]
-        if is_scaled(graph, op):  # float scales / zero points: the exact source map (kernels/dense/scaled.py)
-            layer = scaled_layer(graph, op)
-            return [evaluate_codes(layer, acc + (layer.tile_bias if layer.tile_bias is not None else 0))]
-        bias = bias_in_accumulator(graph, op)
-        if bias is not None:
-            acc = acc + bias
-        if op.attrs.get("activation") == "relu":  # on the exact sum, before requantisation
-            acc = np.maximum(acc, 0)
-        y_t = graph.tensor(op.outputs[0])
-        assert isinstance(y_t.type, FixedType)
-        where = f"op {op.name} output tensor {y_t.origin or y_t.name}"
-        return [requantize(acc, accumulator_frac(graph, op), y_t.type, where)]
+        return [evaluate_linear(graph, op, exact_matmul(inputs[0], graph.tensor(op.inputs[1]).data))]
 
     # -- planning ----------------------------------------------------------------------------------------------
     override_keys = frozenset({"cas_length", "cas_num", "mmul", "requant"})

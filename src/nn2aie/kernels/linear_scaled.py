@@ -38,7 +38,7 @@ INT32_MAX = (1 << 31) - 1
 
 def is_scaled(graph: Graph, op: Op) -> bool:
     """Whether any tensor of the dense op has a float scale or a zero point (then this module defines it; not for
-    a layer whose epilogue is a table read off the source, kernels/dense/stepped.py, which holds every scale)."""
+    a layer whose epilogue is a table read off the source, kernels/linear_stepped.py, which holds every scale)."""
     if "requant_table" in op.attrs:
         return False
     return any(isinstance(graph.tensor(t).type, ScaledType) for t in [*op.inputs, *op.outputs])
