@@ -29,6 +29,32 @@ class BufferAlloc:
 
 
 @dataclass(frozen=True)
+class SpatialView:
+    """A port that moves a window of each event's image rather than all its rows: the tensor's per-event rows seen
+    as an image of ``shape`` (``(H, W)``; 1-D ``(1, L)``), the window starting at ``origin`` (per axis; negative or
+    past the image: rows outside it read as zero, the memory tile's zero padding, reads only) of ``extent`` rows
+    per axis. The port's ``rows`` are ``batch * prod(extent)``, the window's rows row-major per event."""
+
+    shape: tuple[int, ...]
+    origin: tuple[int, ...]
+    extent: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        out = 1
+        for e in self.extent:
+            out *= e
+        return out
+
+    @property
+    def padded(self) -> bool:
+        return any(o < 0 or o + e > s for o, e, s in zip(self.origin, self.extent, self.shape, strict=True))
+
+    def to_json(self) -> dict:
+        return {"shape": list(self.shape), "origin": list(self.origin), "extent": list(self.extent)}
+
+
+@dataclass(frozen=True)
 class PortSpec:
     """One data port of a tile kernel: which columns of which tensor it moves, in which tile-side layout.
 
@@ -45,10 +71,12 @@ class PortSpec:
     block: tuple[int, int] | None
     dtype: str  # container type of the window
     rows: int  # rows per graph iteration
+    view: SpatialView | None = None  # a window of each event's image (None: every row of the tensor)
 
     def to_json(self, tensor: str) -> dict:
         return {"name": self.name, "direction": self.direction, "tensor": tensor, "columns": [self.start, self.width],
-                "rows": self.rows, "dtype": self.dtype, "block": list(self.block) if self.block else None}
+                "rows": self.rows, "dtype": self.dtype, "block": list(self.block) if self.block else None} | \
+            ({"view": self.view.to_json()} if self.view is not None else {})
 
 
 @dataclass

@@ -133,13 +133,26 @@ class DriverSpec:
     param_header: str | None
     inputs: int  # input buffer ports (in0, in1, ...)
     has_param: bool
+    # (element type, size) of each constructor array, C++ expressions in the driver (default: the op's one p_t
+    # array of P_SIZE when has_param); e.g. (("L::w_t", "L::W_SIZE"), ("int32", "L::M_SLICE"))
+    param_arrays: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def arrays(self) -> tuple[tuple[str, str], ...]:
+        if self.param_arrays:
+            return self.param_arrays
+        return (("L::p_t", "L::P_SIZE"),) if self.has_param else ()
+
+    @property
+    def ins(self) -> tuple[str, ...]:
+        return tuple(f"in{i}" for i in range(self.inputs))
 
 
 def driver_source(spec: DriverSpec, entries: list[dict]) -> str:
     """The C++ driver running each kernel instance of ``entries`` (dicts with index, name, col, row, role,
     type_name, ctor_args and params as graph.h creates the kernel) on files."""
     for entry in entries:
-        if len(entry["params"]) != (1 if spec.has_param else 0):
+        if len(entry["params"]) != len(spec.arrays):
             raise InternalCheckError(f"kernel {entry['name']}", f"unexpected parameters {entry['params']}",
                                      "report this")
     return _ENV.get_template("plain_driver.cc.j2").render(s=spec, entries=entries)

@@ -12,12 +12,13 @@ from nn2aie.kernels.family import OpFamily
 @cache
 def families() -> tuple[OpFamily, ...]:
     """Every family, in a fixed order (imported on first use: families import the IR, the IR asks the registry)."""
+    from nn2aie.kernels.conv.family import ConvFamily
     from nn2aie.kernels.dense.family import DenseFamily
     from nn2aie.kernels.eltwise.family import EltwiseFamily
     from nn2aie.kernels.reduce.family import ReduceFamily
     from nn2aie.kernels.view.family import ViewFamily
 
-    return (DenseFamily(), EltwiseFamily(), ViewFamily(), ReduceFamily())
+    return (DenseFamily(), EltwiseFamily(), ViewFamily(), ReduceFamily(), ConvFamily())
 
 
 @cache

@@ -435,3 +435,34 @@ def exhaustive_codes(requants: Sequence[Requant], *, acc_tags: Sequence[str] | N
     for (r, group, index), out in zip(where, outs, strict=True):
         grids[r][:, group] = out.ravel()[index]
     return grids
+
+
+def tile_constants(rq: Requant, channels: int, n_start: int, n_slice: int, mn: int, where: str) -> np.ndarray:
+    """The int32 requantisation constants of a tile whose output columns are ``[n_start, n_start + n_slice)`` of
+    a layer with ``channels`` channels, column block by column block (``mn`` channels each; padding columns repeat
+    the last channel): a multiplier's M_n then B'_n (then the correction slots: accumulators and deltas), or a
+    table's base codes then its threshold rows (the layer's level and slot counts on every tile, so that one
+    kernel class serves them all). Shared by the dense and conv kernels (nn2aie_requant.h reads this layout)."""
+    cols = [min(c, channels - 1) for c in range(n_start, n_start + n_slice)]
+    blocks = n_slice // mn
+    if rq.kind == "multiplier":
+        sub = rq.select(cols)
+        parts = [np.asarray(sub.multipliers, dtype=np.int64).reshape(blocks, mn),
+                 np.asarray(sub.offsets, dtype=np.int64).reshape(blocks, mn)]
+        if rq.corrections:  # unused slots never match (acc_hi + 1, delta 0)
+            at, delta = sub.correction_planes()
+            pad = rq.correction_slots - at.shape[0]
+            if pad > 0:
+                at = np.concatenate([at, np.full((pad, at.shape[1]), rq.acc_hi + 1, dtype=np.int64)])
+                delta = np.concatenate([delta, np.zeros((pad, delta.shape[1]), dtype=np.int64)])
+            for j in range(at.shape[0]):
+                parts += [at[j].reshape(blocks, mn), delta[j].reshape(blocks, mn)]
+    else:
+        base, levels = table_int32(rq.select(range(channels)))
+        count = levels.shape[0]
+        parts = [base[cols].astype(np.int64).reshape(blocks, mn),
+                 levels[:, cols].astype(np.int64).reshape(count, blocks, mn).transpose(1, 0, 2).reshape(blocks, -1)]
+    out = np.concatenate(parts, axis=1).reshape(-1)
+    if out.size and (out.min() < -(1 << 31) or out.max() >= 1 << 31):
+        raise InternalCheckError(where, "a requantisation constant does not fit int32", "report this")
+    return out.astype(np.int32)

@@ -16,12 +16,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError
 from nn2aie.ir.execution import ceil_div
-from nn2aie.ir.physical import MEMTILE_ALIGN, DirectLink, Endpoint, Kernel, Plio, SharedBuffer, dtype_bytes
+from nn2aie.ir.physical import MEMTILE_ALIGN, DirectLink, Endpoint, Kernel, Plio, SharedBuffer, SpatialView, dtype_bytes
 from nn2aie.ir.physical import Access as PortAccess
 from nn2aie.ir.tiling import TilingDescriptor, Traversal
 
@@ -34,14 +34,45 @@ class SliceSpec:
     width: int
     endpoints: list[Endpoint]
     block: tuple[int, int] | None  # (block_rows, block_cols) of the tile-side layout; None = linear rows
+    view: SpatialView | None = None  # the port moves a window of each event's image (PortSpec.view)
 
     @property
     def end(self) -> int:
         return self.start + self.width
 
+    def shifted(self, off: int) -> SliceSpec:
+        return replace(self, start=self.start + off)
+
+
+def _view_descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], boundary: int | None) -> TilingDescriptor:
+    """A window of every event's image: the buffer seen as ``(columns, W, H, events)`` (1-D images as H = 1),
+    one tile of ``(columns or a block's columns, *extent)`` per event (and per column block), origin at the
+    window's (possibly negative) origin; positions outside the image -- and columns past the written ones -- read
+    as zero through ``boundary_dimension`` (the memory tile's zero padding on dimensions 0..2)."""
+    view = spec.view
+    assert view is not None
+    per_event = 1
+    for d in view.shape:
+        per_event *= d
+    events = dims[1] // per_event
+    buffer = (dims[0], *reversed(view.shape), events)
+    origin = (spec.start - base, *reversed(view.origin), 0)
+    cols = boundary if boundary is not None else dims[0]
+    needs_bound = view.padded or spec.end - base > cols
+    bound = (cols, *reversed(view.shape), events) if needs_bound else None
+    step = Traversal(len(buffer) - 1, 1, events)
+    if spec.block is None:
+        return TilingDescriptor(buffer, (spec.width, *reversed(view.extent), 1), origin, (step,), bound)
+    br, bc = spec.block
+    assert br == view.rows, "a view's block is all window rows of one event by bc columns"
+    return TilingDescriptor(buffer, (bc, *reversed(view.extent), 1), origin,
+                            (Traversal(0, bc, spec.width // bc), step), bound)
+
 
 def _descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], rows: int,
                 boundary: int | None) -> TilingDescriptor:
+    if spec.view is not None:
+        return _view_descriptor(spec, base, dims, boundary)
     bound = (boundary, rows) if boundary is not None and spec.end - base > boundary else None
     if spec.block is None:
         return TilingDescriptor(dims, (spec.width, rows), (spec.start - base, 0), (), bound)

@@ -410,12 +410,12 @@ def _memory_plan(s: State) -> None:
                 if spec.direction == direction and names[spec.index] == tensor:
                     used.append((k, spec))
                     block = spec.block
-                    same = next((x for x in specs if (x.start, x.width, x.block) == (spec.start, spec.width, block)),
-                                None) if direction == "in" else None
+                    same = next((x for x in specs if (x.start, x.width, x.block, x.view) == (
+                        spec.start, spec.width, block, spec.view)), None) if direction == "in" else None
                     if same is not None:  # one read port broadcast to every tile that needs the same slice
                         same.endpoints.append(endpoint(k, spec))
                     else:
-                        specs.append(SliceSpec(spec.start, spec.width, [endpoint(k, spec)], block))
+                        specs.append(SliceSpec(spec.start, spec.width, [endpoint(k, spec)], block, spec.view))
         return specs, used
 
     def writer_slices(t: str) -> tuple[list[SliceSpec], list[tuple[Kernel, PortSpec]]]:
@@ -429,7 +429,7 @@ def _memory_plan(s: State) -> None:
         for a in op.inputs:
             sub, sub_used = writer_slices(a)
             off = s.aliases[a][1]
-            specs += [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in sub]
+            specs += [x.shifted(off) for x in sub]
             used += sub_used
         return specs, used
 
@@ -447,13 +447,13 @@ def _memory_plan(s: State) -> None:
                 if any(k.layer == reader.name for k, _ in used):
                     continue  # already counted through another of its fused views
                 specs, u = slices(reader, t, "in")
-                specs = [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in specs]
+                specs = [x.shifted(off) for x in specs]
             else:
                 specs, u = slices(user, t, "in")
-                specs = [SliceSpec(x.start + off, x.width, x.endpoints, x.block) for x in specs]
+                specs = [x.shifted(off) for x in specs]
             for spec in specs:
-                same = next((x for x in readers if (x.start, x.width, x.block) == (spec.start, spec.width,
-                                                                                  spec.block)), None)
+                same = next((x for x in readers if (x.start, x.width, x.block, x.view) == (
+                    spec.start, spec.width, spec.block, spec.view)), None)
                 if same is not None:
                     same.endpoints += spec.endpoints
                 else:
@@ -507,7 +507,7 @@ def _memory_plan(s: State) -> None:
 def _same_window(w: PortSpec, r: PortSpec) -> bool:
     """A writer port and a reader port that hold the same window in the same layout: a direct hand-off."""
     return (w.start == r.start == 0 and w.width == r.width and w.block == r.block and w.dtype == r.dtype
-            and w.rows == r.rows)
+            and w.rows == r.rows and w.view is None and r.view is None)
 
 
 MAX_SKIP_BUFFERS = 8  # deepest memory-tile buffer the depth search tries (each one costs a BD per access)

@@ -17,7 +17,7 @@ from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel
 from nn2aie.kernels.family import KernelInstance
-from nn2aie.kernels.requant_native import table_int32
+from nn2aie.kernels.requant_native import tile_constants
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
 ROLE_ORDER = ("single", "first", "middle", "last")
@@ -97,41 +97,8 @@ def requant_levels(e: DenseExec) -> int:
 
 
 def requant_constants(e: DenseExec, n_start: int) -> np.ndarray:
-    """The int32 constants of the tile whose columns start at ``n_start``, column block by column block (MMUL_N
-    channels each; padding columns repeat the last channel, as semantics.requant_columns): a multiplier's M_n then
-    B'_n, or a table's base codes then its RQ_LEVELS threshold rows (the layer's level count on every tile, so that
-    one kernel class serves them all)."""
-    _, _, mn = e.mmul
-    rq = e.requant
-    cols = [min(c, e.n - 1) for c in range(n_start, n_start + e.n_slice)]
-    blocks = e.n_slice // mn
-    if rq.kind == "multiplier":
-        sub = rq.select(cols)
-        parts = [np.asarray(sub.multipliers, dtype=np.int64).reshape(blocks, mn),
-                 np.asarray(sub.offsets, dtype=np.int64).reshape(blocks, mn)]
-        if rq.corrections:  # the layer's slot count on every tile (one kernel class), unused slots never match
-            where, delta = _padded_planes(rq, *sub.correction_planes())
-            for j in range(where.shape[0]):
-                parts += [where[j].reshape(blocks, mn), delta[j].reshape(blocks, mn)]
-    else:
-        base, levels = table_int32(rq.select(range(e.n)))
-        count = levels.shape[0]
-        parts = [base[cols].astype(np.int64).reshape(blocks, mn),
-                 levels[:, cols].astype(np.int64).reshape(count, blocks, mn).transpose(1, 0, 2).reshape(blocks, -1)]
-    out = np.concatenate(parts, axis=1).reshape(-1)
-    if out.size and (out.min() < -(1 << 31) or out.max() >= 1 << 31):
-        raise InternalCheckError(f"layer {e.op}", "a requantisation constant does not fit int32", "report this")
-    return out.astype(np.int32)
-
-
-def _padded_planes(rq, where: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A tile's correction planes padded to the layer's slot count."""
-    slots = rq.correction_slots
-    pad = slots - where.shape[0]
-    if pad > 0:
-        where = np.concatenate([where, np.full((pad, where.shape[1]), rq.acc_hi + 1, dtype=np.int64)])
-        delta = np.concatenate([delta, np.zeros((pad, delta.shape[1]), dtype=np.int64)])
-    return where, delta
+    """The int32 constants of the tile whose columns start at ``n_start`` (kernels/requant_native.tile_constants)."""
+    return tile_constants(e.requant, e.n, n_start, e.n_slice, e.mmul[2], f"layer {e.op}")
 
 
 def _container_range(dtype: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "detail/emu_base.hpp"
 
@@ -211,6 +212,8 @@ template <typename T, unsigned Elems>
 class vector {
   static_assert(aie_emu::is_elem_v<T>, "the emulation supports 8/16/32-bit integer vectors");
   static_assert(Elems > 0, "empty vector");
+  // UG1529 "Basic Types": AIE-ML vectors are 128 bits or more (e.g. int8 16/32/64/128 elements)
+  static_assert(8 * sizeof(T) * Elems >= 128, "AIE-ML has no vector type narrower than 128 bits");
 
  public:
   using value_type = T;
@@ -400,6 +403,48 @@ T1* store_v(T1* ptr, const vector<T2, Elems>& v) {
   aie_emu::check_alignment(ptr, Elems, "vector store");
   for (unsigned i = 0; i < Elems; ++i) ptr[i] = v.get(i);
   return ptr;
+}
+
+// aie::load_unaligned_v<Elems>(ptr, aligned_elems) (UG1529 "Memory"; UG1603 "Alignment"): read Elems consecutive
+// elements from a pointer that is only known to be aligned to aligned_elems elements (checked here); on hardware
+// the load costs more than an aligned one, depending on the misalignment.
+template <unsigned Elems, aie_dm_resource Resource = aie_dm_resource::none, typename T>
+vector<std::remove_cv_t<T>, Elems> load_unaligned_v(const T* ptr, unsigned aligned_elems = 1) {
+  aie_emu::check_alignment(ptr, aligned_elems, "unaligned vector load (aligned_elems)");
+  vector<std::remove_cv_t<T>, Elems> r;
+  for (unsigned i = 0; i < Elems; ++i) r.set(ptr[i], i);
+  return r;
+}
+
+// -- reshaping ------------------------------------------------------------------------------------------------
+// aie::filter_even(v, step) (UG1529 "Reshaping"): the even groups of step consecutive elements, a vector of half
+// the size (groups 0, 2, 4, ...).
+template <typename T, unsigned Elems>
+vector<T, Elems / 2> filter_even(const vector<T, Elems>& v, unsigned step = 1) {
+  static_assert(Elems % 2 == 0, "filter_even halves the vector");
+  if (step == 0 || Elems % (2 * step) != 0) aie_emu::fail("filter_even: step %u does not divide the vector", step);
+  vector<T, Elems / 2> r;
+  unsigned o = 0;
+  for (unsigned g = 0; g < Elems / step; g += 2)
+    for (unsigned i = 0; i < step; ++i) r.set(v.get(g * step + i), o++);
+  return r;
+}
+
+// aie::interleave_zip(v, w, step) (UG1529 "Reshaping"): the sequence v[0:step], w[0:step], v[step:2 step],
+// w[step:2 step], ...; its first half in .first, its second half in .second.
+template <typename T, unsigned Elems>
+std::pair<vector<T, Elems>, vector<T, Elems>> interleave_zip(const vector<T, Elems>& v, const vector<T, Elems>& w,
+                                                             unsigned step) {
+  if (step == 0 || Elems % step != 0) aie_emu::fail("interleave_zip: step %u does not divide the vector", step);
+  vector<T, Elems> lo, hi;
+  unsigned o = 0;
+  for (unsigned g = 0; g < Elems; g += step)
+    for (const vector<T, Elems>* src : {&v, &w})
+      for (unsigned i = 0; i < step; ++i, ++o) {
+        if (o < Elems) lo.set(src->get(g + i), o);
+        else hi.set(src->get(g + i), o - Elems);
+      }
+  return {lo, hi};
 }
 
 // -- aie::mask ------------------------------------------------------------------------------------------------

@@ -1,0 +1,332 @@
+"""How a conv op runs on tiles, and the bit-exact semantics of one tile (templates/conv_kernel_impl.h.j2).
+
+A 1-D convolution runs as a 2-D one with one image row (``H = 1``). The op's footprint is ``bands x parts``
+tiles (``cas_num = bands * parts`` chains, one cascade position): output rows are split into ``bands`` equal
+row bands, output channels into ``parts`` slices of ``m_slice`` (whole accumulator groups). Each tile holds its
+channel slice of the weights and reads, per event, the **input window** of its band from the memory tile: rows
+``[r0 * SH - pad_top, ...)`` of ``HI`` rows and columns ``[-pad_left, ...)`` of ``WI`` pixels, zero outside the
+image (the memory tile's zero padding: no core writes a padded pixel), every input channel padded to ``c_pad``
+(a multiple of MMUL_K, zero), laid out ``[channel block][row][pixel][MMUL_K]`` per event.
+
+Per event, output row ``ho`` of the band and pixel group ``wq`` (``M_ACC`` groups of ``MMUL_M`` consecutive
+output pixels; the row is computed up to ``WQ``, a multiple of ``M_ACC * MMUL_M``, and only pixels ``< WO`` are
+stored) and accumulator group ``g`` of ``N_ACC`` column blocks, the tile computes::
+
+    acc[i][j] = bias (or 0)
+    for kh, kw, cb:  acc[i][j] += A(ho, wq + i * MMUL_M, kh, kw, cb) @ B(g, kh, kw, cb, j)
+    out[ho, w, (g * N_ACC + j) * MMUL_N + n] = epilogue(acc[i][j])  for the stored pixels w
+
+where ``A`` is the ``MMUL_M x MMUL_K`` block of input pixels ``(ho * SH + kh * DH, (w0 + m) * SW + kw * DW)``,
+channels ``cb * MMUL_K ...``: consecutive pixels of one window row, loaded as one vector (stride 1) or as every
+SW-th pixel block of a longer load (``aie::filter_even``, strides 2 and 4). The output window is
+``[HO * WO, m_slice]`` plain rows per event. The sums are exact integers (the accumulator is chosen so that no
+partial sum overflows; kernels/linear.py), so the NumPy model below sums in float64 (exact below 2**53) in any
+order; grouped convolutions run with weights that are zero outside each group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nn2aie.devices import Device
+from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.ir.execution import OpExec, ceil_div
+from nn2aie.ir.logical import Graph, Op
+from nn2aie.ir.physical import dtype_bytes
+from nn2aie.kernels.conv import logical
+from nn2aie.kernels.epilogue import Epilogue, apply_epilogue
+from nn2aie.kernels.linear import plan_linear
+from nn2aie.kernels.plain import ALIGN, BITS, is_signed
+
+# aie::mmul shape per operand pair on AIE-ML (native: one MAC instruction per mac(); as the dense family's)
+MMUL = {("int8", "int8"): (4, 8, 8), ("int16", "int8"): (4, 4, 8), ("int16", "int16"): (4, 4, 4)}
+W_STRIDES = (1, 2, 4)  # strides along the row the kernel's loads support (filter_even halves a vector)
+MAX_ACCUMULATORS = 4  # 1024-bit accumulator registers the kernel keeps (of 9), as the dense family
+PIXELS_PER_256 = 4  # one pixel of a channel block is MMUL_K elements = 64 bits for every pair in MMUL
+STORE_BITS = 128  # the narrowest AIE-ML vector store: a pixel's output is stored in 128-bit pieces
+
+
+@dataclass
+class ConvExec(OpExec):
+    op: str
+    batch: int
+    spatial: tuple[int, int]  # (H, W) of the input (1-D: (1, L))
+    out_spatial: tuple[int, int]  # (HO, WO)
+    channels: int  # C
+    filters: int  # M
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    pads_begin: tuple[int, int]
+    pads_end: tuple[int, int]
+    groups: int
+    rank: int  # spatial axes of the source op (1 or 2)
+    a_dtype: str
+    w_dtype: str
+    out_dtype: str
+    acc: str
+    mmul: tuple[int, int, int]
+    epilogue: dict  # Epilogue of the SRS (also the clamp range of a requantisation)
+    relu: bool
+    has_bias: bool
+    acc_bound: int
+    c_pad: int  # input channels padded to MMUL_K
+    requant: Any = None  # kernels/requant.py Requant (multiplier / table) or None (the SRS epilogue)
+    m_slice: int = 0  # output channels per tile
+    parts: int = 1  # output-channel slices
+    bands: int = 1  # output row bands
+    m_accumulators: int = 1  # pixel groups sharing each B block
+    n_accumulators: int = 1  # column blocks sharing each A block
+    cas_length: int = 1
+    cas_num: int = 1
+    override: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    family: ClassVar[str] = "conv"
+
+    # -- derived geometry ---------------------------------------------------------------------------------------
+    def epi(self) -> Epilogue:
+        return Epilogue(**self.epilogue)
+
+    @property
+    def band_rows(self) -> int:
+        return self.out_spatial[0] // self.bands
+
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    @property
+    def group_pixels(self) -> int:
+        return self.mmul[0] * self.m_accumulators
+
+    @property
+    def wq(self) -> int:
+        """Output pixels a row is computed to: whole pixel groups."""
+        return ceil_div(self.out_spatial[1], self.group_pixels) * self.group_pixels
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """(HI, WI): the input window of one band, per event."""
+        sh, sw = self.strides
+        dh, dw = self.dilations
+        hi = (self.band_rows - 1) * sh + (self.kernel[0] - 1) * dh + 1
+        wi = self.wq * sw + (self.kernel[1] - 1) * dw  # the last group's load reads SW - 1 pixels past its last
+        return hi, ceil_div(wi, PIXELS_PER_256) * PIXELS_PER_256  # rows start on 256-bit boundaries
+
+    @property
+    def in_rows(self) -> int:
+        return self.batch * self.window[0] * self.window[1]
+
+    @property
+    def out_rows(self) -> int:
+        return self.batch * self.band_rows * self.out_spatial[1]
+
+    @property
+    def m_padded(self) -> int:
+        return self.parts * self.m_slice
+
+    def band_origin(self, band: int) -> tuple[int, int]:
+        return (band * self.band_rows * self.strides[0] - self.pads_begin[0], -self.pads_begin[1])
+
+    def weight_elems(self) -> int:
+        return self.taps * self.c_pad * self.m_slice
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["family"] = self.family
+        d["tiles"] = self.tiles
+        d["requant"] = self.requant.to_json() if self.requant is not None else None
+        for key in ("spatial", "out_spatial", "kernel", "strides", "dilations", "pads_begin", "pads_end", "mmul"):
+            d[key] = list(d[key])
+        return d
+
+
+def _pair2(v: tuple[int, ...], fill: int) -> tuple[int, int]:
+    return (fill, int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
+
+
+def plan(graph: Graph, op: Op, device: Device, batch: int, requant_kind: str | None) -> ConvExec:
+    geo = logical.geometry(graph, op)
+    where = f"op {op.name} (conv)"
+    rank = len(geo.spatial)
+    x_t = graph.tensor(op.inputs[0])
+    if logical.pad_code(graph, op) != 0 and (any(geo.pads_begin) or any(geo.pads_end)):
+        raise UnsupportedQuantizationError(
+            f"{where} input {x_t.origin or x_t.name}", f"its zero point is {logical.pad_code(graph, op)}: the "
+            "source pads with that code, the memory tile's zero padding writes 0",
+            "quantize the conv input with zero point 0 (symmetric, or unsigned from 0) or pad explicitly")
+    lin = plan_linear(graph, op, device, "conv", requant_kind)
+    strides = _pair2(geo.strides, 1)
+    if strides[1] not in W_STRIDES:
+        raise UnsupportedOpError(where, f"stride {strides[1]} along the {'row' if rank == 2 else 'sequence'}; the "
+                                 f"conv kernel loads pixels at strides {', '.join(map(str, W_STRIDES))}",
+                                 "use one of those strides")
+    mmul = MMUL[lin.pair]
+    _, k, n = mmul
+    out_bits = BITS[lin.out_dtype]
+    store_blocks = max(1, STORE_BITS // (n * out_bits))  # column blocks one 128-bit pixel store covers
+    e = ConvExec(
+        op=op.name, batch=batch, spatial=_pair2(geo.spatial, 1), out_spatial=_pair2(geo.out_spatial, 1),
+        channels=geo.channels, filters=geo.filters, kernel=_pair2(geo.kernel, 1), strides=strides,
+        dilations=_pair2(geo.dilations, 1), pads_begin=_pair2(geo.pads_begin, 0),
+        pads_end=_pair2(geo.pads_end, 0), groups=geo.groups, rank=rank, a_dtype=lin.a_dtype,
+        w_dtype=lin.w_dtype, out_dtype=lin.out_dtype, acc=lin.acc, mmul=mmul, epilogue=asdict(lin.epilogue),
+        relu=lin.relu, has_bias=lin.bias is not None, acc_bound=lin.bound, c_pad=ceil_div(geo.channels, k) * k,
+        requant=lin.requant, n_accumulators=store_blocks)
+    if geo.groups > 1:
+        e.notes.append(f"{geo.groups} groups run as one convolution with zero weights outside each group "
+                       f"({geo.groups}x the MACs of the grouped one)")
+    return e
+
+
+# -- parallelism --------------------------------------------------------------------------------------------------
+def _accumulators(e: ConvExec) -> tuple[int, int]:
+    """(M_ACC, N_ACC): N_ACC a multiple of the store width, M_ACC x N_ACC <= MAX_ACCUMULATORS registers."""
+    m, _, n = e.mmul
+    regs = max(1, (32 if e.acc == "acc32" else 64) * m * n // 1024)
+    store = max(1, STORE_BITS // (n * BITS[e.out_dtype]))
+    n_acc = store
+    while n_acc * 2 * regs <= MAX_ACCUMULATORS and n_acc * 2 * n <= ceil_div(e.filters, n) * n:
+        n_acc *= 2
+    m_acc = 2 if 2 * n_acc * regs <= MAX_ACCUMULATORS and e.out_spatial[1] > m else 1
+    return m_acc, n_acc
+
+
+def tile_bytes(e: ConvExec, extra_requant: int = 0) -> dict[str, int]:
+    """A tile's buffers (bytes): double-buffered input window and output, weights, bias, requantisation."""
+    out = {"in": 2 * e.in_rows * e.c_pad * dtype_bytes(e.a_dtype),
+           "out": 2 * e.out_rows * e.m_slice * dtype_bytes(e.out_dtype),
+           "weights": e.weight_elems() * dtype_bytes(e.w_dtype)}
+    if e.has_bias:
+        out["bias"] = 4 * e.m_slice
+    if e.requant is not None:
+        out["requant"] = 4 * requant_words(e)
+    return out
+
+
+def requant_words(e: ConvExec) -> int:
+    """int32 constants of one tile's requantisation (as kernels/requant_native.tile_constants lays them out)."""
+    rq = e.requant
+    n = e.mmul[2]
+    blocks = e.m_slice // n
+    if rq.kind == "multiplier":
+        return blocks * n * (2 + 2 * rq.correction_slots)
+    return blocks * n * (1 + len(rq.table_levels()[1]))
+
+
+def fits(e: ConvExec, device: Device) -> bool:
+    budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
+        int(device.fact("heap_bytes_default")) - 8 * ALIGN
+    return sum(tile_bytes(e).values()) <= budget
+
+
+def _band_counts(ho: int) -> list[int]:
+    return [b for b in range(1, ho + 1) if ho % b == 0]
+
+
+def choose(e: ConvExec, device: Device, override: dict | None) -> None:
+    """The fewest tiles that fit (output-channel parts first, then row bands), or the user's override."""
+    e.m_accumulators, e.n_accumulators = _accumulators(e)
+    want_parts = override.get("parts") if override else None
+    want_bands = override.get("bands") if override else None
+    store = max(1, STORE_BITS // (e.mmul[2] * BITS[e.out_dtype]))
+    while want_parts and e.n_accumulators > store and ceil_div(e.filters, e.mmul[2] * e.n_accumulators) < want_parts:
+        e.n_accumulators //= 2  # narrower accumulator groups: slices of fewer channels
+    step = e.mmul[2] * e.n_accumulators
+    max_parts = ceil_div(e.filters, step)
+    where = f"override for layer {e.op}"
+    if want_parts is not None and want_parts > max_parts:
+        raise IllegalConfigError(where, f"parts {want_parts}: {e.filters} output channels give at most "
+                                 f"{max_parts} slices of {step}", f"use at most {max_parts}")
+    if want_bands is not None and e.out_spatial[0] % want_bands:
+        raise IllegalConfigError(where, f"bands {want_bands} do not divide the {e.out_spatial[0]} output rows",
+                                 f"use one of {', '.join(map(str, _band_counts(e.out_spatial[0])))}")
+    candidates = []
+    for bands in ([want_bands] if want_bands else _band_counts(e.out_spatial[0])):
+        for parts in ([want_parts] if want_parts else range(1, max_parts + 1)):
+            m_slice = ceil_div(ceil_div(e.filters, parts), step) * step
+            if (parts - 1) * m_slice >= e.filters:
+                continue
+            candidates.append((bands * parts, bands, parts, m_slice))
+    candidates.sort()
+    for tiles, bands, parts, m_slice in candidates:
+        if tiles > device.compute_rows * device.columns:
+            break
+        e.bands, e.parts, e.m_slice = bands, parts, m_slice
+        if fits(e, device):
+            e.cas_num, e.cas_length = tiles, 1
+            e.override = bool(want_parts or want_bands)
+            return
+    e.bands, e.parts, e.m_slice = candidates[-1][1:] if candidates else (1, 1, step)
+    need = tile_bytes(e)
+    raise DoesNotFitError(
+        f"op {e.op} (conv)", f"no split into row bands and output-channel slices fits a tile's data memory: at "
+        f"{e.bands} band(s) x {e.parts} slice(s) a tile still needs {sum(need.values())} bytes "
+        f"({', '.join(f'{k} {v}' for k, v in need.items())}) of {device.data_memory_bytes}",
+        "use a smaller batch, fewer input channels, or narrower types for this layer")
+
+
+# -- weights and the tile's arithmetic ----------------------------------------------------------------------------
+def dense_weights(graph: Graph, op: Op, e: ConvExec) -> np.ndarray:
+    """``[KH, KW, c_pad, m_padded]`` int64: the op's weights with zeros outside each group and in the padding."""
+    w = logical.kernel_weights(graph, op).reshape(e.kernel[0], e.kernel[1], e.channels // e.groups, e.filters)
+    out = np.zeros((e.kernel[0], e.kernel[1], e.c_pad, e.m_padded), dtype=np.int64)
+    cg, mg = e.channels // e.groups, e.filters // e.groups
+    for g in range(e.groups):
+        out[:, :, g * cg:(g + 1) * cg, g * mg:(g + 1) * mg] = w[..., g * mg:(g + 1) * mg]
+    return out
+
+
+def pack_weights(e: ConvExec, w_slice: np.ndarray) -> np.ndarray:
+    """``[KH, KW, c_pad, m_slice]`` -> 1-D in kernel load order (group g, kh, kw, cb, j, kk, nn)."""
+    _, k, n = e.mmul
+    kh, kw = e.kernel
+    groups = e.m_slice // (n * e.n_accumulators)
+    blocks = w_slice.reshape(kh, kw, e.c_pad // k, k, groups, e.n_accumulators, n)  # [kh, kw, cb, kk, g, j, nn]
+    return np.ascontiguousarray(blocks.transpose(4, 0, 1, 2, 5, 3, 6)).reshape(-1)
+
+
+def unpack_weights(e: ConvExec, packed: np.ndarray) -> np.ndarray:
+    _, k, n = e.mmul
+    kh, kw = e.kernel
+    groups = e.m_slice // (n * e.n_accumulators)
+    blocks = np.asarray(packed).reshape(groups, kh, kw, e.c_pad // k, e.n_accumulators, k, n)
+    return blocks.transpose(1, 2, 3, 5, 0, 4, 6).reshape(kh, kw, e.c_pad, e.m_slice)
+
+
+def window_to_image(e: ConvExec, window: np.ndarray) -> np.ndarray:
+    """The input port's logical matrix ``[events * HI * WI, c_pad]`` -> ``[events, HI, WI, c_pad]``."""
+    hi, wi = e.window
+    return np.asarray(window).reshape(-1, hi, wi, e.c_pad)
+
+
+def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
+             requant: Any) -> np.ndarray:
+    """Output rows ``[events * HO_band * WO, m_slice]`` (codes) of input windows ``image`` ``[events, HI, WI,
+    c_pad]`` with the tile's weights ``[KH, KW, c_pad, m_slice]`` (unpacked), bias ``[m_slice]`` and the
+    requantisation of its columns (or None: the SRS epilogue)."""
+    sh, sw = e.strides
+    dh, dw = e.dilations
+    ho, wo = e.band_rows, e.out_spatial[1]
+    x = np.asarray(image, dtype=np.float64)
+    w = np.asarray(w_tile, dtype=np.float64)
+    acc = np.zeros((x.shape[0], ho, wo, e.m_slice), dtype=np.float64)
+    for kh in range(e.kernel[0]):
+        for kw in range(e.kernel[1]):
+            patch = x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wo - 1) * sw + 1:sw, :]
+            acc += patch @ w[kh, kw]  # exact: every partial sum is below 2**53 (kernels/linear.py)
+    sums = acc.astype(np.int64).reshape(-1, e.m_slice)
+    if bias is not None:
+        sums += np.asarray(bias, dtype=np.int64)[None, :]
+    if requant is not None:
+        return requant.apply(sums)
+    return apply_epilogue(sums, e.epi(), BITS[e.out_dtype], is_signed(e.out_dtype))
+
+
+def macs_per_event(e: ConvExec) -> int:
+    return math.prod(e.out_spatial) * e.filters * e.taps * (e.channels // e.groups)
