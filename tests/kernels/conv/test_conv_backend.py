@@ -21,7 +21,8 @@ X_T = FixedType(8, 5, True)
 
 
 def conv_graph(spatial, channels, filters, kernel, strides=None, dilations=None, pads=None, groups=1,
-               relu=True, head=True, seed=0, y_t=FixedType(8, 3, False), w_bits=8):
+               relu=True, head=True, seed=0, y_t=None, w_bits=8):
+    y_t = y_t or FixedType(8, 3, False)
     n = len(spatial)
     strides = strides or [1] * n
     dilations = dilations or [1] * n

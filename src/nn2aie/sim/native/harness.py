@@ -38,7 +38,8 @@ from nn2aie.kernels.registry import family_named
 from nn2aie.sim.emulator import Emulator, Trace
 
 INCLUDE_DIR = pathlib.Path(__file__).resolve().parent / "include"
-CXX_FLAGS = ("-std=c++17", "-O1", "-DAIE_EMU_CHECK_ACC_RANGE=1", "-DAIE_EMU_CHECK_ALIGNMENT=1")
+CXX_FLAGS = ("-std=c++17", "-O1", "-DAIE_EMU_CHECK_ACC_RANGE=1", "-DAIE_EMU_CHECK_ALIGNMENT=1",
+             "-DAIE_EMU_CHECK_VECTOR_SIZES=1")
 DRIVER_NAME = "nn2aie_driver.cc"
 TRACE_BUDGET = 1 << 24  # values recorded per chunk of graph iterations (int64: 128 MB)
 
