@@ -194,12 +194,14 @@ class Compiled:
             return quantize_input(v, t, pre)
         v = prologue.apply_steps(v)
         if prologue.quantizer == "bipolar":
-            return host.bipolar_codes(v)
-        if prologue.quantizer == "quantize_linear":
-            return t.quantize_linear_float32(v)
-        if prologue.quantizer == "user":  # the input type the user gave for a float input (input_types)
-            return cast_input(v, t, None, "inputs").astype(np.float32)
-        return quantize_input(v, t, pre)
+            codes = host.bipolar_codes(v)
+        elif prologue.quantizer == "quantize_linear":
+            codes = t.quantize_linear_float32(v)
+        elif prologue.quantizer == "user":  # the input type the user gave for a float input (input_types)
+            codes = cast_input(v, t, None, "inputs").astype(np.float32)
+        else:
+            codes = quantize_input(v, t, pre)
+        return prologue.to_array_order(codes)  # channels first -> channels last (conv models)
 
     def _host_dequantize(self, tensor: str, codes: np.ndarray, t) -> np.ndarray:
         """Output codes -> the source's float values: dequantized, then its float steps (ir/host.py)."""

@@ -359,3 +359,42 @@ def unique(name: str, taken: set[str]) -> str:
         i += 1
     taken.add(out)
     return out
+
+
+CONV_OPS = ("Conv", "MaxPool", "AveragePool")  # ops that read a channels-first activation window by window
+
+
+def conv_geometry(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...], w_shape: tuple[int, ...]):
+    """The geometry of an ONNX Conv reading a ``[C, *spatial]`` event with weights ``[M, C / group, *kernel]``
+    (kernels/conv_semantics.py), or a typed error naming the node."""
+    from nn2aie.kernels.conv_semantics import ConvGeometry
+
+    spatial = tuple(channels_first[1:])
+    if len(w_shape) != len(spatial) + 2:
+        raise BadFileError(where, f"weights of shape {list(w_shape)} do not match a {len(spatial)}-D input "
+                           f"{list(channels_first)}", "re-export the model")
+    kernel = tuple(int(v) for v in (attr(node, "kernel_shape") or w_shape[2:]))
+    if kernel != tuple(w_shape[2:]):
+        raise BadFileError(where, f"kernel_shape {list(kernel)} differs from the weights {list(w_shape)}",
+                           "re-export the model")
+    group = int(attr(node, "group", 1))
+    if group < 1 or channels_first[0] != w_shape[1] * group:
+        raise BadFileError(where, f"{channels_first[0]} input channels do not match weights {list(w_shape)} with "
+                           f"{group} group(s)", "re-export the model")
+    try:
+        geo = ConvGeometry.from_onnx(spatial, channels_first[0], kernel, int(w_shape[0]), attr(node, "strides"),
+                                     attr(node, "dilations"), attr(node, "pads"), attr(node, "auto_pad", "NOTSET"),
+                                     group)
+    except ValueError as exc:
+        raise BadFileError(where, str(exc), "re-export the model") from exc
+    why = geo.problem()
+    if why is not None:
+        raise UnsupportedOpError(where, f"is not a supported convolution: {why}",
+                                 "use 1-D or 2-D convolutions with padding smaller than the kernel")
+    return geo
+
+
+def conv_attrs(geo) -> dict:
+    """The logical conv op's attributes (kernels/conv/logical.py) of a geometry."""
+    return {"kernel": list(geo.kernel), "strides": list(geo.strides), "dilations": list(geo.dilations),
+            "pads_begin": list(geo.pads_begin), "pads_end": list(geo.pads_end), "groups": geo.groups}

@@ -52,11 +52,14 @@ import onnx
 
 from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
 from nn2aie.frontends.onnx_common import (
+    CONV_OPS,
     ModelLike,
     attr,
     check_inference,
     constants,
     consumers_map,
+    conv_attrs,
+    conv_geometry,
     elem_type,
     elem_type_name,
     identifier,
@@ -80,7 +83,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
            "GlobalMaxPool": "max"}
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
-                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div")
+                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv")
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
              "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
@@ -149,7 +152,7 @@ class _SQType:
     signed: bool
     scale: tuple[float, ...]
     zero_point: int
-    where: str
+    where: str = field(compare=False)  # the node it came from: where errors point, not part of the type
     axis: int | None = None  # per-axis constants: the axis of the scales
 
     @property
@@ -202,6 +205,22 @@ class QVal:
     tensor: str
     qtype: _QType
     codes: bool = False
+
+
+@dataclass
+class LinearLayer:
+    """What a linear op's shared parsing (``linear_layer``) builds: the op kind and its own attributes, the logical
+    output shape, the ONNX per-event shape of its float sum (epilogue constants broadcast against it) and how many
+    spatial axes follow the channel axis there (NCHW conv: 2; dense: 0)."""
+
+    kind: str
+    attrs: dict
+    out_shape: tuple[int, ...]
+    sum_shape: tuple[int, ...]
+    trailing: int = 0
+
+
+CHANNELS_LAST_KINDS = ("conv", "pool")
 
 
 _Tail = tuple[onnx.NodeProto | None, onnx.NodeProto | None]  # (QuantizeLinear, Relu before it) after a float op
@@ -275,6 +294,11 @@ class QdqParser:
         self.tensors: dict[str, Tensor] = {}
         self.ops: list[Op] = []
         self.taken: set[str] = set()
+        # channels-first ONNX tensors held channels last (conv models): logical tensor -> its ONNX per-event shape
+        # [C, *spatial] (the logical shape is [*spatial, C]); and tensors flattened from one: logical tensor -> the
+        # channels-first shape it was flattened from (its ONNX elements in NCHW order, logical ones in NHWC order)
+        self.cl: dict[str, tuple[int, ...]] = {}
+        self.order: dict[str, tuple[int, ...]] = {}
         self.counts: dict[str, int] = {}
         self.vals: dict[str, QVal] = {}  # ONNX tensor name -> its quantized value
         self.aliases: dict[str, list[str]] = {}  # logical tensor -> the ONNX names bound to it
@@ -410,7 +434,37 @@ class QdqParser:
         y = unique(f"{name}_out", self.taken)
         self.tensors[y] = Tensor(y, tuple(shape), qtype.fixed(), origin=origin)
         self.ops.append(Op(name, kind, inputs, [y], attrs or {}))
+        if kind in CHANNELS_LAST_KINDS:  # conv / pool results: ONNX [C, *spatial], held [*spatial, C]
+            self.cl[y] = (shape[-1], *shape[:-1])
+        elif kind == "eltwise" and inputs and tuple(shape) == tuple(self.tensors[inputs[0]].shape):
+            if inputs[0] in self.cl:
+                self.cl[y] = self.cl[inputs[0]]
+            elif inputs[0] in self.order:
+                self.order[y] = self.order[inputs[0]]
         return y
+
+    def onnx_shape(self, val: QVal) -> tuple[int, ...]:
+        """The ONNX per-event shape of a value (channels first where the logical tensor is channels last)."""
+        return self.cl.get(val.tensor, self.shape(val))
+
+    def layout_of(self, val: QVal) -> tuple:
+        return (self.cl.get(val.tensor), self.order.get(val.tensor))
+
+    def rows_in_logical_order(self, x: QVal, codes: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
+        """Weight rows of a MatMul / Gemm reading ``x`` permuted from the ONNX element order of x's event into
+        the logical one (a Flatten of a channels-first conv result is read channels last: no transpose on chip)."""
+        if x.tensor in self.cl and len(self.cl[x.tensor]) > 1:
+            raise UnsupportedOpError(self.where(node), f"multiplies the channels-first tensor {node.input[0]} of "
+                                     f"shape {list(self.cl[x.tensor])} along its last (spatial) axis",
+                                     "Flatten the conv result before the dense layer")
+        shape = self.order.get(x.tensor)
+        if shape is None:
+            return codes
+        from nn2aie.kernels.conv_semantics import nchw_flatten_order
+
+        out = np.empty_like(codes)
+        out[nchw_flatten_order(shape[1:], shape[0])] = codes
+        return out
 
     def quantized_result(self, node: onnx.NodeProto, name: str, kind: str, inputs: list[str],
                          shape: tuple[int, ...], q: onnx.NodeProto, relu: onnx.NodeProto | None,
@@ -628,8 +682,8 @@ class QdqParser:
             raise UnsupportedQuantizationError(f"tensor {name}", int32_msg, hint)
         return codes
 
-    def operand_const(self, name: str, a_shape: tuple[int, ...], user: onnx.NodeProto) -> tuple[np.ndarray,
-                                                                                                 FixedType, str]:
+    def operand_const(self, name: str, a_shape: tuple[int, ...], user: onnx.NodeProto,
+                      cl: tuple[int, ...] | None = None) -> tuple[np.ndarray, FixedType, str]:
         """A constant eltwise operand as ``(codes, type, origin)``: DQ of an int initializer (its own type), or a
         float initializer at the finest power-of-two scale it needs (the narrowest signed 8/16/32-bit type); shaped
         as docs/ops.md wants: ``()``, ``(C,)`` (last axis) or ``a_shape``."""
@@ -647,6 +701,15 @@ class QdqParser:
                     self.where(user), f"the float constant {name} needs more than 32 bits at one power-of-two "
                     "scale", "quantize the constant (DequantizeLinear of an int8/int16/int32 initializer) or round it")
             codes, origin = dyadic[0], name
+        if cl is not None:  # broadcast against the ONNX [C, *spatial] event, then hold it channels last
+            full = self.broadcast_const(codes, cl, user, name)
+            if full.ndim == 0:
+                return full, ftype, origin
+            full = np.broadcast_to(full, cl)  # a per-last-axis vector broadcasts along W, as in ONNX
+            head = full[(slice(None), *([0] * (len(cl) - 1)))]  # [C]
+            if np.array_equal(full, np.broadcast_to(head.reshape(-1, *([1] * (len(cl) - 1))), cl)):
+                return np.ascontiguousarray(head), ftype, origin  # per channel: the last axis on chip
+            return np.ascontiguousarray(np.moveaxis(full, 0, -1)), ftype, origin
         return self.broadcast_const(codes, a_shape, user, name), ftype, origin
 
     def broadcast_const(self, codes: np.ndarray, a_shape: tuple[int, ...], user: onnx.NodeProto,
@@ -707,7 +770,8 @@ class QdqParser:
         batches = {value_shape(vi)[0] for vi in inputs}
         self.fixed_batch = next(iter(batches)) if len(batches) == 1 and isinstance(next(iter(batches)), int) else None
         handlers = {"QuantizeLinear": self.on_quantize, "DequantizeLinear": self.on_dequantize,
-                    "MatMul": self.on_dense, "Gemm": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
+                    "MatMul": self.on_dense, "Gemm": self.on_dense, "Conv": self.on_conv, "Relu": self.on_relu,
+                    "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
@@ -729,6 +793,7 @@ class QdqParser:
         name = self.graph.name or "onnx_qdq"
         source = {"framework": "onnx-qdq", "file": self.file, "reference_exact": "yes" if self.exact else "no"}
         host.store(source, host.HOST_PROLOGUE, {t: v for t, v in self.prologues.items() if t in graph_inputs})
+        host.store(source, host.HOST_EPILOGUE, self.layout_epilogues(outputs))
         graph = Graph(identifier(name, "onnx_qdq"), self.tensors, self.ops, graph_inputs, outputs, source)
         check_inference(self.model)
         graph.verify()
@@ -776,9 +841,14 @@ class QdqParser:
                     self.where(q), f"quantizes the graph input {x_name} to {other.describe()}, "
                     f"{self.where(users[0])} to {x_type.describe()}", "quantize each graph input once")
         lname = unique(identifier(x_name, "input"), self.taken)
-        self.tensors[lname] = Tensor(lname, tuple(shape[1:]), x_type.fixed(), origin=x_name)
-        if isinstance(x_type, _SQType):  # ONNX rounds x / scale, then adds the zero point (ir/host.py)
-            self.prologues[lname] = HostPrologue((), "quantize_linear", tuple(shape[1:]))
+        per_event, channels_first = tuple(shape[1:]), ()
+        if len(per_event) >= 2 and self.feeds_conv(x_name):  # images: channels first in ONNX, last on chip
+            channels_first, per_event = per_event, (*per_event[1:], per_event[0])
+            self.cl[lname] = channels_first
+        self.tensors[lname] = Tensor(lname, per_event, x_type.fixed(), origin=x_name)
+        if isinstance(x_type, _SQType) or channels_first:  # ONNX rounds x / scale, then adds the zero point
+            self.prologues[lname] = HostPrologue((), "quantize_linear" if isinstance(x_type, _SQType) else "type",
+                                                 tuple(shape[1:]), channels_first)
         self.input_names.add(x_name)
         for q in users:
             self.visit(q)
@@ -889,6 +959,68 @@ class QdqParser:
                 f"{_p2(val.qtype.frac)}", "use the same scale on both nodes of a QuantizeLinear/DequantizeLinear pair")
         self.bind(dq.output[0], QVal(val.tensor, val.qtype))
 
+    # -- layouts --------------------------------------------------------------------------------------------
+    def feeds_conv(self, name: str) -> bool:
+        """Whether a Conv / pool reads the value (through quantizers, Relu, Identity)."""
+        seen, todo = {name}, [name]
+        while todo:
+            t = todo.pop()
+            for u in self.users(t):
+                if u.op_type in CONV_OPS and u.input and u.input[0] == t:
+                    return True
+                if u.op_type in ("QuantizeLinear", "DequantizeLinear", "Relu", "Identity", "Clip", "Quant") and \
+                        u.output and u.output[0] not in seen:
+                    seen.add(u.output[0])
+                    todo.append(u.output[0])
+        return False
+
+    def layout_epilogues(self, outputs: list[str], epilogues: dict | None = None) -> dict:
+        """Graph outputs held channels last: the host transposes them back (ir/host.py)."""
+        from nn2aie.ir.host import HostEpilogue, channels_last_order
+
+        out = dict(epilogues or {})
+        for t in outputs:
+            shape = self.cl.get(t) or self.order.get(t)
+            if shape and not np.array_equal(channels_last_order(shape), np.arange(math.prod(shape))):
+                steps = out[t].steps if t in out else ()
+                out[t] = HostEpilogue(steps, tuple(shape))
+        return out
+
+    # -- conv -----------------------------------------------------------------------------------------------
+    def channels_first_input(self, node: onnx.NodeProto, x: QVal) -> tuple[int, ...]:
+        cf = self.cl.get(x.tensor)
+        if cf is None:
+            raise UnsupportedOpError(self.where(node), f"reads {node.input[0]} of shape {list(self.shape(x))}, which "
+                                     "is not an image held channels last (a graph input or a conv / pool result)",
+                                     "feed the convolution from the graph input or another convolution")
+        return cf
+
+    def on_conv(self, node: onnx.NodeProto) -> None:
+        """Conv: a linear op over the im2col matrix of its weights (kernels/conv/logical.py), parsed like a dense
+        layer from there on (bias, Relu, float steps, QuantizeLinear; float scales)."""
+        from nn2aie.kernels.conv_semantics import weights_from_onnx
+
+        where = self.where(node)
+        x = self.value(node.input[0], node)
+        cf = self.channels_first_input(node, x)
+        w = self.quant_const(node.input[1], _WEIGHT_TYPES, "weight", node)
+        if not isinstance(w, QConst):
+            raise UnsupportedQuantizationError(where, f"weights {node.input[1]} are float, not quantized",
+                                               "quantize the weights (DequantizeLinear of an int8 initializer)")
+        geo = conv_geometry(node, where, cf, tuple(w.codes.shape))
+        m = geo.filters
+        if isinstance(w.qtype, _SQType) and w.qtype.axis is not None:
+            axis = w.qtype.axis + w.codes.ndim if w.qtype.axis < 0 else w.qtype.axis
+            if axis != 0 or len(w.qtype.scale) != m:
+                raise UnsupportedQuantizationError(w.qtype.where, f"per-axis weight scales along axis "
+                                                   f"{w.qtype.axis} are not one per output channel",
+                                                   "quantize the weights per output channel (axis 0) or per tensor")
+        codes = weights_from_onnx(w.codes).reshape(-1, m)
+        bias_src = (node.input[2], node) if len(node.input) > 2 and node.input[2] else None
+        layer = LinearLayer("conv", conv_attrs(geo), (*geo.out_spatial, m), (m, *geo.out_spatial),
+                            len(geo.spatial))
+        self.linear_layer(node, x, w, codes, bias_src, layer)
+
     # -- dense ----------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
         where = self.where(node)
@@ -926,7 +1058,6 @@ class QdqParser:
             raise BadFileError(where, f"weights {list(codes.shape)} do not match the input width {k}",
                                "re-export the model")
         n = codes.shape[1]
-        scaled = isinstance(x.qtype, _SQType) or isinstance(w.qtype, _SQType)
         if isinstance(w.qtype, _SQType) and w.qtype.axis is not None:
             rank = w.codes.ndim
             axis = w.qtype.axis + rank if w.qtype.axis < 0 else w.qtype.axis
@@ -934,6 +1065,18 @@ class QdqParser:
                 raise UnsupportedQuantizationError(w.qtype.where, f"per-axis weight scales along axis "
                                                    f"{w.qtype.axis} are not one per output channel",
                                                    "quantize the weights per output channel (or per tensor)")
+        codes = self.rows_in_logical_order(x, codes, node)
+        layer = LinearLayer("dense", {}, x_shape[:-1] + (n,), (*x_shape[:-1], n))
+        self.linear_layer(node, x, w, codes, bias_src, layer)
+
+    def linear_layer(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, bias_src,
+                     layer: LinearLayer) -> None:
+        """A MatMul / Gemm / Conv sum ``x . codes`` (codes [K, N] in the logical input order) and what follows it:
+        a bias Add, Relu, float steps or QuantizeLinear; the op is ``layer.kind`` (dense, conv)."""
+        where = self.where(node)
+        x_shape = self.shape(x)
+        n = codes.shape[1]
+        scaled = isinstance(x.qtype, _SQType) or isinstance(w.qtype, _SQType)
         acc_frac = 0 if scaled else x.qtype.frac + w.qtype.frac
         out = node.output[0]
         nxt = self.single_user(out, node)
@@ -964,8 +1107,8 @@ class QdqParser:
             out = nxt.output[0]
             nxt = self.single_user(out, nxt)
         if nxt is not None and nxt.op_type in ("BatchNormalization", "Mul", "Div", "Add", "Sub", "Clip") and \
-                self.epilogue_step(nxt, out, n, x_shape):
-            self.stepped_dense(node, x, w, codes, bias, bias_src, activation, out, nxt, x_shape)
+                self.epilogue_step(nxt, out, n, x_shape, layer):
+            self.stepped_dense(node, x, w, codes, bias, bias_src, activation, out, nxt, x_shape, layer)
             return
         if nxt is None or nxt.op_type != "QuantizeLinear":
             got = self.where(nxt) if nxt is not None else "the graph output"
@@ -977,12 +1120,12 @@ class QdqParser:
         if scaled or isinstance(y_type, _SQType):
             if bias_value is not None and bias is not None:  # the bias was put on the fixed-point grid: redo
                 bias = None
-            self.scaled_dense(node, x, w, codes, trans_b, bias_src, bias_value, activation, nxt, y_type)
+            self.scaled_dense(node, x, w, codes, bias_src, bias_value, activation, nxt, y_type, layer)
             return
 
-        op_name = self.op_name(node, "dense")
+        op_name = self.op_name(node, layer.kind)
         w_name = unique(f"{op_name}_w", self.taken)
-        self.tensors[w_name] = Tensor(w_name, (k, n), w.qtype.fixed(), np.ascontiguousarray(codes, np.int64),
+        self.tensors[w_name] = Tensor(w_name, codes.shape, w.qtype.fixed(), np.ascontiguousarray(codes, np.int64),
                                       origin=w.origin)
         inputs = [x.tensor, w_name]
         if bias is not None:
@@ -990,8 +1133,8 @@ class QdqParser:
             self.tensors[b_name] = Tensor(b_name, (n,), FixedType(32, acc_frac, True, "RND_CONV", "SAT"),
                                           bias, origin=bias_src[0])
             inputs.append(b_name)
-        y_name = self.add_op(op_name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0],
-                             {"activation": activation})
+        y_name = self.add_op(op_name, layer.kind, inputs, layer.out_shape, y_type, nxt.output[0],
+                             {"activation": activation, **layer.attrs})
         self.bind(nxt.output[0], QVal(y_name, y_type, codes=True))
 
         col = int(np.abs(codes).sum(axis=0).max(initial=0))
@@ -1008,7 +1151,8 @@ class QdqParser:
     def epilogue_const(self, name: str) -> np.ndarray | None:
         return self.float_const(name)
 
-    def epilogue_step(self, node: onnx.NodeProto, value: str, n: int, x_shape: tuple[int, ...]) -> bool:
+    def epilogue_step(self, node: onnx.NodeProto, value: str, n: int, x_shape: tuple[int, ...],
+                      layer: LinearLayer | None = None) -> bool:
         """A float step reading ``value`` (a [batch, n] sum or a step after it), monotone in it per channel:
         BatchNormalization, Mul / Div / Add / Sub by a constant (scalar or per channel; x / c, not c / x), Relu, Clip
         with constant bounds (constants found by ``epilogue_const``; the QONNX parser looks through Identity)."""
@@ -1022,22 +1166,27 @@ class QdqParser:
                 return False
         elif node.input[0] != value:
             return False
+        sum_shape = layer.sum_shape if layer is not None else (*x_shape[:-1], n)
         for name in others:
             c = self.epilogue_const(name)
             if c is None:
                 return False
             try:
-                if np.broadcast_shapes(np.shape(c), (1, *x_shape[:-1], n)) != (1, *x_shape[:-1], n):
+                if np.broadcast_shapes(np.shape(c), (1, *sum_shape)) != (1, *sum_shape):
                     return False
+                if layer is not None and layer.trailing and np.size(c) > 1 and np.ndim(c) >= layer.trailing and \
+                        any(d != 1 for d in np.shape(c)[-layer.trailing:]):
+                    return False  # a constant that varies over the spatial axes is not per channel
             except ValueError:
                 return False
-        if node.op_type == "BatchNormalization":  # channels on axis 1: the layer's outputs only for a [batch, n] sum
-            return (len(x_shape) == 1 and len(node.input) == 5 and not attr(node, "training_mode", 0)
-                    and len(node.output) == 1)
+        if node.op_type == "BatchNormalization":  # channels on axis 1: the layer's outputs (a [batch, n] sum or NCHW)
+            return ((len(sum_shape) == 1 or (layer is not None and layer.trailing > 0)) and len(node.input) == 5
+                    and not attr(node, "training_mode", 0) and len(node.output) == 1)
         return node.op_type in ("Mul", "Add", "Sub", "Div", "Clip")
 
     def stepped_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, bias, bias_src,
-                      activation: str, sum_name: str, first: onnx.NodeProto, x_shape: tuple[int, ...]) -> None:
+                      activation: str, sum_name: str, first: onnx.NodeProto, x_shape: tuple[int, ...],
+                      layer: LinearLayer) -> None:
         """MatMul / Gemm whose float sum goes through BatchNormalization or float steps into QuantizeLinear: the
         epilogue is read off onnxruntime on every reachable accumulator (frontends/source_eval.py) as a per-channel
         threshold table (kernels/linear_stepped.py); power-of-two operands (the float sum is then exact)."""
@@ -1058,7 +1207,7 @@ class QdqParser:
             value = relu.input[0]
             sum_name = value
         value = chain[-1].output[0] if chain else sum_name
-        while nxt is not None and self.epilogue_step(nxt, value, n, x_shape):
+        while nxt is not None and self.epilogue_step(nxt, value, n, x_shape, layer):
             self.visit(nxt)
             chain.append(nxt)
             value = nxt.output[0]
@@ -1085,7 +1234,7 @@ class QdqParser:
             return np.asarray(v).astype(np.int64)
 
         fn = chain_function([*chain, nxt], self.consts, sum_name, list(self.model.opset_import), to_input, to_code,
-                            runner="onnxruntime", out_type=out_type)
+                            runner="onnxruntime", out_type=out_type, trailing=layer.trailing)
         thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, acc_lo, acc_hi, n, y_type.lo, y_type.hi, where)
         if negated.any():
             flipped = -w64[:, negated]
@@ -1098,7 +1247,7 @@ class QdqParser:
             w64 = w64.copy()
             w64[:, negated] = flipped
             b_codes = np.where(negated, -b_codes, b_codes)
-        op_name = self.op_name(node, "dense")
+        op_name = self.op_name(node, layer.kind)
         w_name = unique(f"{op_name}_w", self.taken)
         self.tensors[w_name] = Tensor(w_name, (k, n), w.qtype.fixed(), np.ascontiguousarray(w64), origin=w.origin)
         inputs = [x.tensor, w_name]
@@ -1111,19 +1260,19 @@ class QdqParser:
                  "negated_channels": [int(i) for i in np.nonzero(negated)[0]],
                  "source": " -> ".join(c.name or c.op_type for c in [*chain, nxt]) + ", run by onnxruntime on the "
                            "layer's accumulator values"}
-        y = self.add_op(op_name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0],
-                        {"activation": "linear", "requant_table": table})
+        y = self.add_op(op_name, layer.kind, inputs, layer.out_shape, y_type, nxt.output[0],
+                        {"activation": "linear", "requant_table": table, **layer.attrs})
         self.bind(nxt.output[0], QVal(y, y_type, codes=True))
         if isinstance(y_type, _SQType):
             self.exact = False
 
-    def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, trans_b: bool, bias_src,
-                     bias_value, activation: str, quant: onnx.NodeProto, y_type) -> None:
+    def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, bias_src,
+                     bias_value, activation: str, quant: onnx.NodeProto, y_type, layer: LinearLayer) -> None:
         """A MatMul / Gemm with float scales or zero points (onnxruntime quantize_static's form): every tensor
         typed with its scales (weights per output channel), kernels/linear_scaled.py defines the exact map; the
         source computes in float32, so the reference is not provably exact (docs/numerics.md)."""
         k, n = codes.shape
-        op_name = self.op_name(node, "dense")
+        op_name = self.op_name(node, layer.kind)
         if isinstance(w.qtype, _SQType):
             per = w.qtype.scale if len(w.qtype.scale) > 1 and len(set(w.qtype.scale)) > 1 else None
             w_type = w.qtype.fixed(per) if per else w.qtype.fixed(w.qtype.scale[:1])
@@ -1137,8 +1286,8 @@ class QdqParser:
             b_name = unique(f"{op_name}_b", self.taken)
             self.tensors[b_name] = Tensor(b_name, (n,), b_type, b_codes, origin=bias_src[0])
             inputs.append(b_name)
-        y = self.add_op(op_name, "dense", inputs, self.shape(x)[:-1] + (n,), y_type, quant.output[0],
-                        {"activation": activation})
+        y = self.add_op(op_name, layer.kind, inputs, layer.out_shape, y_type, quant.output[0],
+                        {"activation": activation, **layer.attrs})
         self.bind(quant.output[0], QVal(y, y_type, codes=True))
         self.exact = False  # float32 sums near a rounding boundary: docs/numerics.md
 
@@ -1273,13 +1422,20 @@ class QdqParser:
         a_shape = self.shape(a)
         if b_const:
             op_name = self.op_name(node, kind)
-            codes, ctype, origin = self.operand_const(b_name, a_shape, node)
+            codes, ctype, origin = self.operand_const(b_name, a_shape, node, self.cl.get(a.tensor))
+            if a.tensor in self.order and codes.ndim:
+                raise UnsupportedOpError(where, f"combines the flattened channels-first tensor {a_name} with the "
+                                         f"non-scalar constant {b_name}", "apply the constant before the Flatten")
             c_name = unique(f"{op_name}_c", self.taken)
             self.tensors[c_name] = Tensor(c_name, codes.shape, ctype, codes, origin=origin)
             b_tensor, bm, fb = c_name, int(np.abs(codes).max(initial=0)), ctype.frac
             preserving = False
         else:
             b = self.value(b_name, node)
+            if self.layout_of(b) != self.layout_of(a):
+                raise UnsupportedOpError(where, f"combines {a_name} and {b_name}, held in different layouts on chip "
+                                         "(one is a channels-first conv result, the other not)",
+                                         "combine tensors of the same kind (both conv results, or neither)")
             if self.shape(b) != a_shape:
                 raise UnsupportedOpError(where, f"operand shapes {list(a_shape)} and {list(self.shape(b))} differ "
                                          "(per event)", f"nn2aie's {kind} takes two activations of one shape")
@@ -1330,10 +1486,18 @@ class QdqParser:
                                      f"make the {what} a constant (initializer)")
         return [int(v) for v in np.asarray(self.consts[name]).reshape(-1)]
 
+    def refuse_channels_first(self, node: onnx.NodeProto, name: str) -> None:
+        val = self.vals.get(name)
+        if val is not None and (val.tensor in self.cl or val.tensor in self.order):
+            raise UnsupportedOpError(self.where(node), f"{node.op_type} of the channels-first tensor {name} "
+                                     f"({list(self.onnx_shape(val))}, a conv result held channels last on chip) is "
+                                     "not supported yet", "apply it after a Flatten, or before the convolutions")
+
     def on_identity(self, node: onnx.NodeProto) -> None:
         self.bind(node.output[0], self.value(node.input[0], node, codes_ok=True))
 
     def on_transpose(self, node: onnx.NodeProto) -> None:
+        self.refuse_channels_first(node, node.input[0])
         val = self.value(node.input[0], node, codes_ok=True)
         shape = self.shape(val)
         rank = len(shape) + 1
@@ -1357,6 +1521,9 @@ class QdqParser:
         shape = self.shape(val)
         rule = {"Reshape": self.reshape_shape, "Flatten": self.flatten_shape, "Squeeze": self.squeeze_shape,
                 "Unsqueeze": self.unsqueeze_shape}[node.op_type]
+        if val.tensor in self.cl or val.tensor in self.order:
+            self.channels_last_view(node, val, rule)
+            return
         target = rule(node, shape)
         if math.prod(target) != math.prod(shape):
             raise BadFileError(self.where(node), f"reshapes {list(shape)} into {list(target)} (per event)",
@@ -1364,6 +1531,42 @@ class QdqParser:
         if target != shape:
             val = self.view(node, self.op_name(node, "reshape"), "reshape", val, target, node.output[0])
         self.bind(node.output[0], val)
+
+    def channels_last_view(self, node: onnx.NodeProto, val: QVal, rule) -> None:
+        """A reshape of a tensor held channels last: to its own ONNX shape, to the same shape (1-wide axes aside:
+        [C, 1, 1] <-> [C]), or flat, where the logical tensor is reshaped flat and its element order recorded
+        (the dense layer reading it permutes its weight rows); other reshapes would move data on chip."""
+        from nn2aie.kernels.conv_semantics import nchw_flatten_order
+
+        onnx_shape = self.onnx_shape(val)
+        target = rule(node, onnx_shape)
+        if math.prod(target) != math.prod(onnx_shape):
+            raise BadFileError(self.where(node), f"reshapes {list(onnx_shape)} into {list(target)} (per event)",
+                               "re-export the model")
+        squeezed = tuple(d for d in onnx_shape if d != 1)
+        if tuple(target) == tuple(onnx_shape):
+            self.bind(node.output[0], val)
+            return
+        if val.tensor in self.cl and tuple(d for d in target if d != 1) == squeezed and squeezed[:1] == onnx_shape[:1]:
+            # only 1-wide spatial axes appear or vanish: [C, 1, 1] -> [C] (a global pool before a dense layer)
+            logical = tuple(target[1:]) + (target[0],) if len(target) > 1 else tuple(target)
+            out = self.view(node, self.op_name(node, "reshape"), "reshape", val, logical, node.output[0]) \
+                if logical != self.shape(val) else val
+            if len(target) > 1:
+                self.cl[out.tensor] = tuple(target)
+            self.bind(node.output[0], out)
+            return
+        if len(target) == 1:
+            out = self.view(node, self.op_name(node, "reshape"), "reshape", val, tuple(target), node.output[0])
+            source = self.cl.get(val.tensor) or self.order[val.tensor]
+            order = nchw_flatten_order(tuple(source[1:]), source[0])
+            if not np.array_equal(order, np.arange(order.size)):
+                self.order[out.tensor] = source
+            self.bind(node.output[0], out)
+            return
+        raise UnsupportedOpError(self.where(node), f"reshapes the channels-first tensor {node.input[0]} "
+                                 f"{list(onnx_shape)} into {list(target)}, which would move data on chip "
+                                 "(conv results are held channels last)", "Flatten it (for a dense layer) instead")
 
     def reshape_shape(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
         target = self.ints_input(node, 1, "target shape")
@@ -1422,6 +1625,7 @@ class QdqParser:
         return tuple(out)
 
     def on_slice(self, node: onnx.NodeProto) -> None:
+        self.refuse_channels_first(node, node.input[0])
         val = self.value(node.input[0], node, codes_ok=True)
         shape = self.shape(val)
         rank = len(shape) + 1
@@ -1456,6 +1660,7 @@ class QdqParser:
         self.bind(node.output[0], cur)
 
     def on_split(self, node: onnx.NodeProto) -> None:
+        self.refuse_channels_first(node, node.input[0])
         val = self.value(node.input[0], node, codes_ok=True)
         shape = self.shape(val)
         axis = self.batch_axis(int(attr(node, "axis", 0)), len(shape) + 1, node)
@@ -1481,6 +1686,8 @@ class QdqParser:
             start += size
 
     def on_concat(self, node: onnx.NodeProto) -> None:
+        for name in node.input:
+            self.refuse_channels_first(node, name)
         vals = [self.value(name, node, codes_ok=True) for name in node.input]
         where = self.where(node)
         if len({v.codes for v in vals}) > 1:
@@ -1525,7 +1732,10 @@ class QdqParser:
     def on_reduce(self, node: onnx.NodeProto) -> None:
         kind = REDUCE_OPS[node.op_type]
         val = self.value(node.input[0], node)
-        shape = self.shape(val)
+        cl = self.cl.get(val.tensor)
+        shape = cl if cl is not None else self.shape(val)  # the ONNX per-event shape: axes refer to it
+        if val.tensor in self.order:
+            self.refuse_channels_first(node, node.input[0])
         rank = len(shape) + 1
         where = self.where(node)
         if node.op_type.startswith("Global"):
@@ -1548,6 +1758,15 @@ class QdqParser:
         out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep else \
             tuple(d for i, d in enumerate(shape) if i not in axes)
         n = math.prod(shape[a] for a in axes)
+        onnx_out = out_shape
+        if cl is not None:  # axis 0 (channels) is the last axis on chip, spatial axis i is axis i - 1
+            if 0 in axes:
+                raise UnsupportedOpError(where, f"reduces over the channels of the conv result {node.input[0]}",
+                                         "reduce over the spatial axes only (a global pool)")
+            axes = [a - 1 for a in axes]
+            logical = self.shape(val)
+            out_shape = tuple(1 if i in axes else d for i, d in enumerate(logical)) if keep else \
+                tuple(d for i, d in enumerate(logical) if i not in axes)
         total = n * val.qtype.max_abs
         if total >= 1 << 53:
             raise UnsupportedQuantizationError(where, f"the sum of {n} values needs more than 53 bits",
@@ -1561,8 +1780,10 @@ class QdqParser:
         if q is None:
             y = self.add_op(name, "reduce", [val.tensor], out_shape, val.qtype, node.output[0], attrs)
             self.bind(node.output[0], QVal(y, val.qtype))
-            return
-        self.quantized_result(node, name, "reduce", [val.tensor], out_shape, q, relu, attrs)
+        else:
+            y = self.quantized_result(node, name, "reduce", [val.tensor], out_shape, q, relu, attrs)
+        if cl is not None and len(onnx_out) > 1:
+            self.cl[y] = onnx_out
 
 
 def load_qdq(model: ModelLike, input_types: dict[str, FixedType] | None = None) -> Graph:

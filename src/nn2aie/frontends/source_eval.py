@@ -33,11 +33,13 @@ CodeFn = Callable[[np.ndarray], np.ndarray]  # float64 accumulators [R, N] -> in
 def chain_function(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray], input_name: str,
                    opsets: list[onnx.OperatorSetIdProto], to_input: Callable[[np.ndarray], np.ndarray],
                    to_code: Callable[[np.ndarray], np.ndarray], runner: str = "qonnx",
-                   out_type: int = onnx.TensorProto.FLOAT) -> CodeFn:
+                   out_type: int = onnx.TensorProto.FLOAT, trailing: int = 0) -> CodeFn:
     """The codes the source computes for accumulators: ``to_input`` turns accumulators [R, N] into the float32 the
     first node reads (the layer's float sum), the nodes run under the source's runtime (``runner``: qonnx's
     ``execute_onnx`` for QONNX, an onnxruntime session for ONNX QDQ; ``out_type`` the last node's element type),
-    ``to_code`` turns the last node's output into codes."""
+    ``to_code`` turns the last node's output into codes. ``trailing``: the sum is channels-first with that many
+    spatial axes (a conv's NCHW sum): it runs as ``[R, N, 1, ...]``, so per-channel constants broadcast as in the
+    source."""
     needed = {i for n in nodes for i in n.input if i and i in consts}
     out_name = nodes[-1].output[0]
 
@@ -53,6 +55,14 @@ def chain_function(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray], i
 
     def run(acc: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(to_input(acc), dtype=np.float32)
+        if trailing:
+            flat = x.shape
+            x = x.reshape(*flat, *([1] * trailing))
+            y = run_shaped(x)
+            return y.reshape(flat)
+        return run_shaped(x)
+
+    def run_shaped(x: np.ndarray) -> np.ndarray:
         if runner == "onnxruntime":
             import onnxruntime as ort
 

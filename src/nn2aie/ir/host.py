@@ -74,10 +74,19 @@ class HostPrologue:
     steps: tuple[HostStep, ...]
     quantizer: str = "type"
     source_shape: tuple[int, ...] = ()  # the per-event shape of the source model's input
+    # the source's channels-first event shape [C, *spatial] when the array holds the input channels last: the codes
+    # are transposed on the host after the quantizer (empty: same element order)
+    channels_first: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"unknown host quantizer {self.quantizer!r}")
+
+    def to_array_order(self, codes: np.ndarray) -> np.ndarray:
+        """[events, K] codes in the source's element order -> the array's (channels last)."""
+        if not self.channels_first:
+            return codes
+        return np.asarray(codes)[:, np.argsort(channels_last_order(self.channels_first))]
 
     def apply_steps(self, x: np.ndarray) -> np.ndarray:
         y = np.asarray(x, dtype=np.float32)
@@ -90,16 +99,20 @@ class HostPrologue:
                 "user": "cast into the input type given with input_types (the source model reads floats: equal "
                         "to it on inputs on that grid)"}
         parts = [s.describe() for s in self.steps] + [last.get(self.quantizer, "the input quantizer")]
+        if self.channels_first:
+            parts.append(f"transposed from {list(self.channels_first)} (channels first) to channels last")
         return " -> ".join(parts)
 
     def to_json(self) -> dict:
         return {"steps": [s.to_json() for s in self.steps], "quantizer": self.quantizer,
-                "source_shape": list(self.source_shape)}
+                "source_shape": list(self.source_shape)} | \
+            ({"channels_first": list(self.channels_first)} if self.channels_first else {})
 
     @classmethod
     def from_json(cls, data: dict) -> HostPrologue:
         return cls(tuple(HostStep.from_json(s) for s in data["steps"]), data.get("quantizer", "type"),
-                   tuple(int(v) for v in data.get("source_shape", ())))
+                   tuple(int(v) for v in data.get("source_shape", ())),
+                   tuple(int(v) for v in data.get("channels_first", ())))
 
 
 @dataclass(frozen=True)
@@ -107,22 +120,41 @@ class HostEpilogue:
     """Float steps after a graph output's codes are dequantized."""
 
     steps: tuple[HostStep, ...]
+    channels_first: tuple[int, ...] = ()  # as HostPrologue: the output is held channels last, the source's is not
+
+    def to_source_order(self, y: np.ndarray) -> np.ndarray:
+        """[events, K] values in the array's element order -> the source's."""
+        if not self.channels_first:
+            return y
+        return np.asarray(y)[:, channels_last_order(self.channels_first)]
 
     def apply_steps(self, y: np.ndarray) -> np.ndarray:
-        out = np.asarray(y, dtype=np.float32)
+        out = np.asarray(self.to_source_order(y), dtype=np.float32)
         for step in self.steps:
             out = step.apply(out)
         return out
 
     def describe(self) -> str:
-        return " -> ".join(["the output codes dequantized"] + [s.describe() for s in self.steps])
+        first = ["the output codes dequantized"]
+        if self.channels_first:
+            first.append(f"transposed from channels last to {list(self.channels_first)} (channels first)")
+        return " -> ".join(first + [s.describe() for s in self.steps])
 
     def to_json(self) -> dict:
-        return {"steps": [s.to_json() for s in self.steps]}
+        return {"steps": [s.to_json() for s in self.steps]} | \
+            ({"channels_first": list(self.channels_first)} if self.channels_first else {})
 
     @classmethod
     def from_json(cls, data: dict) -> HostEpilogue:
-        return cls(tuple(HostStep.from_json(s) for s in data["steps"]))
+        return cls(tuple(HostStep.from_json(s) for s in data["steps"]),
+                   tuple(int(v) for v in data.get("channels_first", ())))
+
+
+def channels_last_order(channels_first: tuple[int, ...]) -> np.ndarray:
+    """Where each element of a channels-first event ``[C, *spatial]`` (flattened) sits in the channels-last one."""
+    c, spatial = channels_first[0], tuple(channels_first[1:])
+    index = np.arange(int(np.prod(spatial, dtype=np.int64)) * c).reshape(*spatial, c)
+    return np.moveaxis(index, -1, 0).reshape(-1)
 
 
 def bipolar_codes(x: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nn2aie.ir.host import channels_last_order
+
 EXACT_LIMIT = 1 << 62
 
 
@@ -152,8 +154,7 @@ def nchw_flatten_order(spatial: tuple[int, ...], channels: int) -> np.ndarray:
     the same event: ``flatten_nchw(x) == flatten_nhwc(x)[order]``. A Dense after the Flatten then reads the
     channels-last tensor with its weight rows permuted (``W_nhwc[order] = W_nchw``, i.e. ``W_nhwc =
     W_nchw[argsort(order)]``), so no transpose runs on chip."""
-    index = np.arange(int(np.prod(spatial)) * channels).reshape(*spatial, channels)  # channels-last positions
-    return np.moveaxis(index, -1, 0).reshape(-1)  # read in [C, *spatial] order
+    return channels_last_order((channels, *spatial))
 
 
 def dense_rows_for_nhwc(w_nchw_rows: np.ndarray, spatial: tuple[int, ...], channels: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.types import FixedType
+from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.kernels.family import Fail
 
 
@@ -30,8 +30,8 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
     elif len(ins) != 1:
         fail(where, f"{op.kind} takes one input")
     for t in ins + outs:
-        if not isinstance(t.type, FixedType):
-            fail(where, f"tensor {t.name} is not fixed point")
+        if not isinstance(t.type, FixedType | ScaledType):  # views move codes: any integer type
+            fail(where, f"tensor {t.name} is not integer codes")
         if t.is_const:
             fail(where, f"tensor {t.name} is a constant; views take and give activations")
     y = outs[0]
