@@ -65,3 +65,36 @@ def test_bands_and_slices_forced():
 @pytest.mark.parametrize("groups", [2, 8])
 def test_grouped_and_depthwise(groups):
     check(conv_graph((5, 7), 8, 8 if groups == 8 else 16, (3, 3), pads=[1, 0, 1, 2], groups=groups), events=300)
+
+
+def pool_graph(spatial, channels, kernel, strides, pads=None, ceil_mode=False, unsigned=True, seed=1):
+    from nn2aie.kernels.pool_semantics import PoolGeometry
+
+    n = len(spatial)
+    pads = pads or [0] * (2 * n)
+    geo = PoolGeometry(tuple(spatial), tuple(kernel), tuple(strides), tuple(pads[:n]), tuple(pads[n:]),
+                       (1,) * n, ceil_mode)
+    assert geo.problem() is None, geo.problem()
+    gb = GraphBuilder(seed)
+    x = gb.tensor("x", (*spatial, 6), X_T)
+    h_t = FixedType(8, 3, not unsigned)
+    h = gb.dense("pre", x, channels, h_t, relu=unsigned)
+    p = gb.op("pool", "pool", [h], (*geo.out_spatial, channels), h_t, op="max", kernel=list(kernel),
+              strides=list(strides), dilations=[1] * n, pads_begin=list(pads[:n]), pads_end=list(pads[n:]),
+              ceil_mode=ceil_mode)
+    return gb.graph(x, gb.dense("head", p, 5, FixedType(8, 2, True)))
+
+
+@pytest.mark.parametrize("case", [((8, 8), 16, (2, 2), (2, 2), None, False, False),
+                                  ((7, 9), 24, (3, 3), (2, 2), [1, 1, 1, 1], True, True),
+                                  ((12,), 32, (3,), (1,), [1, 1], False, True),
+                                  ((6, 6), 16, (2, 2), (1, 1), None, False, False)])
+def test_max_pool(case):
+    spatial, channels, kernel, strides, pads, ceil_mode, unsigned = case
+    check(pool_graph(spatial, channels, kernel, strides, pads, ceil_mode, unsigned), events=300)
+
+
+def test_max_pool_slices_and_bands():
+    plan, _ = check(pool_graph((8, 8), 32, (2, 2), (2, 2)), {"pool": {"bands": 2, "parts": 2}}, events=200)
+    (e,) = [e for e in plan.layers if e.op == "pool"]
+    assert e.tiles == 4

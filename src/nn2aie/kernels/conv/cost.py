@@ -13,7 +13,7 @@ per 256 bits, as dense). A float-scale layer adds its requantisation per 32-lane
 from __future__ import annotations
 
 from nn2aie.kernels.conv.plan import PIXELS_PER_256, ConvExec
-from nn2aie.kernels.mac_cost import NATIVE_MACS_PER_INSTRUCTION, LoopNest, invocation_cycles
+from nn2aie.kernels.mac_cost import CALL_OVERHEAD_CYCLES, NATIVE_MACS_PER_INSTRUCTION, LoopNest, invocation_cycles
 
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16}
 
@@ -49,7 +49,19 @@ def requant_cycles(e: ConvExec) -> float:
     return vectors * e.requant.cycles_per_vector(32)
 
 
+def pool_cycles(e: ConvExec) -> float:
+    """A max pool tile: per pixel group and channel block, one load (SW x 256 bits, one more when misaligned) and
+    one vector max per tap, both units and the vector slot in parallel; the store of the pixels; the call."""
+    k = e.mmul[1]
+    blocks = e.batch * e.band_rows * (e.wq // e.mmul[0]) * (e.m_slice // k)
+    loads = e.taps * e.strides[1] + misaligned_taps(e)  # 256-bit loads per block, on two load units
+    per_block = max(e.taps, loads / 2) + e.mmul[0] * 0.5  # the maxes, or the loads; the pixel stores (half hidden)
+    return blocks * per_block + CALL_OVERHEAD_CYCLES
+
+
 def tile_cycles(e: ConvExec) -> float:
+    if e.pool:
+        return pool_cycles(e)
     return invocation_cycles(loop_nest(e)) + requant_cycles(e)
 
 

@@ -23,6 +23,8 @@ from nn2aie.kernels.conv.plan import (
     dense_weights,
     pack_weights,
     plan,
+    plan_pool,
+    run_pool_tile,
     run_tile,
     tile_bytes,
     unpack_weights,
@@ -76,7 +78,7 @@ def params_path(index: int) -> str:
 
 class ConvFamily(OpFamily):
     name = "conv"
-    kinds = ("conv",)
+    kinds = ("conv", "pool")
     override_keys = frozenset({"parts", "bands", "requant"})
 
     def verify(self, graph: Graph, op: Op, fail: Fail) -> None:
@@ -97,6 +99,11 @@ class ConvFamily(OpFamily):
                                      "requantisation kind", f"give one of {', '.join(REQUANT_KINDS)}")
 
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
+        if op.kind == "pool":
+            if "requant" in override:
+                raise IllegalConfigError(f"override for layer {op.name}", "a max pool has no requantisation",
+                                         "drop the requant override for this layer")
+            return plan_pool(graph, op, device, batch)
         return plan(graph, op, device, batch, override.get("requant"))
 
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
@@ -116,6 +123,16 @@ class ConvFamily(OpFamily):
     # -- physical -----------------------------------------------------------------------------------------------
     def partition(self, graph: Graph, op: Op, e: OpExec, device: Device, layer_id: str) -> list[Kernel]:
         x = _c(e)
+        if x.pool:
+            kernels = []
+            for band in range(x.bands):
+                for part in range(x.parts):
+                    k = Kernel(name=f"{layer_id}_b{band}_s{part}", layer=op.name, chain=band * x.parts + part,
+                               position=0, role="single", col=-1, row=-1, k_start=band, n_start=part * x.m_slice,
+                               weights=np.zeros(0, dtype=numpy_dtype(x.a_dtype)), bias=None, family=self.name)
+                    k.memory = self.memory_map(x, k, device, frozenset())
+                    kernels.append(k)
+            return kernels
         w = dense_weights(graph, op, x)
         bias = tile_bias(graph, op)
         b_pad = np.zeros(x.m_padded, dtype=np.int64)
@@ -133,12 +150,13 @@ class ConvFamily(OpFamily):
                 kernels.append(k)
         return kernels
 
-    def _input_port(self, x: ConvExec, band: int) -> PortSpec:
+    def _input_port(self, x: ConvExec, band: int, n0: int = 0) -> PortSpec:
         hi, wi = x.window
         view = SpatialView(x.spatial, x.band_origin(band), (hi, wi))
         if not view.padded and (hi, wi) == x.spatial:
             view = None  # the whole image: every row of the tensor
-        return PortSpec("in", "in", 0, 0, x.c_pad, (hi * wi, x.mmul[1]), x.a_dtype, x.in_rows, view)
+        start = n0 if x.pool else 0  # a pool tile reads the channels it writes; a conv tile reads all of them
+        return PortSpec("in", "in", 0, start, x.c_pad, (hi * wi, x.mmul[1]), x.a_dtype, x.in_rows, view)
 
     def _output_port(self, x: ConvExec, band: int, n0: int) -> PortSpec:
         view = None
@@ -148,18 +166,19 @@ class ConvFamily(OpFamily):
 
     def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
         x = _c(e)
-        return [self._input_port(x, kernel.k_start), self._output_port(x, kernel.k_start, kernel.n_start)]
+        return [self._input_port(x, kernel.k_start, kernel.n_start),
+                self._output_port(x, kernel.k_start, kernel.n_start)]
 
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
         x = _c(e)
-        if direction == "out":
+        if direction == "out" or x.pool:
             return [(p * x.m_slice, x.m_slice) for p in range(x.parts)]
         return [(0, x.c_pad)]
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
         x = _c(e)
         sizes = tile_bytes(x)
-        items = [("weights", sizes["weights"])]
+        items = [("weights", sizes["weights"])] if sizes["weights"] else []
         if "bias" in sizes:
             items.append(("bias", sizes["bias"]))
         if "requant" in sizes:
@@ -185,16 +204,19 @@ class ConvFamily(OpFamily):
 
     def emulate(self, e: OpExec, kernels: list[Kernel], io: Any) -> None:
         x = _c(e)
-        params = self._tile_params(x, kernels, io)
+        params = self._tile_params(x, kernels, io) if not x.pool else [None] * len(kernels)
         images: dict[str, np.ndarray] = {}
-        for k, (w, rq) in zip(kernels, params, strict=True):
+        for k, param in zip(kernels, params, strict=True):
             src = io.source(k, "in")
             if src not in images:
                 images[src] = io.read(k, "in")
             window = images[src]
-            y = run_tile(x, window_to_image(x, window), w, k.bias, rq)
+            if x.pool:
+                y = run_pool_tile(x, window_to_image(x, window))
+            else:
+                y = run_tile(x, window_to_image(x, window), param[0], k.bias, param[1])
             if io.trace is not None:
-                port = self._input_port(x, k.k_start)
+                port = self._input_port(x, k.k_start, k.n_start)
                 layout = BlockLayout(port.rows, port.width, port.block[0], port.block[1])
                 win = np.asarray(window, dtype=np.int64).reshape(io.iterations, port.rows, port.width)
                 io.trace.inputs[k.name] = layout.to_blocks(win)
@@ -210,10 +232,13 @@ class ConvFamily(OpFamily):
 
     def useful_ops(self, e: OpExec) -> int:
         x = _c(e)
+        if x.pool:  # comparisons
+            return x.batch * x.out_spatial[0] * x.out_spatial[1] * x.channels * x.taps
         return x.batch * x.out_spatial[0] * x.out_spatial[1] * x.filters * x.taps * (x.channels // x.groups)
 
     def peak_ops_per_cycle(self, e: OpExec) -> int:
-        return cost.peak_macs(_c(e))
+        x = _c(e)
+        return 0 if x.pool else cost.peak_macs(x)
 
     def cost_assumptions(self) -> str:
         return ("kernels/conv/cost.py: the dense loop-nest model calibrated on AMD's 64x64x64 int8 GEMM; one extra "
@@ -279,6 +304,9 @@ class ConvFamily(OpFamily):
     def render(self, e: OpExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> dict[str, str]:
         x = _c(e)
         ctx = self._context(x, index, comment)
+        if x.pool:
+            return {header_path(index): _ENV.get_template("pool_kernel.h.j2").render(ctx),
+                    source_path(index): _ENV.get_template("pool_kernel.cc.j2").render(ctx)}
         files = {header_path(index): _ENV.get_template("conv_kernel.h.j2").render(ctx),
                  source_path(index): _ENV.get_template("conv_kernel.cc.j2").render(ctx)}
         arrays = []
@@ -303,10 +331,13 @@ class ConvFamily(OpFamily):
         return [header_path(index)]
 
     def param_headers(self, e: OpExec, index: int) -> list[str]:
-        return [params_path(index)]
+        return [] if _c(e).pool else [params_path(index)]
 
     def instance(self, e: OpExec, index: int, kernel: Kernel, ident: str) -> KernelInstance:
         x = _c(e)
+        if x.pool:
+            return KernelInstance(type_name=f"ConvL{index}", ctor_args=(), params=(), source=source_path(index),
+                                  in_ports={"in": 0}, out_ports={"out": 0})
         w_t = plain.CXX_TYPES[x.w_dtype]
         args = [f"std::vector<{w_t}>(W_{ident}, W_{ident} + {kernel.weights.size})"]
         params = ["weights"]
@@ -321,6 +352,11 @@ class ConvFamily(OpFamily):
 
     def describe(self, e: OpExec, index: int) -> str:
         x = _c(e)
+        if x.pool:
+            return (f"max pool {x.kernel[0]}x{x.kernel[1]} stride {x.strides[0]}x{x.strides[1]} pads "
+                    f"{list(x.pads_begin)}/{list(x.pads_end)}: {x.spatial[0]}x{x.spatial[1]}x{x.channels} -> "
+                    f"{x.out_spatial[0]}x{x.out_spatial[1]}x{x.channels}, {x.a_dtype}, {x.bands} band(s) x "
+                    f"{x.parts} slice(s) of {x.m_slice} channels")
         g = f", {x.groups} groups" if x.groups > 1 else ""
         return (f"conv {x.kernel[0]}x{x.kernel[1]} stride {x.strides[0]}x{x.strides[1]} dilation "
                 f"{x.dilations[0]}x{x.dilations[1]} pads {list(x.pads_begin)}/{list(x.pads_end)}{g}: "
@@ -336,10 +372,13 @@ class ConvFamily(OpFamily):
 
     def native_sources(self, e: OpExec, index: int) -> list[str]:
         extra = [REQUANT_HEADER_PATH] if _c(e).requant is not None else []
-        return [header_path(index), source_path(index), params_path(index), *extra]
+        return [header_path(index), source_path(index), *self.param_headers(e, index), *extra]
 
     def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
         x = _c(e)
+        if x.pool:
+            spec = plain.DriverSpec(f"conv_l{index}", header_path(index), source_path(index), None, 1, False)
+            return plain.driver_source(spec, entries)
         arrays = [("L::w_t", "L::W_SIZE")]
         if x.has_bias:
             arrays.append(("int32", "L::M_SLICE"))
@@ -358,6 +397,10 @@ class ConvFamily(OpFamily):
     # -- reporting ----------------------------------------------------------------------------------------------
     def summary(self, graph: Graph, op: Op, e: OpExec) -> dict:
         x = _c(e)
+        if x.pool:
+            return {"pool": x.pool, "kernel": list(x.kernel[2 - x.rank:]), "strides": list(x.strides[2 - x.rank:]),
+                    "pads": [list(x.pads_begin[2 - x.rank:]), list(x.pads_end[2 - x.rank:])],
+                    "channels": x.channels, "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice}
         out = {"kernel": list(x.kernel[2 - x.rank:]), "strides": list(x.strides[2 - x.rank:]),
                "dilations": list(x.dilations[2 - x.rank:]), "pads": [list(x.pads_begin[2 - x.rank:]),
                                                                       list(x.pads_end[2 - x.rank:])],

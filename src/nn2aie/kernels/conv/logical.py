@@ -1,4 +1,9 @@
-"""Logical semantics of the conv family (docs/ops.md): verify and the exact integer model.
+"""Logical semantics of the conv family (docs/ops.md): verify and the exact integer model of ``conv`` and
+``pool``.
+
+A ``pool`` op takes one activation ``[*spatial, C]`` and gives ``[*out, C]`` of the same type: attribute ``op``
+(``max``: the largest code of each window's real elements, padding never wins, as ONNX MaxPool; kernels/
+pool_semantics.py), ``kernel``, ``strides``, ``dilations``, ``pads_begin``, ``pads_end``, ``ceil_mode``.
 
 A ``conv`` op takes ``[x, W]`` or ``[x, W, b]``: ``x`` an activation ``[*spatial, C]`` (channels last: ``[L, C]``
 or ``[H, W, C]`` per event), ``W`` a constant ``[taps * C / groups, M]`` -- the convolution's im2col matrix, rows
@@ -18,6 +23,9 @@ from nn2aie.ir.types import FixedType, ScaledType
 from nn2aie.kernels.conv_semantics import ConvGeometry, exact_conv
 from nn2aie.kernels.family import Fail
 from nn2aie.kernels.linear import evaluate_linear
+from nn2aie.kernels.pool_semantics import PoolGeometry, exact_max
+
+POOL_OPS = ("max",)
 
 ACTIVATIONS = ("linear", "relu")
 GEOMETRY_ATTRS = ("kernel", "strides", "dilations", "pads_begin", "pads_end")
@@ -38,7 +46,43 @@ def pad_code(graph: Graph, op: Op) -> int:
     return t.zero_point_of(0) if isinstance(t, ScaledType) else 0
 
 
+def pool_geometry(graph: Graph, op: Op) -> PoolGeometry:
+    x = graph.tensor(op.inputs[0])
+    a = op.attrs
+    return PoolGeometry(tuple(x.shape[:-1]), tuple(a["kernel"]), tuple(a["strides"]), tuple(a["pads_begin"]),
+                        tuple(a["pads_end"]), tuple(a["dilations"]), bool(a.get("ceil_mode", False)))
+
+
+def verify_pool(graph: Graph, op: Op, fail: Fail) -> None:
+    where = f"op {op.name}"
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        fail(where, "pool takes one input and gives one output")
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    for t in (x, y):
+        if not isinstance(t.type, FixedType | ScaledType) or t.is_const:
+            fail(where, f"tensor {t.name} is not an integer activation")
+    if op.attrs.get("op") not in POOL_OPS:
+        fail(where, f"pool op {op.attrs.get('op')!r} unknown (known: {', '.join(POOL_OPS)})")
+    if x.type != y.type:
+        fail(where, "a max pool selects codes: input and output types must be equal")
+    for key in GEOMETRY_ATTRS:
+        v = op.attrs.get(key)
+        if not isinstance(v, list | tuple) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+            fail(where, f"attribute {key} {v!r} must be a list of integers")
+    if len(x.shape) < 2:
+        fail(where, f"input shape {x.shape} has no spatial axis")
+    geo = pool_geometry(graph, op)
+    why = geo.problem()
+    if why is not None:
+        fail(where, why)
+    if tuple(y.shape) != (*geo.out_spatial, x.shape[-1]):
+        fail(where, f"output shape {y.shape} does not match the window ({[*geo.out_spatial, x.shape[-1]]})")
+
+
 def verify(graph: Graph, op: Op, fail: Fail) -> None:
+    if op.kind == "pool":
+        verify_pool(graph, op, fail)
+        return
     where = f"op {op.name}"
     if len(op.inputs) not in (2, 3) or len(op.outputs) != 1:
         fail(where, "conv takes [x, W] or [x, W, b] and gives one output")
@@ -94,4 +138,6 @@ def exact_sums(graph: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]:
     x = np.asarray(inputs[0], dtype=np.int64)
+    if op.kind == "pool":
+        return [exact_max(x, pool_geometry(graph, op))]
     return [evaluate_linear(graph, op, exact_sums(graph, op, x))]

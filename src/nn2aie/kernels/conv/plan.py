@@ -76,6 +76,7 @@ class ConvExec(OpExec):
     acc_bound: int
     c_pad: int  # input channels padded to MMUL_K
     requant: Any = None  # kernels/requant.py Requant (multiplier / table) or None (the SRS epilogue)
+    pool: str = ""  # "" a convolution; "max" a max pool (no weights: channels pass through, c_pad = m_slice)
     m_slice: int = 0  # output channels per tile
     parts: int = 1  # output-channel slices
     bands: int = 1  # output row bands
@@ -134,7 +135,7 @@ class ConvExec(OpExec):
         return (band * self.band_rows * self.strides[0] - self.pads_begin[0], -self.pads_begin[1])
 
     def weight_elems(self) -> int:
-        return self.taps * self.c_pad * self.m_slice
+        return 0 if self.pool else self.taps * self.c_pad * self.m_slice
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -184,6 +185,42 @@ def plan(graph: Graph, op: Op, device: Device, batch: int, requant_kind: str | N
     return e
 
 
+def plan_pool(graph: Graph, op: Op, device: Device, batch: int) -> ConvExec:
+    """A max pool on the conv family's tiles: the same windows, bands and channel slices, a vector max per tap."""
+    geo = logical.pool_geometry(graph, op)
+    where = f"op {op.name} (pool)"
+    x_t = graph.tensor(op.inputs[0])
+    xt = x_t.type
+    if xt.container_bits not in (8, 16):
+        raise UnsupportedQuantizationError(f"{where} input {x_t.origin or x_t.name}", f"{xt.container} codes; pool "
+                                           "tiles take 8- and 16-bit codes", "quantize the input to at most 16 bits")
+    out = geo.out_spatial
+    # ceil_mode: the last windows reach past the end padding; those positions count as padding too
+    ends = tuple(max(pe, (o - 1) * st + (k - 1) * d + 1 - i - pb) for o, st, k, d, i, pb, pe in zip(
+        out, geo.strides, geo.kernel, geo.dilations, geo.spatial, geo.pads_begin, geo.pads_end, strict=True))
+    if (any(geo.pads_begin) or any(ends)) and xt.min_code < 0:
+        raise UnsupportedOpError(where, f"pads a signed input ({xt.describe()}): the source ignores padding, the "
+                                 "memory tile's padding reads as code 0, which would win over negative codes",
+                                 "pool a non-negative (unsigned or post-ReLU) tensor, or drop the padding")
+    rank = len(geo.spatial)
+    strides = _pair2(geo.strides, 1)
+    if strides[1] not in W_STRIDES:
+        raise UnsupportedOpError(where, f"stride {strides[1]} along the {'row' if rank == 2 else 'sequence'}; pool "
+                                 f"tiles load pixels at strides {', '.join(map(str, W_STRIDES))}",
+                                 "use one of those strides")
+    container = xt.container
+    _, k, _ = MMUL[(container.removeprefix("u"), "int8")]
+    store_blocks = max(1, STORE_BITS // (k * BITS[container]))
+    channels = int(x_t.shape[-1])
+    return ConvExec(
+        op=op.name, batch=batch, spatial=_pair2(geo.spatial, 1), out_spatial=_pair2(out, 1), channels=channels,
+        filters=channels, kernel=_pair2(geo.kernel, 1), strides=strides, dilations=_pair2(geo.dilations, 1),
+        pads_begin=_pair2(geo.pads_begin, 0), pads_end=_pair2(ends, 0), groups=1, rank=rank, a_dtype=container,
+        w_dtype=container, out_dtype=container, acc="acc32", mmul=(4, k, k),
+        epilogue=asdict(Epilogue(0, "floor", "none", xt.min_code, xt.max_code)), relu=False, has_bias=False,
+        acc_bound=0, c_pad=k * store_blocks, pool="max", n_accumulators=store_blocks)
+
+
 # -- parallelism --------------------------------------------------------------------------------------------------
 def _accumulators(e: ConvExec) -> tuple[int, int]:
     """(M_ACC, N_ACC): N_ACC a multiple of the store width, M_ACC x N_ACC <= MAX_ACCUMULATORS registers."""
@@ -231,7 +268,10 @@ def _band_counts(ho: int) -> list[int]:
 
 def choose(e: ConvExec, device: Device, override: dict | None) -> None:
     """The fewest tiles that fit (output-channel parts first, then row bands), or the user's override."""
-    e.m_accumulators, e.n_accumulators = _accumulators(e)
+    if e.pool:  # one pixel group, the column blocks of one pixel store
+        e.m_accumulators, e.n_accumulators = 1, max(1, STORE_BITS // (e.mmul[1] * BITS[e.out_dtype]))
+    else:
+        e.m_accumulators, e.n_accumulators = _accumulators(e)
     want_parts = override.get("parts") if override else None
     want_bands = override.get("bands") if override else None
     store = max(1, STORE_BITS // (e.mmul[2] * BITS[e.out_dtype]))
@@ -258,6 +298,8 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
         if tiles > device.compute_rows * device.columns:
             break
         e.bands, e.parts, e.m_slice = bands, parts, m_slice
+        if e.pool:
+            e.c_pad = m_slice  # a pool tile reads the channels it writes
         if fits(e, device):
             e.cas_num, e.cas_length = tiles, 1
             e.override = bool(want_parts or want_bands)
@@ -303,6 +345,21 @@ def window_to_image(e: ConvExec, window: np.ndarray) -> np.ndarray:
     """The input port's logical matrix ``[events * HI * WI, c_pad]`` -> ``[events, HI, WI, c_pad]``."""
     hi, wi = e.window
     return np.asarray(window).reshape(-1, hi, wi, e.c_pad)
+
+
+def run_pool_tile(e: ConvExec, image: np.ndarray) -> np.ndarray:
+    """A max pool tile: the largest code of each window of ``image`` [events, HI, WI, c_pad] (zero padding
+    included: plan_pool admits padding only where no code is negative) -> [events * HO_band * WO, c_pad]."""
+    sh, sw = e.strides
+    dh, dw = e.dilations
+    ho, wo = e.band_rows, e.out_spatial[1]
+    x = np.asarray(image, dtype=np.int64)
+    out = None
+    for kh in range(e.kernel[0]):
+        for kw in range(e.kernel[1]):
+            patch = x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wo - 1) * sw + 1:sw, :]
+            out = patch.copy() if out is None else np.maximum(out, patch)
+    return out.reshape(-1, e.c_pad)
 
 
 def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
