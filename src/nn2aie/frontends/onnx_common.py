@@ -398,3 +398,31 @@ def conv_attrs(geo) -> dict:
     """The logical conv op's attributes (kernels/conv/logical.py) of a geometry."""
     return {"kernel": list(geo.kernel), "strides": list(geo.strides), "dilations": list(geo.dilations),
             "pads_begin": list(geo.pads_begin), "pads_end": list(geo.pads_end), "groups": geo.groups}
+
+
+def pool_attrs(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...]) -> dict:
+    """The logical pool op's attributes of an ONNX MaxPool reading a ``[C, *spatial]`` event, or a typed error."""
+    from nn2aie.kernels.conv_semantics import ConvGeometry
+    from nn2aie.kernels.pool_semantics import PoolGeometry
+
+    spatial = tuple(channels_first[1:])
+    kernel = tuple(int(v) for v in (attr(node, "kernel_shape") or ()))
+    if len(kernel) != len(spatial):
+        raise BadFileError(where, f"kernel_shape {list(kernel)} does not match the {len(spatial)}-D input",
+                           "re-export the model")
+    if int(attr(node, "storage_order", 0)) != 0 or (len(node.output) > 1 and node.output[1]):
+        raise UnsupportedOpError(where, "returns the indices of the maxima (a second output / storage_order)",
+                                 "export MaxPool without indices")
+    try:  # auto_pad and pads resolve as for Conv (the kernel's geometry; 1 filter is a placeholder)
+        conv = ConvGeometry.from_onnx(spatial, channels_first[0], kernel, 1, attr(node, "strides"),
+                                      attr(node, "dilations"), attr(node, "pads"), attr(node, "auto_pad", "NOTSET"))
+    except ValueError as exc:
+        raise BadFileError(where, str(exc), "re-export the model") from exc
+    geo = PoolGeometry(spatial, kernel, conv.strides, conv.pads_begin, conv.pads_end, conv.dilations,
+                       bool(attr(node, "ceil_mode", 0)))
+    why = geo.problem()
+    if why is not None:
+        raise UnsupportedOpError(where, f"is not a supported pooling: {why}", "use 1-D or 2-D windows")
+    return {"op": "max", "kernel": list(geo.kernel), "strides": list(geo.strides), "dilations": list(geo.dilations),
+            "pads_begin": list(geo.pads_begin), "pads_end": list(geo.pads_end), "ceil_mode": geo.ceil_mode,
+            "out": list(geo.out_spatial)}

@@ -65,6 +65,7 @@ from nn2aie.frontends.onnx_common import (
     identifier,
     load_onnx,
     node_where,
+    pool_attrs,
     producers_map,
     real_inputs,
     topological_order,
@@ -83,7 +84,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
            "GlobalMaxPool": "max"}
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
-                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv")
+                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool")
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
              "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
@@ -770,7 +771,8 @@ class QdqParser:
         batches = {value_shape(vi)[0] for vi in inputs}
         self.fixed_batch = next(iter(batches)) if len(batches) == 1 and isinstance(next(iter(batches)), int) else None
         handlers = {"QuantizeLinear": self.on_quantize, "DequantizeLinear": self.on_dequantize,
-                    "MatMul": self.on_dense, "Gemm": self.on_dense, "Conv": self.on_conv, "Relu": self.on_relu,
+                    "MatMul": self.on_dense, "Gemm": self.on_dense, "Conv": self.on_conv, "MaxPool": self.on_maxpool,
+                    "Relu": self.on_relu,
                     "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
@@ -1020,6 +1022,17 @@ class QdqParser:
         layer = LinearLayer("conv", conv_attrs(geo), (*geo.out_spatial, m), (m, *geo.out_spatial),
                             len(geo.spatial))
         self.linear_layer(node, x, w, codes, bias_src, layer)
+
+    def on_maxpool(self, node: onnx.NodeProto) -> None:
+        """MaxPool of a quantized image: a selection of codes, so its result is a value of the input's type (the
+        QuantizeLinear after it, if any, is handled as a requantisation of that value)."""
+        x = self.value(node.input[0], node)
+        cf = self.channels_first_input(node, x)
+        attrs = pool_attrs(node, self.where(node), cf)
+        out = attrs.pop("out")
+        y = self.add_op(self.op_name(node, "maxpool"), "pool", [x.tensor], (*out, cf[0]), x.qtype, node.output[0],
+                        attrs)
+        self.bind(node.output[0], QVal(y, x.qtype))
 
     # -- dense ----------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
@@ -1317,9 +1330,9 @@ class QdqParser:
 
     # -- eltwise --------------------------------------------------------------------------------------------
     def foldable_relu(self, relu: onnx.NodeProto, val: QVal) -> Op | None:
-        """The dense op whose own Q -> DQ feeds only this Relu (then relu can be its activation), else None."""
+        """The dense / conv op whose own Q -> DQ feeds only this Relu (then relu can be its activation), else None."""
         producer = next((op for op in self.ops if val.tensor in op.outputs), None)
-        if producer is None or producer.kind != "dense":
+        if producer is None or producer.kind not in ("dense", "conv"):
             return None
         names = self.aliases.get(val.tensor, [])
         if len(names) != 2 or relu.input[0] not in names:
