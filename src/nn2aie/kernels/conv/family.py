@@ -398,7 +398,8 @@ class ConvFamily(OpFamily):
     def summary(self, graph: Graph, op: Op, e: OpExec) -> dict:
         x = _c(e)
         if x.pool:
-            return {"op": f"{x.pool}_pool", "kernel": list(x.kernel[2 - x.rank:]), "strides": list(x.strides[2 - x.rank:]),
+            return {"op": f"{x.pool}_pool", "kernel": list(x.kernel[2 - x.rank:]),
+                    "strides": list(x.strides[2 - x.rank:]),
                     "pads": [list(x.pads_begin[2 - x.rank:]), list(x.pads_end[2 - x.rank:])],
                     "channels": x.channels, "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice}
         out = {"op": "conv", "kernel": list(x.kernel[2 - x.rank:]), "strides": list(x.strides[2 - x.rank:]),
