@@ -1184,6 +1184,10 @@ class QdqParser:
             c = self.epilogue_const(name)
             if c is None:
                 return False
+            if node.op_type == "BatchNormalization":  # per channel along axis 1, not numpy-broadcast
+                if np.size(c) not in (1, n):
+                    return False
+                continue
             try:
                 if np.broadcast_shapes(np.shape(c), (1, *sum_shape)) != (1, *sum_shape):
                     return False

@@ -30,15 +30,18 @@ from nn2aie.frontends.onnx_common import (
     attr,
     check_inference,
     constants,
+    conv_attrs,
+    conv_geometry,
     elem_type,
     elem_type_name,
     identifier,
     node_where,
+    pool_attrs,
     real_inputs,
     unique,
     value_shape,
 )
-from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, QConst, QdqParser, QVal
+from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, LinearLayer, QConst, QdqParser, QVal
 from nn2aie.frontends.qonnx_frontend import (
     BIPOLAR,
     FIXED_POINT_HINT,
@@ -62,8 +65,8 @@ from nn2aie.ir.host import HostEpilogue, HostPrologue, HostStep
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType, ScaledType
 
-_HANDLED = ("Gemm", "MatMul", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS, *PASS_THROUGH_OPS,
-            "BatchNormalization", "Div")
+_HANDLED = ("Gemm", "MatMul", "Conv", "MaxPool", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS,
+            *PASS_THROUGH_OPS, "BatchNormalization", "Div")
 _QONNX_ONLY = ("Trunc", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
 _HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x op c; c - x is "rsub"
 _PROLOGUE_VIEWS = ("Reshape", "Flatten")
@@ -396,7 +399,53 @@ class QonnxParser(QonnxParams, QdqParser):
         if x_shape[-1] != k:
             raise BadFileError(where, f"weights have {k} input features but the incoming activation has "
                                f"{x_shape[-1]}", "re-export the model")
+        if w.scales is not None and node.op_type == "Gemm" and attr(node, "transB", 0):
+            w = _Param(w.values, w.spec, w.origin, w.scales.T)  # scales in the layout of ``codes``
+        codes = self.rows_in_logical_order(x, codes, node)
         bias = (node.input[2], node) if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+        self.linear_layer(node, x, w, codes, bias, LinearLayer("dense", {}, x_shape[:-1] + (n,), (*x_shape[:-1], n)))
+
+    def on_conv(self, node: onnx.NodeProto) -> None:
+        """Conv (Brevitas QuantConv1d / QuantConv2d): a linear layer over its im2col weights (kernels/conv/
+        logical.py), parsed as a dense layer from its sum on (bias, Relu, BatchNorm / float steps, quantizer)."""
+        from nn2aie.kernels.conv_semantics import weights_from_onnx
+
+        where = self.where(node)
+        x = self.value(node.input[0], node)
+        cf = self.channels_first_input(node, x)
+        w = self.resolve_param(node.input[1], "weight")
+        if w is None or w.spec is None:
+            raise UnsupportedQuantizationError(where, f"weights {node.input[1]} are not quantized constants",
+                                               "quantize the weights (e.g. QuantConv2d with an int weight quantizer)")
+        geo = conv_geometry(node, where, cf, tuple(w.values.shape))
+        m = geo.filters
+        codes = weights_from_onnx(w.values).reshape(-1, m)
+        scales = None
+        if w.scales is not None:
+            full = np.broadcast_to(w.scales, w.values.shape)
+            scales = weights_from_onnx(full).reshape(-1, m)
+        w = _Param(codes, w.spec, w.origin, scales)
+        bias = (node.input[2], node) if len(node.input) > 2 and node.input[2] else None
+        layer = LinearLayer("conv", conv_attrs(geo), (*geo.out_spatial, m), (m, *geo.out_spatial), len(geo.spatial))
+        self.linear_layer(node, x, w, codes, bias, layer)
+
+    def on_maxpool(self, node: onnx.NodeProto) -> None:
+        """MaxPool (Brevitas QuantMaxPool2d exports one): a selection of codes, a value of the input's type."""
+        x = self.value(node.input[0], node)
+        cf = self.channels_first_input(node, x)
+        attrs = pool_attrs(node, self.where(node), cf)
+        out = attrs.pop("out")
+        y = self.add_op(self.op_name(node, "maxpool"), "pool", [x.tensor], (*out, cf[0]), x.qtype, node.output[0],
+                        attrs)
+        self.bind(node.output[0], QVal(y, x.qtype))
+
+    def linear_layer(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias,
+                     layer: LinearLayer) -> None:
+        """A Gemm / MatMul / Conv sum ``x . codes`` (codes [K, N] in the logical input order) and what follows it:
+        a bias Add, Relu, float steps, the quantizer (or the graph output); the op is ``layer.kind``."""
+        where = self.where(node)
+        x_shape = self.shape(x)
+        n = codes.shape[1]
         last, nxt = node, self.single_user(node.output[0], node)
         if nxt is not None and nxt.op_type == "Add" and len(nxt.input) == 2:  # Add directly after: the bias
             other = [i for i in nxt.input if i != last.output[0]]
@@ -416,7 +465,7 @@ class QonnxParser(QonnxParams, QdqParser):
         activation = "linear"
         chain: list[onnx.NodeProto] = []  # float nodes between the sum and the quantizer
         sum_name = last.output[0]  # the float sum (bias included) they read
-        while nxt is not None and self.epilogue_step(nxt, last.output[0], n, x_shape):
+        while nxt is not None and self.epilogue_step(nxt, last.output[0], n, x_shape, layer):
             self.visit(nxt)
             chain.append(nxt)
             last = nxt
@@ -425,28 +474,28 @@ class QonnxParser(QonnxParams, QdqParser):
             activation = "relu"  # relu of the exact sum (repeated ReLUs are one)
         elif chain or (nxt is not None and nxt.op_type == BIPOLAR):
             if nxt is None and last.output[0] in self.graph_outputs:
-                self.host_tail_dense(node, x, w, codes, bias, chain, sum_name, last.output[0])
+                self.host_tail_dense(node, x, w, codes, bias, chain, sum_name, last.output[0], layer)
                 return
             if nxt is None or not (_is_quantizer(nxt) and nxt.input[0] == last.output[0]):
                 raise self.no_quantize(node if nxt is None else last, last.output[0], nxt)
             self.visit(nxt)
-            self.stepped_dense(node, x, w, codes, bias, chain, sum_name, nxt)
+            self.stepped_dense(node, x, w, codes, bias, chain, sum_name, nxt, layer)
             return
         if (nxt is None and last.output[0] in self.graph_outputs and activation == "linear"
                 and not is_scaled(x.qtype) and not w.spec.scaled):
-            self.host_tail_dense(node, x, w, codes, bias, [], last.output[0], last.output[0])
+            self.host_tail_dense(node, x, w, codes, bias, [], last.output[0], last.output[0], layer)
             return
         if nxt is None or not _is_quant(nxt) or nxt.input[0] != last.output[0]:
             raise self.no_quantize(node if nxt is None else last, last.output[0], nxt)
         self.visit(nxt)
         y_type = self.qparams(nxt)
         if is_scaled(x.qtype) or w.spec.scaled or is_scaled(y_type):
-            self.scaled_dense(node, x, w, codes, bias, activation, nxt, y_type)
+            self.scaled_dense(node, x, w, codes, bias, activation, nxt, y_type, layer)
             return
 
-        name = self.op_name(node, "dense")
+        name = self.op_name(node, layer.kind)
         w_name = unique(f"{name}_w", self.taken)
-        self.tensors[w_name] = Tensor(w_name, (k, n), w.spec.fixed_type(), np.ascontiguousarray(codes, np.int64),
+        self.tensors[w_name] = Tensor(w_name, codes.shape, w.spec.fixed_type(), np.ascontiguousarray(codes, np.int64),
                                       origin=w.origin)
         inputs = [x.tensor, w_name]
         acc_frac = x.qtype.frac + w.spec.frac
@@ -457,20 +506,21 @@ class QonnxParser(QonnxParams, QdqParser):
             self.tensors[b_name] = Tensor(b_name, (n,), b_type, b_codes.astype(np.int64), origin=bias[0])
             inputs.append(b_name)
             b_max = int(np.abs(b_codes).max(initial=0))
-        y = self.add_op(name, "dense", inputs, x_shape[:-1] + (n,), y_type, nxt.output[0], {"activation": activation})
+        y = self.add_op(name, layer.kind, inputs, layer.out_shape, y_type, nxt.output[0],
+                        {"activation": activation, **layer.attrs})
         self.bind(nxt.output[0], QVal(y, y_type))
         # float32 Gemm/MatMul/Add: exact while every partial sum stays below 2**24 accumulator LSBs
         col = int(np.abs(codes).astype(np.int64).sum(axis=0).max(initial=0))
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.spec.frac, acc_frac, y_type.frac)
 
     def scaled_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, activation: str,
-                     quant: onnx.NodeProto, y_type) -> None:
+                     quant: onnx.NodeProto, y_type, layer: LinearLayer) -> None:
         """A dense layer with float scales or zero points (kernels/linear_scaled.py defines its exact map): the
         weights' per-output-channel scales, the bias as exact codes, no float32 exactness bound (the source
         sums in float32; docs/numerics.md has the measured effect near ties)."""
         k, n = codes.shape
         if w.spec.scaled:
-            scales = w.scales.T if node.op_type == "Gemm" and attr(node, "transB", 0) else w.scales
+            scales = np.broadcast_to(w.scales, codes.shape)  # in the layout of codes (on_dense / on_conv)
             if not np.all(scales == scales[:1]):
                 raise UnsupportedQuantizationError(w.spec.where, "the weight scales vary along the input axis",
                                                    "use one weight scale per output channel (or per tensor)")
@@ -478,7 +528,7 @@ class QonnxParser(QonnxParams, QdqParser):
             w_type = w.spec.ir_type(channel_scales=per_channel if len(set(per_channel)) > 1 else None)
         else:
             w_type = w.spec.fixed_type()
-        name = self.op_name(node, "dense")
+        name = self.op_name(node, layer.kind)
         w_name = unique(f"{name}_w", self.taken)
         self.tensors[w_name] = Tensor(w_name, (k, n), w_type, np.ascontiguousarray(codes, np.int64), origin=w.origin)
         inputs = [x.tensor, w_name]
@@ -487,9 +537,8 @@ class QonnxParser(QonnxParams, QdqParser):
             b_name = unique(f"{name}_b", self.taken)
             self.tensors[b_name] = Tensor(b_name, (n,), b_type, b_codes, origin=bias[0])
             inputs.append(b_name)
-        x_shape = self.shape(x)
-        y = self.add_op(name, "dense", inputs, x_shape[:-1] + (n,), y_type, quant.output[0],
-                        {"activation": activation})
+        y = self.add_op(name, layer.kind, inputs, layer.out_shape, y_type, quant.output[0],
+                        {"activation": activation, **layer.attrs})
         self.bind(quant.output[0], QVal(y, y_type))
         self.exact = False  # the float32 reference is not provably exact for float scales
 
@@ -519,7 +568,7 @@ class QonnxParser(QonnxParams, QdqParser):
         return self._const(name)
 
     def stepped_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, chain: list,
-                      sum_name: str, quant: onnx.NodeProto) -> None:
+                      sum_name: str, quant: onnx.NodeProto, layer: LinearLayer) -> None:
         """A dense layer whose sum goes through float steps (``chain``) into ``quant`` (Quant or BipolarQuant):
         its epilogue is the threshold table the source's own nodes give on every reachable accumulator
         (frontends/source_eval.py); channels whose codes fall as the sum grows accumulate the negated column."""
@@ -536,7 +585,7 @@ class QonnxParser(QonnxParams, QdqParser):
                                                    "point are not supported", "quantize the input symmetrically")
             sx = float(xt.scale[0]) if isinstance(xt, ScaledType) else 2.0 ** -xt.frac
             if w.spec.scaled:
-                scales = w.scales.T if node.op_type == "Gemm" and attr(node, "transB", 0) else w.scales
+                scales = np.broadcast_to(w.scales, codes.shape)  # in the layout of codes
                 if not np.all(scales == scales[:1]):
                     raise UnsupportedQuantizationError(w.spec.where, "the weight scales vary along the input axis",
                                                        "use one weight scale per output channel (or per tensor)")
@@ -580,7 +629,8 @@ class QonnxParser(QonnxParams, QdqParser):
             return np.ldexp(acc, -acc_frac).astype(np.float32)  # exact
 
         names = " -> ".join(c.name or c.op_type for c in [*chain, quant])
-        fn = chain_function([*chain, quant], self.consts, sum_name, list(self.model.opset_import), to_input, to_code)
+        fn = chain_function([*chain, quant], self.consts, sum_name, list(self.model.opset_import), to_input, to_code,
+                            trailing=layer.trailing)
         thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, acc_lo, acc_hi, n, lo, hi, where)
         if negated.any():
             flipped = -w64[:, negated]
@@ -594,7 +644,7 @@ class QonnxParser(QonnxParams, QdqParser):
             w64 = w64.copy()
             w64[:, negated] = flipped
             b_codes = np.where(negated, -b_codes, b_codes)
-        name = self.op_name(node, "dense")
+        name = self.op_name(node, layer.kind)
         w_name = unique(f"{name}_w", self.taken)
         self.tensors[w_name] = Tensor(w_name, (k, n), w.spec.fixed_type(), np.ascontiguousarray(w64),
                                       origin=w.origin)
@@ -612,8 +662,8 @@ class QonnxParser(QonnxParams, QdqParser):
                                           b_real if scaled else np.zeros(n), negated, y_type)
             if reading is not None:
                 table["affine_reading"] = reading
-        y = self.add_op(name, "dense", inputs, self.shape(x)[:-1] + (n,), y_type, quant.output[0],
-                        {"activation": "linear", "requant_table": table})
+        y = self.add_op(name, layer.kind, inputs, layer.out_shape, y_type, quant.output[0],
+                        {"activation": "linear", "requant_table": table, **layer.attrs})
         self.bind(quant.output[0], QVal(y, y_type))
 
     def affine_reading(self, chain: list, sum_name: str, step: np.ndarray, offset: np.ndarray, negated: np.ndarray,
@@ -680,12 +730,15 @@ class QonnxParser(QonnxParams, QdqParser):
                                                                                                   t.max_code]}
 
     def host_tail_dense(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias, chain: list,
-                        sum_name: str, out_name: str) -> None:
+                        sum_name: str, out_name: str, layer: LinearLayer) -> None:
         """A last dense layer whose float sum goes through float steps into a graph output: the array computes
         the exact sum (codes at the accumulator's LSB), the host the steps (ir/host.py), as the source does."""
         where = self.where(node)
         if is_scaled(x.qtype) or w.spec.scaled:
             raise UnsupportedQuantizationError(where, "a float-scale layer ends the model without an output "
+                                               "quantizer", "add an output quantizer (e.g. QuantIdentity)")
+        if layer.kind != "dense":
+            raise UnsupportedQuantizationError(where, f"the {layer.kind} layer ends the model without an output "
                                                "quantizer", "add an output quantizer (e.g. QuantIdentity)")
         steps = []
         value = sum_name
@@ -720,7 +773,7 @@ class QonnxParser(QonnxParams, QdqParser):
                 "add an output quantizer after the last layer")
         self.check_float32(bound, x.qtype.frac, w.spec.frac, acc_frac)
         y_type = _AType(width, acc_frac, True, "RND_CONV", "SAT", False)
-        name = self.op_name(node, "dense")
+        name = self.op_name(node, layer.kind)
         w_name = unique(f"{name}_w", self.taken)
         self.tensors[w_name] = Tensor(w_name, (k, n), w.spec.fixed_type(), np.ascontiguousarray(w64), origin=w.origin)
         inputs = [x.tensor, w_name]
@@ -886,7 +939,8 @@ class QonnxParser(QonnxParams, QdqParser):
         batch = next(iter(batches))
         self.fixed_batch = batch if len(batches) == 1 and isinstance(batch, int) else None
         self.graph_inputs = [self.graph_input(vi) for vi in inputs]
-        handlers = {"Gemm": self.on_dense, "MatMul": self.on_dense, "Relu": self.on_relu, "Clip": self.on_clip,
+        handlers = {"Gemm": self.on_dense, "MatMul": self.on_dense, "Conv": self.on_conv, "MaxPool": self.on_maxpool,
+                    "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Dropout": self.on_identity, **{op: self.on_binary for op in BINARY_OPS},
@@ -911,7 +965,8 @@ class QonnxParser(QonnxParams, QdqParser):
         if self.model.producer_name:
             source["producer"] = f"{self.model.producer_name} {self.model.producer_version}".strip()
         host.store(source, host.HOST_PROLOGUE, {t: p for t, p in self.prologues.items() if t in self.graph_inputs})
-        host.store(source, host.HOST_EPILOGUE, {t: e for t, e in self.epilogues.items() if t in outputs})
+        host.store(source, host.HOST_EPILOGUE, self.layout_epilogues(
+            outputs, {t: e for t, e in self.epilogues.items() if t in outputs}))
         graph = Graph(name, self.tensors, self.ops, self.graph_inputs, outputs, source)
         check_inference(self.original)
         graph.verify()
@@ -975,6 +1030,7 @@ class QonnxParser(QonnxParams, QdqParser):
         if not is_scaled(x_type):
             self.check_float32(0, x_type.frac)
         lname = unique(identifier(name, "input"), self.taken)
+        per_event = self.image_input(lname, name, per_event, HostPrologue((), "type", per_event))
         self.tensors[lname] = Tensor(lname, per_event, x_type.fixed(), origin=name)
         self.input_names.add(name)
         for q in users:
@@ -1033,12 +1089,23 @@ class QonnxParser(QonnxParams, QdqParser):
             if not is_scaled(x_type):
                 self.check_float32(0, x_type.frac)
         lname = unique(identifier(name, "input"), self.taken)
+        prologue = HostPrologue(tuple(steps), quantizer, source_shape)
+        event = self.image_input(lname, name, tuple(event), prologue)
         self.tensors[lname] = Tensor(lname, tuple(event), x_type.fixed(), origin=name)
         self.input_names.add(name)
         self.visit(node)
         self.bind(node.output[0], QVal(lname, x_type))
-        self.prologues[lname] = HostPrologue(tuple(steps), quantizer, source_shape)
+        self.prologues.setdefault(lname, prologue)
         return lname
+
+    def image_input(self, lname: str, name: str, event: tuple[int, ...], prologue: HostPrologue) -> tuple[int, ...]:
+        """A graph input read by convolutions is an image, channels first in the model and channels last on the
+        array: the host transposes it after quantizing (``prologue`` with the layout). Returns its logical shape."""
+        if len(event) < 2 or not self.feeds_conv(name):
+            return event
+        self.cl[lname] = event
+        self.prologues[lname] = HostPrologue(prologue.steps, prologue.quantizer, prologue.source_shape, event)
+        return (*event[1:], event[0])
 
     def event_shape(self, vi: onnx.ValueInfoProto, shape, quants: list[onnx.NodeProto]) -> tuple[int, ...]:
         """The per-event shape of a graph input; a [batch, K] input with an unknown K takes K from the weights of
