@@ -210,13 +210,45 @@ def make_finn_fc(name: str = "tfc_1w1a", seed: int = 0) -> Any:
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)
         model, _ = models.model_with_cfg(name, pretrained=False)
+    _finn_statistics(torch, norm, model, 784, seed)
+    model.eval()
+    return model
+
+
+FINN_CNV_NAMES = ("cnv_1w1a", "cnv_1w2a", "cnv_2w2a")
+
+
+def make_finn_cnv(name: str = "cnv_2w2a", seed: int = 0) -> Any:
+    """FINN's CIFAR-10 CNV from ``brevitas_examples.bnn_pynq`` (six 3x3 QuantConv2d of 64/64/128/128/256/256
+    filters, each -> BatchNorm2d -> quantizer, 2x2 max pools after the second and fourth; QuantLinear 256 -> 512 ->
+    512 -> 10 with BatchNorm1d, TensorNorm; the ``2x - 1`` input scaling) in eval mode, exactly as the examples
+    define it, with seeded weights and BatchNorm statistics drawn as ``make_finn_fc`` does. Input [1, 3, 32, 32]."""
+    if name not in FINN_CNV_NAMES:
+        raise IllegalConfigError("make_finn_cnv", f"model {name!r} is not one of FINN's bnn_pynq CNVs",
+                                 f"use one of {', '.join(FINN_CNV_NAMES)}")
+    torch = _require("torch")
+    models = _require("brevitas_examples.bnn_pynq.models")
+    norm = _require("brevitas_examples.bnn_pynq.models.tensor_norm")
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        model, _ = models.model_with_cfg(name, pretrained=False)
+    _finn_statistics(torch, norm, model, 27, seed)
+    model.eval()
+    return model
+
+
+def _finn_statistics(torch: Any, norm: Any, model: Any, fan_in: int, seed: int) -> None:
+    """Seeded BatchNorm / TensorNorm statistics at the scale of each layer's sum (see ``make_finn_fc``)."""
     gen = torch.Generator().manual_seed(seed + 1)
-    fan_in = 784
     with torch.no_grad():
         for m in model.modules():
             if hasattr(m, "in_features") and hasattr(m, "weight") and m.weight.dim() == 2:
                 fan_in = int(m.in_features)
-            if isinstance(m, torch.nn.BatchNorm1d):
+            if hasattr(m, "in_channels") and hasattr(m, "weight") and m.weight.dim() == 4:
+                fan_in = int(m.in_channels) * int(m.weight.shape[2]) * int(m.weight.shape[3])
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
                 n = m.num_features
                 spread = float(fan_in) ** 0.5
                 m.running_mean.copy_(torch.randn(n, generator=gen) * spread)
@@ -232,5 +264,3 @@ def make_finn_fc(name: str = "tfc_1w1a", seed: int = 0) -> Any:
                 m.running_var.copy_(0.5 + torch.rand(1, generator=gen))
                 m.weight.copy_(torch.randn(1, generator=gen))
                 m.bias.copy_(torch.randn(1, generator=gen))
-    model.eval()
-    return model

@@ -970,7 +970,8 @@ class QdqParser:
             for u in self.users(t):
                 if u.op_type in CONV_OPS and u.input and u.input[0] == t:
                     return True
-                if u.op_type in ("QuantizeLinear", "DequantizeLinear", "Relu", "Identity", "Clip", "Quant") and \
+                if u.op_type in ("QuantizeLinear", "DequantizeLinear", "Relu", "Identity", "Clip", "Quant",
+                                 "BipolarQuant", "Mul", "Sub", "Add", "Div") and \
                         u.output and u.output[0] not in seen:
                     seen.add(u.output[0])
                     todo.append(u.output[0])
