@@ -33,11 +33,13 @@ class SpatialView:
     """A port that moves a window of each event's image rather than all its rows: the tensor's per-event rows seen
     as an image of ``shape`` (``(H, W)``; 1-D ``(1, L)``), the window starting at ``origin`` (per axis; negative or
     past the image: rows outside it read as zero, the memory tile's zero padding, reads only) of ``extent`` rows
-    per axis. The port's ``rows`` are ``batch * prod(extent)``, the window's rows row-major per event."""
+    per axis. The port's ``rows`` are ``events * prod(extent)``, the window's rows row-major per event: every event
+    of the graph iteration, or ``events = (first, count)`` of them (tiles sharing out the batch)."""
 
     shape: tuple[int, ...]
     origin: tuple[int, ...]
     extent: tuple[int, ...]
+    events: tuple[int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -51,7 +53,8 @@ class SpatialView:
         return any(o < 0 or o + e > s for o, e, s in zip(self.origin, self.extent, self.shape, strict=True))
 
     def to_json(self) -> dict:
-        return {"shape": list(self.shape), "origin": list(self.origin), "extent": list(self.extent)}
+        return {"shape": list(self.shape), "origin": list(self.origin), "extent": list(self.extent)} | \
+            ({"events": list(self.events)} if self.events is not None else {})
 
 
 @dataclass(frozen=True)

@@ -55,12 +55,13 @@ def _view_descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], boundary
     for d in view.shape:
         per_event *= d
     events = dims[1] // per_event
+    first, count = view.events if view.events is not None else (0, events)
     buffer = (dims[0], *reversed(view.shape), events)
-    origin = (spec.start - base, *reversed(view.origin), 0)
+    origin = (spec.start - base, *reversed(view.origin), first)
     cols = boundary if boundary is not None else dims[0]
     needs_bound = view.padded or spec.end - base > cols
     bound = (cols, *reversed(view.shape), events) if needs_bound else None
-    step = Traversal(len(buffer) - 1, 1, events)
+    step = Traversal(len(buffer) - 1, 1, count)
     if spec.block is None:
         return TilingDescriptor(buffer, (spec.width, *reversed(view.extent), 1), origin, (step,), bound)
     br, bc = spec.block

@@ -98,3 +98,21 @@ def test_max_pool_slices_and_bands():
     plan, _ = check(pool_graph((8, 8), 32, (2, 2), (2, 2)), {"pool": {"bands": 2, "parts": 2}}, events=200)
     (e,) = [e for e in plan.layers if e.op == "pool"]
     assert e.tiles == 4
+
+
+def test_event_groups_share_out_the_batch():
+    plan, _ = check(conv_graph((6, 6), 8, 16, (3, 3), pads=[1, 1, 1, 1]),
+                    {"conv": {"event_groups": 2, "bands": 3}}, events=200, batch=4)
+    (e,) = [e for e in plan.layers if e.op == "conv"]
+    assert (e.event_groups, e.bands, e.tiles, e.tile_batch) == (2, 3, 6, 2)
+    check(pool_graph((8, 8), 16, (2, 2), (2, 2)), {"pool": {"event_groups": 4}}, events=100, batch=4)
+
+
+@pytest.mark.parametrize("length", [2, 3])
+def test_cascade_over_input_channels(length):
+    plan, _ = check(conv_graph((6, 7), 24, 16, (3, 3), pads=[1, 1, 1, 1]),
+                    {"conv": {"cas_length": length, "parts": 1}}, events=200, batch=4)
+    (e,) = [e for e in plan.layers if e.op == "conv"]
+    assert (e.cas_length, e.c_pad) == (length, -(-(-(-24 // length)) // 8) * 8)  # slices of whole 8-channel blocks
+    roles = sorted(k.role for k in plan.kernels if k.layer == "conv")
+    assert roles == sorted(["first", "last"] + ["middle"] * (length - 2))

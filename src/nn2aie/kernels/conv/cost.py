@@ -22,7 +22,7 @@ def misaligned_taps(e: ConvExec) -> int:
     return sum(1 for kw in range(e.kernel[1]) if (kw * e.dilations[1]) % PIXELS_PER_256) * e.kernel[0]
 
 
-def loop_nest(e: ConvExec) -> LoopNest:
+def loop_nest(e: ConvExec, role: str = "single") -> LoopNest:
     m, k, n = e.mmul
     pair = (e.a_dtype.removeprefix("u"), e.w_dtype)
     per_instruction = NATIVE_MACS_PER_INSTRUCTION[pair]
@@ -31,21 +31,23 @@ def loop_nest(e: ConvExec) -> LoopNest:
     # the extra load of misaligned taps, averaged over the trips (one more 256-bit load per A block)
     extra = misaligned_taps(e) * (e.c_pad // k) / trips * 256
     return LoopNest(
-        groups=e.batch * e.band_rows * (e.wq // e.group_pixels) * (e.m_slice // (n * e.n_accumulators)),
+        groups=e.tile_batch * e.band_rows * (e.wq // e.group_pixels) * (e.m_slice // (n * e.n_accumulators)),
         accumulators=e.m_accumulators * e.n_accumulators,
         k_iterations=trips,
         mac_instructions=max(1, m * k * n // per_instruction),
         a_bits=int(e.m_accumulators * (e.strides[1] * m * k * a_bits + extra)),
         b_bits=e.n_accumulators * k * n * _BITS[e.w_dtype],
-        out_bits_per_acc=m * n * _BITS[e.out_dtype],
+        out_bits_per_acc=m * n * _BITS[e.out_dtype] if role in ("single", "last") else 0,
         out_element_bits=_BITS[e.out_dtype],
+        cascade_words_per_acc=max(1, m * n * (32 if e.acc == "acc32" else 64) // 512) * (
+            (role in ("middle", "last")) + (role in ("first", "middle"))),
     )
 
 
-def requant_cycles(e: ConvExec) -> float:
-    if e.requant is None:
+def requant_cycles(e: ConvExec, role: str = "single") -> float:
+    if e.requant is None or role not in ("single", "last"):
         return 0.0
-    vectors = e.batch * e.band_rows * e.wq * e.m_slice / 32
+    vectors = e.tile_batch * e.band_rows * e.wq * e.m_slice / 32
     return vectors * e.requant.cycles_per_vector(32)
 
 
@@ -53,16 +55,16 @@ def pool_cycles(e: ConvExec) -> float:
     """A max pool tile: per pixel group and channel block, one load (SW x 256 bits, one more when misaligned) and
     one vector max per tap, both units and the vector slot in parallel; the store of the pixels; the call."""
     k = e.mmul[1]
-    blocks = e.batch * e.band_rows * (e.wq // e.mmul[0]) * (e.m_slice // k)
+    blocks = e.tile_batch * e.band_rows * (e.wq // e.mmul[0]) * (e.m_slice // k)
     loads = e.taps * e.strides[1] + misaligned_taps(e)  # 256-bit loads per block, on two load units
     per_block = max(e.taps, loads / 2) + e.mmul[0] * 0.5  # the maxes, or the loads; the pixel stores (half hidden)
     return blocks * per_block + CALL_OVERHEAD_CYCLES
 
 
-def tile_cycles(e: ConvExec) -> float:
+def tile_cycles(e: ConvExec, role: str = "single") -> float:
     if e.pool:
         return pool_cycles(e)
-    return invocation_cycles(loop_nest(e)) + requant_cycles(e)
+    return invocation_cycles(loop_nest(e, role)) + requant_cycles(e, role)
 
 
 def peak_macs(e: ConvExec) -> int:
@@ -72,6 +74,6 @@ def peak_macs(e: ConvExec) -> int:
 def efficiency(e: ConvExec) -> float:
     """Useful MACs of one tile (its share of the op's, padding and junk pixels excluded) over the tile's peak in
     the modelled cycles."""
-    useful = e.batch * e.band_rows * e.out_spatial[1] * min(e.m_slice, e.filters) * e.taps * (e.channels //
-                                                                                               e.groups)
-    return useful / (peak_macs(e) * tile_cycles(e))
+    useful = (e.tile_batch * e.band_rows * e.out_spatial[1] * min(e.m_slice, e.filters) * e.taps
+              * (e.channels // e.groups) / e.cas_length)
+    return useful / (peak_macs(e) * max(tile_cycles(e, role) for role in e.roles))

@@ -19,13 +19,15 @@ from nn2aie.kernels import plain
 from nn2aie.kernels.conv import cost, logical
 from nn2aie.kernels.conv.plan import (
     ConvExec,
+    cascade_stream,
     choose,
     dense_weights,
+    finish_tile,
     pack_weights,
+    partial_sums,
     plan,
     plan_pool,
     run_pool_tile,
-    run_tile,
     tile_bytes,
     unpack_weights,
     window_to_image,
@@ -72,6 +74,24 @@ def source_path(index: int) -> str:
     return f"kernels/conv_l{index}.cc"
 
 
+def impl_path(index: int) -> str:
+    return f"kernels/conv_l{index}_impl.h"
+
+
+def role_source_path(index: int, role: str) -> str:
+    """One source per cascade role: a tile compiles only the code of the role it runs."""
+    return f"kernels/conv_l{index}_{role}.cc"
+
+
+ROLE_ORDER = ("single", "first", "middle", "last")
+_ROLE_SUMMARY = {
+    "single": "every input channel on one tile; bias in, epilogue out to the output buffer",
+    "first": "first input-channel slice; bias in, partial sums out on the cascade",
+    "middle": "inner input-channel slice; partial sums in and out on the cascade",
+    "last": "last input-channel slice; partial sums in on the cascade, epilogue out to the output buffer",
+}
+
+
 def params_path(index: int) -> str:
     return f"data/weights_l{index}.h"
 
@@ -79,7 +99,7 @@ def params_path(index: int) -> str:
 class ConvFamily(OpFamily):
     name = "conv"
     kinds = ("conv", "pool")
-    override_keys = frozenset({"parts", "bands", "requant"})
+    override_keys = frozenset({"cas_length", "parts", "bands", "event_groups", "requant"})
 
     def verify(self, graph: Graph, op: Op, fail: Fail) -> None:
         logical.verify(graph, op, fail)
@@ -90,7 +110,7 @@ class ConvFamily(OpFamily):
     # -- planning -----------------------------------------------------------------------------------------------
     def validate_override(self, layer: str, override: dict) -> None:
         super().validate_override(layer, override)
-        for key in ("parts", "bands"):
+        for key in ("cas_length", "parts", "bands", "event_groups"):
             if key in override and (type(override[key]) is not int or override[key] < 1):
                 raise IllegalConfigError(f"override for layer {layer}", f"{key} {override[key]!r} is not a "
                                          "positive integer", f"give {key} as a whole number, e.g. 2")
@@ -115,9 +135,11 @@ class ConvFamily(OpFamily):
         x = _c(e)
         step = x.mmul[2] * x.n_accumulators
         if x.parts * 2 * step <= x.m_padded and x.tiles * 2 <= device.compute_rows * device.columns:
-            return {"parts": x.parts * 2, "bands": x.bands}
+            return {"parts": x.parts * 2, "bands": x.bands, "event_groups": x.event_groups}
         if x.out_spatial[0] % (x.bands * 2) == 0 and x.tiles * 2 <= device.compute_rows * device.columns:
-            return {"parts": x.parts, "bands": x.bands * 2}
+            return {"parts": x.parts, "bands": x.bands * 2, "event_groups": x.event_groups}
+        if x.batch % (x.event_groups * 2) == 0 and x.tiles * 2 <= device.compute_rows * device.columns:
+            return {"parts": x.parts, "bands": x.bands, "event_groups": x.event_groups * 2}
         return None
 
     # -- physical -----------------------------------------------------------------------------------------------
@@ -125,13 +147,12 @@ class ConvFamily(OpFamily):
         x = _c(e)
         if x.pool:
             kernels = []
-            for band in range(x.bands):
-                for part in range(x.parts):
-                    k = Kernel(name=f"{layer_id}_b{band}_s{part}", layer=op.name, chain=band * x.parts + part,
-                               position=0, role="single", col=-1, row=-1, k_start=band, n_start=part * x.m_slice,
-                               weights=np.zeros(0, dtype=numpy_dtype(x.a_dtype)), bias=None, family=self.name)
-                    k.memory = self.memory_map(x, k, device, frozenset())
-                    kernels.append(k)
+            for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
+                k = Kernel(name=name, layer=op.name, chain=tile, position=0, role="single", col=-1, row=-1,
+                           k_start=tile // x.parts, n_start=part * x.m_slice,
+                           weights=np.zeros(0, dtype=numpy_dtype(x.a_dtype)), bias=None, family=self.name)
+                k.memory = self.memory_map(x, k, device, frozenset())
+                kernels.append(k)
             return kernels
         w = dense_weights(graph, op, x)
         bias = tile_bias(graph, op)
@@ -139,52 +160,80 @@ class ConvFamily(OpFamily):
         if bias is not None:
             b_pad[: x.filters] = bias
         kernels = []
-        for band in range(x.bands):
-            for part in range(x.parts):
-                n0 = part * x.m_slice
-                packed = pack_weights(x, w[..., n0:n0 + x.m_slice]).astype(numpy_dtype(x.w_dtype))
-                k = Kernel(name=f"{layer_id}_b{band}_s{part}", layer=op.name, chain=band * x.parts + part,
-                           position=0, role="single", col=-1, row=-1, k_start=band, n_start=n0, weights=packed,
-                           bias=b_pad[n0:n0 + x.m_slice].astype(np.int32) if x.has_bias else None, family=self.name)
+        c = x.c_pad
+        packed = {(pos, part): pack_weights(x, w[:, :, pos * c:(pos + 1) * c, part * x.m_slice:(part + 1) * x.m_slice])
+                  .astype(numpy_dtype(x.w_dtype)) for pos in range(x.cas_length) for part in range(x.parts)}
+        roles = x.roles
+        for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
+            n0 = part * x.m_slice
+            for pos in range(x.cas_length):
+                role = roles[0] if pos == 0 else roles[-1] if pos == x.cas_length - 1 else "middle"
+                k = Kernel(name=name + (f"_p{pos}" if x.cas_length > 1 else ""), layer=op.name, chain=tile,
+                           position=pos, role=role, col=-1, row=-1, k_start=tile // x.parts, n_start=n0,
+                           weights=packed[(pos, part)],
+                           bias=b_pad[n0:n0 + x.m_slice].astype(np.int32) if x.has_bias and role in (
+                               "single", "first") else None, family=self.name)
                 k.memory = self.memory_map(x, k, device, frozenset())
+                if pos > 0:  # the cascade runs from the previous input-channel slice of the same tile slot
+                    kernels[-1].cascade_to, k.cascade_from = k.name, kernels[-1].name
                 kernels.append(k)
         return kernels
 
-    def _input_port(self, x: ConvExec, band: int, n0: int = 0) -> PortSpec:
+    @staticmethod
+    def _tiles(x: ConvExec, layer_id: str) -> list[tuple[str, int]]:
+        """(kernel name, output-channel slice) of every tile, chain order: event group, band, slice. A kernel's
+        ``k_start`` is ``event_group * bands + band``."""
+        out = []
+        for group in range(x.event_groups):
+            for band in range(x.bands):
+                for part in range(x.parts):
+                    prefix = f"_e{group}" if x.event_groups > 1 else ""
+                    out.append((f"{layer_id}{prefix}_b{band}_s{part}", part))
+        return out
+
+    def _events(self, x: ConvExec, slot: int) -> tuple[int, int] | None:
+        return None if x.event_groups == 1 else (slot // x.bands * x.tile_batch, x.tile_batch)
+
+    def _input_port(self, x: ConvExec, slot: int, n0: int = 0, position: int = 0) -> PortSpec:
+        """The input window of tile slot ``event_group * bands + band`` (and cascade position)."""
         hi, wi = x.window
-        view = SpatialView(x.spatial, x.band_origin(band), (hi, wi))
-        if not view.padded and (hi, wi) == x.spatial:
+        view = SpatialView(x.spatial, x.band_origin(slot % x.bands), (hi, wi), self._events(x, slot))
+        if not view.padded and (hi, wi) == x.spatial and view.events is None:
             view = None  # the whole image: every row of the tensor
-        start = n0 if x.pool else 0  # a pool tile reads the channels it writes; a conv tile reads all of them
+        start = n0 if x.pool else position * x.c_pad  # a pool tile reads the channels it writes
         return PortSpec("in", "in", 0, start, x.c_pad, (hi * wi, x.mmul[1]), x.a_dtype, x.in_rows, view)
 
-    def _output_port(self, x: ConvExec, band: int, n0: int) -> PortSpec:
+    def _output_port(self, x: ConvExec, slot: int, n0: int) -> PortSpec:
         view = None
-        if x.bands > 1:
-            view = SpatialView(x.out_spatial, (band * x.band_rows, 0), (x.band_rows, x.out_spatial[1]))
+        if x.bands > 1 or x.event_groups > 1:
+            view = SpatialView(x.out_spatial, (slot % x.bands * x.band_rows, 0), (x.band_rows, x.out_spatial[1]),
+                               self._events(x, slot))
         return PortSpec("out", "out", 0, n0, x.m_slice, None, x.out_dtype, x.out_rows, view)
 
     def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
         x = _c(e)
-        return [self._input_port(x, kernel.k_start, kernel.n_start),
-                self._output_port(x, kernel.k_start, kernel.n_start)]
+        ports = [self._input_port(x, kernel.k_start, kernel.n_start, kernel.position)]
+        if kernel.role in ("single", "last"):
+            ports.append(self._output_port(x, kernel.k_start, kernel.n_start))
+        return ports
 
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
         x = _c(e)
         if direction == "out" or x.pool:
             return [(p * x.m_slice, x.m_slice) for p in range(x.parts)]
-        return [(0, x.c_pad)]
+        return [(p * x.c_pad, x.c_pad) for p in range(x.cas_length)]
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
         x = _c(e)
-        sizes = tile_bytes(x)
+        sizes = tile_bytes(x, kernel.role)
         items = [("weights", sizes["weights"])] if sizes["weights"] else []
         if "bias" in sizes:
             items.append(("bias", sizes["bias"]))
         if "requant" in sizes:
             items.append(("requant", sizes["requant"]))
-        for port, key in (("in", "in"), ("out", "out")):
-            items += [(n, sizes[key] // 2) for n in (f"{port}_ping", f"{port}_pong") if n not in skip]
+        for port in ("in", "out"):
+            if port in sizes:
+                items += [(n, sizes[port] // 2) for n in (f"{port}_ping", f"{port}_pong") if n not in skip]
         items += [("stack", int(device.fact("stack_bytes_default"))), ("heap", int(device.fact("heap_bytes_default")))]
         return allocate(items, device, f"kernel {kernel.name} of op {x.op}",
                         "use a smaller batch or more tiles for this layer (parts / bands)")
@@ -206,6 +255,7 @@ class ConvFamily(OpFamily):
         x = _c(e)
         params = self._tile_params(x, kernels, io) if not x.pool else [None] * len(kernels)
         images: dict[str, np.ndarray] = {}
+        sums: dict[int, np.ndarray] = {}  # tile slot chain -> the partial sums arriving on its cascade
         for k, param in zip(kernels, params, strict=True):
             src = io.source(k, "in")
             if src not in images:
@@ -213,22 +263,43 @@ class ConvFamily(OpFamily):
             window = images[src]
             if x.pool:
                 y = run_pool_tile(x, window_to_image(x, window))
-            else:
-                y = run_tile(x, window_to_image(x, window), param[0], k.bias, param[1])
+                if io.trace is not None:
+                    self._trace_input(x, k, window, io)
+                    io.trace.outputs[k.name] = np.asarray(y, dtype=np.int64).reshape(io.iterations, -1)
+                io.write(k, "out", y)
+                continue
+            part = partial_sums(x, window_to_image(x, window), param[0])
+            if k.bias is not None:
+                part += np.asarray(k.bias, dtype=np.int64)
             if io.trace is not None:
-                port = self._input_port(x, k.k_start, k.n_start)
-                layout = BlockLayout(port.rows, port.width, port.block[0], port.block[1])
-                win = np.asarray(window, dtype=np.int64).reshape(io.iterations, port.rows, port.width)
-                io.trace.inputs[k.name] = layout.to_blocks(win)
+                self._trace_input(x, k, window, io)
+                if k.has_cascade_in:
+                    io.trace.cascade_in[k.name] = cascade_stream(x, sums[k.chain], io.iterations)
+            if k.has_cascade_in:
+                part += sums.pop(k.chain)
+            if k.has_cascade_out:
+                sums[k.chain] = part
+                if io.trace is not None:
+                    io.trace.outputs[k.name] = cascade_stream(x, part, io.iterations)
+                continue
+            y = finish_tile(x, part, param[1])
+            if io.trace is not None:
                 io.trace.outputs[k.name] = np.asarray(y, dtype=np.int64).reshape(io.iterations, -1)
             io.write(k, "out", y)
 
+    def _trace_input(self, x: ConvExec, k: Kernel, window: np.ndarray, io: Any) -> None:
+        port = self._input_port(x, k.k_start, k.n_start, k.position)
+        layout = BlockLayout(port.rows, port.width, port.block[0], port.block[1])
+        win = np.asarray(window, dtype=np.int64).reshape(io.iterations, port.rows, port.width)
+        io.trace.inputs[k.name] = layout.to_blocks(win)
+
     # -- cost and resources -------------------------------------------------------------------------------------
     def max_tile_cycles(self, e: OpExec) -> float:
-        return cost.tile_cycles(_c(e))
+        x = _c(e)
+        return max(cost.tile_cycles(x, role) for role in x.roles)
 
     def tile_cycles(self, e: OpExec, kernel: Kernel) -> float:
-        return cost.tile_cycles(_c(e))
+        return cost.tile_cycles(_c(e), kernel.role)
 
     def useful_ops(self, e: OpExec) -> int:
         x = _c(e)
@@ -275,18 +346,31 @@ class ConvFamily(OpFamily):
             requant = {"kind": rq.kind, "offset_shift": rq.offset_shift, "levels": levels, "slots": slots,
                        "stride_rows": 1 + (levels if rq.kind == "table" else 1 + 2 * slots),
                        "reason": rq.reason.replace("\n", " ")}
-        ctor_params = [f"{ns}::w_t (&w_i)[{ns}::W_SIZE]"]
-        ctor_inits = ["w(w_i)"]
-        if has_b:
-            ctor_params.append(f"int32 (&b_i)[{ns}::M_SLICE]")
-            ctor_inits.append("b(b_i)")
-        if requant:
-            ctor_params.append(f"int32 (&q_i)[{ns}::RQ_SIZE]")
-            ctor_inits.append("q(q_i)")
+        roles = []
+        for role in ROLE_ORDER:
+            bias, rq = has_b and role in ("single", "first"), requant is not None and role in ("single", "last")
+            params, inits = [f"{ns}::w_t (&w_i)[{ns}::W_SIZE]"], ["w(w_i)"]
+            if bias:
+                params.append(f"int32 (&b_i)[{ns}::M_SLICE]")
+                inits.append("b(b_i)")
+            if rq:
+                params.append(f"int32 (&q_i)[{ns}::RQ_SIZE]")
+                inits.append("q(q_i)")
+            cin, cout = role in ("middle", "last"), role in ("first", "middle")
+            signature = [f"adf::input_buffer<{ns}::a_t, adf::extents<{ns}::IN_SIZE>>& __restrict in"]
+            if cin:
+                signature.append(f"adf::input_cascade<{ns}::acc_tag>* __restrict cin")
+            signature.append(f"adf::output_cascade<{ns}::acc_tag>* __restrict cout" if cout else
+                             f"adf::output_buffer<{ns}::o_t, adf::extents<{ns}::OUT_SIZE>>& __restrict out")
+            call = ["in.data()", "w", "b" if bias else "nullptr", "q" if rq else "nullptr",
+                    "cin" if cin else "nullptr", "cout" if cout else "nullptr", "nullptr" if cout else "out.data()"]
+            roles.append({"name": role, "summary": _ROLE_SUMMARY[role], "bias": bias, "requant": rq,
+                          "ctor_params": params, "ctor_inits": inits, "signature": signature, "call": call})
+        ctor_params, ctor_inits = roles[0]["ctor_params"], roles[0]["ctor_inits"]
         return {
             "idx": index, "comment": comment, "guard": f"NN2AIE_CONV_L{index}_H", "ns": ns, "cls": f"ConvL{index}",
             "header": f"conv_l{index}.h", "a_t": plain.CXX_TYPES[x.a_dtype], "w_t": plain.CXX_TYPES[x.w_dtype],
-            "o_t": plain.CXX_TYPES[x.out_dtype], "acc": x.acc, "batch": x.batch, "kh": x.kernel[0],
+            "o_t": plain.CXX_TYPES[x.out_dtype], "acc": x.acc, "batch": x.tile_batch, "kh": x.kernel[0],
             "kw": x.kernel[1], "sh": x.strides[0], "sw": x.strides[1], "dh": x.dilations[0], "dw": x.dilations[1],
             "hi": hi, "wi": wi, "cb": x.c_pad // k, "ho": x.band_rows, "wo": x.out_spatial[1], "wq": x.wq,
             "m_slice": x.m_slice, "mmul_m": m, "mmul_k": k, "mmul_n": n, "m_acc": x.m_accumulators,
@@ -295,7 +379,9 @@ class ConvFamily(OpFamily):
             "apply_hi": str(epi.clamp_hi < c_hi).lower(), "wrap_bits": epi.wrap_bits,
             "wrap_shift": bits - epi.wrap_bits if epi.wrap_bits else 0, "has_bias": str(has_b).lower(),
             "has_bias_b": has_b, "rounding": epi.rounding, "saturation": epi.saturation, "requant": requant,
-            "ctor_params": ctor_params, "ctor_inits": ctor_inits,
+            "ctor_params": ctor_params, "ctor_inits": ctor_inits, "roles": [r for r in roles if r["name"] in x.roles],
+            "impl": f"conv_l{index}_impl.h", "impl_guard": f"NN2AIE_CONV_L{index}_IMPL_H",
+            "word_lanes": 512 // (32 if x.acc == "acc32" else 64),
             "accumulators": [(i, j) for i in range(x.m_accumulators) for j in range(x.n_accumulators)],
             "row_accumulators": list(range(x.m_accumulators)), "col_accumulators": list(range(x.n_accumulators)),
             "store_pairs": list(range(0, x.n_accumulators, store_blocks)),
@@ -308,14 +394,16 @@ class ConvFamily(OpFamily):
             return {header_path(index): _ENV.get_template("pool_kernel.h.j2").render(ctx),
                     source_path(index): _ENV.get_template("pool_kernel.cc.j2").render(ctx)}
         files = {header_path(index): _ENV.get_template("conv_kernel.h.j2").render(ctx),
-                 source_path(index): _ENV.get_template("conv_kernel.cc.j2").render(ctx)}
+                 impl_path(index): _ENV.get_template("conv_kernel_impl.h.j2").render(ctx)}
+        for r in ctx["roles"]:
+            files[role_source_path(index, r["name"])] = _ENV.get_template("conv_kernel.cc.j2").render(ctx | {"r": r})
         arrays = []
         for k, ident in kernels:
-            arrays.append((x.w_dtype, f"W_{ident}", f"{ident}: band {k.k_start}, channels [{k.n_start}, "
+            arrays.append((x.w_dtype, f"W_{ident}", f"{ident}: tile slot {k.k_start}, channels [{k.n_start}, "
                            f"{k.n_start + x.m_slice}), packed (group, kh, kw, channel block, j)", k.weights))
-            if x.has_bias:
+            if k.bias is not None:
                 arrays.append(("int32", f"B_{ident}", f"{ident}: bias at the accumulator LSB", k.bias))
-            if x.requant is not None:
+            if x.requant is not None and k.role in ("single", "last"):
                 arrays.append(("int32", f"Q_{ident}", f"{ident}: {x.requant.kind} requantisation constants",
                                self._requant(x, k)))
         files[params_path(index)] = _param_header(params_path(index), f"Conv op {index} ({comment}): the "
@@ -341,14 +429,18 @@ class ConvFamily(OpFamily):
         w_t = plain.CXX_TYPES[x.w_dtype]
         args = [f"std::vector<{w_t}>(W_{ident}, W_{ident} + {kernel.weights.size})"]
         params = ["weights"]
-        if x.has_bias:
+        if kernel.bias is not None:
             args.append(f"std::vector<int32>(B_{ident}, B_{ident} + {x.m_slice})")
             params.append("bias")
-        if x.requant is not None:
+        if x.requant is not None and kernel.role in ("single", "last"):
             args.append(f"std::vector<int32>(Q_{ident}, Q_{ident} + {self._requant(x, kernel).size})")
             params.append("requant")
-        return KernelInstance(type_name=f"ConvL{index}", ctor_args=tuple(args), params=tuple(params),
-                              source=source_path(index), in_ports={"in": 0}, out_ports={"out": 0})
+        out = kernel.role in ("single", "last")
+        return KernelInstance(type_name=f"ConvL{index}<ConvRole::{kernel.role}>", ctor_args=tuple(args),
+                              params=tuple(params), source=role_source_path(index, kernel.role), in_ports={"in": 0},
+                              out_ports={"out": 0} if out else {},
+                              cascade_in_port=1 if kernel.has_cascade_in else None,
+                              cascade_out_port=0 if kernel.has_cascade_out else None)
 
     def describe(self, e: OpExec, index: int) -> str:
         x = _c(e)
@@ -366,32 +458,56 @@ class ConvFamily(OpFamily):
 
     def describe_kernel(self, e: OpExec, kernel: Kernel) -> str:
         x = _c(e)
-        r0 = kernel.k_start * x.band_rows
-        return (f"output rows [{r0}, {r0 + x.band_rows}), channels [{kernel.n_start}, "
+        r0 = kernel.k_start % x.bands * x.band_rows
+        events = self._events(x, kernel.k_start)
+        ev = f"events [{events[0]}, {events[0] + events[1]}), " if events else ""
+        return (f"{ev}output rows [{r0}, {r0 + x.band_rows}), channels [{kernel.n_start}, "
                 f"{kernel.n_start + x.m_slice})")
 
     def native_sources(self, e: OpExec, index: int) -> list[str]:
-        extra = [REQUANT_HEADER_PATH] if _c(e).requant is not None else []
-        return [header_path(index), source_path(index), *self.param_headers(e, index), *extra]
+        x = _c(e)
+        if x.pool:
+            return [header_path(index), source_path(index)]
+        extra = [REQUANT_HEADER_PATH] if x.requant is not None else []
+        return [header_path(index), impl_path(index), *[role_source_path(index, r) for r in x.roles],
+                params_path(index), *extra]
 
     def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
         x = _c(e)
         if x.pool:
             spec = plain.DriverSpec(f"conv_l{index}", header_path(index), source_path(index), None, 1, False)
             return plain.driver_source(spec, entries)
-        arrays = [("L::w_t", "L::W_SIZE")]
-        if x.has_bias:
-            arrays.append(("int32", "L::M_SLICE"))
-        if x.requant is not None:
-            arrays.append(("int32", "L::RQ_SIZE"))
-        spec = plain.DriverSpec(f"conv_l{index}", header_path(index), source_path(index), params_path(index), 1,
-                                True, tuple(arrays))
-        return plain.driver_source(spec, entries)
+        rows = []
+        for entry in entries:
+            params = tuple(entry["params"])
+            rows.append(entry | {"has_bias": "bias" in params, "has_requant": "requant" in params,
+                                 "requant_param": params.index("requant") if "requant" in params else -1})
+        return _ENV.get_template("native_driver.cc.j2").render(
+            ns=f"conv_l{index}", idx=index, kernel_header=header_path(index), params_header=params_path(index),
+            kernel_sources=[role_source_path(index, r) for r in x.roles], entries=rows,
+            requant=x.requant is not None, bias=x.has_bias)
 
     def native_run(self, e: OpExec, kernel: Kernel, trace: Any, iters: int, stem: Any) -> NativeRun:
-        return plain.run_spec(kernel, self.ports(e, kernel), trace, iters, stem)
+        x = _c(e)
+        if x.pool:
+            return plain.run_spec(kernel, self.ports(e, kernel), trace, iters, stem)
+        window = trace.inputs[kernel.name].reshape(iters, -1)
+        a = window.astype(np.dtype(x.a_dtype))
+        in_path, cin_path, out_path = stem.with_suffix(".in"), stem.with_suffix(".cin"), stem.with_suffix(".out")
+        a.tofile(in_path)
+        cin_arg = "-"
+        if kernel.has_cascade_in:
+            np.ascontiguousarray(trace.cascade_in[kernel.name].reshape(iters, -1), dtype=np.int64).tofile(cin_path)
+            cin_arg = str(cin_path)
+        out = kernel.role in ("single", "last")
+        want = trace.outputs[kernel.name].reshape(-1).astype(np.int64)
+        return NativeRun([str(out_path), str(in_path), cin_arg], out_path,
+                         np.dtype(x.out_dtype) if out else np.dtype(np.int64), want, [in_path, cin_path, out_path],
+                         "buffer" if out else "cascade")
 
     def native_position(self, e: OpExec, kernel: Kernel, output: str, element: int) -> str:
+        if output == "cascade":
+            return f"cascade lane {element}"
         return plain.position(self.ports(e, kernel)[-1], element)
 
     # -- reporting ----------------------------------------------------------------------------------------------
@@ -401,13 +517,14 @@ class ConvFamily(OpFamily):
             return {"op": f"{x.pool}_pool", "kernel": list(x.kernel[2 - x.rank:]),
                     "strides": list(x.strides[2 - x.rank:]),
                     "pads": [list(x.pads_begin[2 - x.rank:]), list(x.pads_end[2 - x.rank:])],
-                    "channels": x.channels, "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice}
+                    "channels": x.channels, "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice,
+                    "event_groups": x.event_groups}
         out = {"op": "conv", "kernel": list(x.kernel[2 - x.rank:]), "strides": list(x.strides[2 - x.rank:]),
                "dilations": list(x.dilations[2 - x.rank:]), "pads": [list(x.pads_begin[2 - x.rank:]),
                                                                       list(x.pads_end[2 - x.rank:])],
                "groups": x.groups, "channels": x.channels, "filters": x.filters,
                "activation": "relu" if x.relu else "linear", "mmul": "x".join(map(str, x.mmul)), "acc": x.acc,
-               "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice,
+               "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice, "event_groups": x.event_groups,
                "efficiency_modelled": round(cost.efficiency(x), 4)}
         if x.requant is not None:
             out["requant"] = x.requant.to_json()

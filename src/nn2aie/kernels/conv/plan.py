@@ -1,8 +1,9 @@
 """How a conv op runs on tiles, and the bit-exact semantics of one tile (templates/conv_kernel_impl.h.j2).
 
-A 1-D convolution runs as a 2-D one with one image row (``H = 1``). The op's footprint is ``bands x parts``
-tiles (``cas_num = bands * parts`` chains, one cascade position): output rows are split into ``bands`` equal
-row bands, output channels into ``parts`` slices of ``m_slice`` (whole accumulator groups). Each tile holds its
+A 1-D convolution runs as a 2-D one with one image row (``H = 1``). The op's footprint is ``event_groups x bands x
+parts`` tiles (``cas_num`` chains, one cascade position): the batch's events are shared out over ``event_groups``,
+output rows split into ``bands`` equal row bands, output channels into ``parts`` slices of ``m_slice`` (whole
+accumulator groups). Each tile holds its
 channel slice of the weights and reads, per event, the **input window** of its band from the memory tile: rows
 ``[r0 * SH - pad_top, ...)`` of ``HI`` rows and columns ``[-pad_left, ...)`` of ``WI`` pixels, zero outside the
 image (the memory tile's zero padding: no core writes a padded pixel), every input channel padded to ``c_pad``
@@ -74,12 +75,14 @@ class ConvExec(OpExec):
     relu: bool
     has_bias: bool
     acc_bound: int
-    c_pad: int  # input channels padded to MMUL_K
+    c_pad: int  # input channels of one tile (a cascade position's slice), a multiple of MMUL_K
     requant: Any = None  # kernels/requant.py Requant (multiplier / table) or None (the SRS epilogue)
     pool: str = ""  # "" a convolution; "max" a max pool (no weights: channels pass through, c_pad = m_slice)
+    c_total: int = 0  # input channels padded to MMUL_K (cas_length slices of c_pad cover them)
     m_slice: int = 0  # output channels per tile
     parts: int = 1  # output-channel slices
     bands: int = 1  # output row bands
+    event_groups: int = 1  # the batch's events shared out over tiles (each tile runs batch / event_groups)
     m_accumulators: int = 1  # pixel groups sharing each B block
     n_accumulators: int = 1  # column blocks sharing each A block
     cas_length: int = 1
@@ -120,12 +123,16 @@ class ConvExec(OpExec):
         return hi, ceil_div(wi, PIXELS_PER_256) * PIXELS_PER_256  # rows start on 256-bit boundaries
 
     @property
+    def tile_batch(self) -> int:
+        return self.batch // self.event_groups
+
+    @property
     def in_rows(self) -> int:
-        return self.batch * self.window[0] * self.window[1]
+        return self.tile_batch * self.window[0] * self.window[1]
 
     @property
     def out_rows(self) -> int:
-        return self.batch * self.band_rows * self.out_spatial[1]
+        return self.tile_batch * self.band_rows * self.out_spatial[1]
 
     @property
     def m_padded(self) -> int:
@@ -136,6 +143,17 @@ class ConvExec(OpExec):
 
     def weight_elems(self) -> int:
         return 0 if self.pool else self.taps * self.c_pad * self.m_slice
+
+    @property
+    def roles(self) -> list[str]:
+        if self.cas_length == 1:
+            return ["single"]
+        return ["first"] + (["middle"] if self.cas_length > 2 else []) + ["last"]
+
+    @property
+    def cascade_lanes(self) -> int:
+        """Accumulator lanes one tile sends on its cascade per invocation: every computed pixel's partial sums."""
+        return self.tile_batch * self.band_rows * self.wq * self.m_slice
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -178,7 +196,7 @@ def plan(graph: Graph, op: Op, device: Device, batch: int, requant_kind: str | N
         pads_end=_pair2(geo.pads_end, 0), groups=geo.groups, rank=rank, a_dtype=lin.a_dtype,
         w_dtype=lin.w_dtype, out_dtype=lin.out_dtype, acc=lin.acc, mmul=mmul, epilogue=asdict(lin.epilogue),
         relu=lin.relu, has_bias=lin.bias is not None, acc_bound=lin.bound, c_pad=ceil_div(geo.channels, k) * k,
-        requant=lin.requant, n_accumulators=store_blocks)
+        requant=lin.requant, n_accumulators=store_blocks, c_total=ceil_div(geo.channels, k) * k)
     if geo.groups > 1:
         e.notes.append(f"{geo.groups} groups run as one convolution with zero weights outside each group "
                        f"({geo.groups}x the MACs of the grouped one)")
@@ -218,7 +236,7 @@ def plan_pool(graph: Graph, op: Op, device: Device, batch: int) -> ConvExec:
         pads_begin=_pair2(geo.pads_begin, 0), pads_end=_pair2(ends, 0), groups=1, rank=rank, a_dtype=container,
         w_dtype=container, out_dtype=container, acc="acc32", mmul=(4, k, k),
         epilogue=asdict(Epilogue(0, "floor", "none", xt.min_code, xt.max_code)), relu=False, has_bias=False,
-        acc_bound=0, c_pad=k * store_blocks, pool="max", n_accumulators=store_blocks)
+        acc_bound=0, c_pad=k * store_blocks, pool="max", n_accumulators=store_blocks, c_total=ceil_div(channels, k) * k)
 
 
 # -- parallelism --------------------------------------------------------------------------------------------------
@@ -234,14 +252,16 @@ def _accumulators(e: ConvExec) -> tuple[int, int]:
     return m_acc, n_acc
 
 
-def tile_bytes(e: ConvExec, extra_requant: int = 0) -> dict[str, int]:
-    """A tile's buffers (bytes): double-buffered input window and output, weights, bias, requantisation."""
-    out = {"in": 2 * e.in_rows * e.c_pad * dtype_bytes(e.a_dtype),
-           "out": 2 * e.out_rows * e.m_slice * dtype_bytes(e.out_dtype),
-           "weights": e.weight_elems() * dtype_bytes(e.w_dtype)}
-    if e.has_bias:
+def tile_bytes(e: ConvExec, role: str = "single") -> dict[str, int]:
+    """A tile's buffers (bytes): double-buffered input window and output (single / last), weights, bias (single /
+    first), requantisation (single / last)."""
+    out = {"in": 2 * e.in_rows * e.c_pad * dtype_bytes(e.a_dtype)}
+    if role in ("single", "last"):
+        out["out"] = 2 * e.out_rows * e.m_slice * dtype_bytes(e.out_dtype)
+    out["weights"] = e.weight_elems() * dtype_bytes(e.w_dtype)
+    if e.has_bias and role in ("single", "first"):
         out["bias"] = 4 * e.m_slice
-    if e.requant is not None:
+    if e.requant is not None and role in ("single", "last"):
         out["requant"] = 4 * requant_words(e)
     return out
 
@@ -259,7 +279,7 @@ def requant_words(e: ConvExec) -> int:
 def fits(e: ConvExec, device: Device) -> bool:
     budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
         int(device.fact("heap_bytes_default")) - 8 * ALIGN
-    return sum(tile_bytes(e).values()) <= budget
+    return all(sum(tile_bytes(e, role).values()) <= budget for role in e.roles)
 
 
 def _band_counts(ho: int) -> list[int]:
@@ -267,57 +287,84 @@ def _band_counts(ho: int) -> list[int]:
 
 
 def choose(e: ConvExec, device: Device, override: dict | None) -> None:
-    """The fewest tiles that fit (output-channel parts first, then row bands), or the user's override."""
-    if e.pool:  # one pixel group, the column blocks of one pixel store
-        e.m_accumulators, e.n_accumulators = 1, max(1, STORE_BITS // (e.mmul[1] * BITS[e.out_dtype]))
-    else:
-        e.m_accumulators, e.n_accumulators = _accumulators(e)
-    want_parts = override.get("parts") if override else None
-    want_bands = override.get("bands") if override else None
-    store = max(1, STORE_BITS // (e.mmul[2] * BITS[e.out_dtype]))
-    while want_parts and e.n_accumulators > store and ceil_div(e.filters, e.mmul[2] * e.n_accumulators) < want_parts:
-        e.n_accumulators //= 2  # narrower accumulator groups: slices of fewer channels
-    step = e.mmul[2] * e.n_accumulators
-    max_parts = ceil_div(e.filters, step)
+    """The fewest tiles that fit (event groups, row bands and output-channel slices; at equal tiles fewer event
+    groups, then fewer bands), or the user's override. Where no split fits, narrower accumulator groups (slices of
+    fewer channels, down to one 128-bit pixel store) are tried before refusing with the numbers."""
+    override = override or {}
+    want_parts, want_bands, want_groups = (override.get(k) for k in ("parts", "bands", "event_groups"))
+    want_length = override.get("cas_length")
+    k = e.mmul[1]
+    max_length = 1 if e.pool else e.c_total // k
+    if want_length is not None and want_length > max_length:
+        why = "a max pool has no cascade" if e.pool else \
+            f"{e.c_total} input channels give at most {max_length} slices of {k}"
+        raise IllegalConfigError(f"override for layer {e.op}", f"cas_length {want_length}: {why}",
+                                 f"use at most {max_length}")
     where = f"override for layer {e.op}"
-    if want_parts is not None and want_parts > max_parts:
-        raise IllegalConfigError(where, f"parts {want_parts}: {e.filters} output channels give at most "
-                                 f"{max_parts} slices of {step}", f"use at most {max_parts}")
     if want_bands is not None and e.out_spatial[0] % want_bands:
         raise IllegalConfigError(where, f"bands {want_bands} do not divide the {e.out_spatial[0]} output rows",
                                  f"use one of {', '.join(map(str, _band_counts(e.out_spatial[0])))}")
-    candidates = []
-    for bands in ([want_bands] if want_bands else _band_counts(e.out_spatial[0])):
-        for parts in ([want_parts] if want_parts else range(1, max_parts + 1)):
-            m_slice = ceil_div(ceil_div(e.filters, parts), step) * step
-            if (parts - 1) * m_slice >= e.filters:
+    if want_groups is not None and e.batch % want_groups:
+        raise IllegalConfigError(where, f"event_groups {want_groups} do not divide the batch of {e.batch}",
+                                 f"use one of {', '.join(map(str, _band_counts(e.batch)))}")
+    store = max(1, STORE_BITS // (e.mmul[2] * BITS[e.out_dtype]))
+    if e.pool:  # one pixel group, the column blocks of one pixel store
+        e.m_accumulators, e.n_accumulators = 1, store
+    else:
+        e.m_accumulators, e.n_accumulators = _accumulators(e)
+    while want_parts and e.n_accumulators > store and ceil_div(e.filters, e.mmul[2] * e.n_accumulators) < want_parts:
+        e.n_accumulators //= 2  # narrower accumulator groups: slices of fewer channels
+    while True:
+        step = e.mmul[2] * e.n_accumulators
+        max_parts = ceil_div(e.filters, step)
+        if want_parts is not None and want_parts > max_parts:
+            raise IllegalConfigError(where, f"parts {want_parts}: {e.filters} output channels give at most "
+                                     f"{max_parts} slices of {step}", f"use at most {max_parts}")
+        candidates = []
+        for length in ([want_length] if want_length else range(1, max_length + 1)):
+            c_slice = ceil_div(ceil_div(e.c_total, length), k) * k
+            if (length - 1) * c_slice >= e.c_total:
                 continue
-            candidates.append((bands * parts, bands, parts, m_slice))
-    candidates.sort()
-    for tiles, bands, parts, m_slice in candidates:
-        if tiles > device.compute_rows * device.columns:
+            for groups in ([want_groups] if want_groups else _band_counts(e.batch)):
+                for bands in ([want_bands] if want_bands else _band_counts(e.out_spatial[0])):
+                    for parts in ([want_parts] if want_parts else range(1, max_parts + 1)):
+                        m_slice = ceil_div(ceil_div(e.filters, parts), step) * step
+                        if (parts - 1) * m_slice >= e.filters:
+                            continue
+                        candidates.append((length * groups * bands * parts, length, groups, bands, parts, m_slice,
+                                           c_slice))
+        candidates.sort()
+        for tiles, length, groups, bands, parts, m_slice, c_slice in candidates:
+            if tiles > device.compute_rows * device.columns:
+                break
+            e.cas_length, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
+            e.c_pad = m_slice if e.pool else c_slice  # a pool tile reads the channels it writes
+            if fits(e, device):
+                e.cas_num = tiles // length
+                e.override = bool(want_parts or want_bands or want_groups or want_length)
+                return
+        if e.n_accumulators <= store or want_parts:
             break
-        e.bands, e.parts, e.m_slice = bands, parts, m_slice
-        if e.pool:
-            e.c_pad = m_slice  # a pool tile reads the channels it writes
-        if fits(e, device):
-            e.cas_num, e.cas_length = tiles, 1
-            e.override = bool(want_parts or want_bands)
-            return
-    e.bands, e.parts, e.m_slice = candidates[-1][1:] if candidates else (1, 1, step)
-    need = tile_bytes(e)
+        e.n_accumulators //= 2
+        e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.pool else 1
+    fitting = [c for c in candidates if c[0] <= device.compute_rows * device.columns] or candidates
+    if fitting:
+        _, e.cas_length, e.event_groups, e.bands, e.parts, e.m_slice, c_slice = fitting[-1]
+        e.c_pad = e.m_slice if e.pool else c_slice
+    need = max((tile_bytes(e, role) for role in e.roles), key=lambda d: sum(d.values()))
     raise DoesNotFitError(
-        f"op {e.op} (conv)", f"no split into row bands and output-channel slices fits a tile's data memory: at "
-        f"{e.bands} band(s) x {e.parts} slice(s) a tile still needs {sum(need.values())} bytes "
-        f"({', '.join(f'{k} {v}' for k, v in need.items())}) of {device.data_memory_bytes}",
-        "use a smaller batch, fewer input channels, or narrower types for this layer")
+        f"op {e.op} (conv)", f"no split into input-channel slices, event groups, row bands and output-channel slices "
+        f"fits a tile's data memory: at {e.cas_length} x {e.event_groups} x {e.bands} x {e.parts} tiles one still "
+        f"needs {sum(need.values())} bytes ({', '.join(f'{k} {v}' for k, v in need.items())}) of "
+        f"{device.data_memory_bytes}", "use a smaller batch, fewer input channels, or narrower types for this layer")
 
 
 # -- weights and the tile's arithmetic ----------------------------------------------------------------------------
 def dense_weights(graph: Graph, op: Op, e: ConvExec) -> np.ndarray:
-    """``[KH, KW, c_pad, m_padded]`` int64: the op's weights with zeros outside each group and in the padding."""
+    """``[KH, KW, cas_length * c_pad, m_padded]`` int64: the op's weights with zeros outside each group and in the
+    padding."""
     w = logical.kernel_weights(graph, op).reshape(e.kernel[0], e.kernel[1], e.channels // e.groups, e.filters)
-    out = np.zeros((e.kernel[0], e.kernel[1], e.c_pad, e.m_padded), dtype=np.int64)
+    out = np.zeros((e.kernel[0], e.kernel[1], e.cas_length * e.c_pad, e.m_padded), dtype=np.int64)
     cg, mg = e.channels // e.groups, e.filters // e.groups
     for g in range(e.groups):
         out[:, :, g * cg:(g + 1) * cg, g * mg:(g + 1) * mg] = w[..., g * mg:(g + 1) * mg]
@@ -362,27 +409,62 @@ def run_pool_tile(e: ConvExec, image: np.ndarray) -> np.ndarray:
     return out.reshape(-1, e.c_pad)
 
 
-def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
-             requant: Any) -> np.ndarray:
-    """Output rows ``[events * HO_band * WO, m_slice]`` (codes) of input windows ``image`` ``[events, HI, WI,
-    c_pad]`` with the tile's weights ``[KH, KW, c_pad, m_slice]`` (unpacked), bias ``[m_slice]`` and the
-    requantisation of its columns (or None: the SRS epilogue)."""
+def partial_sums(e: ConvExec, image: np.ndarray, w_tile: np.ndarray) -> np.ndarray:
+    """A tile's exact sums over its channel slice for every computed pixel: ``[events, HO_band, WQ, m_slice]``
+    int64 from input windows ``[events, HI, WI, c_pad]`` and weights ``[KH, KW, c_pad, m_slice]`` (unpacked). The
+    pixels past WO read the window's own (zero-padded) columns, as the kernel does: they travel on the cascade."""
     sh, sw = e.strides
     dh, dw = e.dilations
-    ho, wo = e.band_rows, e.out_spatial[1]
+    ho, wq = e.band_rows, e.wq
     x = np.asarray(image, dtype=np.float64)
     w = np.asarray(w_tile, dtype=np.float64)
-    acc = np.zeros((x.shape[0], ho, wo, e.m_slice), dtype=np.float64)
+    acc = np.zeros((x.shape[0], ho, wq, e.m_slice), dtype=np.float64)
     for kh in range(e.kernel[0]):
         for kw in range(e.kernel[1]):
-            patch = x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wo - 1) * sw + 1:sw, :]
+            patch = x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wq - 1) * sw + 1:sw, :]
             acc += patch @ w[kh, kw]  # exact: every partial sum is below 2**53 (kernels/linear.py)
-    sums = acc.astype(np.int64).reshape(-1, e.m_slice)
-    if bias is not None:
-        sums += np.asarray(bias, dtype=np.int64)[None, :]
+    return acc.astype(np.int64)
+
+
+def finish_tile(e: ConvExec, sums: np.ndarray, requant: Any) -> np.ndarray:
+    """Output codes ``[events * HO_band * WO, m_slice]`` of the whole sums ``[events, HO_band, WQ, m_slice]``
+    (bias included): the stored pixels through the epilogue."""
+    flat = sums[:, :, : e.out_spatial[1], :].reshape(-1, e.m_slice)
     if requant is not None:
-        return requant.apply(sums)
-    return apply_epilogue(sums, e.epi(), BITS[e.out_dtype], is_signed(e.out_dtype))
+        return requant.apply(flat)
+    return apply_epilogue(flat, e.epi(), BITS[e.out_dtype], is_signed(e.out_dtype))
+
+
+def cascade_stream(e: ConvExec, sums: np.ndarray, iters: int) -> np.ndarray:
+    """``[iters * tile_batch, HO_band, WQ, m_slice]`` partial sums -> ``[iters, cascade_lanes]`` in the order the
+    kernel sends them: event, row, pixel step, group, then blocks (i, j), each MMUL_M x MMUL_N row-major."""
+    m, _, n = e.mmul
+    steps, groups = e.wq // e.group_pixels, e.m_slice // (n * e.n_accumulators)
+    blocks = np.asarray(sums).reshape(iters, e.tile_batch, e.band_rows, steps, e.m_accumulators, m, groups,
+                                      e.n_accumulators, n)
+    return np.ascontiguousarray(blocks.transpose(0, 1, 2, 3, 6, 4, 7, 5, 8)).reshape(iters, -1)
+
+
+def cascade_sums(e: ConvExec, stream: np.ndarray) -> np.ndarray:
+    """The inverse of ``cascade_stream``: ``[iters, cascade_lanes]`` -> ``[iters * tile_batch, HO_band, WQ,
+    m_slice]``."""
+    m, _, n = e.mmul
+    steps, groups = e.wq // e.group_pixels, e.m_slice // (n * e.n_accumulators)
+    iters = stream.shape[0]
+    blocks = np.asarray(stream).reshape(iters, e.tile_batch, e.band_rows, steps, groups, e.m_accumulators,
+                                        e.n_accumulators, m, n)
+    return blocks.transpose(0, 1, 2, 3, 5, 7, 4, 6, 8).reshape(iters * e.tile_batch, e.band_rows, e.wq, e.m_slice)
+
+
+def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
+             requant: Any) -> np.ndarray:
+    """A single tile (no cascade): output rows ``[events * HO_band * WO, m_slice]`` of input windows ``image``
+    ``[events, HI, WI, c_pad]`` with the tile's weights ``[KH, KW, c_pad, m_slice]`` (unpacked), bias
+    ``[m_slice]`` and the requantisation of its columns (or None: the SRS epilogue)."""
+    sums = partial_sums(e, image, w_tile)
+    if bias is not None:
+        sums += np.asarray(bias, dtype=np.int64)
+    return finish_tile(e, sums, requant)
 
 
 def macs_per_event(e: ConvExec) -> int:
