@@ -120,9 +120,10 @@ class OpFamily(ABC):
         """The kernel's data ports, inputs in logical input order, then outputs."""
         raise NotImplementedError
 
-    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
+    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple]:
         """(start, width) of every port of the op on its ``index``-th activation input / output, before
-        partition (used to check that a tensor can be split over memory tiles)."""
+        partition (used to check that a tensor can be split over memory tiles); ``(start, width, window)`` where
+        ports of the same columns move different windows (row bands: each is a DMA channel of its own)."""
         raise NotImplementedError
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:

@@ -120,13 +120,13 @@ def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, to
     return groups
 
 
-def boundary_feasible(writer_slices: list[tuple[int, int]], reader_slices: list[tuple[int, int]],
-                      channels: int) -> bool:
-    """Can a tensor with these (start, width) writer and reader slices be split over memory tiles within the DMA
-    channel limits?"""
-    writers = [SliceSpec(s, w, [], None) for s, w in writer_slices]
-    readers = [SliceSpec(s, w, [], None) for s, w in dict.fromkeys(reader_slices)]
-    total = max(s + w for s, w in writer_slices + reader_slices)
+def boundary_feasible(writer_slices: list[tuple], reader_slices: list[tuple], channels: int) -> bool:
+    """Can a tensor with these writer and reader slices be split over memory tiles within the DMA channel limits?
+    A slice is ``(start, width)`` or ``(start, width, window)``: reads of one window (equal tuples) share one
+    broadcast channel, reads of different windows of the same columns (a conv's row bands) do not."""
+    writers = [SliceSpec(s[0], s[1], [], None) for s in writer_slices]
+    readers = [SliceSpec(s[0], s[1], [], None) for s in dict.fromkeys(tuple(r) for r in reader_slices)]
+    total = max(s[0] + s[1] for s in list(writer_slices) + list(reader_slices))
     try:
         _groups(writers, readers, total, channels, "")
     except DoesNotFitError:

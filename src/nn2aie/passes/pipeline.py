@@ -210,22 +210,52 @@ def _legalise_boundaries(s: State) -> None:
                 f"{prod.cas_num} producer chains and {cons.cas_length} consumer cascade positions cannot be "
                 f"served by memory tiles with {channels} DMA channels each",
                 "pick overrides whose slices line up (e.g. consumer cas_length dividing producer cas_num)")
-        for length in range(target.cas_length + 1, s.device.columns + 1):
-            num = target.cas_num if target is cons else max(1, -(-target.tiles // length))
+        if _lengthen(s, target, fixed, prod, cons, tensor, feasible, limit):
+            continue
+        # the producer's finer split can line up where its current one cannot (a conv's narrower channel slices)
+        for _ in range(MAX_PRODUCER_GROWTH if target is cons and not prod.override else 0):
+            step = _exec_family(prod).grow(prod, s.device)
+            if step is None:
+                break
             try:
-                _exec_family(target).parallelise(s.graph, target, s.device, limit,
-                                                 {"cas_length": length, "cas_num": num})
-            except IllegalConfigError:
-                continue
-            target.override = False
-            if feasible(prod, cons, tensor):
-                target.notes.append(f"cascade lengthened to {length} so the tensor to/from {fixed.op} can be "
-                                    "split over memory tiles")
+                _exec_family(prod).parallelise(s.graph, prod, s.device, limit, step)
+            except (IllegalConfigError, DoesNotFitError):
+                break
+            prod.override = False
+            if feasible(prod, cons, tensor) or _lengthen(s, cons, prod, prod, cons, tensor, feasible, limit):
+                prod.notes.append(f"split finer ({prod.tiles} tiles) so the tensor to {cons.op} can be split over "
+                                  "memory tiles")
                 break
         else:
             raise DoesNotFitError(f"tensor between layers {prod.op} and {cons.op}",
                                   "no split over memory tiles respects the DMA channel limits",
                                   "set cas_length/cas_num of both layers explicitly")
+        if not feasible(prod, cons, tensor):
+            raise DoesNotFitError(f"tensor between layers {prod.op} and {cons.op}",
+                                  "no split over memory tiles respects the DMA channel limits",
+                                  "set cas_length/cas_num of both layers explicitly")
+
+
+MAX_PRODUCER_GROWTH = 4  # DSE steps the boundary legaliser may take on a producer
+
+
+def _lengthen(s: State, target: OpExec, fixed: OpExec, prod: OpExec, cons: OpExec, tensor: str, feasible,
+              limit: int) -> bool:
+    """Lengthen ``target``'s cascade until the boundary is feasible; False (target re-planned at its last try)
+    when no length is."""
+    for length in range(target.cas_length + 1, s.device.columns + 1):
+        num = target.cas_num if target is cons else max(1, -(-target.tiles // length))
+        try:
+            _exec_family(target).parallelise(s.graph, target, s.device, limit,
+                                             {"cas_length": length, "cas_num": num})
+        except (IllegalConfigError, DoesNotFitError):
+            continue
+        target.override = False
+        if feasible(prod, cons, tensor):
+            target.notes.append(f"cascade lengthened to {length} so the tensor to/from {fixed.op} can be "
+                                "split over memory tiles")
+            return True
+    return False
 
 
 def _fuse_views(s: State) -> None:
@@ -273,12 +303,12 @@ def _resolve_views(s: State) -> None:
                 ok = False
                 break
             slices = _exec_family(pe).port_slices(pe, "out", prod.outputs.index(t))
-            end = max(a + w for a, w in slices)
+            end = max(a + w for a, w, *_ in slices)
             padded_into_next = j < len(op.inputs) - 1 and end != g.tensor(t).shape[-1]
             if padded_into_next or (off * g.tensor(t).type.container_bits) % 32:
                 ok = False
                 break
-            writers += [(a + off, w) for a, w in slices]
+            writers += [(a + off, w, *key) for a, w, *key in slices]
         for user in g.consumers(y) if ok else []:
             ue = execs[user.name]
             if ue.tiles == 0 or not boundary_feasible(writers, _exec_family(ue).port_slices(
@@ -329,7 +359,8 @@ def _window_feasible(s: State, x: str, channels: int) -> bool:
                 continue
             reader = s.absorber(user)
             ue = execs[reader.name]
-            out += [(a + off, w) for a, w in _exec_family(ue).port_slices(ue, "in", s.inputs(reader).index(t))]
+            out += [(a + off, w, *key) for a, w, *key in _exec_family(ue).port_slices(ue, "in",
+                                                                                           s.inputs(reader).index(t))]
         return out
 
     return boundary_feasible(writers, reads(x, 0), channels)

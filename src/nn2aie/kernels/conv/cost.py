@@ -75,5 +75,5 @@ def efficiency(e: ConvExec) -> float:
     """Useful MACs of one tile (its share of the op's, padding and junk pixels excluded) over the tile's peak in
     the modelled cycles."""
     useful = (e.tile_batch * e.band_rows * e.out_spatial[1] * min(e.m_slice, e.filters) * e.taps
-              * (e.channels // e.groups) / e.cas_length)
+              * (e.channels // e.groups) / e.slices)
     return useful / (peak_macs(e) * max(tile_cycles(e, role) for role in e.roles))

@@ -131,15 +131,22 @@ class ConvFamily(OpFamily):
         choose(_c(e), device, override)
 
     def grow(self, e: OpExec, device: Device) -> dict | None:
-        """Twice the output-channel slices, else twice the row bands (where they divide the rows)."""
+        """One DSE step to about twice the tiles: more chains first (output-channel slices, row bands, event
+        groups: no cascade latency), else a cascade twice as long over the input channels; None when the array
+        has no room for twice the tiles."""
         x = _c(e)
-        step = x.mmul[2] * x.n_accumulators
-        if x.parts * 2 * step <= x.m_padded and x.tiles * 2 <= device.compute_rows * device.columns:
-            return {"parts": x.parts * 2, "bands": x.bands, "event_groups": x.event_groups}
-        if x.out_spatial[0] % (x.bands * 2) == 0 and x.tiles * 2 <= device.compute_rows * device.columns:
-            return {"parts": x.parts, "bands": x.bands * 2, "event_groups": x.event_groups}
-        if x.batch % (x.event_groups * 2) == 0 and x.tiles * 2 <= device.compute_rows * device.columns:
-            return {"parts": x.parts, "bands": x.bands, "event_groups": x.event_groups * 2}
+        if x.tiles * 2 > device.compute_rows * device.columns:
+            return None
+        store = max(1, 128 // (x.mmul[2] * plain.BITS[x.out_dtype]))  # the narrowest accumulator group
+        now = {"cas_length": x.slices, "parts": x.parts, "bands": x.bands, "event_groups": x.event_groups}
+        if (x.parts * 2 - 1) * x.mmul[2] * store < x.filters:
+            return now | {"parts": x.parts * 2}
+        if x.out_spatial[0] % (x.bands * 2) == 0:
+            return now | {"bands": x.bands * 2}
+        if x.batch % (x.event_groups * 2) == 0:
+            return now | {"event_groups": x.event_groups * 2}
+        if not x.pool and x.slices * 2 <= x.c_total // x.mmul[1]:
+            return now | {"cas_length": x.slices * 2}
         return None
 
     # -- physical -----------------------------------------------------------------------------------------------
@@ -148,7 +155,8 @@ class ConvFamily(OpFamily):
         if x.pool:
             kernels = []
             for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
-                k = Kernel(name=name, layer=op.name, chain=tile, position=0, role="single", col=-1, row=-1,
+                row, column = self._place(x, device, tile, 0)
+                k = Kernel(name=name, layer=op.name, chain=row, position=column, role="single", col=-1, row=-1,
                            k_start=tile // x.parts, n_start=part * x.m_slice,
                            weights=np.zeros(0, dtype=numpy_dtype(x.a_dtype)), bias=None, family=self.name)
                 k.memory = self.memory_map(x, k, device, frozenset())
@@ -162,14 +170,16 @@ class ConvFamily(OpFamily):
         kernels = []
         c = x.c_pad
         packed = {(pos, part): pack_weights(x, w[:, :, pos * c:(pos + 1) * c, part * x.m_slice:(part + 1) * x.m_slice])
-                  .astype(numpy_dtype(x.w_dtype)) for pos in range(x.cas_length) for part in range(x.parts)}
+                  .astype(numpy_dtype(x.w_dtype)) for pos in range(x.slices) for part in range(x.parts)}
         roles = x.roles
         for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
             n0 = part * x.m_slice
-            for pos in range(x.cas_length):
-                role = roles[0] if pos == 0 else roles[-1] if pos == x.cas_length - 1 else "middle"
-                k = Kernel(name=name + (f"_p{pos}" if x.cas_length > 1 else ""), layer=op.name, chain=tile,
-                           position=pos, role=role, col=-1, row=-1, k_start=tile // x.parts, n_start=n0,
+            for pos in range(x.slices):
+                role = roles[0] if pos == 0 else roles[-1] if pos == x.slices - 1 else "middle"
+                row, column = self._place(x, device, tile, pos)
+                k = Kernel(name=name + (f"_p{pos}" if x.slices > 1 else ""), layer=op.name, chain=row,
+                           position=column, role=role, col=-1, row=-1, k_start=(tile // x.parts) * x.slices + pos,
+                           n_start=n0,
                            weights=packed[(pos, part)],
                            bias=b_pad[n0:n0 + x.m_slice].astype(np.int32) if x.has_bias and role in (
                                "single", "first") else None, family=self.name)
@@ -180,9 +190,16 @@ class ConvFamily(OpFamily):
         return kernels
 
     @staticmethod
+    def _place(x: ConvExec, device: Device, chain: int, position: int) -> tuple[int, int]:
+        """(row, column) of a chain's tile in the footprint: chains stack in columns of at most the array's rows,
+        each chain ``slices`` tiles wide along its cascade."""
+        rows = min(x.chains, device.compute_rows)
+        return chain % rows, (chain // rows) * x.slices + position
+
+    @staticmethod
     def _tiles(x: ConvExec, layer_id: str) -> list[tuple[str, int]]:
-        """(kernel name, output-channel slice) of every tile, chain order: event group, band, slice. A kernel's
-        ``k_start`` is ``event_group * bands + band``."""
+        """(kernel name, output-channel slice) of every chain: event group, band, slice. A kernel's ``k_start`` is
+        ``(event_group * bands + band) * slices + cascade position`` (a pool's: ``event_group * bands + band``)."""
         out = []
         for group in range(x.event_groups):
             for band in range(x.bands):
@@ -212,16 +229,18 @@ class ConvFamily(OpFamily):
 
     def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
         x = _c(e)
-        ports = [self._input_port(x, kernel.k_start, kernel.n_start, kernel.position)]
+        slot, position = divmod(kernel.k_start, x.slices)
+        ports = [self._input_port(x, slot, kernel.n_start, position)]
         if kernel.role in ("single", "last"):
-            ports.append(self._output_port(x, kernel.k_start, kernel.n_start))
+            ports.append(self._output_port(x, slot, kernel.n_start))
         return ports
 
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
         x = _c(e)
+        windows = range(x.event_groups * x.bands)  # each a window of its own (in) or a region written (out)
         if direction == "out" or x.pool:
-            return [(p * x.m_slice, x.m_slice) for p in range(x.parts)]
-        return [(p * x.c_pad, x.c_pad) for p in range(x.cas_length)]
+            return [(p * x.m_slice, x.m_slice, w) for p in range(x.parts) for w in windows]
+        return [(p * x.c_pad, x.c_pad, w) for p in range(x.slices) for w in windows]
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
         x = _c(e)
@@ -274,11 +293,11 @@ class ConvFamily(OpFamily):
             if io.trace is not None:
                 self._trace_input(x, k, window, io)
                 if k.has_cascade_in:
-                    io.trace.cascade_in[k.name] = cascade_stream(x, sums[k.chain], io.iterations)
+                    io.trace.cascade_in[k.name] = cascade_stream(x, sums[k.cascade_from], io.iterations)
             if k.has_cascade_in:
-                part += sums.pop(k.chain)
+                part += sums.pop(k.cascade_from)
             if k.has_cascade_out:
-                sums[k.chain] = part
+                sums[k.name] = part
                 if io.trace is not None:
                     io.trace.outputs[k.name] = cascade_stream(x, part, io.iterations)
                 continue
@@ -288,7 +307,8 @@ class ConvFamily(OpFamily):
             io.write(k, "out", y)
 
     def _trace_input(self, x: ConvExec, k: Kernel, window: np.ndarray, io: Any) -> None:
-        port = self._input_port(x, k.k_start, k.n_start, k.position)
+        slot, position = divmod(k.k_start, x.slices)
+        port = self._input_port(x, slot, k.n_start, position)
         layout = BlockLayout(port.rows, port.width, port.block[0], port.block[1])
         win = np.asarray(window, dtype=np.int64).reshape(io.iterations, port.rows, port.width)
         io.trace.inputs[k.name] = layout.to_blocks(win)
@@ -458,11 +478,13 @@ class ConvFamily(OpFamily):
 
     def describe_kernel(self, e: OpExec, kernel: Kernel) -> str:
         x = _c(e)
-        r0 = kernel.k_start % x.bands * x.band_rows
-        events = self._events(x, kernel.k_start)
+        slot, position = divmod(kernel.k_start, x.slices)
+        r0 = slot % x.bands * x.band_rows
+        events = self._events(x, slot)
         ev = f"events [{events[0]}, {events[0] + events[1]}), " if events else ""
+        cin = f", input channels [{position * x.c_pad}, {(position + 1) * x.c_pad})" if x.slices > 1 else ""
         return (f"{ev}output rows [{r0}, {r0 + x.band_rows}), channels [{kernel.n_start}, "
-                f"{kernel.n_start + x.m_slice})")
+                f"{kernel.n_start + x.m_slice}){cin} ({kernel.role})")
 
     def native_sources(self, e: OpExec, index: int) -> list[str]:
         x = _c(e)
@@ -525,6 +547,7 @@ class ConvFamily(OpFamily):
                "groups": x.groups, "channels": x.channels, "filters": x.filters,
                "activation": "relu" if x.relu else "linear", "mmul": "x".join(map(str, x.mmul)), "acc": x.acc,
                "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice, "event_groups": x.event_groups,
+               "slices": x.slices, "c_slice": x.c_pad,
                "efficiency_modelled": round(cost.efficiency(x), 4)}
         if x.requant is not None:
             out["requant"] = x.requant.to_json()

@@ -1,9 +1,11 @@
 """How a conv op runs on tiles, and the bit-exact semantics of one tile (templates/conv_kernel_impl.h.j2).
 
 A 1-D convolution runs as a 2-D one with one image row (``H = 1``). The op's footprint is ``event_groups x bands x
-parts`` tiles (``cas_num`` chains, one cascade position): the batch's events are shared out over ``event_groups``,
-output rows split into ``bands`` equal row bands, output channels into ``parts`` slices of ``m_slice`` (whole
-accumulator groups). Each tile holds its
+parts`` chains of ``slices`` tiles: the batch's events are shared out over ``event_groups``, output rows split into
+``bands`` equal row bands, output channels into ``parts`` slices of ``m_slice`` (whole accumulator groups), input
+channels into ``slices`` slices of ``c_pad`` along a cascade (partial sums of every computed pixel travel on it).
+The chains stack in columns of at most the array's rows: the footprint is ``cas_length = ceil(chains / rows) x
+slices`` columns by ``cas_num = min(chains, rows)`` rows. Each tile holds its
 channel slice of the weights and reads, per event, the **input window** of its band from the memory tile: rows
 ``[r0 * SH - pad_top, ...)`` of ``HI`` rows and columns ``[-pad_left, ...)`` of ``WI`` pixels, zero outside the
 image (the memory tile's zero padding: no core writes a padded pixel), every input channel padded to ``c_pad``
@@ -78,7 +80,8 @@ class ConvExec(OpExec):
     c_pad: int  # input channels of one tile (a cascade position's slice), a multiple of MMUL_K
     requant: Any = None  # kernels/requant.py Requant (multiplier / table) or None (the SRS epilogue)
     pool: str = ""  # "" a convolution; "max" a max pool (no weights: channels pass through, c_pad = m_slice)
-    c_total: int = 0  # input channels padded to MMUL_K (cas_length slices of c_pad cover them)
+    c_total: int = 0  # input channels padded to MMUL_K (``slices`` slices of c_pad cover them)
+    slices: int = 1  # input-channel slices along a cascade (the override key cas_length)
     m_slice: int = 0  # output channels per tile
     parts: int = 1  # output-channel slices
     bands: int = 1  # output row bands
@@ -146,9 +149,14 @@ class ConvExec(OpExec):
 
     @property
     def roles(self) -> list[str]:
-        if self.cas_length == 1:
+        if self.slices == 1:
             return ["single"]
-        return ["first"] + (["middle"] if self.cas_length > 2 else []) + ["last"]
+        return ["first"] + (["middle"] if self.slices > 2 else []) + ["last"]
+
+    @property
+    def chains(self) -> int:
+        """Independent cascades: event groups x row bands x output-channel slices."""
+        return self.event_groups * self.bands * self.parts
 
     @property
     def cascade_lanes(self) -> int:
@@ -334,37 +342,43 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
                         candidates.append((length * groups * bands * parts, length, groups, bands, parts, m_slice,
                                            c_slice))
         candidates.sort()
+        channels = min(device.fact("memtile_dma_channels").values())
         for tiles, length, groups, bands, parts, m_slice, c_slice in candidates:
-            if tiles > device.compute_rows * device.columns:
-                break
-            e.cas_length, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
+            if groups * bands > channels:
+                continue  # distinct windows of one column range: each is a memory-tile DMA channel (in and out)
+            rows = min(tiles // length, device.compute_rows)
+            columns = -(-(tiles // length) // device.compute_rows) * length
+            if columns > device.columns:
+                continue  # the chains stack in columns of at most compute_rows, each `length` tiles wide
+            e.slices, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
             e.c_pad = m_slice if e.pool else c_slice  # a pool tile reads the channels it writes
             if fits(e, device):
-                e.cas_num = tiles // length
+                e.cas_num, e.cas_length = rows, columns
                 e.override = bool(want_parts or want_bands or want_groups or want_length)
                 return
         if e.n_accumulators <= store or want_parts:
             break
         e.n_accumulators //= 2
         e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.pool else 1
-    fitting = [c for c in candidates if c[0] <= device.compute_rows * device.columns] or candidates
+    fitting = [c for c in candidates if -(-(c[0] // c[1]) // device.compute_rows) * c[1] <= device.columns] or \
+        candidates
     if fitting:
-        _, e.cas_length, e.event_groups, e.bands, e.parts, e.m_slice, c_slice = fitting[-1]
+        _, e.slices, e.event_groups, e.bands, e.parts, e.m_slice, c_slice = fitting[-1]
         e.c_pad = e.m_slice if e.pool else c_slice
     need = max((tile_bytes(e, role) for role in e.roles), key=lambda d: sum(d.values()))
     raise DoesNotFitError(
         f"op {e.op} (conv)", f"no split into input-channel slices, event groups, row bands and output-channel slices "
-        f"fits a tile's data memory: at {e.cas_length} x {e.event_groups} x {e.bands} x {e.parts} tiles one still "
+        f"fits a tile's data memory: at {e.slices} x {e.event_groups} x {e.bands} x {e.parts} tiles one still "
         f"needs {sum(need.values())} bytes ({', '.join(f'{k} {v}' for k, v in need.items())}) of "
         f"{device.data_memory_bytes}", "use a smaller batch, fewer input channels, or narrower types for this layer")
 
 
 # -- weights and the tile's arithmetic ----------------------------------------------------------------------------
 def dense_weights(graph: Graph, op: Op, e: ConvExec) -> np.ndarray:
-    """``[KH, KW, cas_length * c_pad, m_padded]`` int64: the op's weights with zeros outside each group and in the
+    """``[KH, KW, slices * c_pad, m_padded]`` int64: the op's weights with zeros outside each group and in the
     padding."""
     w = logical.kernel_weights(graph, op).reshape(e.kernel[0], e.kernel[1], e.channels // e.groups, e.filters)
-    out = np.zeros((e.kernel[0], e.kernel[1], e.cas_length * e.c_pad, e.m_padded), dtype=np.int64)
+    out = np.zeros((e.kernel[0], e.kernel[1], e.slices * e.c_pad, e.m_padded), dtype=np.int64)
     cg, mg = e.channels // e.groups, e.filters // e.groups
     for g in range(e.groups):
         out[:, :, g * cg:(g + 1) * cg, g * mg:(g + 1) * mg] = w[..., g * mg:(g + 1) * mg]
