@@ -290,6 +290,13 @@ def fits(e: ConvExec, device: Device) -> bool:
     return all(sum(tile_bytes(e, role).values()) <= budget for role in e.roles)
 
 
+def stack_rows(device: Device) -> int:
+    """Chains per footprint column: half the array's rows, so that a wide conv's streams to and from the memory
+    tiles spread over twice the columns (each chain has its own input window and output region; the stream
+    switches of one column carry a few of them, the legality model counts them)."""
+    return max(1, device.compute_rows // 2)
+
+
 def _band_counts(ho: int) -> list[int]:
     return [b for b in range(1, ho + 1) if ho % b == 0]
 
@@ -346,10 +353,11 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
         for tiles, length, groups, bands, parts, m_slice, c_slice in candidates:
             if groups * bands > channels:
                 continue  # distinct windows of one column range: each is a memory-tile DMA channel (in and out)
-            rows = min(tiles // length, device.compute_rows)
-            columns = -(-(tiles // length) // device.compute_rows) * length
+            per_column = stack_rows(device)
+            rows = min(tiles // length, per_column)
+            columns = -(-(tiles // length) // per_column) * length
             if columns > device.columns:
-                continue  # the chains stack in columns of at most compute_rows, each `length` tiles wide
+                continue  # the chains stack in columns of at most stack_rows, each `length` tiles wide
             e.slices, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
             e.c_pad = m_slice if e.pool else c_slice  # a pool tile reads the channels it writes
             if fits(e, device):
@@ -360,7 +368,7 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
             break
         e.n_accumulators //= 2
         e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.pool else 1
-    fitting = [c for c in candidates if -(-(c[0] // c[1]) // device.compute_rows) * c[1] <= device.columns] or \
+    fitting = [c for c in candidates if -(-(c[0] // c[1]) // stack_rows(device)) * c[1] <= device.columns] or \
         candidates
     if fitting:
         _, e.slices, e.event_groups, e.bands, e.parts, e.m_slice, c_slice = fitting[-1]
