@@ -28,7 +28,6 @@ from nn2aie.kernels.conv.plan import (
     plan,
     plan_pool,
     run_pool_tile,
-    stack_rows,
     tile_bytes,
     unpack_weights,
     window_to_image,
@@ -194,7 +193,7 @@ class ConvFamily(OpFamily):
     def _place(x: ConvExec, device: Device, chain: int, position: int) -> tuple[int, int]:
         """(row, column) of a chain's tile in the footprint: chains stack in columns of at most the array's rows,
         each chain ``slices`` tiles wide along its cascade."""
-        rows = min(x.chains, stack_rows(device))
+        rows = x.cas_num  # the footprint's rows (kernels/conv/plan.py footprint)
         return chain % rows, (chain // rows) * x.slices + position
 
     @staticmethod

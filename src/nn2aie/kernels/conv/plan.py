@@ -297,6 +297,13 @@ def stack_rows(device: Device) -> int:
     return max(1, device.compute_rows // 2)
 
 
+def footprint(chains: int, length: int, device: Device) -> tuple[int, int]:
+    """(rows, columns) of the rectangle ``chains`` cascades of ``length`` tiles take: as few columns of chains as
+    ``stack_rows`` allows, the chains shared out evenly over them (few empty slots)."""
+    stacks = -(-chains // stack_rows(device))
+    return -(-chains // stacks), stacks * length
+
+
 def _band_counts(ho: int) -> list[int]:
     return [b for b in range(1, ho + 1) if ho % b == 0]
 
@@ -353,9 +360,7 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
         for tiles, length, groups, bands, parts, m_slice, c_slice in candidates:
             if groups * bands > channels:
                 continue  # distinct windows of one column range: each is a memory-tile DMA channel (in and out)
-            per_column = stack_rows(device)
-            rows = min(tiles // length, per_column)
-            columns = -(-(tiles // length) // per_column) * length
+            rows, columns = footprint(tiles // length, length, device)
             if columns > device.columns:
                 continue  # the chains stack in columns of at most stack_rows, each `length` tiles wide
             e.slices, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
@@ -368,7 +373,7 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
             break
         e.n_accumulators //= 2
         e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.pool else 1
-    fitting = [c for c in candidates if -(-(c[0] // c[1]) // stack_rows(device)) * c[1] <= device.columns] or \
+    fitting = [c for c in candidates if footprint(c[0] // c[1], c[1], device)[1] <= device.columns] or \
         candidates
     if fitting:
         _, e.slices, e.event_groups, e.bands, e.parts, e.m_slice, c_slice = fitting[-1]
