@@ -249,15 +249,32 @@ def plan_pool(graph: Graph, op: Op, device: Device, batch: int) -> ConvExec:
 
 # -- parallelism --------------------------------------------------------------------------------------------------
 def _accumulators(e: ConvExec) -> tuple[int, int]:
-    """(M_ACC, N_ACC): N_ACC a multiple of the store width, M_ACC x N_ACC <= MAX_ACCUMULATORS registers."""
-    m, _, n = e.mmul
+    """(M_ACC, N_ACC): the register blocking with the fewest modelled cycles per useful MAC (kernels/mac_cost.py's
+    trip: MACs, A loads on one unit, B loads on the other; pixels computed past the row's end count as waste).
+    N_ACC is a multiple of the 128-bit store width, M_ACC x N_ACC blocks fit MAX_ACCUMULATORS registers."""
+    from nn2aie.kernels.mac_cost import NATIVE_MACS_PER_INSTRUCTION, LoopNest, trip_cycles
+
+    m, k, n = e.mmul
     regs = max(1, (32 if e.acc == "acc32" else 64) * m * n // 1024)
     store = max(1, STORE_BITS // (n * BITS[e.out_dtype]))
-    n_acc = store
-    while n_acc * 2 * regs <= MAX_ACCUMULATORS and n_acc * 2 * n <= ceil_div(e.filters, n) * n:
-        n_acc *= 2
-    m_acc = 2 if 2 * n_acc * regs <= MAX_ACCUMULATORS and e.out_spatial[1] > m else 1
-    return m_acc, n_acc
+    a_bits, w_bits = BITS[e.a_dtype], BITS[e.w_dtype]
+    per = max(1, m * k * n // NATIVE_MACS_PER_INSTRUCTION[(e.a_dtype.removeprefix("u"), e.w_dtype)])
+    wo = e.out_spatial[1]
+    best = None
+    for n_acc in (store, 2 * store, 4 * store):
+        if n_acc * n > ceil_div(e.filters, n) * n and n_acc > store:
+            continue
+        for m_acc in (1, 2, 4):
+            if m_acc * n_acc * regs > MAX_ACCUMULATORS or (m_acc > 1 and (m_acc - 1) * m >= wo):
+                continue
+            trip = trip_cycles(LoopNest(1, m_acc * n_acc, 1, per, m_acc * e.strides[1] * m * k * a_bits,
+                                        n_acc * k * n * w_bits, 0, 8))
+            waste = ceil_div(wo, m * m_acc) * m * m_acc / wo
+            score = (trip / (m_acc * n_acc) * waste, -n_acc)
+            if best is None or score < best[0]:
+                best = (score, m_acc, n_acc)
+    assert best is not None
+    return best[1], best[2]
 
 
 def tile_bytes(e: ConvExec, role: str = "single") -> dict[str, int]:
