@@ -109,7 +109,7 @@ def scaling_rows() -> list[dict]:
         perf = model_performance(plan).to_json()
         (e,) = plan.layers
         tiles = sum(1 for k in plan.kernels if k.layer == "conv")
-        interval_cycles = perf["interval_us"] * 1250.0
+        interval_cycles = perf["interval_cycles"]
         rows.append({"split": ov, "tiles": tiles, "latency_us": perf["latency_us"],
                      "events_per_s": perf["events_per_s"], "bottleneck": perf.get("bottleneck", ""),
                      "array_efficiency": round(macs / (tiles * 256 * interval_cycles), 4)})

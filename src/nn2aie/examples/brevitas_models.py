@@ -264,3 +264,129 @@ def _finn_statistics(torch: Any, norm: Any, model: Any, fan_in: int, seed: int) 
                 m.running_var.copy_(0.5 + torch.rand(1, generator=gen))
                 m.weight.copy_(torch.randn(1, generator=gen))
                 m.bias.copy_(torch.randn(1, generator=gen))
+
+
+def _seed_batchnorms(torch: Any, model: Any, seed: int) -> None:
+    """BatchNorm2d statistics drawn so that every channel's scale and offset matter (an untrained BatchNorm is
+    the identity): means within the sum's range, variances around it, gammas of both signs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.3)
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                m.weight.copy_(torch.randn(n, generator=gen).abs() * 0.8 + 0.2)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+
+
+def make_resnet8(seed: int = 0, width: tuple[int, int, int] = (16, 32, 64), classes: int = 10) -> Any:
+    """The MLPerf Tiny image-classification ResNet-8 (CIFAR-10 32x32x3: a 3x3 stem, three residual stacks of two
+    3x3 convolutions with BatchNorm, the second and third strided by 2 with a 1x1 strided shortcut, global average
+    pooling, a dense head) in Brevitas with 8-bit power-of-two (fixed-point) quantizers, eval mode, seeded weights
+    and BatchNorm statistics. Input [1, 3, 32, 32]."""
+    torch = _require("torch")
+    qnn = _require("brevitas.nn")
+    quant = _require("brevitas.quant")
+    w8 = {"weight_quant": quant.Int8WeightPerTensorFixedPoint, "bias": False}
+    act = quant.Int8ActPerTensorFixedPoint
+    relu = quant.Uint8ActPerTensorFixedPoint
+
+    class Stack(torch.nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.c1 = qnn.QuantConv2d(cin, cout, 3, stride=stride, padding=1, **w8)
+            self.b1 = torch.nn.BatchNorm2d(cout)
+            self.r1 = qnn.QuantReLU(act_quant=relu, return_quant_tensor=True)
+            self.c2 = qnn.QuantConv2d(cout, cout, 3, padding=1, **w8)
+            self.b2 = torch.nn.BatchNorm2d(cout)
+            self.q2 = qnn.QuantIdentity(act_quant=act, return_quant_tensor=False)
+            self.short = qnn.QuantConv2d(cin, cout, 1, stride=stride, **w8) if stride != 1 or cin != cout else None
+            self.qs = qnn.QuantIdentity(act_quant=act, return_quant_tensor=False) if self.short is not None else None
+            self.out = qnn.QuantReLU(act_quant=relu, return_quant_tensor=True)
+
+        def forward(self, x):
+            y = self.q2(self.b2(self.c2(self.r1(self.b1(self.c1(x))))))
+            s = self.qs(self.short(x)) if self.short is not None else x.value if hasattr(x, "value") else x
+            return self.out(y + s)
+
+    class ResNet8(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qin = qnn.QuantIdentity(act_quant=act, return_quant_tensor=True)
+            self.stem = qnn.QuantConv2d(3, width[0], 3, padding=1, **w8)
+            self.bn = torch.nn.BatchNorm2d(width[0])
+            self.relu = qnn.QuantReLU(act_quant=relu, return_quant_tensor=True)
+            self.s1 = Stack(width[0], width[0], 1)
+            self.s2 = Stack(width[0], width[1], 2)
+            self.s3 = Stack(width[1], width[2], 2)
+            self.qpool = qnn.QuantIdentity(act_quant=relu, return_quant_tensor=True)
+            self.fc = qnn.QuantLinear(width[2], classes, **w8)
+            self.qout = qnn.QuantIdentity(act_quant=act)
+
+        def forward(self, x):
+            x = self.relu(self.bn(self.stem(self.qin(x))))
+            x = self.s3(self.s2(self.s1(x)))
+            x = self.qpool(torch.mean(x.value if hasattr(x, "value") else x, dim=(2, 3)))
+            return self.qout(self.fc(x))
+
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        model = ResNet8()
+        _seed_batchnorms(torch, model, seed + 1)
+        model.train()  # calibrate the activation quantizers' ranges
+        with torch.no_grad():
+            for _ in range(3):
+                model(torch.rand(8, 3, 32, 32))
+        _seed_batchnorms(torch, model, seed + 1)
+    model.eval()
+    return model
+
+
+def make_ds_cnn(seed: int = 0, filters: int = 64, blocks: int = 4, classes: int = 12) -> Any:
+    """A DS-CNN keyword spotter as in MLPerf Tiny (49x10 MFCC input, a 10x4 stride-2 conv of 64 filters, four
+    depthwise-separable blocks -- 3x3 depthwise, 1x1 pointwise, each with BatchNorm and ReLU -- global average
+    pooling, a dense head) in Brevitas with 8-bit power-of-two quantizers, eval mode, seeded. The stem pads 5 rows
+    and 1 column on each side (the 25x5 output of 'same' padding, which pads 4 / 5 rows). Input [1, 1, 49, 10]."""
+    torch = _require("torch")
+    qnn = _require("brevitas.nn")
+    quant = _require("brevitas.quant")
+    w8 = {"weight_quant": quant.Int8WeightPerTensorFixedPoint, "bias": False}
+    relu = quant.Uint8ActPerTensorFixedPoint
+
+    class DsCnn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qin = qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+            layers: list[Any] = [qnn.QuantConv2d(1, filters, (10, 4), stride=2, padding=(5, 1), **w8),
+                                 torch.nn.BatchNorm2d(filters), qnn.QuantReLU(act_quant=relu, return_quant_tensor=True)]
+            for _ in range(blocks):
+                layers += [qnn.QuantConv2d(filters, filters, 3, padding=1, groups=filters, **w8),
+                           torch.nn.BatchNorm2d(filters), qnn.QuantReLU(act_quant=relu, return_quant_tensor=True),
+                           qnn.QuantConv2d(filters, filters, 1, **w8), torch.nn.BatchNorm2d(filters),
+                           qnn.QuantReLU(act_quant=relu, return_quant_tensor=True)]
+            self.features = torch.nn.Sequential(*layers)
+            self.qpool = qnn.QuantIdentity(act_quant=relu, return_quant_tensor=True)
+            self.fc = qnn.QuantLinear(filters, classes, **w8)
+            self.qout = qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint)
+
+        def forward(self, x):
+            x = self.features(self.qin(x))
+            x = self.qpool(torch.mean(x.value if hasattr(x, "value") else x, dim=(2, 3)))
+            return self.qout(self.fc(x))
+
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        model = DsCnn()
+        _seed_batchnorms(torch, model, seed + 1)
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(torch.randn(8, 1, 49, 10))
+        _seed_batchnorms(torch, model, seed + 1)
+    model.eval()
+    return model

@@ -105,3 +105,26 @@ def test_multi_tile_slices_cover_the_tensor():
     assert (e.cas_num, e.slice) == (3, 12)
     assert sorted(k.n_start for k in plan.kernels_of("op")) == [0, 12, 24]
     assert np.all([k.col >= 0 and k.row >= 0 for k in plan.kernels_of("op")])
+
+
+def test_tall_tensors_share_their_rows_out_over_tiles():
+    """An image-sized residual add whose column slice does not fit one tile: row pieces (bands of each event's
+    rows, or whole events), each a window of its own in the memory tile; 1x1 convolutions around it."""
+    from nn2aie.ir.types import FixedType as F
+
+    def conv1x1(gb, name, x, m, y_t):
+        c = gb.tensors[x].shape[-1]
+        w = gb.tensor(f"{name}_w", (c, m), F(8, 7, True), gb.rng.integers(-128, 128, size=(c, m)))
+        return gb.op(name, "conv", [x, w], gb.tensors[x].shape[:-1] + (m,), y_t, kernel=[1, 1], strides=[1, 1],
+                     dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0], groups=1, activation="linear")
+
+    for (h, w), batch in (((16, 16), 12),):
+        gb = GraphBuilder(3)
+        x = gb.tensor("x", (h, w, 8), F(8, 5, True))
+        a = conv1x1(gb, "pa", x, 16, F(8, 3, True))
+        b = conv1x1(gb, "pb", x, 16, F(8, 4, True))
+        s = gb.op("add", "eltwise", [a, b], (h, w, 16), F(8, 3, True), op="add")
+        plan, _ = check(gb.graph(x, conv1x1(gb, "head", s, 16, F(8, 2, True))), events=16, batch=batch,
+                        cosim_events=8)
+        (e,) = [e for e in plan.layers if e.op == "add"]
+        assert e.pieces > 1 and e.rows * e.pieces == batch * h * w

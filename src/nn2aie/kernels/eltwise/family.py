@@ -15,7 +15,7 @@ from nn2aie.devices import Device
 from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedQuantizationError
 from nn2aie.ir.execution import OpExec, ceil_div
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes, numpy_dtype
+from nn2aie.ir.physical import BufferAlloc, Kernel, SpatialView, dtype_bytes, numpy_dtype
 from nn2aie.kernels import plain
 from nn2aie.kernels.eltwise import logical
 from nn2aie.kernels.eltwise.plan import COLUMN_ALIGN, LANES, EltwiseExec, plan
@@ -113,8 +113,36 @@ class EltwiseFamily(OpFamily):
             if slices is not None and self._buffers(x, slices[0][1]) <= budget:
                 x.cas_num, x.slice = parts, slices[0][1]
                 return
-        raise DoesNotFitError(f"op {x.op}", f"{x.rows} rows of one column slice do not fit a tile",
-                              "use a smaller batch")
+        # one column slice is too tall: share the rows out over tiles (images: events, or bands of an event)
+        total = x.rows
+        channels = min(device.fact("memtile_dma_channels").values())
+        if x.const != "table" and x.kind != "quantize":
+            options = sorted((pieces * parts, parts, pieces) for pieces in range(2, channels + 1)
+                             for parts in range(1, ceil_div(x.width, COLUMN_ALIGN) + 1))
+            for tiles, parts, pieces in options:  # fewest tiles, then the widest column slices
+                rows = self._piece_rows(x, total, pieces)
+                slices = plain.column_slices(x.width, parts, COLUMN_ALIGN)
+                if rows is None or slices is None or tiles > device.compute_rows:
+                    continue
+                x.rows = rows
+                if self._buffers(x, slices[0][1]) <= budget:
+                    x.cas_num, x.slice, x.pieces = tiles, slices[0][1], pieces
+                    return
+                x.rows = total
+        raise DoesNotFitError(f"op {x.op}", f"{total} rows of one column slice do not fit a tile (nor shared out "
+                              f"over up to {channels} tiles)", "use a smaller batch")
+
+    @staticmethod
+    def _piece_rows(x: EltwiseExec, total: int, pieces: int) -> int | None:
+        """Rows of one of ``pieces`` equal pieces of the iteration's rows that are whole events or equal bands of
+        one event's rows (a multiple of 4 rows), else None."""
+        if total % pieces:
+            return None
+        rows = total // pieces
+        per_event = x.event_rows or total
+        if rows % 4 or not (rows % per_event == 0 or per_event % rows == 0):
+            return None
+        return rows
 
     def grow(self, e: OpExec, device: Device) -> dict | None:
         x = _e(e)
@@ -127,7 +155,8 @@ class EltwiseFamily(OpFamily):
         x = _e(e)
         kernels = []
         for chain in range(x.cas_num):
-            start = chain * x.slice
+            piece, part = divmod(chain, x.cas_num // x.pieces)
+            start = part * x.slice
             param = np.zeros(0, dtype=np.int8)
             if x.kind == "quantize":
                 param = quantize_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
@@ -136,21 +165,35 @@ class EltwiseFamily(OpFamily):
             elif x.const == "table":
                 param = constant_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
             k = Kernel(name=f"{layer_id}_c{chain}", layer=op.name, chain=chain, position=0, role="single",
-                       col=-1, row=-1, k_start=0, n_start=start, weights=param, bias=None, family=self.name)
+                       col=-1, row=-1, k_start=piece, n_start=start, weights=param, bias=None, family=self.name)
             k.memory = self.memory_map(x, k, device, frozenset())
             kernels.append(k)
         return kernels
 
+    def _view(self, x: EltwiseExec, piece: int) -> SpatialView | None:
+        """A row piece as a window of each event's rows (seen as a 1 x rows image): whole events or a band."""
+        if x.pieces == 1:
+            return None
+        per_event = x.event_rows
+        if x.rows >= per_event:
+            count = x.rows // per_event
+            return SpatialView((1, per_event), (0, 0), (1, per_event), (piece * count, count))
+        bands = per_event // x.rows
+        return SpatialView((1, per_event), (0, piece % bands * x.rows), (1, x.rows), (piece // bands, 1))
+
     def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
         x = _e(e)
-        out = [PortSpec("in0", "in", 0, kernel.n_start, x.slice, None, x.a_dtype, x.rows)]
+        view = self._view(x, kernel.k_start)
+        out = [PortSpec("in0", "in", 0, kernel.n_start, x.slice, None, x.a_dtype, x.rows, view)]
         if x.b_dtype:
-            out.append(PortSpec("in1", "in", 1, kernel.n_start, x.slice, None, x.b_dtype, x.rows))
-        out.append(PortSpec("out", "out", 0, kernel.n_start, x.slice, None, x.out_dtype, x.rows))
+            out.append(PortSpec("in1", "in", 1, kernel.n_start, x.slice, None, x.b_dtype, x.rows, view))
+        out.append(PortSpec("out", "out", 0, kernel.n_start, x.slice, None, x.out_dtype, x.rows, view))
         return out
 
-    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
+    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple]:
         x = _e(e)
+        if x.pieces > 1:  # each row piece is a window of its own
+            return [(c * x.slice, x.slice, p) for c in range(x.cas_num // x.pieces) for p in range(x.pieces)]
         return [(c * x.slice, x.slice) for c in range(x.cas_num)]
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
@@ -204,7 +247,7 @@ class EltwiseFamily(OpFamily):
 
     def useful_ops(self, e: OpExec) -> int:
         x = _e(e)
-        return x.rows * x.width
+        return x.rows * x.pieces * x.width
 
     def cost_assumptions(self) -> str:
         return ("kernels/eltwise: one vector instruction per cycle per 16 lanes (UPS, ADD/MUL, SRS, MAX/MIN "
@@ -292,6 +335,6 @@ class EltwiseFamily(OpFamily):
         x = _e(e)
         return {"op": x.kind, "width": x.width, "slice": x.slice, "acc": x.acc, "shift": x.epi().shift,
                 "rounding": x.epi().rounding, "saturation": x.epi().saturation,
-                "constant": x.const, "elements": x.rows * x.width} | (
+                "constant": x.const, "elements": x.rows * x.pieces * x.width} | (
                     {"requant": {"kind": "multiplier", "reason": x.requant_reason,
                                  "negated_channels": sum(m < 0 for m in x.multipliers)}} if x.kind == "affine" else {})

@@ -70,6 +70,10 @@ class EltwiseExec(OpExec):
     multipliers: list[int] = field(default_factory=list)  # affine: per channel, signed (a falling channel: < 0)
     offsets: list[int] = field(default_factory=list)  # affine: per channel
     requant_reason: str = ""  # affine: why this implementation
+    # row pieces: the iteration's rows shared out over ``pieces`` tiles per column slice (whole events, or bands of
+    # one event's rows); ``rows`` is then one piece's rows. Not for per-element constants (table, quantize).
+    pieces: int = 1
+    event_rows: int = 0  # rows per event (the iteration has rows * pieces / event_rows events)
 
     family: ClassVar[str] = "eltwise"
 
@@ -79,7 +83,8 @@ class EltwiseExec(OpExec):
     def to_json(self) -> dict:
         d = asdict(self)
         defaults = {"planes": 1, "wrap": False, "offset_shift": 0, "multipliers": [], "offsets": [],
-                    "requant_reason": ""}
+                    "requant_reason": "", "pieces": 1}
+        d.pop("event_rows")  # a property of the tensor, not of the plan
         for key, value in defaults.items():  # fields of the per-element / per-channel kinds only
             if d[key] == value:
                 del d[key]
@@ -127,6 +132,7 @@ def plan_quantize(graph: Graph, op: Op, batch: int, where: str) -> EltwiseExec:
     epi = Epilogue(top, mode, "none", -(1 << 31), (1 << 31) - 1)
     return EltwiseExec(
         op=op.name, kind="quantize", rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        event_rows=rows_per_event(tuple(a_t.shape)),
         a_dtype=a_t.type.container, b_dtype="", const="table", c_dtype="int32", scalar=0,
         out_dtype=y_t.type.container, acc="acc32", arith="quantize", combine="none", second="", ua=0, ub=top,
         epilogue=asdict(epi), epilogue2={}, const_rows=rows_per_event(tuple(a_t.shape)), planes=4,
@@ -162,6 +168,7 @@ def plan_affine(graph: Graph, op: Op, device: Device, batch: int, where: str) ->
     epi = Epilogue(shift, rq.rounding, "saturate", rq.lo, rq.hi)
     return EltwiseExec(
         op=op.name, kind="affine", rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        event_rows=rows_per_event(tuple(a_t.shape)),
         a_dtype=a_t.type.container, b_dtype="", const="table", c_dtype="int32", scalar=0,
         out_dtype=y_t.type.container, acc="acc64", arith="affine", combine="none", second="", ua=0, ub=shift,
         epilogue=asdict(epi), epilogue2={}, lo=rq.lo, hi=rq.hi, const_rows=1, planes=2,
@@ -281,6 +288,7 @@ def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
     epi2 = fields.pop("epi2")
     return EltwiseExec(
         op=op.name, kind=kind, rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        event_rows=rows_per_event(tuple(a_t.shape)),
         a_dtype=a_t.type.container, b_dtype=b_dtype, const=const, c_dtype=c_dtype, scalar=scalar,
         out_dtype=yt.container, acc=acc, arith=fields["arith"], combine=fields["combine"], second=fields["second"],
         ua=fields["ua"], ub=fields["ub"], epilogue=asdict(fields["epilogue"]),
