@@ -36,6 +36,9 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
     ("quant_models.py", [], ["--events", "500"], "quant_models.md",
      "measured on this machine (models as quantization tools export them: compile, bit-exact check against the "
      "source framework), with modelled latency and throughput"),
+    ("conv_models.py", [], ["--events", "200"], "conv_models.md",
+     "modelled (conv kernel efficiency and scaling), and measured on this machine (CNNs compiled and checked "
+     "bit for bit against their source framework)"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
 ]
 

@@ -68,3 +68,12 @@ def test_dilated_max_and_problems():
     assert np.array_equal(exact_max(x, geo), np.moveaxis(want, 1, -1).astype(np.int64))
     assert "padding" in PoolGeometry((8,), (2,), (1,), (2,), (0,)).problem()
     assert "one entry" in PoolGeometry((8,), (2, 2), (1,), (0,), (0,)).problem()
+
+
+def test_a_window_of_padding_only_is_not_a_pooling():
+    """Dilation can step over the only real element: ONNX would give -inf; the geometry is refused instead."""
+    from nn2aie.kernels.pool_semantics import PoolGeometry
+
+    geo = PoolGeometry((1,), (2,), (4,), (1,), (0,), (2,), True)
+    assert geo.problem() is not None and "padding only" in geo.problem()
+    assert PoolGeometry((4,), (2,), (2,), (1,), (1,), (1,)).problem() is None

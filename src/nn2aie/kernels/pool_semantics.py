@@ -50,6 +50,11 @@ class PoolGeometry:
                 return f"padding {pb}/{pe} not smaller than the kernel {k}"
         if min(self.out_spatial, default=0) < 1:
             return "the window is larger than the padded input"
+        for axis, (i, k, st, d, pb, o) in enumerate(zip(self.spatial, self.kernel, self.strides, self.dilations,
+                                                         self.pads_begin, self.out_spatial, strict=True)):
+            for pos in range(o):  # a window of padding only has no maximum (ONNX: -inf) and no average
+                if not any(0 <= pos * st - pb + t * d < i for t in range(k)):
+                    return f"output position {pos} of axis {axis} has a window of padding only"
         return None
 
     @property

@@ -113,6 +113,7 @@ def test_cascade_over_input_channels(length):
     plan, _ = check(conv_graph((6, 7), 24, 16, (3, 3), pads=[1, 1, 1, 1]),
                     {"conv": {"cas_length": length, "parts": 1}}, events=200, batch=4)
     (e,) = [e for e in plan.layers if e.op == "conv"]
-    assert (e.slices, e.c_pad) == (length, -(-(-(-24 // length)) // 8) * 8)  # slices of whole 8-channel blocks
+    per_slice = -(-24 // length)
+    assert (e.slices, e.c_pad) == (length, -(-per_slice // 8) * 8)  # slices of whole 8-channel blocks
     roles = sorted(k.role for k in plan.kernels if k.layer == "conv")
     assert roles == sorted(["first", "last"] + ["middle"] * (length - 2))
