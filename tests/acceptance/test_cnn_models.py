@@ -115,8 +115,9 @@ def test_brevitas_cnn_with_batchnorm_and_pooling():
 
 def test_resnet8_and_ds_cnn_are_refused_with_the_reason():
     """Not yet: ResNet-8's 32 x 32 x 16 tensors at batch 4 need memory-tile buffers split by events (the row
-    bands and event groups its layers need take more than the six DMA channels of one memory tile); DS-CNN's 25 x 5 average pool is a mean over 125 (not a
-    power of two) whose table of sums is too large. Both are typed refusals naming the op."""
+    bands and event groups its layers need take more than the six DMA channels of one memory tile); DS-CNN's
+    25 x 5 average pool is a mean over 125 (not a power of two) whose table of sums is too large. Both are typed
+    refusals naming the op."""
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_ds_cnn, make_resnet8
 
     with pytest.raises(DoesNotFitError, match="DMA channel"):
