@@ -76,3 +76,13 @@ def test_a_mean_table_too_large_is_refused():
               divide="exact")
     with pytest.raises(UnsupportedQuantizationError, match=r"op pool output tensor pool_y.*table"):
         check(gb.graph(x, gb.dense("rho", m, 3, FixedType(8, 1, True))))
+
+
+@pytest.mark.parametrize("divide", ["float32", "exact"])
+def test_mean_over_many_elements_by_multiplier(divide):
+    """A mean over 125 elements (not a power of two) whose table of sums would not fit: the multiplier (with
+    corrections where the float32 division rounds otherwise) equals the logical model on every event, natively."""
+    y_t = FixedType(8, 4, False, "RND_CONV" if divide == "float32" else "TRN_ZERO", "SAT")
+    plan, _ = check(deepsets(125, "mean", y_t, divide=divide, hidden_unsigned=False), events=500)
+    (e,) = [e for e in plan.layers if e.op == "pool"]
+    assert not e.table and e.requant is not None and e.requant.kind == "multiplier"

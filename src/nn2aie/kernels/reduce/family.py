@@ -3,6 +3,7 @@ column slice (multiple of 16) of the input and output; plan.py has the tile's st
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import jinja2
@@ -139,6 +140,8 @@ class ReduceFamily(OpFamily):
         x = _r(e)
         vectors = x.rows_out * (x.slice // LANES)
         per_output = x.red + 2 + (LANES if x.table else 0)  # a load-and-add per row, the SRS + store (or lookups)
+        if x.requant is not None:  # the multiplier's instructions instead of the SRS (kernels/requant.py count)
+            per_output += x.requant.cycles_per_vector(LANES)
         return float(CALL_OVERHEAD_CYCLES + vectors * per_output)
 
     def tile_cycles(self, e: OpExec, kernel: Kernel) -> float:
@@ -164,7 +167,16 @@ class ReduceFamily(OpFamily):
             "batch": x.batch, "outer": x.outer, "red": x.red, "inner": x.inner, "slice": x.slice, "lanes": LANES,
             "has_table": bool(x.table), "table_min": x.table_min, "table_size": len(x.table), "up": x.up,
         }
-        if not x.table:
+        if x.requant is not None:
+            rq = x.requant
+            at, dt = rq.correction_planes() if rq.corrections else (np.zeros((0, 1)), np.zeros((0, 1)))
+            ctx |= {"requant": {"m": int(rq.multipliers[0]), "b": int(rq.offsets[0]), "offset_shift": rq.offset_shift,
+                                "shift": rq.shift, "lo": rq.lo, "hi": rq.hi, "rounding": rq.rounding,
+                                "fixes": [(int(a[0]), int(d[0])) for a, d in zip(at, dt, strict=True)],
+                                "reason": rq.reason.replace("\n", " ")}}
+        else:
+            ctx["requant"] = None
+        if not x.table and x.requant is None:
             epi = x.epi()
             bits, signed = plain.BITS[x.out_dtype], plain.is_signed(x.out_dtype)
             c_lo = -(1 << (bits - 1)) if signed else 0
@@ -179,7 +191,7 @@ class ReduceFamily(OpFamily):
         x = _r(e)
         ctx = self._context(x, index, comment)
         files = {header_path(index): _ENV.get_template("reduce_kernel.h.j2").render(ctx),
-                 source_path(index): _ENV.get_template("reduce_kernel.cc.j2").render(ctx)}
+                 source_path(index): _ENV.get_template("reduce_kernel.cc.j2").render(ctx), **self._requant_header(x)}
         if x.table:
             files[params_path(index)] = plain.param_header(
                 params_path(index), f"Reduce op {index} ({comment}): output code of each possible sum.",
@@ -189,6 +201,12 @@ class ReduceFamily(OpFamily):
 
     def includes(self, e: OpExec, index: int) -> list[str]:
         return [header_path(index)]
+
+    def _requant_header(self, x: ReduceExec) -> dict[str, str]:
+        if x.requant is None:
+            return {}
+        path = pathlib.Path(__file__).resolve().parents[1] / "templates" / "nn2aie_requant.h"
+        return {"kernels/nn2aie_requant.h": path.read_text(encoding="utf-8")}
 
     def param_headers(self, e: OpExec, index: int) -> list[str]:
         return [params_path(index)] if _r(e).table else []
@@ -205,7 +223,8 @@ class ReduceFamily(OpFamily):
 
     def describe(self, e: OpExec, index: int) -> str:
         x = _r(e)
-        how = "table" if x.table else f"shift {x.epi().shift} ({x.epi().rounding}, {x.epi().saturation})"
+        how = "table" if x.table else f"{x.requant.kind} requantisation" if x.requant is not None else \
+            f"shift {x.epi().shift} ({x.epi().rounding}, {x.epi().saturation})"
         return (f"reduce {x.kind} of {x.red} rows ({x.outer} x [{x.red}] x {x.inner} per event), {x.a_dtype} -> "
                 f"{x.out_dtype}, {x.acc}, {how}, {x.width} columns over {x.cas_num} tile(s) of {x.slice}")
 
@@ -213,7 +232,8 @@ class ReduceFamily(OpFamily):
         return f"columns [{kernel.n_start}, {kernel.n_start + _r(e).slice})"
 
     def native_sources(self, e: OpExec, index: int) -> list[str]:
-        return [header_path(index), source_path(index)] + self.param_headers(e, index)
+        return [header_path(index), source_path(index)] + self.param_headers(e, index) + list(
+            self._requant_header(_r(e)))
 
     def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
         x = _r(e)
@@ -230,7 +250,9 @@ class ReduceFamily(OpFamily):
     def summary(self, graph: Graph, op: Op, e: OpExec) -> dict:
         x = _r(e)
         out = {"op": x.kind, "reduced": x.red, "width": x.width, "slice": x.slice, "acc": x.acc,
-               "method": "table" if x.table else "srs"}
+               "method": "table" if x.table else "multiplier" if x.requant is not None else "srs"}
+        if x.requant is not None:
+            return out | {"requant": x.requant.to_json()}
         if not x.table:
             out |= {"shift": x.epi().shift, "rounding": x.epi().rounding, "saturation": x.epi().saturation}
         return out

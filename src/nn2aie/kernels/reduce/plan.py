@@ -10,14 +10,16 @@ input rows, 16 columns per vector step, exactly in an accumulator (sum) or a vec
   float32 sum is (``|sum| < 2^24`` codes, else refused): dividing a float by a power of two does not round;
 - ``mean`` over any other count: a lookup table indexed by the exact sum, holding the logical model's own
   output code for each possible sum (``logical.mean_codes``), so the source's rounding of the division is
-  reproduced by construction; refused when the table would not fit (``MAX_TABLE``).
+  reproduced by construction; where that table would not fit (``MAX_TABLE``), the same step function of the sum
+  (its thresholds found by bisection on ``logical.mean_codes``) as an int32 multiplier + SRS, corrected at the
+  few sums where the source's float32 division rounds otherwise (kernels/requant.py verifies it on every sum).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,6 +54,7 @@ class ReduceExec(OpExec):
     epilogue: dict  # Epilogue ({} for a table mean)
     table_min: int = 0  # the smallest possible sum: index 0 of the table
     table: list[int] = field(default_factory=list)  # table mean: output code of each sum table_min + i
+    requant: Any = None  # multiplier mean (kernels/requant.py Requant, per tensor): where a table would not fit
     slice: int = 0
     cas_length: int = 1
     cas_num: int = 1
@@ -74,6 +77,10 @@ class ReduceExec(OpExec):
     def to_json(self) -> dict:
         d = asdict(self)
         d["table"] = len(self.table)  # the size, not the values
+        if self.requant is None:
+            d.pop("requant")
+        else:
+            d["requant"] = self.requant.to_json()
         d["family"] = self.family
         d["tiles"] = self.tiles
         return d
@@ -122,9 +129,10 @@ def plan(graph: Graph, op: Op, device: Device, batch: int) -> ReduceExec:
         table_min, table_max = red * at.min_code, red * at.max_code
         size = table_max - table_min + 1
         if size > MAX_TABLE:
-            raise UnsupportedQuantizationError(
-                where, f"the mean over {red} elements (not a power of two) needs a {size}-entry table of its "
-                f"possible sums (at most {MAX_TABLE})", "use a power-of-two count or narrower inputs")
+            rq = mean_multiplier(red, at, yt, op.attrs["divide"], table_min, table_max, device, where)
+            return ReduceExec(op=op.name, kind=kind, batch=batch, outer=outer, red=red, inner=inner,
+                              width=shape[-1], a_dtype=at.container, out_dtype=yt.container, acc="acc32", up=0,
+                              epilogue={}, table_min=table_min, requant=rq)
         sums = np.arange(table_min, table_max + 1, dtype=np.int64)
         table = logical.mean_codes(sums, red, at, yt, op.attrs["divide"], where).tolist()
         lo, hi = yt.min_code, yt.max_code
@@ -136,6 +144,42 @@ def plan(graph: Graph, op: Op, device: Device, batch: int) -> ReduceExec:
                       epilogue=asdict(epi) if epi is not None else {}, table_min=table_min, table=table)
 
 
+def mean_multiplier(red: int, at: FixedType, yt: FixedType, divide: str, sum_lo: int, sum_hi: int, device: Device,
+                    where: str) -> Any:
+    """The mean's step function of the exact sum on [sum_lo, sum_hi] as a per-tensor int32 multiplier (with
+    corrections where needed): its thresholds found by bisection on the logical model's own codes."""
+    from nn2aie.kernels.requant import requant_from_table
+
+    if yt.container_bits not in (8, 16):
+        raise UnsupportedQuantizationError(where, f"output codes need a {yt.container} container",
+                                           "quantize the mean to at most 16 bits")
+    if max(-sum_lo, sum_hi) >= 1 << 31:
+        raise UnsupportedQuantizationError(where, f"the sum of {red} inputs can leave 32 bits",
+                                           "use narrower inputs or fewer elements per mean")
+
+    def code(s: np.ndarray) -> np.ndarray:
+        return logical.mean_codes(np.asarray(s, dtype=np.int64), red, at, yt, divide, where)
+
+    lo, hi = int(code(np.array([sum_lo]))[0]), int(code(np.array([sum_hi]))[0])
+    levels = np.arange(lo + 1, hi + 1, dtype=np.int64)
+    left = np.full(levels.shape, sum_lo, dtype=np.int64)  # code(left) < level <= code(right)
+    right = np.full(levels.shape, sum_hi, dtype=np.int64)
+    while np.any(right - left > 1):
+        mid = (left + right) // 2
+        below = code(mid) < levels
+        left, right = np.where(below, mid, left), np.where(below, right, mid)
+    thresholds = np.where(code(left) >= levels, left, right)  # the smallest sum reaching each level
+    table = {"thresholds": [thresholds.tolist()], "acc_range": [sum_lo, sum_hi], "clamp": [lo, hi],
+             "source": f"the mean over {red} elements ({divide} division), logical model"}
+    try:
+        return requant_from_table(table, where, tuple(device.fact("srs_shift_safe_range")), ("multiplier",))
+    except UnsupportedQuantizationError as exc:
+        raise UnsupportedQuantizationError(where, f"the mean over {red} elements (not a power of two) needs a "
+                                           f"table of {sum_hi - sum_lo + 1} sums (at most {MAX_TABLE}) and no "
+                                           f"int32 multiplier reproduces it ({exc.reason})",
+                                           "use a power-of-two count or narrower inputs") from exc
+
+
 def run_tile(e: ReduceExec, a: np.ndarray, iters: int) -> np.ndarray:
     """Output window rows ``[iters * rows_out, slice]`` of the input rows ``[iters * rows_in, slice]``."""
     x = np.asarray(a, dtype=np.int64).reshape(iters * e.batch * e.outer, e.red, e.inner, -1)
@@ -144,6 +188,8 @@ def run_tile(e: ReduceExec, a: np.ndarray, iters: int) -> np.ndarray:
     else:
         acc = x.sum(axis=1) << e.up
     acc = acc.reshape(iters * e.rows_out, -1)
+    if e.requant is not None:
+        return e.requant.apply(acc)
     if e.table:
         return np.asarray(e.table, dtype=np.int64)[acc - e.table_min]
     return apply_epilogue(acc, e.epi(), BITS[e.out_dtype], is_signed(e.out_dtype))

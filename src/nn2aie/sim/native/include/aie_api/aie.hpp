@@ -557,6 +557,19 @@ mask<Elems> ge(emu_detail::identity_t<T> a, const vector<T, Elems>& v) {
   return ge(broadcast<T, Elems>(a), v);
 }
 
+// aie::eq (UG1529 "Comparison"): mask bit i = (v[i] == a), a vector or a scalar for every element.
+template <typename T, unsigned Elems>
+mask<Elems> eq(const vector<T, Elems>& v1, const vector<T, Elems>& v2) {
+  mask<Elems> m;
+  for (unsigned i = 0; i < Elems; ++i)
+    if (v1.get(i) == v2.get(i)) m.set(i);
+  return m;
+}
+template <typename T, unsigned Elems>
+mask<Elems> eq(const vector<T, Elems>& v, emu_detail::identity_t<T> a) {
+  return eq(v, broadcast<T, Elems>(a));
+}
+
 // aie::select(v1, v2, m) (UG1529 "Reshaping"): element i is v1[i] where mask bit i is 0 and v2[i] where it is 1
 // (the second operand where the bit is set). Either operand may be a scalar, used for every element.
 template <typename T, unsigned Elems>
