@@ -1,7 +1,8 @@
 """Convolutional models of the field built and quantized in the tests (issue 14), compiled at batch 4 and checked
 bit for bit against their source framework's own execution on 500 random inputs, with native co-simulation of
 every kernel: FINN's CIFAR-10 CNV (``brevitas_examples.bnn_pynq``, QONNX), a Brevitas CNN with BatchNorm2d and max
-pooling (QONNX), and -- refused today, with the reason -- ResNet-8 and DS-CNN (see the issue's closing note).
+pooling (QONNX), MLPerf Tiny's DS-CNN keyword spotter (QONNX), and -- refused today, with the reason --
+ResNet-8 (see the issue's closing note).
 The onnxruntime-quantized CNNs (2-D, 1-D, residual) are in tests/frontends/test_onnx_qdq_conv.py."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import onnx
 import pytest
 
 from nn2aie.api import compile_loaded
-from nn2aie.errors import DoesNotFitError, UnsupportedQuantizationError
+from nn2aie.errors import DoesNotFitError
 from nn2aie.frontends.loader import load_model
 from nn2aie.passes.pipeline import CompileOptions
 
@@ -113,16 +114,45 @@ def test_brevitas_cnn_with_batchnorm_and_pooling():
     assert report.kernels and all(k.match for k in report.kernels)
 
 
-def test_resnet8_and_ds_cnn_are_refused_with_the_reason():
+@functools.cache
+def ds_cnn_compiled():
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_ds_cnn
+
+    model = export_brevitas_qonnx(make_ds_cnn(0), 0, input_shape=(1, 49, 10))
+    return compile_loaded(load_model(model), CompileOptions(batch=4))
+
+
+def mfcc_like(events: int, seed: int = 4) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 0.6, (events, 1, 49, 10)).astype(np.float32)
+
+
+def test_ds_cnn_keyword_spotter_bit_exact_against_qonnx():
+    """MLPerf Tiny's DS-CNN: 10x4 stride-2 stem, four depthwise-separable blocks (depthwise 3x3 as a grouped conv),
+    BatchNorm2d everywhere, a 25 x 5 average pool (a mean over 125: a multiplier), a dense head."""
+    c = ds_cnn_compiled()
+    x = mfcc_like(EVENTS)
+    ours, ref = c.emulate(x), c.reference(x)
+    assert np.array_equal(ours, ref)
+    assert np.unique(ref).size > 5
+    layers = c.summary()["layers"]
+    assert sum(layer.get("groups") == 64 for layer in layers) == 4  # the depthwise convolutions
+    assert any(layer.get("method") == "multiplier" for layer in layers)  # the mean over 125
+
+
+@pytest.mark.slow
+def test_ds_cnn_native_cosim_every_kernel():
+    c = ds_cnn_compiled()
+    x = mfcc_like(8, seed=5)
+    report = c.native_cosim(x)
+    assert report.kernels and all(k.match for k in report.kernels)
+
+
+def test_resnet8_is_refused_with_the_reason():
     """Not yet: ResNet-8's 32 x 32 x 16 tensors at batch 4 need memory-tile buffers split by events (the row
-    bands and event groups its layers need take more than the six DMA channels of one memory tile); DS-CNN's
-    25 x 5 average pool is a mean over 125 (not a power of two) whose table of sums is too large. Both are typed
-    refusals naming the op."""
-    from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_ds_cnn, make_resnet8
+    bands and event groups its layers need take more than the six DMA channels of one memory tile): a typed
+    refusal naming the tensor."""
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_resnet8
 
     with pytest.raises(DoesNotFitError, match="DMA channel"):
         compile_loaded(load_model(export_brevitas_qonnx(make_resnet8(0), 0, input_shape=(3, 32, 32))),
-                       CompileOptions(batch=4))
-    with pytest.raises(UnsupportedQuantizationError, match="mean over 125 elements"):
-        compile_loaded(load_model(export_brevitas_qonnx(make_ds_cnn(0), 0, input_shape=(1, 49, 10))),
                        CompileOptions(batch=4))
