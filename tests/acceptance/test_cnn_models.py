@@ -1,4 +1,4 @@
-"""Convolutional models of the field built and quantized in the tests (issue 14), compiled at batch 4 and checked
+"""Convolutional models of the field built and quantized in the tests (issue 14), compiled at batch 1 and 4, checked
 bit for bit against their source framework's own execution on 500 random inputs, with native co-simulation of
 every kernel: FINN's CIFAR-10 CNV (``brevitas_examples.bnn_pynq``, QONNX), a Brevitas CNN with BatchNorm2d and max
 pooling (QONNX), MLPerf Tiny's DS-CNN keyword spotter (QONNX), and -- refused today, with the reason --
@@ -30,8 +30,8 @@ def cnv_model(name: str) -> bytes:
 
 
 @functools.cache
-def cnv_compiled(name: str):
-    return compile_loaded(load_model(onnx.load_from_string(cnv_model(name))), CompileOptions(batch=4))
+def cnv_compiled(name: str, batch: int = 4):
+    return compile_loaded(load_model(onnx.load_from_string(cnv_model(name))), CompileOptions(batch=batch))
 
 
 def cifar_like(events: int, seed: int = 0) -> np.ndarray:
@@ -44,8 +44,9 @@ def cifar_like(events: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def test_finn_cnv_bit_exact_against_qonnx():
-    c = cnv_compiled("cnv_2w2a")
+@pytest.mark.parametrize("batch", [1, 4])
+def test_finn_cnv_bit_exact_against_qonnx(batch):
+    c = cnv_compiled("cnv_2w2a", batch)
     x = cifar_like(EVENTS)
     ours, ref = c.emulate(x), c.reference(x)
     assert ours.shape == ref.shape == (EVENTS, 10)
@@ -105,8 +106,9 @@ def brevitas_cnn():
     return export_brevitas_qonnx(net.eval(), 0, input_shape=(3, 16, 16))
 
 
-def test_brevitas_cnn_with_batchnorm_and_pooling():
-    c = compile_loaded(load_model(brevitas_cnn()), CompileOptions(batch=4))
+@pytest.mark.parametrize("batch", [1, 4])
+def test_brevitas_cnn_with_batchnorm_and_pooling(batch):
+    c = compile_loaded(load_model(brevitas_cnn()), CompileOptions(batch=batch))
     x = np.random.default_rng(2).uniform(-1, 1, (EVENTS, 3, 16, 16)).astype(np.float32)
     ours, ref = c.emulate(x), c.reference(x)
     assert np.array_equal(ours, ref)
@@ -115,21 +117,22 @@ def test_brevitas_cnn_with_batchnorm_and_pooling():
 
 
 @functools.cache
-def ds_cnn_compiled():
+def ds_cnn_compiled(batch: int = 4):
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_ds_cnn
 
     model = export_brevitas_qonnx(make_ds_cnn(0), 0, input_shape=(1, 49, 10))
-    return compile_loaded(load_model(model), CompileOptions(batch=4))
+    return compile_loaded(load_model(model), CompileOptions(batch=batch))
 
 
 def mfcc_like(events: int, seed: int = 4) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.6, (events, 1, 49, 10)).astype(np.float32)
 
 
-def test_ds_cnn_keyword_spotter_bit_exact_against_qonnx():
+@pytest.mark.parametrize("batch", [1, 4])
+def test_ds_cnn_keyword_spotter_bit_exact_against_qonnx(batch):
     """MLPerf Tiny's DS-CNN: 10x4 stride-2 stem, four depthwise-separable blocks (depthwise 3x3 as a grouped conv),
     BatchNorm2d everywhere, a 25 x 5 average pool (a mean over 125: a multiplier), a dense head."""
-    c = ds_cnn_compiled()
+    c = ds_cnn_compiled(batch)
     x = mfcc_like(EVENTS)
     ours, ref = c.emulate(x), c.reference(x)
     assert np.array_equal(ours, ref)

@@ -232,7 +232,7 @@ def check_model(model, shape, batch: int, events: int = 500, overrides=None, exa
     return compiled
 
 
-@pytest.mark.parametrize("batch", [4])
+@pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_cnn2d_pool_strides_dilation_groups(tmp_path, batch, symmetric):
     compiled = check_model(quantized(tmp_path, Cnn2d, (3, 12, 12), symmetric), (3, 12, 12), batch, exact=False)
@@ -240,7 +240,7 @@ def test_cnn2d_pool_strides_dilation_groups(tmp_path, batch, symmetric):
     assert kinds.count("conv") == 3 and "max_pool" in kinds
 
 
-@pytest.mark.parametrize("batch", [4])
+@pytest.mark.parametrize("batch", [1, 4])
 def test_cnn1d_time_series(tmp_path, batch):
     model = pow2_qdq(quantized(tmp_path, Cnn1d, (4, 40), symmetric=False, seed=2, per_channel=False))
     check_model(model, (4, 40), batch)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from nn2aie.devices import Device
@@ -35,6 +36,8 @@ class SliceSpec:
     endpoints: list[Endpoint]
     block: tuple[int, int] | None  # (block_rows, block_cols) of the tile-side layout; None = linear rows
     view: SpatialView | None = None  # the port moves a window of each event's image (PortSpec.view)
+    rows: int | None = None  # the port's rows per iteration when they differ from the tensor's (a dense layer at a
+    # batch that is not a multiple of its mmul rows pads them: it writes and reads whole row blocks)
 
     @property
     def end(self) -> int:
@@ -74,13 +77,15 @@ def _descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], rows: int,
                 boundary: int | None) -> TilingDescriptor:
     if spec.view is not None:
         return _view_descriptor(spec, base, dims, boundary)
-    bound = (boundary, rows) if boundary is not None and spec.end - base > boundary else None
+    port_rows = spec.rows if spec.rows is not None else rows
+    cols = boundary if boundary is not None and spec.end - base > boundary else None
+    bound = (cols if cols is not None else dims[0], rows) if cols is not None or port_rows > rows else None
     if spec.block is None:
-        return TilingDescriptor(dims, (spec.width, rows), (spec.start - base, 0), (), bound)
+        return TilingDescriptor(dims, (spec.width, port_rows), (spec.start - base, 0), (), bound)
     br, bc = spec.block
     return TilingDescriptor(
         dims, (bc, br), (spec.start - base, 0),
-        (Traversal(0, bc, spec.width // bc), Traversal(1, br, rows // br)), bound)
+        (Traversal(0, bc, spec.width // bc), Traversal(1, br, port_rows // br)), bound)
 
 
 def _valid_cuts(specs: list[SliceSpec]) -> set[int]:
@@ -185,12 +190,16 @@ class MemoryPlanner:
         self.memtile_use[best] = (used + nbytes, w + writers, r + readers)
         return best
 
-    def _word_elems(self, dtype: str) -> int:
-        return max(1, 4 // dtype_bytes(dtype))
+    def _word_elems(self, dtype: str, rows: int) -> int:
+        """Columns a PLIO row is padded to: whole 32-bit words, and one iteration's rows whole PLIO words (a batch
+        of 1 on a 128-bit PLIO: 16 int8 columns)."""
+        plio_bytes = self.plio_bits // 8
+        return max(1, 4 // dtype_bytes(dtype), plio_bytes // math.gcd(plio_bytes, rows * dtype_bytes(dtype)))
 
     # -- routes -----------------------------------------------------------------------------------------
     def route(self, r: TensorRoute) -> None:
-        rows = r.rows
+        # the buffer holds the tallest writer's rows (a dense layer's padded row blocks); readers read their rows
+        rows = max([r.rows] + [w.rows for w in r.writers or [] if w.rows is not None and w.view is None])
         where = f"tensor {r.tensor}"
         if r.direct is not None:
             (src, dst) = r.direct
@@ -199,7 +208,7 @@ class MemoryPlanner:
                                          self._reads_neighbour(kernels[dst.name], kernels[src.name]),
                                          src.port, dst.port))
             return
-        word = self._word_elems(r.dtype)
+        word = self._word_elems(r.dtype, r.rows)
         writers, readers = r.writers, r.readers
         if writers is not None:
             written = max(w.end for w in writers)
@@ -208,6 +217,8 @@ class MemoryPlanner:
             # read of a graph input needs the DMA's zero padding (which costs memory-tile buffer descriptors)
             written = ceil_div(max([r.width] + [x.end for x in readers or []]), word) * word
         total = max([written] + [x.end for x in readers or []])
+        if writers is not None and (readers is None or r.plio_out):
+            total = max(total, ceil_div(written, word) * word)  # an output PLIO moves whole PLIO words per iteration
         # a memory tile holds its columns double buffered: split the tensor where it would not fit
         capacity = self.device.memtile_bytes // (2 * rows * dtype_bytes(r.dtype))
         capacity -= capacity % word
@@ -234,16 +245,20 @@ class MemoryPlanner:
                 w_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
             else:
                 w_specs = [w for w in writers if s <= w.start < e]
+            out_width = min(e - s, ceil_div(g_written, word) * word)  # the columns past g_written read as zero
             if readers is None:
-                plio = self._plio("out", r.tensor, r.dtype, gi, g_written)
-                r_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
+                plio = self._plio("out", r.tensor, r.dtype, gi, out_width)
+                r_specs = [SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None)]
             else:
                 r_specs = [x for x in readers if s <= x.start < e]
                 if r.plio_out:
-                    plio = self._plio("out", r.tensor, r.dtype, gi, g_written)
-                    r_specs.append(SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None))
+                    plio = self._plio("out", r.tensor, r.dtype, gi, out_width)
+                    r_specs.append(SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None))
             w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
-            r_acc = [PortAccess(x.endpoints, _descriptor(x, s, dims, rows, g_written)) for x in r_specs]
+            # a PLIO reads the tensor's own rows; a padded buffer's extra rows stay on chip
+            r_acc = [PortAccess(x.endpoints, _descriptor(x if x.rows is not None or not x.endpoints or
+                                                         x.endpoints[0].kind != "plio" else replace(x, rows=r.rows),
+                                                         s, dims, rows, g_written)) for x in r_specs]
             cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]
             cols = [c for c in cols if c is not None]
             near = sum(cols) / len(cols) if cols else 0.0

@@ -42,9 +42,10 @@ class CompileOptions:
     input_types: dict[str, str] = field(default_factory=dict)
 
     def validate(self, device: Device) -> None:
-        if self.batch < 1 or self.batch % 4:
-            raise IllegalConfigError("option batch", f"batch {self.batch} is not a positive multiple of 4",
-                                     "use 4, 8, 12, ... (the aie::mmul row block is 4)")
+        if type(self.batch) is not int or self.batch < 1:
+            raise IllegalConfigError("option batch", f"batch {self.batch!r} is not a positive whole number",
+                                     "use 1 (lowest latency) or a multiple of 4 (a dense layer's aie::mmul row block "
+                                     "is 4: other batches pad its rows)")
         if self.plio_bits not in device.fact("plio_bits"):
             raise IllegalConfigError("option plio_bits", f"{self.plio_bits}-bit PLIO does not exist",
                                      "use 32, 64 or 128")
@@ -441,12 +442,13 @@ def _memory_plan(s: State) -> None:
                 if spec.direction == direction and names[spec.index] == tensor:
                     used.append((k, spec))
                     block = spec.block
-                    same = next((x for x in specs if (x.start, x.width, x.block, x.view) == (
-                        spec.start, spec.width, block, spec.view)), None) if direction == "in" else None
+                    same = next((x for x in specs if (x.start, x.width, x.block, x.view, x.rows) == (
+                        spec.start, spec.width, block, spec.view, spec.rows)), None) if direction == "in" else None
                     if same is not None:  # one read port broadcast to every tile that needs the same slice
                         same.endpoints.append(endpoint(k, spec))
                     else:
-                        specs.append(SliceSpec(spec.start, spec.width, [endpoint(k, spec)], block, spec.view))
+                        specs.append(SliceSpec(spec.start, spec.width, [endpoint(k, spec)], block, spec.view,
+                                               spec.rows))
         return specs, used
 
     def writer_slices(t: str) -> tuple[list[SliceSpec], list[tuple[Kernel, PortSpec]]]:
@@ -483,8 +485,8 @@ def _memory_plan(s: State) -> None:
                 specs, u = slices(user, t, "in")
                 specs = [x.shifted(off) for x in specs]
             for spec in specs:
-                same = next((x for x in readers if (x.start, x.width, x.block, x.view) == (
-                    spec.start, spec.width, spec.block, spec.view)), None)
+                same = next((x for x in readers if (x.start, x.width, x.block, x.view, x.rows) == (
+                    spec.start, spec.width, spec.block, spec.view, spec.rows)), None)
                 if same is not None:
                     same.endpoints += spec.endpoints
                 else:

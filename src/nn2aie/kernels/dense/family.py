@@ -88,6 +88,7 @@ class DenseFamily(OpFamily):
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         shape = parse_mmul(override["mmul"], f"override for layer {op.name}") if "mmul" in override else None
         rows = batch * rows_per_event(graph.tensor(op.inputs[0]).shape)
+        rows = -(-rows // 4) * 4  # whole row blocks of the mmul: padding rows (zeros in, ignored out)
         return plan_precision(graph, op, device, rows, shape, override.get("requant"))
 
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
