@@ -132,8 +132,8 @@ def test_recompile_replaces_project_byte_identically(jet_model, tmp_path):
 
 
 def test_bad_option_values_are_refused(jet_model, tmp_path):
-    r = run(["compile", str(jet_model), "-o", str(tmp_path / "o"), "--batch", "6"])
-    assert r.returncode == 2 and "multiple of 4" in r.stderr
+    r = run(["compile", str(jet_model), "-o", str(tmp_path / "o"), "--batch", "0"])
+    assert r.returncode == 2 and "positive whole number" in r.stderr
     r = run(["compile", str(jet_model), "-o", str(tmp_path / "o"), "--parallel", "fc1_matmul=four"])
     assert r.returncode == 2 and "LAYER=LxC" in r.stderr
     assert not (tmp_path / "o").exists()

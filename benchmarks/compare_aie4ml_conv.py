@@ -1,0 +1,110 @@
+"""Side by side with aie4ml on convolutional QDQ models (issue 14): compute tiles, or the error aie4ml gives.
+
+    python benchmarks/compare_aie4ml_conv.py [--out benchmarks/results] [--venv /tmp/nn2aie-aie4ml-venv]
+
+Writes ``compare_aie4ml_conv.md`` / ``.json``. The models are onnxruntime-quantized CNNs with every scale rounded to a
+power of two (benchmarks/conv_models.py builders): a 2-D CNN (3x3 convs, 2x2 max pool, Gemm head) at 16x16 and a
+1-D CNN; both tools get the same file. nn2aie compiles at batch 1 and 4 in this process; aie4ml 0.2.1 runs in its own
+virtual environment (benchmarks/compare_aie4ml.py: created on first use from PyPI, ``from_onnx`` + ``run_pipeline``
+up to its physical plan, no Vitis) with the batch axis fixed to the same batch. Its tile count is the sum of its
+kernels' rectangles; where it refuses the model, its error is reported as it gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import sys
+import tempfile
+
+import onnx
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bench_common import machine  # noqa: E402
+from compare_aie4ml import AIE4ML_TIMEOUT, DRIVER, ensure_aie4ml  # noqa: E402
+from conv_models import _ort_cnn, _pow2  # noqa: E402
+
+AIE4ML_PART = "xcve2802-vsvh1760-2MP-e-S"
+
+
+def aie4ml_tiles(python: pathlib.Path, model: onnx.ModelProto, batch: int, tmp: pathlib.Path) -> dict:
+    import subprocess
+
+    static = onnx.ModelProto()
+    static.CopyFrom(model)
+    for value in [*static.graph.input, *static.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = batch  # aie4ml refuses dynamic shapes
+    path, result = tmp / f"model_b{batch}.onnx", tmp / f"b{batch}.json"
+    onnx.save(static, path)
+    try:
+        done = subprocess.run([str(python), "-c", DRIVER.replace("PART", repr(AIE4ML_PART)), str(path), "resource",
+                               str(result)], capture_output=True, text=True, timeout=AIE4ML_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {AIE4ML_TIMEOUT} s"}
+    if not result.exists():
+        return {"error": f"driver exited {done.returncode}: {done.stderr.strip()[-300:]}"}
+    out = json.loads(result.read_text())
+    if "error" not in out:
+        out["tiles"] = sum(r["width"] * r["height"] for r in out["layers"])
+    return out
+
+
+def nn2aie_tiles(model: onnx.ModelProto, batch: int) -> dict:
+    from nn2aie.api import compile_loaded
+    from nn2aie.frontends.loader import load_model
+    from nn2aie.passes.pipeline import CompileOptions
+    from nn2aie.perf.model import model_performance
+
+    try:
+        compiled = compile_loaded(load_model(model), CompileOptions(batch=batch))
+    except Exception as exc:  # a typed refusal
+        return {"error": str(exc)[:200]}
+    perf = model_performance(compiled.plan).to_json()
+    return {"tiles": len(compiled.plan.kernels), "latency_us": perf["latency_us"],
+            "events_per_s": perf["events_per_s"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results")
+    ap.add_argument("--venv", type=pathlib.Path, default=pathlib.Path("/tmp/nn2aie-aie4ml-venv"))
+    args = ap.parse_args()
+    meta = machine() | {"date": datetime.date.today().isoformat()}
+    python, version = ensure_aie4ml(args.venv)
+    meta["aie4ml"] = version if python else f"not installable: {version}"
+    models = {"CNN 2-D 16x16x3 (3 conv, max pool, Gemm)": _pow2(_ort_cnn("2d")[0]),
+              "CNN 1-D 64x4 (2 conv, max pool, mean, Gemm)": _ort_cnn("1d")[0]}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models.items():
+            for batch in (1, 4):
+                theirs = aie4ml_tiles(python, model, batch, pathlib.Path(tmp)) if python else \
+                    {"error": meta["aie4ml"]}
+                rows.append({"model": name, "batch": batch, "nn2aie": nn2aie_tiles(model, batch), "aie4ml": theirs})
+                print(name, batch, rows[-1]["nn2aie"].get("tiles"), theirs.get("tiles", theirs.get("error")),
+                      flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare_aie4ml_conv.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    lines = ["# nn2aie next to aie4ml on convolutional QDQ models", "",
+             f"Date {meta['date']}; machine: {meta['cpu']} ({meta['cores']} cores); nn2aie {meta['nn2aie']}; aie4ml "
+             f"{meta['aie4ml']}. Regenerate: `python benchmarks/compare_aie4ml_conv.py`. Both tools read the same "
+             "power-of-two QDQ files for the VE2802; aie4ml runs up to its physical plan (no Vitis), Optimize "
+             "'resource'. nn2aie's latency / throughput are modelled (perf/model.py).", "",
+             "| model | batch | nn2aie tiles | nn2aie modelled latency µs | nn2aie modelled events/s | aie4ml tiles "
+             "(or its error) |", "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ours, theirs = r["nn2aie"], r["aie4ml"]
+        mine = (f"{ours['tiles']} | {ours['latency_us']:.2f} | {ours['events_per_s']:,}" if "error" not in ours
+                else f"refused: {ours['error'][:100]} | | ")
+        other = str(theirs["tiles"]) if "error" not in theirs else theirs["error"][:220].replace("|", "/").replace(
+            "\n", " ")
+        lines.append(f"| {r['model']} | {r['batch']} | {mine} | {other} |")
+    (args.out / "compare_aie4ml_conv.md").write_text("\n".join(lines) + "\n")
+    print((args.out / "compare_aie4ml_conv.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
