@@ -157,7 +157,7 @@ def _save_outputs(out: str, names: list[str], y, codes) -> None:
 
 compile_options = [
     click.option("--device", default="xcve2802", show_default=True, help="Target part (see `nn2aie devices`)."),
-    click.option("--batch", default=4, show_default=True, help="Events per graph iteration (1 for the lowest latency; any positive number)."),
+    click.option("--batch", default=4, show_default=True, help="Events per graph iteration (1: lowest latency)."),
     click.option("--plio-bits", default=128, show_default=True, type=click.Choice(["32", "64", "128"]),
                  callback=lambda c, p, v: int(v), help="PLIO width."),
     click.option("--pl-freq", default=None, type=float, help="PL clock of the PLIOs in MHz (default: catalog)."),
