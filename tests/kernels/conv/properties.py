@@ -4,10 +4,10 @@ test_pool_semantics.py) on every event, and every tile's C++ must equal the emul
 sample of the cases. ``run(cases, seed)`` is shared by the default test (a few hundred cases) and the slow one
 (the documented run of >= 5000 cases, docs/testing.md).
 
-A case draws: 1-D or 2-D; batch 1, 4 or 8; spatial sizes 1..12; kernel 1..5 (padding below it); strides (rows
-1..3, along the row 1 / 2 / 4); dilations 1..3; groups (1, 2, depthwise); 1..40 input channels, 1..40 filters;
-int8 or int16 activations, 8- or 16-bit outputs; bias or not, ReLU or not; and the four splits (input-channel cascade, output
-slices, row bands, event groups) either automatic or forced at random among the legal ones. A draw whose
+A case draws: 1-D or 2-D; batch 1, 4 or 8; spatial sizes 1..12; kernel 1..5 (padding below it); strides (rows 1..3,
+along the row 1 / 2 / 4); dilations 1..3; groups (1, 2, depthwise); 1..40 input channels, 1..40 filters; int8 or
+int16 activations, 8- or 16-bit outputs; bias or not, ReLU or not; and the four splits (input-channel cascade,
+output slices, row bands, event groups) either automatic or forced at random among the legal ones. A draw whose
 geometry is not a convolution, or that no split fits, is redrawn (the refusal must be a typed nn2aie error)."""
 
 from __future__ import annotations
