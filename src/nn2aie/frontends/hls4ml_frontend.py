@@ -55,23 +55,25 @@ from nn2aie.ir.types import FixedType
 
 SUPPORTED = ("Input, Dense (with bias or not), Activation relu / linear / LeakyReLU (power-of-two slope) / Keras "
              "ReLU(), merges Add / Subtract / Multiply / Maximum / Minimum / Average, Concatenate, Reshape, Flatten, "
-             "Permute (Transpose), GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D")
+             "Permute (Transpose), GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D, Conv1D / Conv2D (channels last, "
+             "any padding and stride), MaxPooling1D/2D")
 _INPUT_CLASSES = ("Input", "InputLayer")
 _ACT_CLASSES = ("Activation", "ParametrizedActivation", "LeakyReLU", "ThresholdedReLU", "ReLU")
 _SUPPORTED_CLASSES = ("Dense", "Merge", "Concatenate", "Reshape", "Flatten", "Transpose", "GlobalPooling1D",
-                      "GlobalPooling2D", "FixedPointQuantizer", "BatchNormalization") + _ACT_CLASSES
+                      "GlobalPooling2D", "FixedPointQuantizer", "BatchNormalization", "Conv1D", "Conv2D",
+                      "Pooling1D", "Pooling2D") + _ACT_CLASSES
 # hls4ml merge op -> eltwise op (Average: see _Converter._merge)
 _MERGE_OPS = {"add": "add", "subtract": "sub", "multiply": "mul", "maximum": "max", "minimum": "min"}
 _NEAREST = {
-    "Conv1D": "flatten the input and use a Dense (Linear) layer",
-    "Conv2D": "flatten the input and use a Dense (Linear) layer",
+    "Conv1D": "use channels_last data, no dilation, and a wide (exact) accum type",
+    "Conv2D": "use channels_last data, no dilation, and a wide (exact) accum type",
     "Activation": "use ReLU, LeakyReLU with a power-of-two slope or no activation; other activations are not "
                   "available on AIE-ML",
     "ParametrizedActivation": "use ReLU or LeakyReLU with a power-of-two slope (e.g. 0.125)",
     "Softmax": "drop the final softmax (take the logits) and apply it on the host",
     "BatchNormalization": "fold the batch normalisation into the preceding Linear layer before conversion",
-    "Pooling1D": "use a global pooling layer, or flatten and use a Dense layer",
-    "Pooling2D": "use a global pooling layer, or flatten and use a Dense layer",
+    "Pooling1D": "use max pooling (or a global average pooling layer)",
+    "Pooling2D": "use max pooling (or a global average pooling layer)",
     "Dot": "use Multiply followed by a Dense layer with a ones weight",
     "ApplyAlpha": "hls4ml makes this scale-and-shift layer of a BatchNormalization, a non-power-of-two scale or a "
                   "constant Add/Mul it could not fold: fold batch normalisation into the preceding layer, quantize "
@@ -168,7 +170,7 @@ def weight_codes(var, t: FixedType, where: str) -> np.ndarray:
 
 @dataclass
 class _Pending:
-    """A Dense layer waiting to learn whether a ReLU follows."""
+    """A Dense (or Conv) layer waiting to learn whether a ReLU follows."""
     name: str
     x: str
     w: str
@@ -177,6 +179,9 @@ class _Pending:
     acc_hi: np.ndarray
     acc_frac: int
     result_t: FixedType
+    kind: str = "dense"
+    attrs: dict | None = None  # the conv op's geometry
+    out_shape: tuple[int, ...] | None = None  # a conv's output shape (a dense's follows its input)
 
 
 def _layer_class(layer) -> str:
@@ -315,9 +320,10 @@ class _Converter:
         return self.emit(name, "eltwise", [src], out, {"op": "identity"})
 
     def emit_dense(self, p: _Pending, out_name: str, out_t: FixedType, act: str, origin: str) -> str:
-        self.new_tensor(out_name, self.tensors[p.x].shape[:-1] + (self.tensors[p.w].shape[1],), out_t, origin)
+        shape = p.out_shape or self.tensors[p.x].shape[:-1] + (self.tensors[p.w].shape[1],)
+        self.new_tensor(out_name, shape, out_t, origin)
         ins = [p.x, p.w] + ([p.b] if p.b else [])
-        return self.emit(p.name, "dense", ins, out_name, {"activation": act})
+        return self.emit(p.name, p.kind, ins, out_name, {"activation": act, **(p.attrs or {})})
 
     # -- layers -----------------------------------------------------------------------------------------------
     def convert(self, layer) -> None:
@@ -340,6 +346,10 @@ class _Converter:
             raise _refuse(layer, f"has {len(layer.inputs)} inputs")
         if cls == "Dense":
             self._dense(layer, out)
+        elif cls in ("Conv1D", "Conv2D"):
+            self._conv(layer, out)
+        elif cls in ("Pooling1D", "Pooling2D"):
+            self._pool(layer, out)
         elif cls in _ACT_CLASSES:
             self._activation(layer, out)
         elif cls == "Merge":
@@ -377,6 +387,31 @@ class _Converter:
             self.pending[out] = p  # folded into one dense op by the activation (see _activation)
         else:
             self.env[out] = self.emit_dense(p, p.name, p.result_t, "linear", p.name)
+
+    def _conv(self, layer, out: str) -> None:
+        """Conv1D / Conv2D (io_parallel, channels last): hls4ml computes each output pixel as a Dense over its
+        window (nnet::conv_*_cl with a dense mult config: products and sums in accum_t, then the result cast), so
+        the layer is the dense numerics over the im2col matrix of its Keras [*kernel, C, M] weights."""
+        src = self.inp(layer)
+        geo = _conv_attrs(layer, self.tensors[src].shape)
+        p = _dense(layer, src, self.tensors, None, conv=geo)
+        users = self.consumers.get(out, [])
+        if len(users) == 1 and out not in self.model_outputs and _activation_kind(users[0]) in ("relu", "linear"):
+            self.pending[out] = p
+        else:
+            self.env[out] = self.emit_dense(p, p.name, p.result_t, "linear", p.name)
+
+    def _pool(self, layer, out: str) -> None:
+        """MaxPooling1D / 2D: a selection of codes in the input's type, then hls4ml's result cast (if any)."""
+        src = self.inp(layer)
+        if str(layer.get_attr("pool_op", "Max")).lower() != "max":
+            raise _refuse(layer, f"{layer.get_attr('pool_op')} pooling over a window is not supported yet")
+        geo = _conv_attrs(layer, self.tensors[src].shape, pool=True)
+        shape = (*geo.pop("out"), self.tensors[src].shape[-1])
+        t = self.type_of(src)
+        y = self.new_tensor(f"{layer.name}_max", shape, t, layer.name)
+        self.emit(layer.name, "pool", [src], y, {"op": "max", **geo, "ceil_mode": False})
+        self.env[out] = self.cast(y, self.result_type(layer), f"{layer.name}_cast", layer.name)
 
     def _activation(self, layer, out: str) -> None:
         act = _activation_kind(layer)
@@ -712,21 +747,62 @@ def _exact_type(lo: int, hi: int, frac: int) -> FixedType:
     return FixedType(width, frac, True, "TRN", "SAT")
 
 
-def _dense(layer, x: str, tensors: dict[str, Tensor], x_range: tuple[np.ndarray, np.ndarray] | None = None
-           ) -> _Pending:
-    where = f"hls4ml layer {layer.name} (Dense)"
+def _conv_attrs(layer, x_shape: tuple[int, ...], pool: bool = False) -> dict:
+    """The conv / pool geometry of an hls4ml Conv1D/2D or Pooling1D/2D layer (its own attributes, checked against
+    the input's shape), or a typed refusal."""
+    a = layer.get_attr
+    if (a("data_format") or "channels_last") != "channels_last":
+        raise _refuse(layer, f"data_format {a('data_format')}: nn2aie takes channels_last images")
+    dilation = a("dilation_rate") or a("dilation")
+    if dilation not in (None, 1) and any(int(d) != 1 for d in np.atleast_1d(dilation)):
+        raise _refuse(layer, f"dilation {dilation} (hls4ml's convolutions have none)")
+    two = _layer_class(layer).endswith("2D")
+    k = ("pool_height", "pool_width") if pool else ("filt_height", "filt_width")
+    if two:
+        spatial = (int(a("in_height")), int(a("in_width")))
+        kernel = (int(a(k[0])), int(a(k[1])))
+        strides = (int(a("stride_height")), int(a("stride_width")))
+        pb, pe = (int(a("pad_top")), int(a("pad_left"))), (int(a("pad_bottom")), int(a("pad_right")))
+        out = (int(a("out_height")), int(a("out_width")))
+    else:
+        spatial, kernel = (int(a("in_width")),), (int(a(k[1] if pool else "filt_width")),)
+        strides, pb, pe = (int(a("stride_width")),), (int(a("pad_left")),), (int(a("pad_right")),)
+        out = (int(a("out_width")),)
+    if tuple(x_shape[:-1]) != spatial:
+        raise _refuse(layer, f"input of shape {list(x_shape)}, the layer expects {list(spatial)} pixels")
+    if any(p >= q for p, q in zip(pb + pe, kernel + kernel, strict=True)):
+        raise _refuse(layer, f"padding {list(pb)} / {list(pe)} not smaller than the kernel {list(kernel)}")
+    attrs = {"kernel": list(kernel), "strides": list(strides), "dilations": [1] * len(kernel),
+             "pads_begin": list(pb), "pads_end": list(pe)}
+    if pool:
+        return attrs | {"out": list(out)}
+    return attrs | {"groups": 1, "out": list(out)}
+
+
+def _dense(layer, x: str, tensors: dict[str, Tensor], x_range: tuple[np.ndarray, np.ndarray] | None = None,
+           conv: dict | None = None) -> _Pending:
+    where = f"hls4ml layer {layer.name} ({_layer_class(layer)})"
     x_t = tensors[x].type
     assert isinstance(x_t, FixedType)
     wvar = layer.weights["weight"]
     bvar = layer.weights.get("bias")
-    k, n = int(layer.get_attr("n_in")), int(layer.get_attr("n_out"))
-    if tuple(np.asarray(wvar.data).shape) != (k, n):
-        raise _refuse(layer, f"weight array of shape {list(np.asarray(wvar.data).shape)}, expected [{k}, {n}] "
-                      "(a multi-dimensional Dense or a transformed weight layout)")
-    if tensors[x].shape[-1] != k:
-        raise _refuse(layer, f"expects {k} inputs, gets {tensors[x].shape[-1]}")
     w_t = fixed_type(wvar.type.precision, f"{where} weight")
-    w = weight_codes(wvar, w_t, f"{where} weight")
+    if conv is not None:  # Keras [*kernel, C, M]: rows (kernel position, channel) of the im2col matrix
+        n = int(layer.get_attr("n_filt"))
+        shape = tuple(np.asarray(wvar.data).shape)
+        if shape != (*conv["kernel"], int(tensors[x].shape[-1]), n):
+            want = [*conv["kernel"], int(tensors[x].shape[-1]), n]
+            raise _refuse(layer, f"weight array of shape {list(shape)}, expected {want}")
+        w = weight_codes(wvar, w_t, f"{where} weight").reshape(-1, n)
+        k = w.shape[0]
+    else:
+        k, n = int(layer.get_attr("n_in")), int(layer.get_attr("n_out"))
+        if tuple(np.asarray(wvar.data).shape) != (k, n):
+            raise _refuse(layer, f"weight array of shape {list(np.asarray(wvar.data).shape)}, expected [{k}, {n}] "
+                          "(a multi-dimensional Dense or a transformed weight layout)")
+        if tensors[x].shape[-1] != k:
+            raise _refuse(layer, f"expects {k} inputs, gets {tensors[x].shape[-1]}")
+        w = weight_codes(wvar, w_t, f"{where} weight")
     tensors[f"{layer.name}_weight"] = Tensor(f"{layer.name}_weight", (k, n), w_t, w, origin=f"{layer.name}.weight")
     acc_frac = x_t.frac + w_t.frac
     xlo, xhi = _type_range(x_t)
@@ -759,4 +835,9 @@ def _dense(layer, x: str, tensors: dict[str, Tensor], x_range: tuple[np.ndarray,
     result_t = fixed_type(layer.get_output_variable().type.precision, f"{where} result")
     # the range of the exact sums (for the fold of a following activation)
     lo, hi = p_lo.sum(axis=0) + bias_acc, p_hi.sum(axis=0) + bias_acc
-    return _Pending(layer.name, x, f"{layer.name}_weight", b_name, lo, hi, acc_frac, result_t)
+    if conv is None:
+        return _Pending(layer.name, x, f"{layer.name}_weight", b_name, lo, hi, acc_frac, result_t)
+    geo = dict(conv)
+    out = geo.pop("out")
+    return _Pending(layer.name, x, f"{layer.name}_weight", b_name, lo, hi, acc_frac, result_t, "conv", geo,
+                    (*out, n))
