@@ -6,7 +6,9 @@ Writes ``compare_aie4ml_conv.md`` / ``.json``. The models are onnxruntime-quanti
 power of two (benchmarks/conv_models.py builders): a 2-D CNN (3x3 convs, 2x2 max pool, Gemm head) at 16x16 and a
 1-D CNN; both tools get the same file. nn2aie compiles at batch 1 and 4 in this process; aie4ml 0.2.1 runs in its own
 virtual environment (benchmarks/compare_aie4ml.py: created on first use from PyPI, ``from_onnx`` + ``run_pipeline``
-up to its physical plan, no Vitis) with the batch axis fixed to the same batch. Its tile count is the sum of its
+up to its physical plan, no Vitis) with the batch axis fixed to the same batch, on the same network with a
+channels-last graph input (a Transpose in front: aie4ml refuses a Conv that reads an NCHW graph input). Its tile
+count is the sum of its
 kernels' rectangles; where it refuses the model, its error is reported as it gave it.
 """
 
@@ -27,6 +29,52 @@ from compare_aie4ml import AIE4ML_TIMEOUT, DRIVER, ensure_aie4ml  # noqa: E402
 from conv_models import _ort_cnn, _pow2  # noqa: E402
 
 AIE4ML_PART = "xcve2802-vsvh1760-2MP-e-S"
+
+
+def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant nodes as initializers (what onnx-simplifier does; aie4ml reads no Constant node)."""
+    from onnx import numpy_helper
+
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = next(a for a in node.attribute if a.name == "value")
+            model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value.t), node.output[0]))
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return model
+
+
+def _nhwc_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network with a channels-last graph input: the input's QuantizeLinear / DequantizeLinear read it as
+    is and a ``Transpose`` to NCHW feeds the first Conv -- the layout aie4ml's frontend expects of an image input
+    (it refuses a Conv reading an NCHW graph input directly)."""
+    from onnx import helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    x = m.graph.input[0]
+    dims = [d.dim_value or d.dim_param for d in x.type.tensor_type.shape.dim]
+    perm = [0, len(dims) - 1, *range(1, len(dims) - 1)]
+    x.type.tensor_type.shape.ClearField("dim")
+    for d in [dims[0], *dims[2:], dims[1]]:
+        dim = x.type.tensor_type.shape.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        else:
+            dim.dim_param = d
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and
+              any(q.output[0] == n.input[0] and q.input[0] == x.name for q in m.graph.node
+                  if q.op_type == "QuantizeLinear"))
+    users = [n for n in m.graph.node if dq.output[0] in n.input]
+    nchw = dq.output[0] + "_nchw"
+    for u in users:
+        u.input[list(u.input).index(dq.output[0])] = nchw
+    index = list(m.graph.node).index(dq)
+    m.graph.node.insert(index + 1, helper.make_node("Transpose", [dq.output[0]], [nchw], perm=perm, name="to_nchw"))
+    return m
 
 
 def aie4ml_tiles(python: pathlib.Path, model: onnx.ModelProto, batch: int, tmp: pathlib.Path) -> dict:
@@ -74,13 +122,15 @@ def main() -> int:
     meta = machine() | {"date": datetime.date.today().isoformat()}
     python, version = ensure_aie4ml(args.venv)
     meta["aie4ml"] = version if python else f"not installable: {version}"
-    models = {"CNN 2-D 16x16x3 (3 conv, max pool, Gemm)": _pow2(_ort_cnn("2d")[0]),
-              "CNN 1-D 64x4 (2 conv, max pool, mean, Gemm)": _ort_cnn("1d")[0]}
+    models = {"CNN 2-D 16x16x3 (3 conv, max pool, Gemm), per-tensor scales": _fold_constants(
+                  _pow2(_ort_cnn("2d", per_channel=False)[0])),
+              "CNN 2-D 16x16x3, per-channel weight scales": _pow2(_ort_cnn("2d")[0]),
+              "CNN 1-D 64x4 (2 conv, max pool, mean, Gemm)": _fold_constants(_ort_cnn("1d")[0])}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models.items():
             for batch in (1, 4):
-                theirs = aie4ml_tiles(python, model, batch, pathlib.Path(tmp)) if python else \
+                theirs = aie4ml_tiles(python, _nhwc_input(model), batch, pathlib.Path(tmp)) if python else \
                     {"error": meta["aie4ml"]}
                 rows.append({"model": name, "batch": batch, "nn2aie": nn2aie_tiles(model, batch), "aie4ml": theirs})
                 print(name, batch, rows[-1]["nn2aie"].get("tiles"), theirs.get("tiles", theirs.get("error")),

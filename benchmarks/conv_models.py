@@ -120,7 +120,7 @@ def scaling_rows() -> list[dict]:
 
 
 # -- models -------------------------------------------------------------------------------------------------------
-def _ort_cnn(kind: str):
+def _ort_cnn(kind: str, per_channel: bool | None = None):
     import onnx
     import torch
     from onnxruntime import quantization as q
@@ -165,7 +165,8 @@ def _ort_cnn(kind: str):
             def get_next(self):
                 return next(self.rows, None)
 
-        q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=kind == "2d",
+        q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ,
+                          per_channel=(kind == "2d") if per_channel is None else per_channel,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
         proto = onnx.load(str(dst))
     if kind != "2d":

@@ -40,6 +40,8 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
      "modelled (conv kernel efficiency and scaling), and measured on this machine (CNNs compiled and checked "
      "bit for bit against their source framework)"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
+    ("compare_aie4ml_conv.py", [], [], "compare_aie4ml_conv.md",
+     "measured on this machine (tiles), next to the public aie4ml 0.2.1 on convolutional models"),
 ]
 
 
@@ -53,7 +55,7 @@ def main() -> int:
     results = HERE / "results"
     parts = []
     for script, full, quick, result, what in SECTIONS:
-        if script == "compare_aie4ml.py" and not args.with_aie4ml:
+        if script.startswith("compare_aie4ml") and not args.with_aie4ml:
             note = "stored result (rerun with --with-aie4ml)"
         elif args.modelled_only and not what.startswith("modelled"):
             note = "stored result (rerun without --modelled-only)"
