@@ -247,11 +247,21 @@ def _cnv(name: str):
     return proto, lambda n: gen.uniform(-0.2, 1.2, (n, 3, 32, 32)).astype(np.float32)
 
 
+def _ds_cnn():
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_ds_cnn
+
+    with _quiet():
+        proto = export_brevitas_qonnx(make_ds_cnn(0), 0, input_shape=(1, 49, 10))
+    gen = np.random.default_rng(4)
+    return proto, lambda n: gen.normal(0.0, 0.6, (n, 1, 49, 10)).astype(np.float32)
+
+
 MODELS = {
     "onnxruntime CNN 2-D (3 conv, max pool, float scales, per-channel)": lambda: _ort_cnn("2d"),
     "onnxruntime CNN 1-D (2 conv, max pool, mean; power-of-two)": lambda: _ort_cnn("1d"),
     "Brevitas CNN (2 conv + BatchNorm2d + ReLU + max pool)": _brevitas_cnn,
     "FINN CNV 2w2a (CIFAR-10)": lambda: _cnv("cnv_2w2a"),
+    "MLPerf Tiny DS-CNN keyword spotter (49x10, depthwise-separable)": _ds_cnn,
 }
 
 
@@ -295,8 +305,9 @@ def main() -> int:
     scaling = scaling_rows()
     models = []
     for name, build in MODELS.items():
-        print(f"{name} ...", flush=True)
-        models.append(run_model(name, build, args.events, 4))
+        for batch in (1, 4):
+            print(f"{name} batch {batch} ...", flush=True)
+            models.append(run_model(name, build, args.events, batch))
     elapsed = time.perf_counter() - t0
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
