@@ -96,14 +96,16 @@ def scaling_rows(batch: int, slice_kn: tuple[int, int]) -> list[dict]:
                                                                                         "cas_num": num}}))
         plans.append((length, num, compiled.plan))
     rows = _model_sweep(batch, slice_kn, plans)
-    saved = cost.CASCADE_CYCLES_PER_WORD
+    from nn2aie.kernels import mac_cost  # where the loop-nest model reads its constants (dense re-exports them)
+
+    saved = mac_cost.CASCADE_CYCLES_PER_WORD
     try:  # sensitivity to the cascade assumption: fully hidden behind the MACs, and fully exposed
         for key, value in (("efficiency_cascade_hidden", 0.0), ("efficiency_cascade_exposed", 1.0)):
-            cost.CASCADE_CYCLES_PER_WORD = value
+            mac_cost.CASCADE_CYCLES_PER_WORD = value
             for row, other in zip(rows, _model_sweep(batch, slice_kn, plans), strict=True):
                 row[key] = other["efficiency_vs_n_single"]
     finally:
-        cost.CASCADE_CYCLES_PER_WORD = saved
+        mac_cost.CASCADE_CYCLES_PER_WORD = saved
     return rows
 
 
