@@ -264,14 +264,16 @@ def test_unsupported_activation_names_the_layer(tmp_path, act):
         hm.compile()
 
 
-def test_unsupported_conv1d_names_the_layer(tmp_path):
+def test_conv1d_with_a_too_wide_auto_result_names_the_layer(tmp_path):
+    """hls4ml's 'auto' result of a Conv1d is its exact sum (36 bits here): refused naming the layer and the fix
+    (convolutions themselves convert: tests/frontends/test_hls4ml_conv.py)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(OrderedDict(conv=torch.nn.Conv1d(2, 4, 3), flat=torch.nn.Flatten(),
                                             fc=torch.nn.Linear(4 * 6, 3))).eval()
     cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=(2, 8), granularity="name", backend="nn2aie")
     hm = hls4ml.converters.convert_from_pytorch_model(model, output_dir=str(tmp_path / "p"), backend="nn2aie",
                                                      hls_config=cfg)
-    with pytest.raises(UnsupportedOpError, match=r"hls4ml layer conv \(Conv1D\): layer class Conv1D is not supported"):
+    with pytest.raises(UnsupportedQuantizationError, match=r"layer conv output tensor conv: 36-bit output codes"):
         hm.predict(np.zeros((4, 16)))
 
 
