@@ -53,6 +53,21 @@ def cnn1d():
     ], name="cnn1d")
 
 
+def ds_block():
+    """A depthwise-separable block as DS-CNN has them: DepthwiseConv2D (hls4ml DepthwiseConv2D), a 1x1 Conv2D
+    (hls4ml PointwiseConv2D), ReLUs, a global average pool and a Dense head."""
+    keras.utils.set_random_seed(5)
+    return keras.Sequential([
+        keras.Input((6, 5, 8), name="inp"),
+        keras.layers.DepthwiseConv2D(3, padding="same", name="c1", bias_initializer="random_normal"),
+        keras.layers.ReLU(name="r1"),
+        keras.layers.Conv2D(16, 1, name="c2", activation="relu", bias_initializer="random_normal"),
+        keras.layers.MaxPooling2D((2, 1), name="p1"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(4, name="fc", bias_initializer="random_normal"),
+    ], name="ds_block")
+
+
 def config(model, backend: str) -> dict:
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
     for name, layer in cfg["LayerName"].items():
@@ -69,7 +84,7 @@ def config(model, backend: str) -> dict:
 
 
 @needs_gxx
-@pytest.mark.parametrize("build", [cnn2d, cnn1d], ids=["cnn2d", "cnn1d"])
+@pytest.mark.parametrize("build", [cnn2d, cnn1d, ds_block], ids=["cnn2d", "cnn1d", "depthwise_separable"])
 def test_keras_cnn_predict_equals_hls4ml_csim(build, tmp_path):
     model = build()
     vitis = hls4ml.converters.convert_from_keras_model(model, hls_config=config(model, "Vitis"), backend="Vitis",
@@ -78,8 +93,11 @@ def test_keras_cnn_predict_equals_hls4ml_csim(build, tmp_path):
                                                       output_dir=str(tmp_path / "aie"), io_type="io_parallel")
     vitis.compile()
     ours.compile()
-    kinds = [op.kind for op in graph_from_hls4ml(ours).ops]
+    ops = graph_from_hls4ml(ours).ops
+    kinds = [op.kind for op in ops]
     assert kinds.count("conv") == 2 and "pool" in kinds
+    if build is ds_block:
+        assert ops[0].attrs["groups"] == 8  # the depthwise convolution
     shape = model.input_shape[1:]
     rng = np.random.default_rng(9)
     x = np.concatenate([rng.normal(0, 2.0, size=(EVENTS // 2, *shape)),  # saturating inputs too

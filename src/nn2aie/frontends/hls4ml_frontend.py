@@ -55,13 +55,15 @@ from nn2aie.ir.types import FixedType
 
 SUPPORTED = ("Input, Dense (with bias or not), Activation relu / linear / LeakyReLU (power-of-two slope) / Keras "
              "ReLU(), merges Add / Subtract / Multiply / Maximum / Minimum / Average, Concatenate, Reshape, Flatten, "
-             "Permute (Transpose), GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D, Conv1D / Conv2D (channels last, "
-             "any padding and stride), MaxPooling1D/2D")
+             "Permute (Transpose), GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D, Conv1D / Conv2D / DepthwiseConv "
+             "/ PointwiseConv (channels last, any padding and stride), MaxPooling1D/2D")
 _INPUT_CLASSES = ("Input", "InputLayer")
 _ACT_CLASSES = ("Activation", "ParametrizedActivation", "LeakyReLU", "ThresholdedReLU", "ReLU")
-_SUPPORTED_CLASSES = ("Dense", "Merge", "Concatenate", "Reshape", "Flatten", "Transpose", "GlobalPooling1D",
-                      "GlobalPooling2D", "FixedPointQuantizer", "BatchNormalization", "Conv1D", "Conv2D",
-                      "Pooling1D", "Pooling2D") + _ACT_CLASSES
+_SUPPORTED_CLASSES = (("Dense", "Merge", "Concatenate", "Reshape", "Flatten", "Transpose", "GlobalPooling1D",
+                      "GlobalPooling2D", "FixedPointQuantizer", "BatchNormalization", "Pooling1D", "Pooling2D")
+                      + _ACT_CLASSES)
+_CONV_CLASSES = ("Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D", "DepthwiseConv1D", "DepthwiseConv2D")
+_SUPPORTED_CLASSES = _SUPPORTED_CLASSES + _CONV_CLASSES
 # hls4ml merge op -> eltwise op (Average: see _Converter._merge)
 _MERGE_OPS = {"add": "add", "subtract": "sub", "multiply": "mul", "maximum": "max", "minimum": "min"}
 _NEAREST = {
@@ -346,7 +348,7 @@ class _Converter:
             raise _refuse(layer, f"has {len(layer.inputs)} inputs")
         if cls == "Dense":
             self._dense(layer, out)
-        elif cls in ("Conv1D", "Conv2D"):
+        elif cls in _CONV_CLASSES:
             self._conv(layer, out)
         elif cls in ("Pooling1D", "Pooling2D"):
             self._pool(layer, out)
@@ -776,7 +778,8 @@ def _conv_attrs(layer, x_shape: tuple[int, ...], pool: bool = False) -> dict:
              "pads_begin": list(pb), "pads_end": list(pe)}
     if pool:
         return attrs | {"out": list(out)}
-    return attrs | {"groups": 1, "out": list(out)}
+    depthwise = _layer_class(layer).startswith("Depthwise")
+    return attrs | {"groups": int(x_shape[-1]) if depthwise else 1, "out": list(out)}
 
 
 def _dense(layer, x: str, tensors: dict[str, Tensor], x_range: tuple[np.ndarray, np.ndarray] | None = None,
@@ -790,8 +793,10 @@ def _dense(layer, x: str, tensors: dict[str, Tensor], x_range: tuple[np.ndarray,
     if conv is not None:  # Keras [*kernel, C, M]: rows (kernel position, channel) of the im2col matrix
         n = int(layer.get_attr("n_filt"))
         shape = tuple(np.asarray(wvar.data).shape)
-        if shape != (*conv["kernel"], int(tensors[x].shape[-1]), n):
-            want = [*conv["kernel"], int(tensors[x].shape[-1]), n]
+        c = int(tensors[x].shape[-1])
+        # depthwise: Keras [*kernel, C, multiplier], filter m = c * multiplier + d reads channel c (groups = C)
+        want = [*conv["kernel"], c, n // c] if conv["groups"] > 1 else [*conv["kernel"], c, n]
+        if list(shape) != want or (conv["groups"] > 1 and n % c):
             raise _refuse(layer, f"weight array of shape {list(shape)}, expected {want}")
         w = weight_codes(wvar, w_t, f"{where} weight").reshape(-1, n)
         k = w.shape[0]
