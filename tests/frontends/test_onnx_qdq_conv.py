@@ -70,6 +70,19 @@ class Residual(torch.nn.Module):
         return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class AvgPooled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16 * 3 * 3, 4)
+
+    def forward(self, x):
+        x = torch.nn.functional.avg_pool2d(torch.relu(self.c1(x)), 2)
+        x = torch.nn.functional.avg_pool2d(torch.relu(self.c2(x)), 3, stride=2, padding=1)  # count_include_pad
+        return self.fc(torch.flatten(x, 1))
+
+
 def quantized(tmp_path, net, shape, symmetric: bool, seed: int = 0, per_channel: bool = True) -> onnx.ModelProto:
     torch.manual_seed(seed)
     net = net().eval()  # built after seeding: the same weights every run
@@ -266,3 +279,13 @@ def test_padded_conv_of_a_zero_point_input_is_refused(tmp_path):
 
     with pytest.raises((UnsupportedQuantizationError, UnsupportedOpError), match="zero point|pads"):
         compile_loaded(load_model(quantized(tmp_path, Net, (1, 6, 6), symmetric=False)))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_average_pooling_read_off_onnxruntime(tmp_path, batch):
+    """AveragePool (2x2, and 3x3 stride 2 over padding counted in the divisor): the window sum on the tiles, the
+    division and quantization as onnxruntime computes them, read off on every reachable sum."""
+    model = pow2_qdq(quantized(tmp_path, AvgPooled, (3, 12, 12), symmetric=False, seed=6, per_channel=False))
+    compiled = check_model(model, (3, 12, 12), batch)
+    avg = [op for op in compiled.model.graph.ops if op.kind == "conv" and "requant_table" in op.attrs]
+    assert len(avg) == 2 and all(op.attrs["groups"] == 16 for op in avg)

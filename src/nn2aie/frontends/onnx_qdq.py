@@ -84,7 +84,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
            "GlobalMaxPool": "max"}
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
-                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool")
+                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool")
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
              "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
@@ -772,8 +772,7 @@ class QdqParser:
         self.fixed_batch = next(iter(batches)) if len(batches) == 1 and isinstance(next(iter(batches)), int) else None
         handlers = {"QuantizeLinear": self.on_quantize, "DequantizeLinear": self.on_dequantize,
                     "MatMul": self.on_dense, "Gemm": self.on_dense, "Conv": self.on_conv, "MaxPool": self.on_maxpool,
-                    "Relu": self.on_relu,
-                    "Clip": self.on_clip,
+                    "AveragePool": self.on_avgpool, "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
@@ -1034,6 +1033,68 @@ class QdqParser:
         y = self.add_op(self.op_name(node, "maxpool"), "pool", [x.tensor], (*out, cf[0]), x.qtype, node.output[0],
                         attrs)
         self.bind(node.output[0], QVal(y, x.qtype))
+
+    def on_avgpool(self, node: onnx.NodeProto) -> None:
+        """AveragePool with one divisor for every window (no padding, or count_include_pad=1; no partial ceil_mode
+        windows): the exact window sum as a depthwise conv with unit weights, and onnxruntime's own float32
+        division and QuantizeLinear read off on every reachable sum (a threshold table / multiplier, as a BatchNorm
+        after a layer)."""
+        from nn2aie.frontends.source_eval import chain_function, step_thresholds
+        from nn2aie.kernels.pool_semantics import PoolGeometry
+
+        where = self.where(node)
+        x = self.value(node.input[0], node)
+        cf = self.channels_first_input(node, x)
+        if isinstance(x.qtype, _SQType):
+            raise UnsupportedQuantizationError(where, "average pooling of a float-scale value is not supported yet",
+                                               "use power-of-two scales around the AveragePool")
+        attrs = pool_attrs(node, where, cf)
+        out = attrs.pop("out")
+        geo = PoolGeometry(tuple(cf[1:]), tuple(attrs["kernel"]), tuple(attrs["strides"]), tuple(attrs["pads_begin"]),
+                           tuple(attrs["pads_end"]), tuple(attrs["dilations"]), attrs["ceil_mode"])
+        padded = any(attrs["pads_begin"]) or any(attrs["pads_end"])
+        if padded and not attr(node, "count_include_pad", 0):
+            raise UnsupportedOpError(where, "averages over padding with count_include_pad=0: the divisor differs at "
+                                     "the image's edges", "pad explicitly (count_include_pad=1) or drop the padding")
+        if attrs["ceil_mode"] and geo.out_spatial != PoolGeometry(geo.spatial, geo.kernel, geo.strides,
+                                                                  geo.pads_begin, geo.pads_end, geo.dilations,
+                                                                  False).out_spatial:
+            raise UnsupportedOpError(where, "ceil_mode adds partial windows whose divisor differs",
+                                     "use ceil_mode=0 or a shape the windows divide")
+        channels, taps = cf[0], int(np.prod(attrs["kernel"]))
+        q, relu = self.quant_tail(node)
+        if relu is not None:
+            raise UnsupportedOpError(self.where(relu), "a Relu after an average pool of a quantized value",
+                                     "apply the Relu before the pool")
+        y_type = self.qparams(q, None, _ACT_TYPES, "activation")
+        # the sum S of the window's codes; onnxruntime computes float32(S * sx) exactly (below 2**24 LSBs), divides
+        # by the count in float32 and quantizes: read off as a step function of S on every reachable sum
+        sx = x.qtype.frac
+        lo, hi = taps * x.qtype.lo, taps * x.qtype.hi
+        self.check_float32(max(-lo, hi), sx)
+        div_c = unique("avgpool_count", self.taken)
+        consts = dict(self.consts)
+        consts[div_c] = np.asarray(np.float32(taps))
+        div = onnx.helper.make_node("Div", [node.input[0] + "_sum", div_c], [node.output[0]], name=node.name or "avg")
+        zp = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        out_type = _NP_TO_ONNX.get(np.asarray(zp).dtype, T.UINT8) if zp is not None else T.UINT8
+        fn = chain_function([div, q], consts, node.input[0] + "_sum", list(self.model.opset_import),
+                            lambda acc: np.ldexp(acc, -sx).astype(np.float32), lambda v: np.asarray(v).astype(np.int64),
+                            runner="onnxruntime", out_type=out_type, trailing=len(cf) - 1)
+        thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, lo, hi, 1, y_type.lo, y_type.hi, where)
+        name = self.op_name(node, "avgpool")
+        w_name = unique(f"{name}_w", self.taken)
+        self.tensors[w_name] = Tensor(w_name, (taps, channels), FixedType(2, 0, True), np.ones((taps, channels),
+                                                                                              dtype=np.int64))
+        table = {"thresholds": [thresholds[0].tolist()] * channels, "acc_range": [acc_lo, acc_hi],
+                 "clamp": [y_type.lo, y_type.hi], "negated_channels": [],
+                 "source": f"{node.name or 'AveragePool'}: the window sum divided by {taps} and quantized, run by "
+                           "onnxruntime on every reachable sum"}
+        conv = {"kernel": attrs["kernel"], "strides": attrs["strides"], "dilations": attrs["dilations"],
+                "pads_begin": attrs["pads_begin"], "pads_end": attrs["pads_end"], "groups": channels}
+        y = self.add_op(name, "conv", [x.tensor, w_name], (*out, channels), y_type, q.output[0],
+                        {"activation": "linear", "requant_table": table, **conv})
+        self.bind(q.output[0], QVal(y, y_type, codes=True))
 
     # -- dense ----------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
