@@ -64,7 +64,21 @@ def test_bands_and_slices_forced():
 
 @pytest.mark.parametrize("groups", [2, 8])
 def test_grouped_and_depthwise(groups):
-    check(conv_graph((5, 7), 8, 8 if groups == 8 else 16, (3, 3), pads=[1, 0, 1, 2], groups=groups), events=300)
+    plan, _ = check(conv_graph((5, 7), 8, 8 if groups == 8 else 16, (3, 3), pads=[1, 0, 1, 2], groups=groups),
+                    events=300)
+    (e,) = [e for e in plan.layers if e.op == "conv"]
+    assert e.variant == ("depthwise" if groups == 8 else "mmul")
+
+
+@pytest.mark.parametrize("case", [((8, 6), 48, (3, 3), (2, 2), [1, 1, 1, 1], 2), ((30,), 32, (5,), (1,), [2, 2], 1)])
+def test_depthwise_kernel_strides_splits_int16(case):
+    """The element-wise depthwise kernel: strides, padding, channel slices, bands; 16-bit outputs."""
+    spatial, channels, kernel, strides, pads, bands = case
+    plan, _ = check(conv_graph(spatial, channels, channels, kernel, strides=list(strides), pads=pads,
+                               groups=channels, y_t=FixedType(16, 9, True)),
+                    {"conv": {"parts": 2, "bands": bands}}, events=200)
+    (e,) = [e for e in plan.layers if e.op == "conv"]
+    assert e.variant == "depthwise" and e.parts == 2
 
 
 def pool_graph(spatial, channels, kernel, strides, pads=None, ceil_mode=False, unsigned=True, seed=1):

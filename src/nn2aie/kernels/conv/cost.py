@@ -13,7 +13,13 @@ per 256 bits, as dense). A float-scale layer adds its requantisation per 32-lane
 from __future__ import annotations
 
 from nn2aie.kernels.conv.plan import PIXELS_PER_256, ConvExec
-from nn2aie.kernels.mac_cost import CALL_OVERHEAD_CYCLES, NATIVE_MACS_PER_INSTRUCTION, LoopNest, invocation_cycles
+from nn2aie.kernels.mac_cost import (
+    CALL_OVERHEAD_CYCLES,
+    NATIVE_MACS_PER_INSTRUCTION,
+    OUTPUT_CYCLES_PER_256_BITS,
+    LoopNest,
+    invocation_cycles,
+)
 
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16}
 
@@ -61,13 +67,29 @@ def pool_cycles(e: ConvExec) -> float:
     return blocks * per_block + CALL_OVERHEAD_CYCLES
 
 
+def depthwise_cycles(e: ConvExec) -> float:
+    """A depthwise tile: per pixel group and channel block, per tap one element-wise MAC of MMUL_M x MMUL_K lanes
+    (one instruction, assumed) with its A load (SW x 256 bits, one more when misaligned) and its 256-bit weight load
+    on the other unit; then the epilogue of the block (the calibrated unhidden fraction, as the matrix kernels)."""
+    m, k, _ = e.mmul
+    blocks = e.tile_batch * e.band_rows * (e.wq // m) * (e.m_slice // k)
+    a_loads = e.taps * e.strides[1] + misaligned_taps(e)
+    per_block = max(e.taps, a_loads, e.taps) + m * k * _BITS[e.out_dtype] / 256 * OUTPUT_CYCLES_PER_256_BITS[
+        _BITS[e.out_dtype]]
+    return blocks * per_block + requant_cycles(e) + CALL_OVERHEAD_CYCLES
+
+
 def tile_cycles(e: ConvExec, role: str = "single") -> float:
     if e.pool:
         return pool_cycles(e)
+    if e.variant == "depthwise":
+        return depthwise_cycles(e)
     return invocation_cycles(loop_nest(e, role)) + requant_cycles(e, role)
 
 
 def peak_macs(e: ConvExec) -> int:
+    if e.variant == "depthwise":  # one element-wise MAC instruction of MMUL_M x MMUL_K lanes per cycle (assumed)
+        return e.mmul[0] * e.mmul[1]
     return NATIVE_MACS_PER_INSTRUCTION[(e.a_dtype.removeprefix("u"), e.w_dtype)]
 
 

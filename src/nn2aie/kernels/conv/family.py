@@ -22,13 +22,16 @@ from nn2aie.kernels.conv.plan import (
     cascade_stream,
     choose,
     dense_weights,
+    depthwise_sums,
     finish_tile,
+    pack_depthwise,
     pack_weights,
     partial_sums,
     plan,
     plan_pool,
     run_pool_tile,
     tile_bytes,
+    unpack_depthwise,
     unpack_weights,
     window_to_image,
 )
@@ -162,8 +165,10 @@ class ConvFamily(OpFamily):
                 k.memory = self.memory_map(x, k, device, frozenset())
                 kernels.append(k)
             return kernels
-        w = dense_weights(graph, op, x)
         bias = tile_bias(graph, op)
+        if x.variant == "depthwise":
+            return self._partition_depthwise(graph, op, x, device, layer_id, bias)
+        w = dense_weights(graph, op, x)
         b_pad = np.zeros(x.m_padded, dtype=np.int64)
         if bias is not None:
             b_pad[: x.filters] = bias
@@ -187,6 +192,25 @@ class ConvFamily(OpFamily):
                 if pos > 0:  # the cascade runs from the previous input-channel slice of the same tile slot
                     kernels[-1].cascade_to, k.cascade_from = k.name, kernels[-1].name
                 kernels.append(k)
+        return kernels
+
+    def _partition_depthwise(self, graph: Graph, op: Op, x: ConvExec, device: Device, layer_id: str,
+                             bias: np.ndarray | None) -> list[Kernel]:
+        w = np.zeros((x.taps, x.m_padded), dtype=np.int64)
+        w[:, : x.filters] = graph.tensor(op.inputs[1]).data.astype(np.int64)  # [taps, C]: filter c reads channel c
+        b_pad = np.zeros(x.m_padded, dtype=np.int64)
+        if bias is not None:
+            b_pad[: x.filters] = bias
+        kernels = []
+        for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
+            n0 = part * x.m_slice
+            row, column = self._place(x, device, tile, 0)
+            k = Kernel(name=name, layer=op.name, chain=row, position=column, role="single", col=-1, row=-1,
+                       k_start=tile // x.parts, n_start=n0,
+                       weights=pack_depthwise(x, w[:, n0:n0 + x.m_slice]).astype(numpy_dtype(x.w_dtype)),
+                       bias=b_pad[n0:n0 + x.m_slice].astype(np.int32) if x.has_bias else None, family=self.name)
+            k.memory = self.memory_map(x, k, device, frozenset())
+            kernels.append(k)
         return kernels
 
     @staticmethod
@@ -217,7 +241,7 @@ class ConvFamily(OpFamily):
         view = SpatialView(x.spatial, x.band_origin(slot % x.bands), (hi, wi), self._events(x, slot))
         if not view.padded and (hi, wi) == x.spatial and view.events is None:
             view = None  # the whole image: every row of the tensor
-        start = n0 if x.pool else position * x.c_pad  # a pool tile reads the channels it writes
+        start = n0 if x.per_channel else position * x.c_pad  # a pool / depthwise tile reads the channels it writes
         return PortSpec("in", "in", 0, start, x.c_pad, (hi * wi, x.mmul[1]), x.a_dtype, x.in_rows, view)
 
     def _output_port(self, x: ConvExec, slot: int, n0: int) -> PortSpec:
@@ -238,7 +262,7 @@ class ConvFamily(OpFamily):
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
         x = _c(e)
         windows = range(x.event_groups * x.bands)  # each a window of its own (in) or a region written (out)
-        if direction == "out" or x.pool:
+        if direction == "out" or x.per_channel:
             return [(p * x.m_slice, x.m_slice, w) for p in range(x.parts) for w in windows]
         return [(p * x.c_pad, x.c_pad, w) for p in range(x.slices) for w in windows]
 
@@ -265,7 +289,8 @@ class ConvFamily(OpFamily):
                 rq = None
                 if x.requant is not None:
                     rq = x.requant.select([min(c, x.filters - 1) for c in range(k.n_start, k.n_start + x.m_slice)])
-                out.append((unpack_weights(x, k.weights.astype(np.int64)), rq))
+                unpack = unpack_depthwise if x.variant == "depthwise" else unpack_weights
+                out.append((unpack(x, k.weights.astype(np.int64)), rq))
             return out
 
         return io.cached(("conv", x.op), build)
@@ -287,7 +312,8 @@ class ConvFamily(OpFamily):
                     io.trace.outputs[k.name] = np.asarray(y, dtype=np.int64).reshape(io.iterations, -1)
                 io.write(k, "out", y)
                 continue
-            part = partial_sums(x, window_to_image(x, window), param[0])
+            compute = depthwise_sums if x.variant == "depthwise" else partial_sums
+            part = compute(x, window_to_image(x, window), param[0])
             if k.bias is not None:
                 part += np.asarray(k.bias, dtype=np.int64)
             if io.trace is not None:
@@ -323,13 +349,13 @@ class ConvFamily(OpFamily):
 
     def useful_ops(self, e: OpExec) -> int:
         x = _c(e)
-        if x.pool:  # comparisons
+        if x.per_channel:  # comparisons (max pool) or one MAC per tap and channel (depthwise)
             return x.batch * x.out_spatial[0] * x.out_spatial[1] * x.channels * x.taps
         return x.batch * x.out_spatial[0] * x.out_spatial[1] * x.filters * x.taps * (x.channels // x.groups)
 
     def peak_ops_per_cycle(self, e: OpExec) -> int:
         x = _c(e)
-        return 0 if x.pool else cost.peak_macs(x)
+        return 0 if x.pool else cost.peak_macs(x)  # depthwise: the element-wise MAC lanes (kernels/conv/cost.py)
 
     def cost_assumptions(self) -> str:
         return ("kernels/conv/cost.py: the dense loop-nest model calibrated on AMD's 64x64x64 int8 GEMM; one extra "
@@ -413,24 +439,36 @@ class ConvFamily(OpFamily):
         if x.pool:
             return {header_path(index): _ENV.get_template("pool_kernel.h.j2").render(ctx),
                     source_path(index): _ENV.get_template("pool_kernel.cc.j2").render(ctx)}
+        if x.variant == "depthwise":
+            files = {header_path(index): _ENV.get_template("depthwise_kernel.h.j2").render(ctx),
+                     source_path(index): _ENV.get_template("depthwise_kernel.cc.j2").render(ctx)}
+            files[params_path(index)] = self._params_file(x, index, kernels, comment)
+            if x.requant is not None:
+                files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
+            return files
         files = {header_path(index): _ENV.get_template("conv_kernel.h.j2").render(ctx),
                  impl_path(index): _ENV.get_template("conv_kernel_impl.h.j2").render(ctx)}
         for r in ctx["roles"]:
             files[role_source_path(index, r["name"])] = _ENV.get_template("conv_kernel.cc.j2").render(ctx | {"r": r})
+        files[params_path(index)] = self._params_file(x, index, kernels, comment)
+        if x.requant is not None:
+            files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
+        return files
+
+    def _params_file(self, x: ConvExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> str:
+        order = "channel block, tap, 4 pixels x channels" if x.variant == "depthwise" else \
+            "group, kh, kw, channel block, j"
         arrays = []
         for k, ident in kernels:
             arrays.append((x.w_dtype, f"W_{ident}", f"{ident}: tile slot {k.k_start}, channels [{k.n_start}, "
-                           f"{k.n_start + x.m_slice}), packed (group, kh, kw, channel block, j)", k.weights))
+                           f"{k.n_start + x.m_slice}), packed ({order})", k.weights))
             if k.bias is not None:
                 arrays.append(("int32", f"B_{ident}", f"{ident}: bias at the accumulator LSB", k.bias))
             if x.requant is not None and k.role in ("single", "last"):
                 arrays.append(("int32", f"Q_{ident}", f"{ident}: {x.requant.kind} requantisation constants",
                                self._requant(x, k)))
-        files[params_path(index)] = _param_header(params_path(index), f"Conv op {index} ({comment}): the "
-                                                  "constants of every tile.", arrays)
-        if x.requant is not None:
-            files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
-        return files
+        return _param_header(params_path(index), f"Conv op {index} ({comment}): the constants of every tile.",
+                             arrays)
 
     def _requant(self, x: ConvExec, k: Kernel) -> np.ndarray:
         return tile_constants(x.requant, x.filters, k.n_start, x.m_slice, x.mmul[2], f"op {x.op}")
@@ -456,6 +494,9 @@ class ConvFamily(OpFamily):
             args.append(f"std::vector<int32>(Q_{ident}, Q_{ident} + {self._requant(x, kernel).size})")
             params.append("requant")
         out = kernel.role in ("single", "last")
+        if x.variant == "depthwise":
+            return KernelInstance(type_name=f"ConvL{index}", ctor_args=tuple(args), params=tuple(params),
+                                  source=source_path(index), in_ports={"in": 0}, out_ports={"out": 0})
         return KernelInstance(type_name=f"ConvL{index}<ConvRole::{kernel.role}>", ctor_args=tuple(args),
                               params=tuple(params), source=role_source_path(index, kernel.role), in_ports={"in": 0},
                               out_ports={"out": 0} if out else {},
@@ -491,6 +532,8 @@ class ConvFamily(OpFamily):
         if x.pool:
             return [header_path(index), source_path(index)]
         extra = [REQUANT_HEADER_PATH] if x.requant is not None else []
+        if x.variant == "depthwise":
+            return [header_path(index), source_path(index), params_path(index), *extra]
         return [header_path(index), impl_path(index), *[role_source_path(index, r) for r in x.roles],
                 params_path(index), *extra]
 
@@ -498,6 +541,12 @@ class ConvFamily(OpFamily):
         x = _c(e)
         if x.pool:
             spec = plain.DriverSpec(f"conv_l{index}", header_path(index), source_path(index), None, 1, False)
+            return plain.driver_source(spec, entries)
+        if x.variant == "depthwise":
+            arrays = [("L::w_t", "L::W_SIZE")] + ([("int32", "L::M_SLICE")] if x.has_bias else []) + (
+                [("int32", "L::RQ_SIZE")] if x.requant is not None else [])
+            spec = plain.DriverSpec(f"conv_l{index}", header_path(index), source_path(index), params_path(index),
+                                    1, True, tuple(arrays))
             return plain.driver_source(spec, entries)
         rows = []
         for entry in entries:
@@ -511,7 +560,7 @@ class ConvFamily(OpFamily):
 
     def native_run(self, e: OpExec, kernel: Kernel, trace: Any, iters: int, stem: Any) -> NativeRun:
         x = _c(e)
-        if x.pool:
+        if x.per_channel:
             return plain.run_spec(kernel, self.ports(e, kernel), trace, iters, stem)
         window = trace.inputs[kernel.name].reshape(iters, -1)
         a = window.astype(np.dtype(x.a_dtype))
@@ -541,7 +590,8 @@ class ConvFamily(OpFamily):
                     "pads": [list(x.pads_begin[2 - x.rank:]), list(x.pads_end[2 - x.rank:])],
                     "channels": x.channels, "bands": x.bands, "parts": x.parts, "m_slice": x.m_slice,
                     "event_groups": x.event_groups}
-        out = {"op": "conv", "kernel": list(x.kernel[2 - x.rank:]), "strides": list(x.strides[2 - x.rank:]),
+        out = {"op": "conv", "variant": x.variant, "kernel": list(x.kernel[2 - x.rank:]),
+               "strides": list(x.strides[2 - x.rank:]),
                "dilations": list(x.dilations[2 - x.rank:]), "pads": [list(x.pads_begin[2 - x.rank:]),
                                                                       list(x.pads_end[2 - x.rank:])],
                "groups": x.groups, "channels": x.channels, "filters": x.filters,

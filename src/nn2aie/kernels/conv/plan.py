@@ -81,6 +81,9 @@ class ConvExec(OpExec):
     requant: Any = None  # kernels/requant.py Requant (multiplier / table) or None (the SRS epilogue)
     pool: str = ""  # "" a convolution; "max" a max pool (no weights: channels pass through, c_pad = m_slice)
     c_total: int = 0  # input channels padded to MMUL_K (``slices`` slices of c_pad cover them)
+    # "mmul": aie::mmul blocks over (pixels x channels) x (channels x filters); "depthwise": one filter per channel
+    # (groups = C = M), an element-wise aie::mac of 4 pixels x MMUL_K channels per tap, channels sliced like a pool
+    variant: str = "mmul"
     slices: int = 1  # input-channel slices along a cascade (the override key cas_length)
     m_slice: int = 0  # output channels per tile
     parts: int = 1  # output-channel slices
@@ -144,8 +147,17 @@ class ConvExec(OpExec):
     def band_origin(self, band: int) -> tuple[int, int]:
         return (band * self.band_rows * self.strides[0] - self.pads_begin[0], -self.pads_begin[1])
 
+    @property
+    def per_channel(self) -> bool:
+        """A tile reads the channels it writes (max pool, depthwise conv)."""
+        return bool(self.pool) or self.variant == "depthwise"
+
     def weight_elems(self) -> int:
-        return 0 if self.pool else self.taps * self.c_pad * self.m_slice
+        if self.pool:
+            return 0
+        if self.variant == "depthwise":  # per (channel block, tap) the block's weights repeated for 4 pixels
+            return self.taps * self.m_slice * self.mmul[0]
+        return self.taps * self.c_pad * self.m_slice
 
     @property
     def roles(self) -> list[str]:
@@ -205,7 +217,12 @@ def plan(graph: Graph, op: Op, device: Device, batch: int, requant_kind: str | N
         w_dtype=lin.w_dtype, out_dtype=lin.out_dtype, acc=lin.acc, mmul=mmul, epilogue=asdict(lin.epilogue),
         relu=lin.relu, has_bias=lin.bias is not None, acc_bound=lin.bound, c_pad=ceil_div(geo.channels, k) * k,
         requant=lin.requant, n_accumulators=store_blocks, c_total=ceil_div(geo.channels, k) * k)
-    if geo.groups > 1:
+    depthwise = geo.groups > 1 and geo.groups == geo.channels == geo.filters  # one filter per channel
+    if depthwise and STORE_BITS // (k * out_bits) <= 2:  # (a pixel's 128-bit store spans at most two blocks)
+        e.variant = "depthwise"
+        e.mmul = (mmul[0], k, k)
+        e.n_accumulators = max(1, STORE_BITS // (k * out_bits))
+    elif geo.groups > 1:
         e.notes.append(f"{geo.groups} groups run as one convolution with zero weights outside each group "
                        f"({geo.groups}x the MACs of the grouped one)")
     return e
@@ -333,9 +350,9 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
     want_parts, want_bands, want_groups = (override.get(k) for k in ("parts", "bands", "event_groups"))
     want_length = override.get("cas_length")
     k = e.mmul[1]
-    max_length = 1 if e.pool else e.c_total // k
+    max_length = 1 if e.per_channel else e.c_total // k
     if want_length is not None and want_length > max_length:
-        why = "a max pool has no cascade" if e.pool else \
+        why = "a max pool or depthwise conv has no cascade" if e.per_channel else \
             f"{e.c_total} input channels give at most {max_length} slices of {k}"
         raise IllegalConfigError(f"override for layer {e.op}", f"cas_length {want_length}: {why}",
                                  f"use at most {max_length}")
@@ -347,7 +364,7 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
         raise IllegalConfigError(where, f"event_groups {want_groups} do not divide the batch of {e.batch}",
                                  f"use one of {', '.join(map(str, _band_counts(e.batch)))}")
     store = max(1, STORE_BITS // (e.mmul[2] * BITS[e.out_dtype]))
-    if e.pool:  # one pixel group, the column blocks of one pixel store
+    if e.per_channel:  # one pixel group, the column blocks of one pixel store
         e.m_accumulators, e.n_accumulators = 1, store
     else:
         e.m_accumulators, e.n_accumulators = _accumulators(e)
@@ -381,7 +398,7 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
             if columns > device.columns:
                 continue  # the chains stack in columns of at most stack_rows, each `length` tiles wide
             e.slices, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
-            e.c_pad = m_slice if e.pool else c_slice  # a pool tile reads the channels it writes
+            e.c_pad = m_slice if e.per_channel else c_slice  # a pool tile reads the channels it writes
             if fits(e, device):
                 e.cas_num, e.cas_length = rows, columns
                 e.override = bool(want_parts or want_bands or want_groups or want_length)
@@ -389,12 +406,12 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
         if e.n_accumulators <= store or want_parts:
             break
         e.n_accumulators //= 2
-        e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.pool else 1
+        e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.per_channel else 1
     fitting = [c for c in candidates if footprint(c[0] // c[1], c[1], device)[1] <= device.columns] or \
         candidates
     if fitting:
         _, e.slices, e.event_groups, e.bands, e.parts, e.m_slice, c_slice = fitting[-1]
-        e.c_pad = e.m_slice if e.pool else c_slice
+        e.c_pad = e.m_slice if e.per_channel else c_slice
     need = max((tile_bytes(e, role) for role in e.roles), key=lambda d: sum(d.values()))
     raise DoesNotFitError(
         f"op {e.op} (conv)", f"no split into input-channel slices, event groups, row bands and output-channel slices "
@@ -498,6 +515,35 @@ def cascade_sums(e: ConvExec, stream: np.ndarray) -> np.ndarray:
     blocks = np.asarray(stream).reshape(iters, e.tile_batch, e.band_rows, steps, groups, e.m_accumulators,
                                         e.n_accumulators, m, n)
     return blocks.transpose(0, 1, 2, 3, 5, 7, 4, 6, 8).reshape(iters * e.tile_batch, e.band_rows, e.wq, e.m_slice)
+
+
+def pack_depthwise(e: ConvExec, w: np.ndarray) -> np.ndarray:
+    """Depthwise weights ``[taps, m_slice]`` -> 1-D in kernel load order: per (channel block, tap) the block's
+    MMUL_K weights repeated for the MMUL_M pixels of a vector (row-major pixels x channels)."""
+    k, m = e.mmul[1], e.mmul[0]
+    blocks = np.asarray(w).reshape(e.taps, e.m_slice // k, k).transpose(1, 0, 2)  # [cb, tap, kk]
+    return np.ascontiguousarray(np.repeat(blocks[:, :, None, :], m, axis=2)).reshape(-1)
+
+
+def unpack_depthwise(e: ConvExec, packed: np.ndarray) -> np.ndarray:
+    k, m = e.mmul[1], e.mmul[0]
+    blocks = np.asarray(packed).reshape(e.m_slice // k, e.taps, m, k)[:, :, 0, :]
+    return blocks.transpose(1, 0, 2).reshape(e.taps, e.m_slice)
+
+
+def depthwise_sums(e: ConvExec, image: np.ndarray, w_tile: np.ndarray) -> np.ndarray:
+    """A depthwise tile's exact sums for every computed pixel: ``[events, HO_band, WQ, m_slice]`` from input
+    windows ``[events, HI, WI, m_slice]`` and weights ``[taps, m_slice]`` (channel c by filter c)."""
+    sh, sw = e.strides
+    dh, dw = e.dilations
+    ho, wq = e.band_rows, e.wq
+    x = np.asarray(image, dtype=np.int64)
+    w = np.asarray(w_tile, dtype=np.int64).reshape(e.kernel[0], e.kernel[1], e.m_slice)
+    acc = np.zeros((x.shape[0], ho, wq, e.m_slice), dtype=np.int64)
+    for kh in range(e.kernel[0]):
+        for kw in range(e.kernel[1]):
+            acc += x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wq - 1) * sw + 1:sw, :] * w[kh, kw]
+    return acc
 
 
 def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
