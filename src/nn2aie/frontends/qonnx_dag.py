@@ -36,7 +36,6 @@ from nn2aie.frontends.onnx_common import (
     elem_type_name,
     identifier,
     node_where,
-    pool_attrs,
     real_inputs,
     unique,
     value_shape,
@@ -428,16 +427,6 @@ class QonnxParser(QonnxParams, QdqParser):
         bias = (node.input[2], node) if len(node.input) > 2 and node.input[2] else None
         layer = LinearLayer("conv", conv_attrs(geo), (*geo.out_spatial, m), (m, *geo.out_spatial), len(geo.spatial))
         self.linear_layer(node, x, w, codes, bias, layer)
-
-    def on_maxpool(self, node: onnx.NodeProto) -> None:
-        """MaxPool (Brevitas QuantMaxPool2d exports one): a selection of codes, a value of the input's type."""
-        x = self.value(node.input[0], node)
-        cf = self.channels_first_input(node, x)
-        attrs = pool_attrs(node, self.where(node), cf)
-        out = attrs.pop("out")
-        y = self.add_op(self.op_name(node, "maxpool"), "pool", [x.tensor], (*out, cf[0]), x.qtype, node.output[0],
-                        attrs)
-        self.bind(node.output[0], QVal(y, x.qtype))
 
     def linear_layer(self, node: onnx.NodeProto, x: QVal, w: _Param, codes: np.ndarray, bias,
                      layer: LinearLayer) -> None:

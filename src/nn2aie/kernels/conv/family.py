@@ -158,7 +158,7 @@ class ConvFamily(OpFamily):
         if x.pool:
             kernels = []
             for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
-                row, column = self._place(x, device, tile, 0)
+                row, column = self._place(x, tile, 0)
                 k = Kernel(name=name, layer=op.name, chain=row, position=column, role="single", col=-1, row=-1,
                            k_start=tile // x.parts, n_start=part * x.m_slice,
                            weights=np.zeros(0, dtype=numpy_dtype(x.a_dtype)), bias=None, family=self.name)
@@ -181,7 +181,7 @@ class ConvFamily(OpFamily):
             n0 = part * x.m_slice
             for pos in range(x.slices):
                 role = roles[0] if pos == 0 else roles[-1] if pos == x.slices - 1 else "middle"
-                row, column = self._place(x, device, tile, pos)
+                row, column = self._place(x, tile, pos)
                 k = Kernel(name=name + (f"_p{pos}" if x.slices > 1 else ""), layer=op.name, chain=row,
                            position=column, role=role, col=-1, row=-1, k_start=(tile // x.parts) * x.slices + pos,
                            n_start=n0,
@@ -204,7 +204,7 @@ class ConvFamily(OpFamily):
         kernels = []
         for tile, (name, part) in enumerate(self._tiles(x, layer_id)):
             n0 = part * x.m_slice
-            row, column = self._place(x, device, tile, 0)
+            row, column = self._place(x, tile, 0)
             k = Kernel(name=name, layer=op.name, chain=row, position=column, role="single", col=-1, row=-1,
                        k_start=tile // x.parts, n_start=n0,
                        weights=pack_depthwise(x, w[:, n0:n0 + x.m_slice]).astype(numpy_dtype(x.w_dtype)),
@@ -214,7 +214,7 @@ class ConvFamily(OpFamily):
         return kernels
 
     @staticmethod
-    def _place(x: ConvExec, device: Device, chain: int, position: int) -> tuple[int, int]:
+    def _place(x: ConvExec, chain: int, position: int) -> tuple[int, int]:
         """(row, column) of a chain's tile in the footprint: chains stack in columns of at most the array's rows,
         each chain ``slices`` tiles wide along its cascade."""
         rows = x.cas_num  # the footprint's rows (kernels/conv/plan.py footprint)

@@ -29,7 +29,6 @@ order; grouped convolutions run with weights that are zero outside each group.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -506,46 +505,6 @@ def cascade_stream(e: ConvExec, sums: np.ndarray, iters: int) -> np.ndarray:
     return np.ascontiguousarray(blocks.transpose(0, 1, 2, 3, 6, 4, 7, 5, 8)).reshape(iters, -1)
 
 
-def cascade_sums(e: ConvExec, stream: np.ndarray) -> np.ndarray:
-    """The inverse of ``cascade_stream``: ``[iters, cascade_lanes]`` -> ``[iters * tile_batch, HO_band, WQ,
-    m_slice]``."""
-    m, _, n = e.mmul
-    steps, groups = e.wq // e.group_pixels, e.m_slice // (n * e.n_accumulators)
-    iters = stream.shape[0]
-    blocks = np.asarray(stream).reshape(iters, e.tile_batch, e.band_rows, steps, groups, e.m_accumulators,
-                                        e.n_accumulators, m, n)
-    return blocks.transpose(0, 1, 2, 3, 5, 7, 4, 6, 8).reshape(iters * e.tile_batch, e.band_rows, e.wq, e.m_slice)
-
-
-def pack_depthwise(e: ConvExec, w: np.ndarray) -> np.ndarray:
-    """Depthwise weights ``[taps, m_slice]`` -> 1-D in kernel load order: per (channel block, tap) the block's
-    MMUL_K weights repeated for the MMUL_M pixels of a vector (row-major pixels x channels)."""
-    k, m = e.mmul[1], e.mmul[0]
-    blocks = np.asarray(w).reshape(e.taps, e.m_slice // k, k).transpose(1, 0, 2)  # [cb, tap, kk]
-    return np.ascontiguousarray(np.repeat(blocks[:, :, None, :], m, axis=2)).reshape(-1)
-
-
-def unpack_depthwise(e: ConvExec, packed: np.ndarray) -> np.ndarray:
-    k, m = e.mmul[1], e.mmul[0]
-    blocks = np.asarray(packed).reshape(e.m_slice // k, e.taps, m, k)[:, :, 0, :]
-    return blocks.transpose(1, 0, 2).reshape(e.taps, e.m_slice)
-
-
-def depthwise_sums(e: ConvExec, image: np.ndarray, w_tile: np.ndarray) -> np.ndarray:
-    """A depthwise tile's exact sums for every computed pixel: ``[events, HO_band, WQ, m_slice]`` from input
-    windows ``[events, HI, WI, m_slice]`` and weights ``[taps, m_slice]`` (channel c by filter c)."""
-    sh, sw = e.strides
-    dh, dw = e.dilations
-    ho, wq = e.band_rows, e.wq
-    x = np.asarray(image, dtype=np.int64)
-    w = np.asarray(w_tile, dtype=np.int64).reshape(e.kernel[0], e.kernel[1], e.m_slice)
-    acc = np.zeros((x.shape[0], ho, wq, e.m_slice), dtype=np.int64)
-    for kh in range(e.kernel[0]):
-        for kw in range(e.kernel[1]):
-            acc += x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wq - 1) * sw + 1:sw, :] * w[kh, kw]
-    return acc
-
-
 def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
              requant: Any) -> np.ndarray:
     """A single tile (no cascade): output rows ``[events * HO_band * WO, m_slice]`` of input windows ``image``
@@ -555,7 +514,3 @@ def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarra
     if bias is not None:
         sums += np.asarray(bias, dtype=np.int64)
     return finish_tile(e, sums, requant)
-
-
-def macs_per_event(e: ConvExec) -> int:
-    return math.prod(e.out_spatial) * e.filters * e.taps * (e.channels // e.groups)
