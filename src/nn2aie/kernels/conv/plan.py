@@ -505,6 +505,35 @@ def cascade_stream(e: ConvExec, sums: np.ndarray, iters: int) -> np.ndarray:
     return np.ascontiguousarray(blocks.transpose(0, 1, 2, 3, 6, 4, 7, 5, 8)).reshape(iters, -1)
 
 
+def pack_depthwise(e: ConvExec, w: np.ndarray) -> np.ndarray:
+    """Depthwise weights ``[taps, m_slice]`` -> 1-D in kernel load order: per (channel block, tap) the block's
+    MMUL_K weights repeated for the MMUL_M pixels of a vector (row-major pixels x channels)."""
+    k, m = e.mmul[1], e.mmul[0]
+    blocks = np.asarray(w).reshape(e.taps, e.m_slice // k, k).transpose(1, 0, 2)  # [cb, tap, kk]
+    return np.ascontiguousarray(np.repeat(blocks[:, :, None, :], m, axis=2)).reshape(-1)
+
+
+def unpack_depthwise(e: ConvExec, packed: np.ndarray) -> np.ndarray:
+    k, m = e.mmul[1], e.mmul[0]
+    blocks = np.asarray(packed).reshape(e.m_slice // k, e.taps, m, k)[:, :, 0, :]
+    return blocks.transpose(1, 0, 2).reshape(e.taps, e.m_slice)
+
+
+def depthwise_sums(e: ConvExec, image: np.ndarray, w_tile: np.ndarray) -> np.ndarray:
+    """A depthwise tile's exact sums for every computed pixel: ``[events, HO_band, WQ, m_slice]`` from input
+    windows ``[events, HI, WI, m_slice]`` and weights ``[taps, m_slice]`` (channel c by filter c)."""
+    sh, sw = e.strides
+    dh, dw = e.dilations
+    ho, wq = e.band_rows, e.wq
+    x = np.asarray(image, dtype=np.int64)
+    w = np.asarray(w_tile, dtype=np.int64).reshape(e.kernel[0], e.kernel[1], e.m_slice)
+    acc = np.zeros((x.shape[0], ho, wq, e.m_slice), dtype=np.int64)
+    for kh in range(e.kernel[0]):
+        for kw in range(e.kernel[1]):
+            acc += x[:, kh * dh:kh * dh + (ho - 1) * sh + 1:sh, kw * dw:kw * dw + (wq - 1) * sw + 1:sw, :] * w[kh, kw]
+    return acc
+
+
 def run_tile(e: ConvExec, image: np.ndarray, w_tile: np.ndarray, bias: np.ndarray | None,
              requant: Any) -> np.ndarray:
     """A single tile (no cascade): output rows ``[events * HO_band * WO, m_slice]`` of input windows ``image``
