@@ -25,6 +25,7 @@ Not a family: a shared building block, like ``epilogue.py``.
 from __future__ import annotations
 
 import math
+import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -53,6 +54,16 @@ OPS_PER_TABLE_LEVEL = 2  # compare + masked add
 OPS_PER_CORRECTION = 6  # acc == a as (acc >= a) - (acc >= a + 1): two compares, two selects, add, subtract
 MAX_CORRECTION_SLOTS = 8  # beyond this a table is as cheap
 
+
+# The C++ of the multiplier / table epilogues (kernels/templates/nn2aie_requant.h), copied into a project beside the
+# kernels of every family that requantises this way (one file, whichever family writes it)
+REQUANT_HEADER = pathlib.Path(__file__).resolve().parent / "templates" / "nn2aie_requant.h"
+REQUANT_HEADER_PATH = "kernels/nn2aie_requant.h"
+
+
+def requant_header_file() -> dict[str, str]:
+    """{project path: text} of the shared requantisation header."""
+    return {REQUANT_HEADER_PATH: REQUANT_HEADER.read_text(encoding="utf-8")}
 
 @dataclass(frozen=True)
 class AffineMap:

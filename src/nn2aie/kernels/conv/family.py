@@ -3,7 +3,6 @@ of the output on one slice of its channels; plan.py has the tile's loop nest and
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import jinja2
@@ -37,7 +36,7 @@ from nn2aie.kernels.conv.plan import (
 )
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.linear import tile_bias
-from nn2aie.kernels.requant import REQUANT_KINDS
+from nn2aie.kernels.requant import REQUANT_HEADER_PATH, REQUANT_KINDS, requant_header_file
 from nn2aie.kernels.requant_native import tile_constants
 from nn2aie.kernels.tile_memory import allocate
 from nn2aie.numerics import AIE_ROUNDING_MODES
@@ -47,8 +46,6 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
     autoescape=False,
 )
-REQUANT_HEADER_PATH = "kernels/nn2aie_requant.h"  # the shared epilogues (the same file whichever family writes it)
-REQUANT_HEADER = pathlib.Path(__file__).resolve().parents[1] / "templates" / "nn2aie_requant.h"
 
 
 def _param_header(path: str, comment: str, arrays: list[tuple[str, str, str, np.ndarray]]) -> str:
@@ -444,7 +441,7 @@ class ConvFamily(OpFamily):
                      source_path(index): _ENV.get_template("depthwise_kernel.cc.j2").render(ctx)}
             files[params_path(index)] = self._params_file(x, index, kernels, comment)
             if x.requant is not None:
-                files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
+                files |= requant_header_file()
             return files
         files = {header_path(index): _ENV.get_template("conv_kernel.h.j2").render(ctx),
                  impl_path(index): _ENV.get_template("conv_kernel_impl.h.j2").render(ctx)}
@@ -452,7 +449,7 @@ class ConvFamily(OpFamily):
             files[role_source_path(index, r["name"])] = _ENV.get_template("conv_kernel.cc.j2").render(ctx | {"r": r})
         files[params_path(index)] = self._params_file(x, index, kernels, comment)
         if x.requant is not None:
-            files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
+            files |= requant_header_file()
         return files
 
     def _params_file(self, x: ConvExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> str:

@@ -8,8 +8,6 @@ built from the plan's layer index and the caller's sanitised kernel identifiers.
 
 from __future__ import annotations
 
-import pathlib
-
 import jinja2
 import numpy as np
 
@@ -17,6 +15,7 @@ from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel
 from nn2aie.kernels.family import KernelInstance
+from nn2aie.kernels.requant import REQUANT_HEADER_PATH, requant_header_file  # noqa: F401
 from nn2aie.kernels.requant_native import tile_constants
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
@@ -27,9 +26,6 @@ STD_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16":
 _BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32}
 _ACC_BITS = {"acc32": 32, "acc64": 64}
 CASCADE_WORD_BITS = 512  # AIE-ML cascade word (AM020)
-# the shared requantisation epilogues (kernels/templates), copied into the project next to the kernels
-REQUANT_HEADER = pathlib.Path(__file__).resolve().parents[1] / "templates" / "nn2aie_requant.h"
-REQUANT_HEADER_PATH = "kernels/nn2aie_requant.h"
 REQUANT_CODES = {"multiplier": 1, "table": 2}
 SATURATION_MODES = ("none", "saturate", "symmetric")
 
@@ -183,7 +179,7 @@ def render_layer_sources(e: DenseExec, layer_index: int, roles: set[str], layer_
     for r in ctx["roles"]:
         files[source_path(layer_index, r["name"])] = _ENV.get_template("dense_kernel.cc.j2").render(ctx | {"r": r})
     if e.requant is not None:
-        files[REQUANT_HEADER_PATH] = REQUANT_HEADER.read_text(encoding="utf-8")
+        files |= requant_header_file()
     return files
 
 

@@ -3,7 +3,6 @@ column slice (multiple of 16) of the input and output; plan.py has the tile's st
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import jinja2
@@ -18,6 +17,7 @@ from nn2aie.kernels import plain
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.reduce import logical
 from nn2aie.kernels.reduce.plan import COLUMN_ALIGN, LANES, ReduceExec, plan, run_tile
+from nn2aie.kernels.requant import requant_header_file
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("nn2aie.kernels.reduce", "templates"),
@@ -203,10 +203,7 @@ class ReduceFamily(OpFamily):
         return [header_path(index)]
 
     def _requant_header(self, x: ReduceExec) -> dict[str, str]:
-        if x.requant is None:
-            return {}
-        path = pathlib.Path(__file__).resolve().parents[1] / "templates" / "nn2aie_requant.h"
-        return {"kernels/nn2aie_requant.h": path.read_text(encoding="utf-8")}
+        return requant_header_file() if x.requant is not None else {}
 
     def param_headers(self, e: OpExec, index: int) -> list[str]:
         return [params_path(index)] if _r(e).table else []
