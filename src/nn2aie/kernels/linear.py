@@ -30,10 +30,16 @@ from nn2aie.kernels.linear_scaled import ScaledLayer, evaluate_codes, is_scaled,
 from nn2aie.kernels.linear_stepped import evaluate_stepped, is_stepped, stepped_requant
 from nn2aie.kernels.requant import REQUANT_KINDS, Requant, choose_requant
 
-# The accumulator of each operand pair (activations x weights, container types without the sign) on AIE-ML.
+# The preferred aie::mmul shape and the accumulator of each operand pair (activations x weights, container types
+# without the sign) on AIE-ML, all native (one MAC instruction per mac()); dense and conv tiles use them.
 # AIE-API defines the int16 x int8 shapes for 32-bit accumulators only (detail/aie2/mmul_16_8.hpp): such a layer
 # whose sum could leave 32 bits is widened to int16 x int16 (weights stored as int16, same codes) with acc64.
-PAIR_ACC = {("int8", "int8"): "acc32", ("int16", "int8"): "acc32", ("int16", "int16"): "acc64"}
+PREFERRED_MMUL = {
+    ("int8", "int8"): ((4, 8, 8), "acc32"),
+    ("int16", "int8"): ((4, 4, 8), "acc32"),
+    ("int16", "int16"): ((4, 4, 4), "acc64"),
+}
+PAIR_ACC = {pair: acc for pair, (_, acc) in PREFERRED_MMUL.items()}
 
 
 @dataclass(frozen=True)

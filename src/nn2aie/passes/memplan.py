@@ -248,17 +248,15 @@ class MemoryPlanner:
             out_width = min(e - s, ceil_div(g_written, word) * word)  # the columns past g_written read as zero
             if readers is None:
                 plio = self._plio("out", r.tensor, r.dtype, gi, out_width)
-                r_specs = [SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None)]
+                # a PLIO reads the tensor's own rows; a padded buffer's extra rows stay on chip
+                r_specs = [SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None, rows=r.rows)]
             else:
                 r_specs = [x for x in readers if s <= x.start < e]
                 if r.plio_out:
                     plio = self._plio("out", r.tensor, r.dtype, gi, out_width)
-                    r_specs.append(SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None))
+                    r_specs.append(SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None, rows=r.rows))
             w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
-            # a PLIO reads the tensor's own rows; a padded buffer's extra rows stay on chip
-            r_acc = [PortAccess(x.endpoints, _descriptor(x if x.rows is not None or not x.endpoints or
-                                                         x.endpoints[0].kind != "plio" else replace(x, rows=r.rows),
-                                                         s, dims, rows, g_written)) for x in r_specs]
+            r_acc = [PortAccess(x.endpoints, _descriptor(x, s, dims, rows, g_written)) for x in r_specs]
             cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]
             cols = [c for c in cols if c is not None]
             near = sum(cols) / len(cols) if cols else 0.0

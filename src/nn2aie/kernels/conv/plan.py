@@ -41,11 +41,10 @@ from nn2aie.ir.logical import Graph, Op
 from nn2aie.ir.physical import dtype_bytes
 from nn2aie.kernels.conv import logical
 from nn2aie.kernels.epilogue import Epilogue, apply_epilogue
-from nn2aie.kernels.linear import plan_linear
+from nn2aie.kernels.linear import PREFERRED_MMUL, plan_linear
 from nn2aie.kernels.plain import ALIGN, BITS, is_signed
 
-# aie::mmul shape per operand pair on AIE-ML (native: one MAC instruction per mac(); as the dense family's)
-MMUL = {("int8", "int8"): (4, 8, 8), ("int16", "int8"): (4, 4, 8), ("int16", "int16"): (4, 4, 4)}
+MMUL = {pair: shape for pair, (shape, _) in PREFERRED_MMUL.items()}  # the linear numerics' shapes
 W_STRIDES = (1, 2, 4)  # strides along the row the kernel's loads support (filter_even halves a vector)
 MAX_ACCUMULATORS = 4  # 1024-bit accumulator registers the kernel keeps (of 9), as the dense family
 PIXELS_PER_256 = 4  # one pixel of a channel block is MMUL_K elements = 64 bits for every pair in MMUL

@@ -8,16 +8,8 @@ from nn2aie.errors import IllegalConfigError
 from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.logical import Graph, Op
 from nn2aie.kernels.epilogue import ACC_BITS, Epilogue, plan_epilogue  # noqa: F401  (shared with other families)
-from nn2aie.kernels.linear import plan_linear, tile_bias  # noqa: F401  (tile_bias: partition imports it here)
+from nn2aie.kernels.linear import PREFERRED_MMUL, plan_linear, tile_bias  # noqa: F401  (re-exported here)
 
-# Preferred aie::mmul shape per operand pair on AIE-ML (all native: one MAC instruction per mac()).
-# AIE-API defines the 16x8 shapes for 32-bit accumulators only (detail/aie2/mmul_16_8.hpp): a 16x8 layer whose
-# sum could leave 32 bits is widened to 16x16 (weights stored as int16, same codes) with acc64.
-PREFERRED_MMUL = {
-    ("int8", "int8"): ((4, 8, 8), "acc32"),
-    ("int16", "int8"): ((4, 4, 8), "acc32"),
-    ("int16", "int16"): ((4, 4, 4), "acc64"),
-}
 MAX_ACCUMULATOR_REGISTERS = 4  # of 9 x 1024-bit accumulator registers, leave room for the epilogue
 
 
