@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pathlib
 import platform
+import warnings
 
 from nn2aie import __version__
 
@@ -23,6 +26,17 @@ def machine() -> dict:
                platform.processor() or "unknown")
     return {"cpu": cpu, "vnni": "avx512_vnni" in info or "avx_vnni" in info, "cores": os.cpu_count(),
             "python": platform.python_version(), "nn2aie": __version__, "platform": platform.platform()}
+
+
+def quiet() -> contextlib.ExitStack:
+    """Silence warnings and the chatter of torch / Brevitas exporters while a benchmark builds its models."""
+    sink = io.StringIO()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(sink))
+    stack.enter_context(contextlib.redirect_stderr(sink))
+    return stack
 
 
 # the four QDQ MLPs the compile / emulation / peer-comparison benchmarks share (nn2aie.examples.builders sizes)

@@ -17,30 +17,17 @@ proves each layer by layer).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import json
 import pathlib
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench_common import machine  # noqa: E402
-
-
-def _quiet():
-    sink = io.StringIO()
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(sink))
-    stack.enter_context(contextlib.redirect_stderr(sink))
-    return stack
+from bench_common import machine, quiet  # noqa: E402
 
 
 # -- single conv layers in the IR ---------------------------------------------------------------------------------
@@ -153,7 +140,7 @@ def _ort_cnn(kind: str, per_channel: bool | None = None):
     net, shape = (Cnn2d(), (3, 16, 16)) if kind == "2d" else (Cnn1d(), (4, 64))
     net.eval()
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         src, dst = pathlib.Path(tmp) / "f.onnx", pathlib.Path(tmp) / "q.onnx"
         torch.onnx.export(net, torch.rand(1, *shape), str(src), input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
@@ -232,7 +219,7 @@ def _brevitas_cnn():
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.uniform_(-1.0, 1.0)
     net.eval()
-    with _quiet():
+    with quiet():
         proto = export_brevitas_qonnx(net, 0, input_shape=(3, 16, 16))
     gen = np.random.default_rng(2)
     return proto, lambda n: (gen.random((n, 3, 16, 16), dtype=np.float32) * 2 - 1)
@@ -241,7 +228,7 @@ def _brevitas_cnn():
 def _cnv(name: str):
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_finn_cnv
 
-    with _quiet():
+    with quiet():
         proto = export_brevitas_qonnx(make_finn_cnv(name, 3), 0, input_shape=(3, 32, 32))
     gen = np.random.default_rng(3)
     return proto, lambda n: gen.uniform(-0.2, 1.2, (n, 3, 32, 32)).astype(np.float32)
@@ -250,7 +237,7 @@ def _cnv(name: str):
 def _ds_cnn():
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_ds_cnn
 
-    with _quiet():
+    with quiet():
         proto = export_brevitas_qonnx(make_ds_cnn(0), 0, input_shape=(1, 49, 10))
     gen = np.random.default_rng(4)
     return proto, lambda n: gen.normal(0.0, 0.6, (n, 1, 49, 10)).astype(np.float32)
@@ -273,15 +260,15 @@ def run_model(name: str, build, events: int, batch: int) -> dict:
 
     proto, inputs = build()
     t0 = time.perf_counter()
-    with _quiet():
+    with quiet():
         compiled = compile_loaded(load_model(proto), CompileOptions(batch=batch))
     compile_s = time.perf_counter() - t0
     x = inputs(events)
     t1 = time.perf_counter()
-    with _quiet():
+    with quiet():
         ours = compiled.emulate(x)
     emulate_s = time.perf_counter() - t1
-    with _quiet():
+    with quiet():
         ref = compiled.reference(x)
     differ = int((np.asarray(ours) != np.asarray(ref)).reshape(events, -1).any(axis=1).sum())
     summary = compiled.summary()

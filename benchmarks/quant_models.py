@@ -17,36 +17,23 @@ AIE-ML at the catalogued clock, no calibration for the requantisation epilogues)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import json
 import pathlib
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench_common import machine  # noqa: E402
-
-
-def _quiet():
-    sink = io.StringIO()
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(sink))
-    stack.enter_context(contextlib.redirect_stderr(sink))
-    return stack
+from bench_common import machine, quiet  # noqa: E402
 
 
 def finn(name: str):
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_finn_fc
 
-    with _quiet():
+    with quiet():
         proto = export_brevitas_qonnx(make_finn_fc(name, 3), 784, input_shape=(1, 28, 28))
     rng = np.random.default_rng(0)
     return proto, lambda n: rng.uniform(-0.2, 1.2, size=(n, 1, 28, 28)).astype(np.float32)
@@ -55,7 +42,7 @@ def finn(name: str):
 def brevitas_bn(quantizers: str):
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_brevitas_mlp
 
-    with _quiet():
+    with quiet():
         proto = export_brevitas_qonnx(make_brevitas_mlp([16, 64, 32, 5], seed=1, quantizers=quantizers,
                                                         batch_norm=True), 16)
     rng = np.random.default_rng(0)
@@ -89,7 +76,7 @@ def ort_static(per_channel: bool):
         def get_next(self):
             return next(self.rows, None)
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         src, dst = pathlib.Path(tmp) / "f.onnx", pathlib.Path(tmp) / "q.onnx"
         onnx.save(model, src)
         q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
@@ -118,7 +105,7 @@ def qcdq():
         qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=4, return_quant_tensor=True),
         qnn.QuantLinear(32, 5, weight_bit_width=3, **kw),
         qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=5)).eval()
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         path = pathlib.Path(tmp) / "qcdq.onnx"
         export_onnx_qcdq(module, torch.randn(1, 16), str(path), dynamo=False)
         proto = onnx.load(str(path))
@@ -150,7 +137,7 @@ def run_one(name: str, build, events: int) -> dict:
     compiled = compile_loaded(load_model(proto))
     compile_s = time.perf_counter() - t0
     x = inputs(events)
-    with _quiet():
+    with quiet():
         ours, ref = compiled.emulate(x), compiled.reference(x)
     differ = int((np.asarray(ours) != np.asarray(ref)).reshape(events, -1).any(axis=1).sum())
     summary = compiled.summary()

@@ -202,17 +202,7 @@ def make_finn_fc(name: str = "tfc_1w1a", seed: int = 0) -> Any:
     if name not in FINN_FC_NAMES:
         raise IllegalConfigError("make_finn_fc", f"model {name!r} is not one of FINN's bnn_pynq MLPs",
                                  f"use one of {', '.join(FINN_FC_NAMES)}")
-    torch = _require("torch")
-    models = _require("brevitas_examples.bnn_pynq.models")
-    norm = _require("brevitas_examples.bnn_pynq.models.tensor_norm")
-    sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        warnings.simplefilter("ignore")
-        torch.manual_seed(seed)
-        model, _ = models.model_with_cfg(name, pretrained=False)
-    _finn_statistics(torch, norm, model, 784, seed)
-    model.eval()
-    return model
+    return _finn_model(name, 784, seed)
 
 
 FINN_CNV_NAMES = ("cnv_1w1a", "cnv_1w2a", "cnv_2w2a")
@@ -226,6 +216,11 @@ def make_finn_cnv(name: str = "cnv_2w2a", seed: int = 0) -> Any:
     if name not in FINN_CNV_NAMES:
         raise IllegalConfigError("make_finn_cnv", f"model {name!r} is not one of FINN's bnn_pynq CNVs",
                                  f"use one of {', '.join(FINN_CNV_NAMES)}")
+    return _finn_model(name, 27, seed)
+
+
+def _finn_model(name: str, fan_in: int, seed: int) -> Any:
+    """Build one of ``bnn_pynq``'s models untrained with seeded weights, quietly, and draw its statistics."""
     torch = _require("torch")
     models = _require("brevitas_examples.bnn_pynq.models")
     norm = _require("brevitas_examples.bnn_pynq.models.tensor_norm")
@@ -234,7 +229,7 @@ def make_finn_cnv(name: str = "cnv_2w2a", seed: int = 0) -> Any:
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)
         model, _ = models.model_with_cfg(name, pretrained=False)
-    _finn_statistics(torch, norm, model, 27, seed)
+    _finn_statistics(torch, norm, model, fan_in, seed)
     model.eval()
     return model
 
