@@ -134,13 +134,19 @@ def run_nn2aie(model: onnx.ModelProto) -> dict:
             "method": plan.placement["method"]}
 
 
-def run_aie4ml(python: pathlib.Path, model: onnx.ModelProto, mode: str, tmp: pathlib.Path) -> dict:
+def run_aie4ml(python: pathlib.Path, model: onnx.ModelProto, mode: str, tmp: pathlib.Path,
+               batch: int | None = None, wires: bool = True) -> dict:
+    """aie4ml's result on ``model`` in its own interpreter (``DRIVER``), with the batch axis fixed to ``batch``
+    (nn2aie's default batch if None): its layers' rectangles and tile count, and with ``wires`` the wire length
+    scored as nn2aie scores its own -- or the error it gave."""
+    batch = CompileOptions().batch if batch is None else batch
     static = onnx.ModelProto()
     static.CopyFrom(model)
     for value in [*static.graph.input, *static.graph.output]:
-        value.type.tensor_type.shape.dim[0].dim_value = CompileOptions().batch  # aie4ml refuses dynamic shapes
-    path, result = tmp / "model.onnx", tmp / f"{mode}.json"
+        value.type.tensor_type.shape.dim[0].dim_value = batch  # aie4ml refuses dynamic shapes
+    path, result = tmp / f"model_b{batch}.onnx", tmp / f"{mode}_b{batch}.json"
     onnx.save(static, path)
+    result.unlink(missing_ok=True)  # a driver that dies must not leave the last model's result to be read
     driver = DRIVER.replace("PART", repr(AIE4ML_PART))
     try:
         done = subprocess.run([str(python), "-c", driver, str(path), mode, str(result)], capture_output=True,
@@ -152,7 +158,8 @@ def run_aie4ml(python: pathlib.Path, model: onnx.ModelProto, mode: str, tmp: pat
     out = json.loads(result.read_text())
     if "error" not in out:
         out["tiles"] = sum(r["width"] * r["height"] for r in out["layers"])
-        out["wire_length"] = score(out["layers"], out["edges"], out["sources"], out["sinks"])
+        if wires:
+            out["wire_length"] = score(out["layers"], out["edges"], out["sources"], out["sinks"])
     return out
 
 

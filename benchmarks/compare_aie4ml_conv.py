@@ -25,10 +25,8 @@ import onnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench_common import machine  # noqa: E402
-from compare_aie4ml import AIE4ML_TIMEOUT, DRIVER, ensure_aie4ml  # noqa: E402
+from compare_aie4ml import ensure_aie4ml, run_aie4ml  # noqa: E402
 from conv_models import _ort_cnn, _pow2  # noqa: E402
-
-AIE4ML_PART = "xcve2802-vsvh1760-2MP-e-S"
 
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -77,28 +75,6 @@ def _nhwc_input(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def aie4ml_tiles(python: pathlib.Path, model: onnx.ModelProto, batch: int, tmp: pathlib.Path) -> dict:
-    import subprocess
-
-    static = onnx.ModelProto()
-    static.CopyFrom(model)
-    for value in [*static.graph.input, *static.graph.output]:
-        value.type.tensor_type.shape.dim[0].dim_value = batch  # aie4ml refuses dynamic shapes
-    path, result = tmp / f"model_b{batch}.onnx", tmp / f"b{batch}.json"
-    onnx.save(static, path)
-    try:
-        done = subprocess.run([str(python), "-c", DRIVER.replace("PART", repr(AIE4ML_PART)), str(path), "resource",
-                               str(result)], capture_output=True, text=True, timeout=AIE4ML_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {AIE4ML_TIMEOUT} s"}
-    if not result.exists():
-        return {"error": f"driver exited {done.returncode}: {done.stderr.strip()[-300:]}"}
-    out = json.loads(result.read_text())
-    if "error" not in out:
-        out["tiles"] = sum(r["width"] * r["height"] for r in out["layers"])
-    return out
-
-
 def nn2aie_tiles(model: onnx.ModelProto, batch: int) -> dict:
     from nn2aie.api import compile_loaded
     from nn2aie.frontends.loader import load_model
@@ -130,8 +106,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models.items():
             for batch in (1, 4):
-                theirs = aie4ml_tiles(python, _nhwc_input(model), batch, pathlib.Path(tmp)) if python else \
-                    {"error": meta["aie4ml"]}
+                theirs = (run_aie4ml(python, _nhwc_input(model), "resource", pathlib.Path(tmp), batch, wires=False)
+                          if python else {"error": meta["aie4ml"]})
                 rows.append({"model": name, "batch": batch, "nn2aie": nn2aie_tiles(model, batch), "aie4ml": theirs})
                 print(name, batch, rows[-1]["nn2aie"].get("tiles"), theirs.get("tiles", theirs.get("error")),
                       flush=True)
