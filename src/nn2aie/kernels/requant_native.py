@@ -437,6 +437,15 @@ def exhaustive_codes(requants: Sequence[Requant], *, acc_tags: Sequence[str] | N
     return grids
 
 
+def constant_rows(rq: Requant) -> int:
+    """int32 constants per output channel in ``tile_constants``' layout (the C++ kernels' stride between column
+    blocks is this many rows of MMUL_N): multiplier and offset, then an accumulator and a delta per correction slot;
+    or a table's base code and one threshold per level."""
+    if rq.kind == "multiplier":
+        return 2 + 2 * rq.correction_slots
+    return 1 + len(rq.table_levels()[1])
+
+
 def tile_constants(rq: Requant, channels: int, n_start: int, n_slice: int, mn: int, where: str) -> np.ndarray:
     """The int32 requantisation constants of a tile whose output columns are ``[n_start, n_start + n_slice)`` of
     a layer with ``channels`` channels, column block by column block (``mn`` channels each; padding columns repeat

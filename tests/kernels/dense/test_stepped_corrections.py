@@ -74,3 +74,18 @@ def test_emulator_and_native_kernels_on_the_corrected_accumulators():
     report = run_native_cosim(plan, x)
     assert report.kernels and all(k.match for k in report.kernels), [(k.kernel, k.got, k.want) for k in report.kernels]
     assert where.shape[0] == rq.correction_slots
+
+
+def test_tile_memory_holds_every_requantisation_constant_the_project_writes():
+    """The memory model reserves the bytes of the constants codegen writes, correction slots included."""
+    from nn2aie.kernels.dense.codegen import requant_constants
+
+    plan, _ = compile_graph(graph_of(perturbed_table(1)), CompileOptions(batch=4))
+    e = plan.layers[0]
+    assert e.requant.correction_slots > 0
+    out_tiles = [k for k in plan.kernels if k.role in ("single", "last")]
+    assert out_tiles
+    for k in out_tiles:
+        written = requant_constants(e, k.n_start).nbytes
+        reserved = {b.name: b.size for b in k.memory}["requant"]
+        assert reserved >= written and reserved - written < 32, (k.name, reserved, written)  # 32-byte alignment

@@ -37,7 +37,7 @@ from nn2aie.kernels.conv.plan import (
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.linear import tile_bias
 from nn2aie.kernels.requant import REQUANT_HEADER_PATH, REQUANT_KINDS, requant_header_file
-from nn2aie.kernels.requant_native import tile_constants
+from nn2aie.kernels.requant_native import constant_rows, tile_constants
 from nn2aie.kernels.tile_memory import allocate
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
@@ -374,7 +374,7 @@ class ConvFamily(OpFamily):
             levels = len(rq.table_levels()[1]) if rq.kind == "table" else 0
             slots = rq.correction_slots if rq.kind == "multiplier" else 0
             requant = {"kind": rq.kind, "offset_shift": rq.offset_shift, "levels": levels, "slots": slots,
-                       "stride_rows": 1 + (levels if rq.kind == "table" else 1 + 2 * slots),
+                       "stride_rows": constant_rows(rq),
                        "reason": rq.reason.replace("\n", " ")}
         roles = []
         for role in ROLE_ORDER:

@@ -43,6 +43,7 @@ from nn2aie.kernels.conv import logical
 from nn2aie.kernels.epilogue import Epilogue, apply_epilogue
 from nn2aie.kernels.linear import PREFERRED_MMUL, plan_linear
 from nn2aie.kernels.plain import ALIGN, BITS, is_signed
+from nn2aie.kernels.requant_native import constant_rows
 
 MMUL = {pair: shape for pair, (shape, _) in PREFERRED_MMUL.items()}  # the linear numerics' shapes
 W_STRIDES = (1, 2, 4)  # strides along the row the kernel's loads support (filter_even halves a vector)
@@ -308,12 +309,7 @@ def tile_bytes(e: ConvExec, role: str = "single") -> dict[str, int]:
 
 def requant_words(e: ConvExec) -> int:
     """int32 constants of one tile's requantisation (as kernels/requant_native.tile_constants lays them out)."""
-    rq = e.requant
-    n = e.mmul[2]
-    blocks = e.m_slice // n
-    if rq.kind == "multiplier":
-        return blocks * n * (2 + 2 * rq.correction_slots)
-    return blocks * n * (1 + len(rq.table_levels()[1]))
+    return constant_rows(e.requant) * e.m_slice
 
 
 def fits(e: ConvExec, device: Device) -> bool:

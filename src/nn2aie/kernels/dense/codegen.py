@@ -16,7 +16,7 @@ from nn2aie.ir.execution import DenseExec
 from nn2aie.ir.physical import Kernel
 from nn2aie.kernels.family import KernelInstance
 from nn2aie.kernels.requant import REQUANT_HEADER_PATH, requant_header_file  # noqa: F401
-from nn2aie.kernels.requant_native import tile_constants
+from nn2aie.kernels.requant_native import constant_rows, tile_constants
 from nn2aie.numerics import AIE_ROUNDING_MODES
 
 ROLE_ORDER = ("single", "first", "middle", "last")
@@ -192,7 +192,7 @@ def _requant_context(e: DenseExec) -> dict | None:
     levels = requant_levels(e)
     slots = rq.correction_slots if rq.kind == "multiplier" else 0
     return {"kind": rq.kind, "code": REQUANT_CODES[rq.kind], "offset_shift": rq.offset_shift, "levels": levels,
-            "stride_rows": 1 + (levels if rq.kind == "table" else 1 + 2 * slots), "slots": slots,
+            "stride_rows": constant_rows(rq), "slots": slots,
             "reason": rq.reason.replace("\n", " ")}
 
 

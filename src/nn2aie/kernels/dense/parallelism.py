@@ -16,6 +16,7 @@ from nn2aie.ir.execution import DenseExec, ceil_div
 from nn2aie.ir.physical import dtype_bytes
 from nn2aie.kernels.dense import cost as dense_cost
 from nn2aie.kernels.dense.precision import accumulator_budget, legal_mmul_shapes
+from nn2aie.kernels.requant_native import constant_rows
 
 ALIGN = 32  # bytes: 256-bit vector loads must be aligned (AM020, AIE-API)
 
@@ -66,10 +67,8 @@ def tile_buffers(e: DenseExec, device: Device, role: str, k_slice: int, n_slice:
 
 
 def requant_words(e: DenseExec, n_slice: int) -> int:
-    """int32 constants a single/last tile holds for its columns: per column block of MMUL_N channels the
-    multipliers and offsets (multiplier), or the base codes and every threshold level of the layer (table)."""
-    levels = len(e.requant.table_levels()[1]) if e.requant.kind == "table" else 1
-    return (1 + levels) * n_slice
+    """int32 constants a single/last tile holds for its columns (kernels/requant_native.tile_constants' layout)."""
+    return constant_rows(e.requant) * n_slice
 
 
 def _fits(e: DenseExec, device: Device, length: int, k_slice: int, n_slice: int, max_weight_bytes: int) -> str:
