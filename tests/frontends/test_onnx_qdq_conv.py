@@ -14,9 +14,9 @@ import pytest
 from nn2aie.api import compile_loaded
 from nn2aie.errors import UnsupportedOpError, UnsupportedQuantizationError
 from nn2aie.frontends.loader import load_model
+from nn2aie.ir.conv_semantics import nchw_flatten_order
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.kernels.conv import logical as conv_logical
-from nn2aie.kernels.conv_semantics import nchw_flatten_order
 from nn2aie.kernels.linear_scaled import float32_tie_margin, scaled_layer
 from nn2aie.kernels.registry import family_for
 from nn2aie.passes.pipeline import CompileOptions

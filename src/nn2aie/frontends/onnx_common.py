@@ -366,8 +366,8 @@ CONV_OPS = ("Conv", "MaxPool", "AveragePool")  # ops that read a channels-first 
 
 def conv_geometry(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...], w_shape: tuple[int, ...]):
     """The geometry of an ONNX Conv reading a ``[C, *spatial]`` event with weights ``[M, C / group, *kernel]``
-    (kernels/conv_semantics.py), or a typed error naming the node."""
-    from nn2aie.kernels.conv_semantics import ConvGeometry
+    (ir/conv_semantics.py), or a typed error naming the node."""
+    from nn2aie.ir.conv_semantics import ConvGeometry
 
     spatial = tuple(channels_first[1:])
     if len(w_shape) != len(spatial) + 2:
@@ -402,8 +402,8 @@ def conv_attrs(geo) -> dict:
 
 def pool_attrs(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...]) -> dict:
     """The logical pool op's attributes of an ONNX MaxPool reading a ``[C, *spatial]`` event, or a typed error."""
-    from nn2aie.kernels.conv_semantics import ConvGeometry
-    from nn2aie.kernels.pool_semantics import PoolGeometry
+    from nn2aie.ir.conv_semantics import ConvGeometry
+    from nn2aie.ir.pool_semantics import PoolGeometry
 
     spatial = tuple(channels_first[1:])
     kernel = tuple(int(v) for v in (attr(node, "kernel_shape") or ()))

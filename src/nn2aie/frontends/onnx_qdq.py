@@ -461,7 +461,7 @@ class QdqParser:
         shape = self.order.get(x.tensor)
         if shape is None:
             return codes
-        from nn2aie.kernels.conv_semantics import nchw_flatten_order
+        from nn2aie.ir.conv_semantics import nchw_flatten_order
 
         out = np.empty_like(codes)
         out[nchw_flatten_order(shape[1:], shape[0])] = codes
@@ -1000,7 +1000,7 @@ class QdqParser:
     def on_conv(self, node: onnx.NodeProto) -> None:
         """Conv: a linear op over the im2col matrix of its weights (kernels/conv/logical.py), parsed like a dense
         layer from there on (bias, Relu, float steps, QuantizeLinear; float scales)."""
-        from nn2aie.kernels.conv_semantics import weights_from_onnx
+        from nn2aie.ir.conv_semantics import weights_from_onnx
 
         where = self.where(node)
         x = self.value(node.input[0], node)
@@ -1040,7 +1040,7 @@ class QdqParser:
         division and QuantizeLinear read off on every reachable sum (a threshold table / multiplier, as a BatchNorm
         after a layer)."""
         from nn2aie.frontends.source_eval import chain_function, step_thresholds
-        from nn2aie.kernels.pool_semantics import PoolGeometry
+        from nn2aie.ir.pool_semantics import PoolGeometry
 
         where = self.where(node)
         x = self.value(node.input[0], node)
@@ -1615,7 +1615,7 @@ class QdqParser:
         """A reshape of a tensor held channels last: to its own ONNX shape, to the same shape (1-wide axes aside:
         [C, 1, 1] <-> [C]), or flat, where the logical tensor is reshaped flat and its element order recorded
         (the dense layer reading it permutes its weight rows); other reshapes would move data on chip."""
-        from nn2aie.kernels.conv_semantics import nchw_flatten_order
+        from nn2aie.ir.conv_semantics import nchw_flatten_order
 
         onnx_shape = self.onnx_shape(val)
         target = rule(node, onnx_shape)

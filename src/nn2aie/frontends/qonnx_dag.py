@@ -407,7 +407,7 @@ class QonnxParser(QonnxParams, QdqParser):
     def on_conv(self, node: onnx.NodeProto) -> None:
         """Conv (Brevitas QuantConv1d / QuantConv2d): a linear layer over its im2col weights (kernels/conv/
         logical.py), parsed as a dense layer from its sum on (bias, Relu, BatchNorm / float steps, quantizer)."""
-        from nn2aie.kernels.conv_semantics import weights_from_onnx
+        from nn2aie.ir.conv_semantics import weights_from_onnx
 
         where = self.where(node)
         x = self.value(node.input[0], node)

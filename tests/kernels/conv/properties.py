@@ -1,5 +1,5 @@
 """Random convolutions and max pools compiled with random splits: the placed design's emulator must equal the
-logical model (itself checked against torch and onnxruntime in tests/kernels/test_conv_semantics.py and
+logical model (itself checked against torch and onnxruntime in tests/ir/test_conv_semantics.py and
 test_pool_semantics.py) on every event, and every tile's C++ must equal the emulator (native co-simulation) on a
 sample of the cases. ``run(cases, seed)`` is shared by the default test (a few hundred cases) and the slow one
 (the documented run of >= 5000 cases, docs/testing.md).
@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from nn2aie.errors import Nn2aieError
+from nn2aie.ir.conv_semantics import ConvGeometry
 from nn2aie.ir.evaluate import evaluate
 from nn2aie.ir.logical import Graph, Op, Tensor
+from nn2aie.ir.pool_semantics import PoolGeometry
 from nn2aie.ir.types import FixedType
-from nn2aie.kernels.conv_semantics import ConvGeometry
-from nn2aie.kernels.pool_semantics import PoolGeometry
 from nn2aie.passes.pipeline import CompileOptions, compile_graph
 from nn2aie.sim.emulator import Emulator
 from nn2aie.sim.native import run_native_cosim

@@ -1,6 +1,6 @@
 """The conv family's backend on graphs built in the IR: 1-D and 2-D convolutions (strides, paddings, dilations,
 groups, ReLU, row bands and output-channel slices) between dense layers and as the graph's first op; the emulator
-equals the logical model exactly (itself checked against torch / onnxruntime in tests/kernels/test_conv_semantics.py
+equals the logical model exactly (itself checked against torch / onnxruntime in tests/ir/test_conv_semantics.py
 and by the frontend tests) and every kernel co-simulates natively."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from family_graphs import GraphBuilder, check  # noqa: E402
 
+from nn2aie.ir.conv_semantics import ConvGeometry  # noqa: E402
 from nn2aie.ir.types import FixedType  # noqa: E402
-from nn2aie.kernels.conv_semantics import ConvGeometry  # noqa: E402
 
 X_T = FixedType(8, 5, True)
 
@@ -82,7 +82,7 @@ def test_depthwise_kernel_strides_splits_int16(case):
 
 
 def pool_graph(spatial, channels, kernel, strides, pads=None, ceil_mode=False, unsigned=True, seed=1):
-    from nn2aie.kernels.pool_semantics import PoolGeometry
+    from nn2aie.ir.pool_semantics import PoolGeometry
 
     n = len(spatial)
     pads = pads or [0] * (2 * n)

@@ -7,7 +7,7 @@ pool_semantics.py), ``kernel``, ``strides``, ``dilations``, ``pads_begin``, ``pa
 
 A ``conv`` op takes ``[x, W]`` or ``[x, W, b]``: ``x`` an activation ``[*spatial, C]`` (channels last: ``[L, C]``
 or ``[H, W, C]`` per event), ``W`` a constant ``[taps * C / groups, M]`` -- the convolution's im2col matrix, rows
-ordered (kernel position row-major, then input channel of the group; kernels/conv_semantics.py) -- and ``b`` a
+ordered (kernel position row-major, then input channel of the group; ir/conv_semantics.py) -- and ``b`` a
 constant ``[M]``; the output is ``[*out, M]``. Attributes: ``kernel``, ``strides``, ``dilations``, ``pads_begin``,
 ``pads_end`` (one entry per spatial axis), ``groups`` and ``activation`` (linear | relu). The sums are exact
 (padding adds the input's zero point, i.e. the real value 0); bias, ReLU and the requantisation are the linear
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn2aie.ir.conv_semantics import ConvGeometry, exact_conv
 from nn2aie.ir.logical import Graph, Op
+from nn2aie.ir.pool_semantics import PoolGeometry, exact_max
 from nn2aie.ir.types import FixedType, ScaledType
-from nn2aie.kernels.conv_semantics import ConvGeometry, exact_conv
 from nn2aie.kernels.family import Fail
 from nn2aie.kernels.linear import evaluate_linear
-from nn2aie.kernels.pool_semantics import PoolGeometry, exact_max
 
 POOL_OPS = ("max",)
 

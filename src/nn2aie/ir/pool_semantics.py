@@ -1,5 +1,5 @@
-"""Pooling semantics (issue 14): the contract of the coming pooling kernels, channels last like the convolution
-(``kernels/conv_semantics.py``); a shared module until the family exists.
+"""Pooling semantics of the IR's ``pool`` op: the contract the frontends read into and the conv family's pooling
+kernels (kernels/conv/) implement, channels last like the convolution (``ir/conv_semantics.py``).
 
 An event is ``[*spatial, C]``; each output position ``o`` reduces the window ``o * stride + k * dilation`` (``k``
 over the kernel) of the input padded by ``pads_begin`` / ``pads_end``, per channel:

@@ -1,5 +1,6 @@
-"""Convolution semantics (issue 14): the contract the conv family (kernels/conv/, to come) will implement; a shared
-module until that family exists (a family folder must register a family: tests/kernels/test_family_boundaries.py).
+"""Convolution semantics of the IR's ``conv`` op: the contract the frontends read ONNX / Keras attributes into and
+the conv family (kernels/conv/) implements. It sits in the IR so that frontends depend on it without reaching into
+a kernel family.
 
 Layout on chip: channels last. An activation event is ``[*spatial, C]`` (NWC: ``[L, C]``; NHWC: ``[H, W, C]``),
 weights are ``[*kernel, C / groups, M]`` (the ONNX ``[M, C / groups, *kernel]`` transposed), the result

@@ -1,4 +1,4 @@
-"""The pooling contract (kernels/pool_semantics.py) against onnxruntime's MaxPool and AveragePool (the ONNX
+"""The pooling contract (ir/pool_semantics.py) against onnxruntime's MaxPool and AveragePool (the ONNX
 definitions, including padding, dilations, ceil_mode and count_include_pad) on random geometries."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from nn2aie.kernels.pool_semantics import PoolGeometry, exact_max, exact_sum
+from nn2aie.ir.pool_semantics import PoolGeometry, exact_max, exact_sum
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -72,7 +72,7 @@ def test_dilated_max_and_problems():
 
 def test_a_window_of_padding_only_is_not_a_pooling():
     """Dilation can step over the only real element: ONNX would give -inf; the geometry is refused instead."""
-    from nn2aie.kernels.pool_semantics import PoolGeometry
+    from nn2aie.ir.pool_semantics import PoolGeometry
 
     geo = PoolGeometry((1,), (2,), (4,), (1,), (0,), (2,), True)
     assert geo.problem() is not None and "padding only" in geo.problem()

@@ -1,4 +1,4 @@
-"""The convolution contract (kernels/conv_semantics.py) against two independent oracles: torch's conv1d / conv2d
+"""The convolution contract (ir/conv_semantics.py) against two independent oracles: torch's conv1d / conv2d
 in float64 (exact for these integer codes) over random geometries, and onnxruntime's Conv for the ONNX attribute
 rules (auto_pad, pads, strides, dilations, group)."""
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from nn2aie.kernels.conv_semantics import ConvGeometry, exact_conv
+from nn2aie.ir.conv_semantics import ConvGeometry, exact_conv
 
 torch = pytest.importorskip("torch")
 
@@ -102,7 +102,7 @@ def test_conv_flatten_dense_in_channels_last_equals_onnxruntime():
     channels-last flatten, and the Dense's weight rows permuted (dense_rows_for_nhwc): no transpose on chip."""
     import onnxruntime as ort
 
-    from nn2aie.kernels.conv_semantics import dense_rows_for_nhwc, weights_from_onnx
+    from nn2aie.ir.conv_semantics import dense_rows_for_nhwc, weights_from_onnx
 
     rng = np.random.default_rng(3)
     c, m, h, w_, n = 3, 5, 6, 7, 4
