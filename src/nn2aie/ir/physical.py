@@ -5,6 +5,7 @@ This plan is the single source for codegen, the emulator and (later) the cycle m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +44,7 @@ class SpatialView:
 
     @property
     def rows(self) -> int:
-        out = 1
-        for e in self.extent:
-            out *= e
-        return out
+        return math.prod(self.extent)
 
     @property
     def padded(self) -> bool:

@@ -54,10 +54,7 @@ def _view_descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], boundary
     as zero through ``boundary_dimension`` (the memory tile's zero padding on dimensions 0..2)."""
     view = spec.view
     assert view is not None
-    per_event = 1
-    for d in view.shape:
-        per_event *= d
-    events = dims[1] // per_event
+    events = dims[1] // math.prod(view.shape)
     first, count = view.events if view.events is not None else (0, events)
     buffer = (dims[0], *reversed(view.shape), events)
     origin = (spec.start - base, *reversed(view.origin), first)
