@@ -43,6 +43,11 @@ class SliceSpec:
     def end(self) -> int:
         return self.start + self.width
 
+    @property
+    def key(self) -> tuple:
+        """What a read moves: equal keys are one read port broadcast to all their endpoints."""
+        return self.start, self.width, self.block, self.view, self.rows
+
     def shifted(self, off: int) -> SliceSpec:
         return replace(self, start=self.start + off)
 

@@ -227,10 +227,6 @@ def _legalise_boundaries(s: State) -> None:
                 prod.notes.append(f"split finer ({prod.tiles} tiles) so the tensor to {cons.op} can be split over "
                                   "memory tiles")
                 break
-        else:
-            raise DoesNotFitError(f"tensor between layers {prod.op} and {cons.op}",
-                                  "no split over memory tiles respects the DMA channel limits",
-                                  "set cas_length/cas_num of both layers explicitly")
         if not feasible(prod, cons, tensor):
             raise DoesNotFitError(f"tensor between layers {prod.op} and {cons.op}",
                                   "no split over memory tiles respects the DMA channel limits",
@@ -442,8 +438,8 @@ def _memory_plan(s: State) -> None:
                 if spec.direction == direction and names[spec.index] == tensor:
                     used.append((k, spec))
                     block = spec.block
-                    same = next((x for x in specs if (x.start, x.width, x.block, x.view, x.rows) == (
-                        spec.start, spec.width, block, spec.view, spec.rows)), None) if direction == "in" else None
+                    key = (spec.start, spec.width, block, spec.view, spec.rows)
+                    same = next((x for x in specs if x.key == key), None) if direction == "in" else None
                     if same is not None:  # one read port broadcast to every tile that needs the same slice
                         same.endpoints.append(endpoint(k, spec))
                     else:
@@ -485,8 +481,7 @@ def _memory_plan(s: State) -> None:
                 specs, u = slices(user, t, "in")
                 specs = [x.shifted(off) for x in specs]
             for spec in specs:
-                same = next((x for x in readers if (x.start, x.width, x.block, x.view, x.rows) == (
-                    spec.start, spec.width, spec.block, spec.view, spec.rows)), None)
+                same = next((x for x in readers if x.key == spec.key), None)
                 if same is not None:
                     same.endpoints += spec.endpoints
                 else:
