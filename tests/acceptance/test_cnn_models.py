@@ -1,8 +1,7 @@
 """Convolutional models of the field built and quantized in the tests (issue 14), compiled at batch 1 and 4, checked
 bit for bit against their source framework's own execution on 500 random inputs, with native co-simulation of
 every kernel: FINN's CIFAR-10 CNV (``brevitas_examples.bnn_pynq``, QONNX), a Brevitas CNN with BatchNorm2d and max
-pooling (QONNX), MLPerf Tiny's DS-CNN keyword spotter (QONNX), and -- refused today, with the reason --
-ResNet-8 (see the issue's closing note).
+pooling (QONNX), MLPerf Tiny's DS-CNN keyword spotter and ResNet-8 (QONNX).
 The onnxruntime-quantized CNNs (2-D, 1-D, residual) are in tests/frontends/test_onnx_qdq_conv.py."""
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import onnx
 import pytest
 
 from nn2aie.api import compile_loaded
-from nn2aie.errors import DoesNotFitError
 from nn2aie.frontends.loader import load_model
 from nn2aie.passes.pipeline import CompileOptions
 
@@ -150,12 +148,31 @@ def test_ds_cnn_native_cosim_every_kernel():
     assert report.kernels and all(k.match for k in report.kernels)
 
 
-def test_resnet8_is_refused_with_the_reason():
-    """Not yet: ResNet-8's 32 x 32 x 16 tensors at batch 4 need memory-tile buffers split by events (the row
-    bands and event groups its layers need take more than the six DMA channels of one memory tile): a typed
-    refusal naming the tensor."""
+@functools.cache
+def resnet8_compiled(batch: int):
     from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_resnet8
 
-    with pytest.raises(DoesNotFitError, match="DMA channel"):
-        compile_loaded(load_model(export_brevitas_qonnx(make_resnet8(0), 0, input_shape=(3, 32, 32))),
-                       CompileOptions(batch=4))
+    model = export_brevitas_qonnx(make_resnet8(0), 0, input_shape=(3, 32, 32))
+    return compile_loaded(load_model(model), CompileOptions(batch=batch))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_resnet8_bit_exact_against_qonnx(batch):
+    """MLPerf Tiny's ResNet-8 at CIFAR-10 size (32 x 32 x 3; 16 / 32 / 64 filters, three residual Adds, two 1x1
+    strided shortcuts, BatchNorm everywhere, a global mean, a dense head). At batch 4 the first stacks share
+    the batch out over tiles (event groups), and the 32 x 32 x 16 tensors between them, each written and read by
+    more ports than a memory tile has DMA channels, are split over memory tiles by events."""
+    c = resnet8_compiled(batch)
+    x = cifar_like(EVENTS, seed=6)
+    ours, ref = c.emulate(x), c.reference(x)
+    assert ours.shape == ref.shape == (EVENTS, 10)
+    assert np.array_equal(ours, ref)
+    assert np.unique(ref).size > 10
+    layers = c.summary()["layers"]
+    assert sum(layer.get("op") == "conv" for layer in layers) == 9
+    assert sum(layer.get("op") == "add" for layer in layers) == 3
+    split = [sb for sb in c.plan.shared_buffers if sb.first_event > 0]
+    assert bool(split) == (batch > 1)
+    report = c.native_cosim(x[:8])
+    assert report.kernels and all(k.match for k in report.kernels)
+    assert len(report.kernels) == len(c.plan.kernels)

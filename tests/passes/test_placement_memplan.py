@@ -68,10 +68,33 @@ def test_same_model_same_plan():
 
 def test_memory_tile_groups_respect_capacity_as_well_as_channels():
     from nn2aie.errors import DoesNotFitError
-    from nn2aie.passes.memplan import SliceSpec, _groups
+    from nn2aie.passes.memplan import _groups, _Span
 
-    readers = [SliceSpec(p * 64, 64, [], None) for p in range(8)]  # 8 consumer positions of 64 columns
-    assert _groups(None, readers, 512, 6, "t") == [(0, 384), (384, 512)]  # channels: 6 per memory tile
-    assert _groups(None, readers, 512, 6, "t", max_columns=128) == [(0, 128), (128, 256), (256, 384), (384, 512)]
+    readers = [_Span(p * 64, p * 64 + 64, None) for p in range(8)]  # 8 consumer positions of 64 columns
+    assert _groups(None, readers, 512, 6, "t") == [(0, 384, None), (384, 512, None)]  # channels: 6 per memory tile
+    assert _groups(None, readers, 512, 6, "t", max_columns=128) == [(0, 128, None), (128, 256, None),
+                                                                    (256, 384, None), (384, 512, None)]
     with pytest.raises(DoesNotFitError, match="more than the 32 columns a memory tile holds"):
         _groups(None, readers, 512, 6, "t", max_columns=32)
+
+
+def test_a_buffer_between_tiles_sharing_out_the_batch_splits_by_events():
+    """4 producer tiles (one event each) write all 16 columns; 8 consumer ports read 8 columns of one event each:
+    no column cut is free of a straddling writer, so only event ranges bring each memory tile within 6 channels
+    (here [0, 3) with 3 writers and 6 readers, and [3, 4)); a port moving every event forbids any event cut."""
+    from nn2aie.errors import DoesNotFitError
+    from nn2aie.passes.memplan import _groups, _Span, boundary_feasible
+
+    writers = [_Span(0, 16, (ev, ev + 1)) for ev in range(4)]
+    readers = [_Span(c, c + 8, (ev, ev + 1)) for c in (0, 8) for ev in range(4)]
+    with pytest.raises(DoesNotFitError, match="more than 6 producer or consumer slices"):
+        _groups(writers, readers, 16, 6, "t")
+    assert _groups(writers, readers, 16, 6, "t", by_events=True) == [(0, 16, [(0, 3), (3, 4)])]
+    with pytest.raises(DoesNotFitError):
+        _groups(writers, readers + [_Span(0, 16, None)], 16, 6, "t", by_events=True)
+    # the legaliser's view of the same ports: (start, width, window, (first event, count))
+    w = [(0, 16, ev, (ev, 1)) for ev in range(4)]
+    r = [(c, 8, ev, (ev, 1)) for c in (0, 8) for ev in range(4)]
+    assert boundary_feasible(w, r, 6)
+    assert not boundary_feasible(w, r + [(0, 16, 9, None)], 6)
+    assert not boundary_feasible([(a, b, ev) for a, b, ev, _ in w], [(a, b, ev) for a, b, ev, _ in r], 6)

@@ -175,6 +175,8 @@ class SharedBuffer:
     writers: list[Access]
     readers: list[Access]
     col_start: int = 0  # first logical column of the tensor this buffer holds
+    first_event: int = 0  # first event of the iteration it holds (a buffer split by events: tiles sharing out the
+    # batch, each range of events on a memory tile of its own; its rows are those events' rows)
     num_buffers: int = 2
     offset: int = 0  # byte address of its first buffer in the memory tile (several buffers may share one)
 
@@ -192,6 +194,7 @@ class SharedBuffer:
         return {"name": self.name, "tensor": self.tensor, "dtype": self.dtype, "dims": list(self.dims),
                 "memtile": [self.col, self.row], "col_start": self.col_start, "bytes": self.bytes,
                 "writers": [w.to_json() for w in self.writers], "readers": [r.to_json() for r in self.readers]} | \
+            ({"first_event": self.first_event} if self.first_event else {}) | \
             ({"offset": self.offset, "num_buffers": self.num_buffers} if self.offset or self.num_buffers != 2 else {})
 
 

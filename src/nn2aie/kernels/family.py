@@ -122,8 +122,10 @@ class OpFamily(ABC):
 
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple]:
         """(start, width) of every port of the op on its ``index``-th activation input / output, before
-        partition (used to check that a tensor can be split over memory tiles); ``(start, width, window)`` where
-        ports of the same columns move different windows (row bands: each is a DMA channel of its own)."""
+        partition (used to check that a tensor can be split over memory tiles); ``(start, width, window,
+        events)`` where ports of the same columns move different windows (row bands: each is a DMA channel of its
+        own), ``events`` the ``(first, count)`` of the iteration's events the window holds (None: all of them;
+        a buffer whose ports all move ranges of events may be split by events over memory tiles)."""
         raise NotImplementedError
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:

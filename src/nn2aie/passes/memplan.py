@@ -90,52 +90,134 @@ def _descriptor(spec: SliceSpec, base: int, dims: tuple[int, int], rows: int,
         (Traversal(0, bc, spec.width // bc), Traversal(1, br, port_rows // br)), bound)
 
 
-def _valid_cuts(specs: list[SliceSpec]) -> set[int]:
-    ends = {s.end for s in specs}
-    return {c for c in ends if not any(s.start < c < s.end for s in specs)}
+@dataclass(frozen=True)
+class _Span:
+    """What the split search sees of a port: its columns [start, end) and the events [first, last) of the graph
+    iteration it moves (None: every event)."""
+
+    start: int
+    end: int
+    events: tuple[int, int] | None
 
 
-def _groups(writers: list[SliceSpec] | None, readers: list[SliceSpec] | None, total: int, channels: int,
-            where: str, max_columns: int | None = None) -> list[tuple[int, int]]:
-    """Column ranges [s, e) each served by one memory tile (flexible PLIO sides are given as None): at most
-    ``channels`` writers and readers each, and at most ``max_columns`` columns (the memory tile's capacity)."""
-    fixed = [s for s in (writers or []) + (readers or [])]
-    cuts = sorted(_valid_cuts(fixed) | {total}) if fixed else [total]
-    cuts = [c for c in cuts if c <= total]
+def _span(spec: SliceSpec) -> _Span:
+    view = spec.view
+    events = None if view is None or view.events is None else (view.events[0], view.events[0] + view.events[1])
+    return _Span(spec.start, spec.end, events)
+
+
+def _event_first(spec: SliceSpec) -> int:
+    events = _span(spec).events
+    assert events is not None
+    return events[0]
+
+
+def _rebased(spec: SliceSpec, first_event: int) -> SliceSpec:
+    """The port as seen from a buffer holding the iteration's events from ``first_event`` on."""
+    assert spec.view is not None and spec.view.events is not None
+    first, count = spec.view.events
+    return replace(spec, view=replace(spec.view, events=(first - first_event, count)))
+
+
+def _cuts(ranges: list[tuple[int, int]], total: int) -> list[int]:
+    """Where [0, total) may be cut: range ends no range straddles."""
+    return sorted({b for _, b in ranges if b <= total and not any(a < b < e for a, e in ranges)} | {total})
+
+
+def _greedy(cuts: list[int], total: int, fits) -> tuple[list[tuple[int, int]], int | None]:
+    """[0, total) cut at ``cuts`` into the fewest ranges [a, b) with ``fits(a, b)``, each as wide as it can be (for
+    a ``fits`` that holds on every sub-range of a range it holds on, the fewest there are); and where that stops,
+    None if it covers [0, total)."""
     groups, start = [], 0
     while start < total:
         best = None
         for c in cuts:
             if c <= start:
                 continue
-            nw = sum(1 for s in writers or [] if start <= s.start < c)
-            nr = sum(1 for s in readers or [] if start <= s.start < c)
-            if nw <= channels and nr <= channels and (max_columns is None or c - start <= max_columns):
-                best = c
-            else:
+            if not fits(start, c):
                 break
+            best = c
         if best is None:
-            if max_columns is not None and cuts and min(c for c in cuts if c > start) - start > max_columns:
-                raise DoesNotFitError(
-                    where, f"one producer or consumer slice needs more than the {max_columns} columns a memory tile "
-                    "holds (double buffered)", "use a smaller batch or more tiles for the layers around it")
-            raise DoesNotFitError(
-                where, f"more than {channels} producer or consumer slices share columns that cannot be split "
-                "across memory tiles", "choose cas_num/cas_length overrides whose slice widths divide evenly")
+            return groups, start
         groups.append((start, best))
         start = best
-    return groups
+    return groups, None
+
+
+def _within_channels(writers: list[_Span], readers: list[_Span], channels: int, inside) -> bool:
+    return (sum(1 for s in writers if inside(s)) <= channels and sum(1 for s in readers if inside(s)) <= channels)
+
+
+def _event_split(writers: list[_Span], readers: list[_Span], channels: int) -> list[tuple[int, int]] | None:
+    """Event ranges splitting one column range's buffer so that each range's memory tile serves its ports within
+    the DMA channel limits -- possible where every port moves a range of events (tiles sharing out the batch) and
+    no port's events straddle a cut; None otherwise."""
+    spans = writers + readers
+    if not spans or any(s.events is None for s in spans):
+        return None
+    ranges = [s.events for s in spans if s.events is not None]
+    total = max(b for _, b in ranges)
+    groups, stop = _greedy(_cuts(ranges, total), total, lambda a, b: _within_channels(
+        writers, readers, channels, lambda s: a <= s.events[0] < b))
+    return groups if stop is None else None
+
+
+def _groups(writers: list[_Span] | None, readers: list[_Span] | None, total: int, channels: int, where: str,
+            max_columns: int | None = None,
+            by_events: bool = False) -> list[tuple[int, int, list[tuple[int, int]] | None]]:
+    """Column ranges [s, e) each served by one memory tile (flexible PLIO sides are given as None): at most
+    ``channels`` writers and readers each, and at most ``max_columns`` columns (the memory tile's capacity).
+    With ``by_events``, a column range whose ports exceed the channels may still be split by events over several
+    memory tiles (its third element: the event ranges; None = one buffer)."""
+    ws, rs = writers or [], readers or []
+    fixed = ws + rs
+    cuts = _cuts([(s.start, s.end) for s in fixed], total) if fixed else [total]
+
+    def ports(a: int, b: int) -> tuple[list[_Span], list[_Span]]:
+        return [s for s in ws if a <= s.start < b], [s for s in rs if a <= s.start < b]
+
+    def fits(a: int, b: int) -> bool:
+        if max_columns is not None and b - a > max_columns:
+            return False
+        w, r = ports(a, b)
+        if len(w) <= channels and len(r) <= channels:
+            return True
+        return by_events and writers is not None and readers is not None and _event_split(w, r, channels) is not None
+
+    groups, start = _greedy(cuts, total, fits)
+    if start is not None:
+        if max_columns is not None and min(c for c in cuts if c > start) - start > max_columns:
+            raise DoesNotFitError(
+                where, f"one producer or consumer slice needs more than the {max_columns} columns a memory tile "
+                "holds (double buffered)", "use a smaller batch or more tiles for the layers around it")
+        raise DoesNotFitError(
+            where, f"more than {channels} producer or consumer slices share columns that cannot be split "
+            "across memory tiles" + (" (nor by events: a port moves every event, or a PLIO carries the tensor)"
+                                     if by_events or writers is None or readers is None else ""),
+            f"choose splits whose slices line up, at most {channels} per column range (cas_num / cas_length; a "
+            "conv's parts, bands, event_groups)")
+    out: list[tuple[int, int, list[tuple[int, int]] | None]] = []
+    for a, b in groups:
+        w, r = ports(a, b)
+        out.append((a, b, None if len(w) <= channels and len(r) <= channels else _event_split(w, r, channels)))
+    return out
 
 
 def boundary_feasible(writer_slices: list[tuple], reader_slices: list[tuple], channels: int) -> bool:
     """Can a tensor with these writer and reader slices be split over memory tiles within the DMA channel limits?
-    A slice is ``(start, width)`` or ``(start, width, window)``: reads of one window (equal tuples) share one
-    broadcast channel, reads of different windows of the same columns (a conv's row bands) do not."""
-    writers = [SliceSpec(s[0], s[1], [], None) for s in writer_slices]
-    readers = [SliceSpec(s[0], s[1], [], None) for s in dict.fromkeys(tuple(r) for r in reader_slices)]
-    total = max(s[0] + s[1] for s in list(writer_slices) + list(reader_slices))
+    A slice is ``(start, width[, window[, events]])``: reads of one window (equal tuples) share one broadcast
+    channel, reads of different windows of the same columns (a conv's row bands) do not; ``events`` =
+    ``(first, count)`` of the iteration's events the port moves (None: all), where the buffer may be split by
+    events too."""
+    def span(s: tuple) -> _Span:
+        ev = s[3] if len(s) > 3 else None
+        return _Span(s[0], s[0] + s[1], None if ev is None else (ev[0], ev[0] + ev[1]))
+
+    writers = [span(s) for s in writer_slices]
+    readers = [span(s) for s in dict.fromkeys(tuple(r) for r in reader_slices)]
+    total = max(s.end for s in writers + readers)
     try:
-        _groups(writers, readers, total, channels, "")
+        _groups(writers, readers, total, channels, "", by_events=True)
     except DoesNotFitError:
         return False
     return True
@@ -231,17 +313,21 @@ class MemoryPlanner:
             max_columns = min(max_columns, max(self._plio_columns(r.plio_layer_cycles, rows, r.dtype),
                                                max(spec.width for spec in specs)))
             max_columns -= max_columns % word
+        w_spans = None if writers is None else [_span(w) for w in writers]
+        r_spans = None if readers is None else [_span(x) for x in readers]
         try:
-            groups = _groups(writers, readers, total, self.channels, where, max_columns)
+            groups = _groups(w_spans, r_spans, total, self.channels, where, max_columns)
         except DoesNotFitError:
-            if max_columns == capacity:
+            if writers is not None and readers is not None and not r.plio_out:
+                # tiles sharing out the batch: the buffer split by events too, one memory tile per range
+                groups = _groups(w_spans, r_spans, total, self.channels, where, max_columns, by_events=True)
+            elif max_columns == capacity:
                 raise
-            # the slices allow no split that fast: fewer, slower PLIOs (the performance model will show it)
-            groups = _groups(writers, readers, total, self.channels, where, capacity)
-        for gi, (s, e) in enumerate(groups):
-            name = f"{r.tensor}_mt{gi}" if e - s < total else f"{r.tensor}_mt"
+            else:  # the slices allow no split that fast: fewer, slower PLIOs (the performance model will show it)
+                groups = _groups(w_spans, r_spans, total, self.channels, where, capacity)
+        pieces = sum(len(evs) if evs else 1 for _, _, evs in groups)
+        for gi, (s, e, evs) in enumerate(groups):
             g_written = min(e, written) - s
-            dims = (e - s, rows)
             if writers is None:
                 plio = self._plio("in", r.tensor, r.dtype, gi, g_written)
                 w_specs = [SliceSpec(s, g_written, [Endpoint("plio", plio.name)], None)]
@@ -257,17 +343,37 @@ class MemoryPlanner:
                 if r.plio_out:
                     plio = self._plio("out", r.tensor, r.dtype, gi, out_width)
                     r_specs.append(SliceSpec(s, out_width, [Endpoint("plio", plio.name)], None, rows=r.rows))
-            w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
-            r_acc = [PortAccess(x.endpoints, _descriptor(x, s, dims, rows, g_written)) for x in r_specs]
-            cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]
-            cols = [c for c in cols if c is not None]
-            near = sum(cols) / len(cols) if cols else 0.0
-            one = -(-(e - s) * rows * dtype_bytes(r.dtype) // MEMTILE_ALIGN) * MEMTILE_ALIGN
-            mc, mr = self._take_memtile(near, where, 2 * one, len(w_acc), len(r_acc))
-            for p in self.plios:
-                if p.col < 0:  # below its memory tile, or the nearest interface column with a PL interface
-                    p.col = min(self.device.pl_columns(), key=lambda c: (abs(c - mc), c))
-            self.shared.append(SharedBuffer(name, r.tensor, r.dtype, dims, mc, mr, w_acc, r_acc, col_start=s))
+            if not evs:
+                self._buffer(r, where, pieces, (s, e), rows, g_written, w_specs, r_specs)
+                continue
+            assert rows % self.batch == 0, "ports moving ranges of events move whole events' rows"
+            for e0, e1 in evs:
+                def inside(specs: list[SliceSpec], e0: int = e0, e1: int = e1) -> list[SliceSpec]:
+                    return [_rebased(x, e0) for x in specs if e0 <= _event_first(x) < e1]
+
+                self._buffer(r, where, pieces, (s, e), rows // self.batch * (e1 - e0), g_written, inside(w_specs),
+                             inside(r_specs), e0)
+
+    def _buffer(self, r: TensorRoute, where: str, pieces: int, columns: tuple[int, int], rows: int, written: int,
+                w_specs: list[SliceSpec], r_specs: list[SliceSpec], first_event: int = 0) -> None:
+        """One memory-tile buffer holding columns [s, e) of ``rows`` rows of the tensor (events from
+        ``first_event`` on), its ports' descriptors relative to it, on the nearest memory tile with room."""
+        s, e = columns
+        name = f"{r.tensor}_mt{len([b for b in self.shared if b.tensor == r.tensor])}" if pieces > 1 \
+            else f"{r.tensor}_mt"
+        dims = (e - s, rows)
+        w_acc = [PortAccess(w.endpoints, _descriptor(w, s, dims, rows, None)) for w in w_specs]
+        r_acc = [PortAccess(x.endpoints, _descriptor(x, s, dims, rows, written)) for x in r_specs]
+        cols = [self._col_of(ep, r.kernels) for spec in w_specs + r_specs for ep in spec.endpoints]
+        cols = [c for c in cols if c is not None]
+        near = sum(cols) / len(cols) if cols else 0.0
+        one = -(-(e - s) * rows * dtype_bytes(r.dtype) // MEMTILE_ALIGN) * MEMTILE_ALIGN
+        mc, mr = self._take_memtile(near, where, 2 * one, len(w_acc), len(r_acc))
+        for p in self.plios:
+            if p.col < 0:  # below its memory tile, or the nearest interface column with a PL interface
+                p.col = min(self.device.pl_columns(), key=lambda c: (abs(c - mc), c))
+        self.shared.append(SharedBuffer(name, r.tensor, r.dtype, dims, mc, mr, w_acc, r_acc, col_start=s,
+                                        first_event=first_event))
 
     def _plio_columns(self, layer_cycles: float, rows: int, dtype: str) -> int:
         """Columns one PLIO moves per graph iteration in the time the layer's slowest tile computes (the

@@ -228,9 +228,17 @@ def _legalise_boundaries(s: State) -> None:
                                   "memory tiles")
                 break
         if not feasible(prod, cons, tensor):
-            raise DoesNotFitError(f"tensor between layers {prod.op} and {cons.op}",
-                                  "no split over memory tiles respects the DMA channel limits",
-                                  "set cas_length/cas_num of both layers explicitly")
+            j = s.inputs(s.graph.op(cons.op)).index(tensor)
+            n_w = len(_exec_family(prod).port_slices(prod, "out"))
+            n_r = len(set(map(tuple, _exec_family(cons).port_slices(cons, "in", j))))
+            raise DoesNotFitError(
+                f"tensor between layers {prod.op} and {cons.op}",
+                f"{n_w} writer ports and {n_r} reader ports cannot be shared out over memory tiles of {channels} "
+                "DMA channels each: no column cut separates them and no split by events does (a port moving every "
+                "event forbids one)",
+                "set the splits of both layers explicitly (cas_length / cas_num; a conv's parts, bands, "
+                "event_groups) so that each column range or range of events has at most "
+                f"{channels} writers and readers")
 
 
 MAX_PRODUCER_GROWTH = 4  # DSE steps the boundary legaliser may take on a producer

@@ -14,8 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from family_graphs import GraphBuilder, check  # noqa: E402
 
+from nn2aie.errors import DoesNotFitError  # noqa: E402
 from nn2aie.ir.conv_semantics import ConvGeometry  # noqa: E402
 from nn2aie.ir.types import FixedType  # noqa: E402
+from nn2aie.passes.pipeline import CompileOptions, compile_graph  # noqa: E402
 
 X_T = FixedType(8, 5, True)
 
@@ -131,3 +133,36 @@ def test_cascade_over_input_channels(length):
     assert (e.slices, e.c_pad) == (length, -(-per_slice // 8) * 8)  # slices of whole 8-channel blocks
     roles = sorted(k.role for k in plan.kernels if k.layer == "conv")
     assert roles == sorted(["first", "last"] + ["middle"] * (length - 2))
+
+
+def conv_chain_graph(spatial=(6, 6), channels=8, filters=16, seed=3):
+    """Three padded 3x3 convs and a dense head: the tensors between the convs are written and read by every
+    event group of both."""
+    gb = GraphBuilder(seed)
+    x = gb.tensor("x", (*spatial, channels), X_T)
+    y, c_in = x, channels
+    for i in range(3):
+        w = gb.tensor(f"c{i}_w", (9 * c_in, filters), FixedType(8, 7, True),
+                      gb.rng.integers(-128, 128, size=(9 * c_in, filters)))
+        y = gb.op(f"c{i}", "conv", [y, w], (*spatial, filters), FixedType(8, 3, False), kernel=[3, 3],
+                  strides=[1, 1], dilations=[1, 1], pads_begin=[1, 1], pads_end=[1, 1], groups=1, activation="relu")
+        c_in = filters
+    return gb.graph(x, gb.dense("head", y, 5, FixedType(8, 2, True)))
+
+
+def test_tensor_between_event_groups_splits_over_memory_tiles_by_events():
+    """4, 8 and 4 event groups at batch 8: c1's 8 readers (and writers) of the same columns are more than a
+    memory tile's 6 DMA channels, and no column cut helps -- each buffer is split by events (6 + 2 events),
+    each range a memory tile of its own; emulator == logical model, every kernel co-simulated. Where a port
+    moves every event (the graph input's PLIO, the dense head) no split by events exists: refused, saying so."""
+    groups = {"c0": {"event_groups": 4}, "c1": {"event_groups": 8}, "c2": {"event_groups": 4}}
+    plan, _ = check(conv_chain_graph(), groups, events=400, batch=8)
+    for t in ("c0_y", "c1_y"):
+        between = [sb for sb in plan.shared_buffers if sb.tensor == t]
+        assert [(sb.first_event, sb.dims[1] // 36) for sb in between] == [(0, 6), (6, 2)]
+        assert all(len(sb.writers) <= 6 and len(sb.readers) <= 6 for sb in between)
+        assert len({(sb.col, sb.row) for sb in between}) == 2
+    with pytest.raises(DoesNotFitError, match="between layers c2 and head: 8 writer ports"):
+        compile_graph(conv_chain_graph(), CompileOptions(batch=8, overrides=groups | {"c2": {"event_groups": 8}}))
+    with pytest.raises(DoesNotFitError, match="tensor x: more than 6 .* a PLIO carries the tensor"):
+        compile_graph(conv_chain_graph(), CompileOptions(batch=8, overrides=groups | {"c0": {"event_groups": 8}}))

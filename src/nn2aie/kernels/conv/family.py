@@ -243,12 +243,12 @@ class ConvFamily(OpFamily):
             ports.append(self._output_port(x, slot, kernel.n_start))
         return ports
 
-    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple[int, int]]:
+    def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple]:
         x = _c(e)
         windows = range(x.event_groups * x.bands)  # each a window of its own (in) or a region written (out)
         if direction == "out" or x.per_channel:
-            return [(p * x.m_slice, x.m_slice, w) for p in range(x.parts) for w in windows]
-        return [(p * x.c_pad, x.c_pad, w) for p in range(x.slices) for w in windows]
+            return [(p * x.m_slice, x.m_slice, w, self._events(x, w)) for p in range(x.parts) for w in windows]
+        return [(p * x.c_pad, x.c_pad, w, self._events(x, w)) for p in range(x.slices) for w in windows]
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
         x = _c(e)

@@ -337,8 +337,8 @@ def _band_counts(ho: int) -> list[int]:
 
 
 def choose(e: ConvExec, device: Device, override: dict | None) -> None:
-    """The fewest tiles that fit (event groups, row bands and output-channel slices; at equal tiles fewer event
-    groups, then fewer bands), or the user's override. Where no split fits, narrower accumulator groups (slices of
+    """The fewest tiles that fit (event groups, row bands and output-channel slices; at equal tiles fewer bands,
+    then fewer event groups), or the user's override. Where no split fits, narrower accumulator groups (slices of
     fewer channels, down to one 128-bit pixel store) are tried before refusing with the numbers."""
     override = override or {}
     want_parts, want_bands, want_groups = (override.get(k) for k in ("parts", "bands", "event_groups"))
@@ -362,6 +362,8 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
         e.m_accumulators, e.n_accumulators = 1, store
     else:
         e.m_accumulators, e.n_accumulators = _accumulators(e)
+    channels = min(device.fact("memtile_dma_channels").values())
+    too_many_windows: tuple[int, int] | None = None  # the first split that fit a tile but not the DMA channels
     while want_parts and e.n_accumulators > store and ceil_div(e.filters, e.mmul[2] * e.n_accumulators) < want_parts:
         e.n_accumulators //= 2  # narrower accumulator groups: slices of fewer channels
     while True:
@@ -383,17 +385,22 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
                             continue
                         candidates.append((length * groups * bands * parts, length, groups, bands, parts, m_slice,
                                            c_slice))
-        candidates.sort()
-        channels = min(device.fact("memtile_dma_channels").values())
+        # at equal tiles: shorter cascades, then the batch shared out before the rows (an event group's window
+        # has no halo, and a buffer between event groups splits over memory tiles by events), then fewer slices
+        candidates.sort(key=lambda c: (c[0], c[1], c[3], c[2], c[4]))
         for tiles, length, groups, bands, parts, m_slice, c_slice in candidates:
-            if groups * bands > channels:
-                continue  # distinct windows of one column range: each is a memory-tile DMA channel (in and out)
             rows, columns = footprint(tiles // length, length, device)
             if columns > device.columns:
                 continue  # the chains stack in columns of at most stack_rows, each `length` tiles wide
             e.slices, e.event_groups, e.bands, e.parts, e.m_slice = length, groups, bands, parts, m_slice
             e.c_pad = m_slice if e.per_channel else c_slice  # a pool tile reads the channels it writes
             if fits(e, device):
+                if groups * bands > channels and not (want_groups or want_bands):
+                    # distinct windows of one column range are a memory-tile DMA channel each; a buffer between
+                    # event groups may be split by events, the graph's input (one PLIO per column range) not:
+                    # only an explicit override goes past the channels
+                    too_many_windows = too_many_windows or (groups, bands)
+                    continue
                 e.cas_num, e.cas_length = rows, columns
                 e.override = bool(want_parts or want_bands or want_groups or want_length)
                 return
@@ -401,6 +408,13 @@ def choose(e: ConvExec, device: Device, override: dict | None) -> None:
             break
         e.n_accumulators //= 2
         e.m_accumulators = 2 if e.out_spatial[1] > e.mmul[0] and not e.per_channel else 1
+    if too_many_windows is not None:
+        groups, bands = too_many_windows
+        raise DoesNotFitError(
+            f"op {e.op} (conv)", f"the fewest tiles that fit a tile's data memory ({groups} event groups x {bands} "
+            f"row bands) read {groups * bands} windows of the same channels, more than the {channels} DMA channels "
+            "of a memory tile", "set event_groups and bands explicitly (a tensor between layers may be split over "
+            "memory tiles by events), or use a smaller batch")
     fitting = [c for c in candidates if footprint(c[0] // c[1], c[1], device)[1] <= device.columns] or \
         candidates
     if fitting:

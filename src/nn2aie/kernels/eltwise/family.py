@@ -193,7 +193,9 @@ class EltwiseFamily(OpFamily):
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple]:
         x = _e(e)
         if x.pieces > 1:  # each row piece is a window of its own
-            return [(c * x.slice, x.slice, p) for c in range(x.cas_num // x.pieces) for p in range(x.pieces)]
+            views = [self._view(x, p) for p in range(x.pieces)]
+            return [(c * x.slice, x.slice, p, v.events if v is not None else None)
+                    for c in range(x.cas_num // x.pieces) for p, v in enumerate(views)]
         return [(c * x.slice, x.slice) for c in range(x.cas_num)]
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
