@@ -243,12 +243,22 @@ def _ds_cnn():
     return proto, lambda n: gen.normal(0.0, 0.6, (n, 1, 49, 10)).astype(np.float32)
 
 
+def _resnet8():
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx, make_resnet8
+
+    with quiet():
+        proto = export_brevitas_qonnx(make_resnet8(0), 0, input_shape=(3, 32, 32))
+    gen = np.random.default_rng(5)
+    return proto, lambda n: gen.uniform(-0.2, 1.2, (n, 3, 32, 32)).astype(np.float32)
+
+
 MODELS = {
     "onnxruntime CNN 2-D (3 conv, max pool, float scales, per-channel)": lambda: _ort_cnn("2d"),
     "onnxruntime CNN 1-D (2 conv, max pool, mean; power-of-two)": lambda: _ort_cnn("1d"),
     "Brevitas CNN (2 conv + BatchNorm2d + ReLU + max pool)": _brevitas_cnn,
     "FINN CNV 2w2a (CIFAR-10)": lambda: _cnv("cnv_2w2a"),
     "MLPerf Tiny DS-CNN keyword spotter (49x10, depthwise-separable)": _ds_cnn,
+    "MLPerf Tiny ResNet-8 (CIFAR-10, 16/32/64 filters, residual Adds)": _resnet8,
 }
 
 

@@ -289,3 +289,57 @@ def test_average_pooling_read_off_onnxruntime(tmp_path, batch):
     compiled = check_model(model, (3, 12, 12), batch)
     avg = [op for op in compiled.model.graph.ops if op.kind == "conv" and "requant_table" in op.attrs]
     assert len(avg) == 2 and all(op.attrs["groups"] == 16 for op in avg)
+
+
+class Padded(torch.nn.Module):
+    """Explicit zero Pads (ONNX Pad nodes) before a conv, a max pool and an average pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3)
+        self.c2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16 * 3 * 3, 4)
+
+    def forward(self, x):
+        pad = torch.nn.functional.pad
+        x = torch.relu(self.c1(pad(x, (1, 2, 0, 1))))  # asymmetric: left 1, right 2, top 0, bottom 1
+        x = torch.nn.functional.max_pool2d(pad(x, (1, 1, 1, 1)), 2)
+        x = torch.relu(self.c2(x))
+        x = torch.nn.functional.avg_pool2d(pad(x, (0, 1, 0, 1)), 3, stride=2)  # the Pad's zeros are counted
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_explicit_pad_nodes_fold_into_the_next_window(tmp_path, batch):
+    """ONNX Pad (constant zeros on the spatial axes) runs as no op of its own: its zeros join the padding of the
+    Conv / MaxPool / AveragePool reading it (the memory tile's zero padding on chip); onnxruntime's codes."""
+    model = pow2_qdq(quantized(tmp_path, Padded, (3, 11, 11), symmetric=False, seed=8, per_channel=False))
+    assert sum(n.op_type == "Pad" for n in model.graph.node) == 3
+    compiled = check_model(model, (3, 11, 11), batch)
+    ops = compiled.model.graph.ops
+    assert not any(op.kind == "pad" for op in ops)
+    first = next(op for op in ops if op.kind == "conv")
+    assert (first.attrs["pads_begin"], first.attrs["pads_end"]) == ([0, 1], [1, 2])
+
+
+def test_pad_nodes_that_cannot_fold_are_refused(tmp_path):
+    """A reflecting Pad, and a Pad read by a Relu rather than a window op: typed errors naming the node."""
+    import onnx.helper as oh
+
+    model = pow2_qdq(quantized(tmp_path, Padded, (3, 11, 11), symmetric=False, seed=8, per_channel=False))
+    reflect = onnx.ModelProto.FromString(model.SerializeToString())
+    pad = next(n for n in reflect.graph.node if n.op_type == "Pad")
+    kept = [a for a in pad.attribute if a.name != "mode"]
+    del pad.attribute[:]
+    pad.attribute.extend(kept + [oh.make_attribute("mode", "reflect")])
+    with pytest.raises(UnsupportedOpError, match="mode 'reflect'"):
+        load_model(reflect)
+    relu = onnx.ModelProto.FromString(model.SerializeToString())
+    nodes = list(relu.graph.node)
+    pad = next(n for n in nodes if n.op_type == "Pad")
+    user = next(n for n in nodes if pad.output[0] in n.input)
+    mid = oh.make_node("Relu", [pad.output[0]], ["pad_relu"], name="relu_after_pad")
+    user.input[list(user.input).index(pad.output[0])] = "pad_relu"
+    relu.graph.node.insert(nodes.index(pad) + 1, mid)
+    with pytest.raises(UnsupportedOpError, match="relu_after_pad.*output of a Pad"):
+        load_model(relu)

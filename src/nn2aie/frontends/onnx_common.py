@@ -6,6 +6,7 @@ never a raw protobuf / onnx exception.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 import re
@@ -244,6 +245,34 @@ def constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return out
 
 
+# data-movement ops an exporter leaves on constants (torch's F.pad computes its pads this way): folded exactly
+_FOLDABLE = ("ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Unsqueeze", "Squeeze", "Gather",
+             "Shape", "Identity")
+
+
+def fold_constant_moves(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
+                        opset: int) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """Nodes (in topological order) of the data-movement kinds above whose inputs are all constants, evaluated by
+    onnx's reference implementation (no arithmetic: the values are moved, cast or filled, so exactly what any
+    runtime computes); returns the other nodes and the folded values."""
+    from onnx.reference import ReferenceEvaluator
+
+    known, folded, kept = dict(consts), {}, []
+    for node in nodes:
+        inputs = [i for i in node.input if i]
+        if (node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and inputs
+                and all(i in known for i in inputs)):
+            try:
+                values = ReferenceEvaluator(node, opsets={"": opset}).run(None, {i: known[i] for i in inputs})
+            except Exception as exc:
+                raise _unreadable(node_where(node), exc) from None
+            for name, value in zip(node.output, values, strict=False):
+                known[name] = folded[name] = np.asarray(value)
+            continue
+        kept.append(node)
+    return kept, folded
+
+
 def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are not initializers (old IR versions list initializers as inputs too)."""
     inits = {i.name for i in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
@@ -364,12 +393,77 @@ def unique(name: str, taken: set[str]) -> str:
 CONV_OPS = ("Conv", "MaxPool", "AveragePool")  # ops that read a channels-first activation window by window
 
 
-def conv_geometry(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...], w_shape: tuple[int, ...]):
+SpatialPads = tuple[tuple[int, ...], tuple[int, ...]]  # (begin, end) zeros per spatial axis of an ONNX Pad
+
+
+def _padded(channels_first: tuple[int, ...], pads: SpatialPads | None) -> tuple[int, ...]:
+    """The spatial shape the node sees: after an explicit zero Pad folded into its window."""
+    spatial = tuple(channels_first[1:])
+    if pads is None:
+        return spatial
+    return tuple(n + b + e for n, b, e in zip(spatial, pads[0], pads[1], strict=True))
+
+
+def _unpad(geo, channels_first: tuple[int, ...], pads: SpatialPads | None):
+    """A geometry resolved on the padded input, re-expressed on the unpadded one: the Pad's zeros join the node's
+    own padding (both read as zero from the memory tile)."""
+    if pads is None:
+        return geo
+    return dataclasses.replace(geo, spatial=tuple(channels_first[1:]),
+                               pads_begin=tuple(a + b for a, b in zip(geo.pads_begin, pads[0], strict=True)),
+                               pads_end=tuple(a + b for a, b in zip(geo.pads_end, pads[1], strict=True)))
+
+
+def pad_of(node: onnx.NodeProto, where: str, rank: int, const) -> SpatialPads:
+    """The spatial zeros of an ONNX Pad (``mode="constant"``, value 0, nothing on the batch or channel axes) of a
+    rank-``rank`` ``[N, C, *spatial]`` tensor, or a typed error. ``const(name)`` gives a constant input's array
+    (None if not constant)."""
+    mode = attr(node, "mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        raise UnsupportedOpError(where, f"mode {mode!r} pads with copies of the image, not zeros",
+                                 "pad with zeros (mode constant), or inside the Conv / pool (its pads attribute)")
+    inputs = list(node.input) + [""] * 4
+    if inputs[1]:
+        raw = const(inputs[1])
+        if raw is None:
+            raise UnsupportedOpError(where, f"its pads {inputs[1]} are computed at run time",
+                                     "give the pads as a constant")
+        pads = [int(v) for v in np.asarray(raw).reshape(-1)]
+    else:
+        pads = [int(v) for v in attr(node, "pads", [])]
+    value = const(inputs[2]) if inputs[2] else attr(node, "value", 0.0)
+    if inputs[2] and value is None:
+        raise UnsupportedOpError(where, "its constant value is computed at run time", "pad with the constant 0")
+    if np.asarray(value).size and float(np.asarray(value).reshape(-1)[0]) != 0.0:
+        raise UnsupportedOpError(where, f"pads with {float(np.asarray(value).reshape(-1)[0]):g}, not zero",
+                                 "pad with zeros (the padding a convolution reads)")
+    axes = list(range(rank))
+    if inputs[3]:
+        raw = const(inputs[3])
+        if raw is None:
+            raise UnsupportedOpError(where, "its axes are computed at run time", "give the axes as a constant")
+        axes = [int(a) + rank if int(a) < 0 else int(a) for a in np.asarray(raw).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise BadFileError(where, f"{len(pads)} pads for {len(axes)} axes", "re-export the model")
+    begin, end = [0] * rank, [0] * rank
+    for i, a in enumerate(axes):
+        begin[a], end[a] = pads[i], pads[len(axes) + i]
+    if begin[0] or end[0] or begin[1] or end[1]:
+        raise UnsupportedOpError(where, f"pads the batch or channel axis (pads {pads})",
+                                 "pad only the spatial axes of an [N, C, H, W] / [N, C, L] tensor")
+    if min(begin + end) < 0:
+        raise UnsupportedOpError(where, f"negative pads {pads} crop the image", "crop with a Slice instead")
+    return tuple(begin[2:]), tuple(end[2:])
+
+
+def conv_geometry(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...], w_shape: tuple[int, ...],
+                  pads: SpatialPads | None = None):
     """The geometry of an ONNX Conv reading a ``[C, *spatial]`` event with weights ``[M, C / group, *kernel]``
-    (ir/conv_semantics.py), or a typed error naming the node."""
+    (ir/conv_semantics.py), or a typed error naming the node; ``pads``: an explicit zero Pad before it, folded in."""
     from nn2aie.ir.conv_semantics import ConvGeometry
 
-    spatial = tuple(channels_first[1:])
+    spatial = _padded(channels_first, pads)
     if len(w_shape) != len(spatial) + 2:
         raise BadFileError(where, f"weights of shape {list(w_shape)} do not match a {len(spatial)}-D input "
                            f"{list(channels_first)}", "re-export the model")
@@ -387,6 +481,7 @@ def conv_geometry(node: onnx.NodeProto, where: str, channels_first: tuple[int, .
                                      group)
     except ValueError as exc:
         raise BadFileError(where, str(exc), "re-export the model") from exc
+    geo = _unpad(geo, channels_first, pads)
     why = geo.problem()
     if why is not None:
         raise UnsupportedOpError(where, f"is not a supported convolution: {why}",
@@ -400,12 +495,14 @@ def conv_attrs(geo) -> dict:
             "pads_begin": list(geo.pads_begin), "pads_end": list(geo.pads_end), "groups": geo.groups}
 
 
-def pool_attrs(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...]) -> dict:
-    """The logical pool op's attributes of an ONNX MaxPool reading a ``[C, *spatial]`` event, or a typed error."""
+def pool_attrs(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...],
+               pads: SpatialPads | None = None) -> dict:
+    """The logical pool op's attributes of an ONNX MaxPool reading a ``[C, *spatial]`` event, or a typed error;
+    ``pads``: an explicit zero Pad before it, folded into its padding."""
     from nn2aie.ir.conv_semantics import ConvGeometry
     from nn2aie.ir.pool_semantics import PoolGeometry
 
-    spatial = tuple(channels_first[1:])
+    spatial = _padded(channels_first, pads)
     kernel = tuple(int(v) for v in (attr(node, "kernel_shape") or ()))
     if len(kernel) != len(spatial):
         raise BadFileError(where, f"kernel_shape {list(kernel)} does not match the {len(spatial)}-D input",
@@ -418,8 +515,9 @@ def pool_attrs(node: onnx.NodeProto, where: str, channels_first: tuple[int, ...]
                                       attr(node, "dilations"), attr(node, "pads"), attr(node, "auto_pad", "NOTSET"))
     except ValueError as exc:
         raise BadFileError(where, str(exc), "re-export the model") from exc
-    geo = PoolGeometry(spatial, kernel, conv.strides, conv.pads_begin, conv.pads_end, conv.dilations,
-                       bool(attr(node, "ceil_mode", 0)))
+    conv = _unpad(conv, channels_first, pads)
+    geo = PoolGeometry(tuple(channels_first[1:]), kernel, conv.strides, conv.pads_begin, conv.pads_end,
+                       conv.dilations, bool(attr(node, "ceil_mode", 0)))
     why = geo.problem()
     if why is not None:
         raise UnsupportedOpError(where, f"is not a supported pooling: {why}", "use 1-D or 2-D windows")

@@ -43,6 +43,7 @@ constants below 2**24 codes; max/min/relu/clip/leaky_relu/views are exact select
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -54,6 +55,7 @@ from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, 
 from nn2aie.frontends.onnx_common import (
     CONV_OPS,
     ModelLike,
+    SpatialPads,
     attr,
     check_inference,
     constants,
@@ -62,9 +64,12 @@ from nn2aie.frontends.onnx_common import (
     conv_geometry,
     elem_type,
     elem_type_name,
+    fold_constant_moves,
     identifier,
     load_onnx,
     node_where,
+    opset_version,
+    pad_of,
     pool_attrs,
     producers_map,
     real_inputs,
@@ -84,7 +89,8 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
            "GlobalMaxPool": "max"}
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
-                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool")
+                 *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool",
+                 "Pad")
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
              "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
@@ -206,6 +212,10 @@ class QVal:
     tensor: str
     qtype: _QType
     codes: bool = False
+    pads: SpatialPads | None = None  # the output of a zero Pad of ``tensor``: the next Conv / pool takes the zeros
+
+
+_PAD_READERS = ("QuantizeLinear", "DequantizeLinear", "Identity", "Conv", "MaxPool", "AveragePool")
 
 
 @dataclass
@@ -282,9 +292,11 @@ class QdqParser:
         self.graph = model.graph
         self.clips: dict[str, tuple[int, int]] = {}  # QuantizeLinear output -> its QCDQ Clip bounds
         self.folded: dict[str, np.ndarray] = {}  # Clip of integer constant codes, evaluated
-        self.nodes = self.fold_qcdq_clips(topological_order(self.graph), constants(self.graph))
+        nodes, moved = fold_constant_moves(topological_order(self.graph), constants(self.graph),
+                                           opset_version(model) or onnx.defs.onnx_opset_version())
+        self.nodes = self.fold_qcdq_clips(nodes, constants(self.graph) | moved)
         self.index = {id(n): i for i, n in enumerate(self.graph.node)}
-        self.consts = constants(self.graph) | self.folded
+        self.consts = constants(self.graph) | moved | self.folded
         self.producer = producers_map(self.nodes)
         self.consumers = consumers_map(self.nodes)
         self.visited: set[int] = set()
@@ -490,6 +502,10 @@ class QdqParser:
         """The quantized value ``user`` reads (a DequantizeLinear output, or what a view / Relu made of one);
         ``codes_ok``: integer codes are fine too (views move codes as well as values)."""
         val = self.vals.get(name)
+        if val is not None and val.pads is not None and user.op_type not in _PAD_READERS:
+            raise UnsupportedOpError(self.where(user), f"reads {name}, the output of a Pad: only a Conv, MaxPool or "
+                                     "AveragePool takes the zeros into its window",
+                                     "pad inside that Conv / pool (its pads attribute), or drop the Pad")
         if val is not None and (codes_ok or not val.codes):
             return val
         where = self.where(user)
@@ -775,7 +791,7 @@ class QdqParser:
                     "AveragePool": self.on_avgpool, "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
-                    "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
+                    "Pad": self.on_pad, "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
                     **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -877,6 +893,9 @@ class QdqParser:
             src = self.where(producer) if producer is not None else "a constant"
             raise UnsupportedQuantizationError(where, f"is the unquantized float result of {src}",
                                                "end the model with QuantizeLinear (-> DequantizeLinear)")
+        if val.pads is not None:
+            raise UnsupportedOpError(where, "is the output of a Pad (zeros around an image)",
+                                     "end the model at the tensor before the Pad")
         if val.tensor in self.graph_inputs:
             raise UnsupportedOpError(where, f"is the quantized graph input {self.tensors[val.tensor].origin} "
                                      "(nothing is computed)", "remove that output")
@@ -924,8 +943,11 @@ class QdqParser:
         val = self.value(q.input[0], q)
         qtype = self.qparams(q, None, _ACT_TYPES, "activation")
         if qtype == val.qtype:
-            self.bind(q.output[0], QVal(val.tensor, qtype, codes=True))
+            self.bind(q.output[0], QVal(val.tensor, qtype, codes=True, pads=val.pads))
             return
+        if val.pads is not None:
+            raise UnsupportedQuantizationError(self.where(q), f"requantises the output of a Pad into "
+                                               f"{qtype.describe()}", "quantize the Pad's output as its input")
         if isinstance(qtype, _SQType) or isinstance(val.qtype, _SQType):
             raise UnsupportedQuantizationError(
                 self.where(q), f"requantises {val.qtype.describe()} into {qtype.describe()}: a requantisation "
@@ -947,7 +969,7 @@ class QdqParser:
         if isinstance(qtype, _SQType) or isinstance(val.qtype, _SQType):
             if (isinstance(qtype, _SQType) and isinstance(val.qtype, _SQType) and qtype.scale == val.qtype.scale
                     and qtype.zero_point == val.qtype.zero_point):
-                self.bind(dq.output[0], QVal(val.tensor, val.qtype))
+                self.bind(dq.output[0], QVal(val.tensor, val.qtype, pads=val.pads))
                 return
             producer = self.producer.get(src)
             qwhere = self.where(producer) if producer is not None else "the QuantizeLinear"
@@ -958,7 +980,7 @@ class QdqParser:
             raise UnsupportedQuantizationError(
                 self.where(dq), f"scale {_p2(qtype.frac)} differs from the QuantizeLinear scale "
                 f"{_p2(val.qtype.frac)}", "use the same scale on both nodes of a QuantizeLinear/DequantizeLinear pair")
-        self.bind(dq.output[0], QVal(val.tensor, val.qtype))
+        self.bind(dq.output[0], QVal(val.tensor, val.qtype, pads=val.pads))
 
     # -- layouts --------------------------------------------------------------------------------------------
     def feeds_conv(self, name: str) -> bool:
@@ -969,7 +991,7 @@ class QdqParser:
             for u in self.users(t):
                 if u.op_type in CONV_OPS and u.input and u.input[0] == t:
                     return True
-                if u.op_type in ("QuantizeLinear", "DequantizeLinear", "Relu", "Identity", "Clip", "Quant",
+                if u.op_type in ("QuantizeLinear", "DequantizeLinear", "Relu", "Identity", "Clip", "Quant", "Pad",
                                  "BipolarQuant", "Mul", "Sub", "Add", "Div") and \
                         u.output and u.output[0] not in seen:
                     seen.add(u.output[0])
@@ -1009,7 +1031,7 @@ class QdqParser:
         if not isinstance(w, QConst):
             raise UnsupportedQuantizationError(where, f"weights {node.input[1]} are float, not quantized",
                                                "quantize the weights (DequantizeLinear of an int8 initializer)")
-        geo = conv_geometry(node, where, cf, tuple(w.codes.shape))
+        geo = conv_geometry(node, where, cf, tuple(w.codes.shape), x.pads)
         m = geo.filters
         if isinstance(w.qtype, _SQType) and w.qtype.axis is not None:
             axis = w.qtype.axis + w.codes.ndim if w.qtype.axis < 0 else w.qtype.axis
@@ -1028,11 +1050,27 @@ class QdqParser:
         QuantizeLinear after it, if any, is handled as a requantisation of that value)."""
         x = self.value(node.input[0], node)
         cf = self.channels_first_input(node, x)
-        attrs = pool_attrs(node, self.where(node), cf)
+        if x.pads is not None and (x.qtype.lo < 0 or getattr(x.qtype, "zero_point", 0)):
+            raise UnsupportedOpError(self.where(node), f"max-pools the output of a Pad of {x.qtype.describe()} "
+                                     "codes: nn2aie's pool padding is the smallest code (ONNX's -inf), which the "
+                                     "Pad's zeros are only for unsigned codes with zero point 0",
+                                     "pad inside the MaxPool (its pads attribute)")
+        attrs = pool_attrs(node, self.where(node), cf, x.pads)
         out = attrs.pop("out")
         y = self.add_op(self.op_name(node, "maxpool"), "pool", [x.tensor], (*out, cf[0]), x.qtype, node.output[0],
                         attrs)
         self.bind(node.output[0], QVal(y, x.qtype))
+
+    def on_pad(self, node: onnx.NodeProto) -> None:
+        """A zero Pad of the spatial axes of an image: no op of its own -- the Conv / pool reading it takes the
+        zeros into its padding (the memory tile's zero padding on chip)."""
+        x = self.value(node.input[0], node, codes_ok=True)
+        cf = self.channels_first_input(node, x)
+        pads = pad_of(node, self.where(node), len(cf) + 1,
+                      lambda name: np.asarray(self.consts[name]) if self.is_constant(name) else None)
+        if x.pads is not None:  # two Pads in a row: their zeros add up
+            pads = tuple(tuple(a + b for a, b in zip(p, q, strict=True)) for p, q in zip(x.pads, pads, strict=True))
+        self.bind(node.output[0], dataclasses.replace(x, pads=pads if any(pads[0] + pads[1]) else x.pads))
 
     def on_avgpool(self, node: onnx.NodeProto) -> None:
         """AveragePool with one divisor for every window (no padding, or count_include_pad=1; no partial ceil_mode
@@ -1048,12 +1086,13 @@ class QdqParser:
         if isinstance(x.qtype, _SQType):
             raise UnsupportedQuantizationError(where, "average pooling of a float-scale value is not supported yet",
                                                "use power-of-two scales around the AveragePool")
-        attrs = pool_attrs(node, where, cf)
+        own_pads = any(attr(node, "pads", []) or []) or attr(node, "auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET",
+                                                                                                  "VALID", b"VALID")
+        attrs = pool_attrs(node, where, cf, x.pads)  # a Pad's zeros are always counted, the pool's own maybe not
         out = attrs.pop("out")
         geo = PoolGeometry(tuple(cf[1:]), tuple(attrs["kernel"]), tuple(attrs["strides"]), tuple(attrs["pads_begin"]),
                            tuple(attrs["pads_end"]), tuple(attrs["dilations"]), attrs["ceil_mode"])
-        padded = any(attrs["pads_begin"]) or any(attrs["pads_end"])
-        if padded and not attr(node, "count_include_pad", 0):
+        if own_pads and not attr(node, "count_include_pad", 0):
             raise UnsupportedOpError(where, "averages over padding with count_include_pad=0: the divisor differs at "
                                      "the image's edges", "pad explicitly (count_include_pad=1) or drop the padding")
         if attrs["ceil_mode"] and geo.out_spatial != PoolGeometry(geo.spatial, geo.kernel, geo.strides,
