@@ -19,6 +19,7 @@ keras = pytest.importorskip("keras")
 hls4ml = pytest.importorskip("hls4ml")
 
 from nn2aie.frontends.hls4ml_frontend import graph_from_hls4ml  # noqa: E402
+from nn2aie.hls4ml_plugin.backend import compiled_model  # noqa: E402
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed for hls4ml's C simulation")
 X_T, W_T, B_T, WIDE_T = "ap_fixed<8,3,AP_RND_CONV,AP_SAT>", "ap_fixed<8,2>", "ap_fixed<16,6>", "ap_fixed<32,16>"
@@ -93,6 +94,12 @@ def test_keras_cnn_predict_equals_hls4ml_csim(build, tmp_path):
                                                       output_dir=str(tmp_path / "aie"), io_type="io_parallel")
     vitis.compile()
     ours.compile()
+    # batch 1 too (the lowest latency): the same model through the plugin with Batch = 1
+    single = hls4ml.converters.convert_from_keras_model(model, hls_config=config(model, "nn2aie"), backend="nn2aie",
+                                                        output_dir=str(tmp_path / "aie1"), io_type="io_parallel",
+                                                        batch=1)
+    single.compile()
+    assert compiled_model(single).plan.batch == 1 and compiled_model(ours).plan.batch == 4
     ops = graph_from_hls4ml(ours).ops
     kinds = [op.kind for op in ops]
     assert kinds.count("conv") == 2 and "pool" in kinds
@@ -107,4 +114,5 @@ def test_keras_cnn_predict_equals_hls4ml_csim(build, tmp_path):
     assert got.shape == want.shape
     bad = np.argwhere(got != want)
     assert not len(bad), f"{len(bad)} outputs differ, first at {bad[0].tolist()}"
+    assert np.array_equal(np.asarray(single.predict(np.ascontiguousarray(x))), want)
     assert np.unique(want).size > 20

@@ -98,7 +98,7 @@ class Nn2aieBackend(FPGABackend):
 
         Args:
             device: AIE-ML part (``nn2aie devices``), e.g. 'xcve2802' (VEK280) or 'xcve2302'.
-            batch: rows per graph iteration, a multiple of 4.
+            batch: events per graph iteration (any positive number; 1 for the lowest latency).
             plio_bits: PLIO width, 32, 64 or 128.
             pl_freq_mhz: PL clock of the PLIOs (None: the part's catalogued default).
             max_weight_bytes: weight bytes per tile (None: one data-memory bank).
