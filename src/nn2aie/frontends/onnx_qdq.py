@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import onnx
@@ -229,6 +231,20 @@ class LinearLayer:
     out_shape: tuple[int, ...]
     sum_shape: tuple[int, ...]
     trailing: int = 0
+
+
+@dataclass
+class PoolTail:
+    """What quantizes an average pool's float result: the source's nodes after the division (run by ``runner`` on
+    every reachable window sum), the result's type, how the last node's output becomes codes, its ONNX element
+    type, and the tensor it writes."""
+
+    nodes: list[onnx.NodeProto]
+    y_type: Any
+    to_code: Callable[[np.ndarray], np.ndarray]
+    runner: str
+    out_type: int
+    output: str
 
 
 CHANNELS_LAST_KINDS = ("conv", "pool")
@@ -1101,12 +1117,9 @@ class QdqParser:
             raise UnsupportedOpError(where, "ceil_mode adds partial windows whose divisor differs",
                                      "use ceil_mode=0 or a shape the windows divide")
         channels, taps = cf[0], int(np.prod(attrs["kernel"]))
-        q, relu = self.quant_tail(node)
-        if relu is not None:
-            raise UnsupportedOpError(self.where(relu), "a Relu after an average pool of a quantized value",
-                                     "apply the Relu before the pool")
-        y_type = self.qparams(q, None, _ACT_TYPES, "activation")
-        # the sum S of the window's codes; onnxruntime computes float32(S * sx) exactly (below 2**24 LSBs), divides
+        tail = self.avgpool_tail(node)
+        y_type = tail.y_type
+        # the sum S of the window's codes; the source computes float32(S * sx) exactly (below 2**24 LSBs), divides
         # by the count in float32 and quantizes: read off as a step function of S on every reachable sum
         sx = x.qtype.frac
         lo, hi = taps * x.qtype.lo, taps * x.qtype.hi
@@ -1115,11 +1128,9 @@ class QdqParser:
         consts = dict(self.consts)
         consts[div_c] = np.asarray(np.float32(taps))
         div = onnx.helper.make_node("Div", [node.input[0] + "_sum", div_c], [node.output[0]], name=node.name or "avg")
-        zp = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
-        out_type = _NP_TO_ONNX.get(np.asarray(zp).dtype, T.UINT8) if zp is not None else T.UINT8
-        fn = chain_function([div, q], consts, node.input[0] + "_sum", list(self.model.opset_import),
-                            lambda acc: np.ldexp(acc, -sx).astype(np.float32), lambda v: np.asarray(v).astype(np.int64),
-                            runner="onnxruntime", out_type=out_type, trailing=len(cf) - 1)
+        fn = chain_function([div, *tail.nodes], consts, node.input[0] + "_sum", list(self.model.opset_import),
+                            lambda acc: np.ldexp(acc, -sx).astype(np.float32), tail.to_code, runner=tail.runner,
+                            out_type=tail.out_type, trailing=len(cf) - 1)
         thresholds, negated, acc_lo, acc_hi = step_thresholds(fn, lo, hi, 1, y_type.lo, y_type.hi, where)
         name = self.op_name(node, "avgpool")
         w_name = unique(f"{name}_w", self.taken)
@@ -1127,13 +1138,25 @@ class QdqParser:
                                                                                               dtype=np.int64))
         table = {"thresholds": [thresholds[0].tolist()] * channels, "acc_range": [acc_lo, acc_hi],
                  "clamp": [y_type.lo, y_type.hi], "negated_channels": [],
-                 "source": f"{node.name or 'AveragePool'}: the window sum divided by {taps} and quantized, run by "
-                           "onnxruntime on every reachable sum"}
+                 "source": f"{node.name or 'AveragePool'}: the window sum divided by {taps} and quantized "
+                           f"({' -> '.join(n.op_type for n in tail.nodes)}), run by {tail.runner} on every "
+                           "reachable sum"}
         conv = {"kernel": attrs["kernel"], "strides": attrs["strides"], "dilations": attrs["dilations"],
                 "pads_begin": attrs["pads_begin"], "pads_end": attrs["pads_end"], "groups": channels}
-        y = self.add_op(name, "conv", [x.tensor, w_name], (*out, channels), y_type, q.output[0],
+        y = self.add_op(name, "conv", [x.tensor, w_name], (*out, channels), y_type, tail.output,
                         {"activation": "linear", "requant_table": table, **conv})
-        self.bind(q.output[0], QVal(y, y_type, codes=True))
+        self.bind(tail.output, QVal(y, y_type, codes=True))
+
+    def avgpool_tail(self, node: onnx.NodeProto) -> PoolTail:
+        """The QuantizeLinear after an AveragePool (no Relu between: apply it before the pool)."""
+        q, relu = self.quant_tail(node)
+        if relu is not None:
+            raise UnsupportedOpError(self.where(relu), "a Relu after an average pool of a quantized value",
+                                     "apply the Relu before the pool")
+        zp = self.consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        out_type = _NP_TO_ONNX.get(np.asarray(zp).dtype, T.UINT8) if zp is not None else T.UINT8
+        return PoolTail([q], self.qparams(q, None, _ACT_TYPES, "activation"),
+                        lambda v: np.asarray(v).astype(np.int64), "onnxruntime", out_type, q.output[0])
 
     # -- dense ----------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:

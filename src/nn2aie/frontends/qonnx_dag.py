@@ -19,6 +19,7 @@ What differs from QDQ:
 
 from __future__ import annotations
 
+import math
 import pathlib
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ from nn2aie.frontends.onnx_common import (
     unique,
     value_shape,
 )
-from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, LinearLayer, QConst, QdqParser, QVal
+from nn2aie.frontends.onnx_qdq import BINARY_OPS, REDUCE_OPS, VIEW_OPS, LinearLayer, PoolTail, QConst, QdqParser, QVal
 from nn2aie.frontends.qonnx_frontend import (
     BIPOLAR,
     FIXED_POINT_HINT,
@@ -64,8 +65,8 @@ from nn2aie.ir.host import HostEpilogue, HostPrologue, HostStep
 from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType, ScaledType
 
-_HANDLED = ("Gemm", "MatMul", "Conv", "MaxPool", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS, *REDUCE_OPS,
-            *PASS_THROUGH_OPS, "BatchNormalization", "Div")
+_HANDLED = ("Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS,
+            *REDUCE_OPS, *PASS_THROUGH_OPS, "BatchNormalization", "Div")
 _QONNX_ONLY = ("Trunc", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
 _HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x op c; c - x is "rsub"
 _PROLOGUE_VIEWS = ("Reshape", "Flatten")
@@ -324,6 +325,45 @@ class QonnxParser(QonnxParams, QdqParser):
         self.visit(relu)
         self.visit(q)
         return q, relu
+
+    def avgpool_tail(self, node: onnx.NodeProto) -> PoolTail:
+        """After an AveragePool: a Quant, or a ``Trunc`` (Brevitas ``TruncAvgPool2d`` / ``QuantAvgPool2d``: the
+        window mean back on the sum's grid, then a power-of-two truncation to the output bit width), run by qonnx."""
+        nxt = self.single_user(node.output[0], node)
+        if nxt is not None and nxt.op_type == "Trunc" and nxt.input[0] == node.output[0]:
+            self.visit(nxt)
+            y_type = self.trunc_type(nxt)
+            return PoolTail([nxt], y_type, _quant_codes(y_type), "qonnx", onnx.TensorProto.FLOAT, nxt.output[0])
+        q, relu = self.quant_tail(node)
+        if relu is not None:
+            raise UnsupportedOpError(self.where(relu), "a Relu after an average pool of a quantized value",
+                                     "apply the Relu before the pool")
+        y_type = self.qparams(q)
+        return PoolTail([q], y_type, _quant_codes(y_type), "qonnx", onnx.TensorProto.FLOAT, q.output[0])
+
+    def trunc_type(self, node: onnx.NodeProto) -> _AType:
+        """The output type of a QONNX ``Trunc`` (version 2: inputs x, scale, zero point, input bit width, output
+        scale, output bit width): codes of the output bit width at the power-of-two output scale, saturated."""
+        where = self.where(node)
+        if len(node.input) != 6:
+            raise UnsupportedOpError(where, f"a Trunc with {len(node.input)} inputs (the version-1 form)",
+                                     "re-export with a current Brevitas (Trunc with an output scale)")
+        consts = [self._const(i) for i in node.input[1:]]
+        if any(c is None or np.asarray(c).size != 1 for c in consts):
+            raise UnsupportedQuantizationError(where, "its scale, zero point and bit widths are not scalar constants",
+                                               "use one scale and bit width per tensor")
+        _, zeropt, _, out_scale, out_bits = (float(np.asarray(c).reshape(-1)[0]) for c in consts)
+        frac = -math.log2(out_scale) if out_scale > 0 else math.nan
+        if zeropt != 0 or not frac.is_integer() or not out_bits.is_integer() or out_bits < 1:
+            raise UnsupportedQuantizationError(where, f"output scale {out_scale:g}, zero point {zeropt:g}, "
+                                               f"{out_bits:g} bits: not a power-of-two truncation",
+                                               "use power-of-two (fixed-point) scales around the average pool")
+        signed, narrow = bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0))
+        mode = attr(node, "rounding_mode", "FLOOR")
+        mode = (mode.decode() if isinstance(mode, bytes) else mode).upper()
+        if mode not in ROUNDING_TO_AP:
+            raise UnsupportedQuantizationError(where, f"rounding mode {mode!r}", f"use one of {sorted(ROUNDING_TO_AP)}")
+        return _AType(int(out_bits), int(frac), signed, ROUNDING_TO_AP[mode], "SAT", narrow)
 
     # -- Quant of a quantized value ---------------------------------------------------------------------------
     def producer_op(self, tensor: str) -> Op | None:
@@ -905,6 +945,10 @@ class QonnxParser(QonnxParams, QdqParser):
                 if _is_quant(node):
                     check_quant_arity(node)  # onnx.checker knows no schema of the QONNX domain
                 continue
+            producer = self.producer.get(node.input[0]) if node.input else None
+            if (node.op_type == "Trunc" and node.domain in QONNX_DOMAINS and producer is not None
+                    and producer.op_type == "AveragePool"):
+                continue  # TruncAvgPool2d: read off with its average pool (avgpool_tail)
             folded = bool(node.output) and all(o in self.consts for o in node.output if o)
             if node.domain in STANDARD_DOMAINS and (node.op_type in _HANDLED or node.op_type == "Constant" or folded):
                 continue
@@ -929,7 +973,7 @@ class QonnxParser(QonnxParams, QdqParser):
         self.fixed_batch = batch if len(batches) == 1 and isinstance(batch, int) else None
         self.graph_inputs = [self.graph_input(vi) for vi in inputs]
         handlers = {"Gemm": self.on_dense, "MatMul": self.on_dense, "Conv": self.on_conv, "MaxPool": self.on_maxpool,
-                    "Relu": self.on_relu, "Clip": self.on_clip,
+                    "AveragePool": self.on_avgpool, "Relu": self.on_relu, "Clip": self.on_clip,
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Dropout": self.on_identity, **{op: self.on_binary for op in BINARY_OPS},
