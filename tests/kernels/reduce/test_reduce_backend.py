@@ -86,3 +86,24 @@ def test_mean_over_many_elements_by_multiplier(divide):
     plan, _ = check(deepsets(125, "mean", y_t, divide=divide, hidden_unsigned=False), events=500)
     (e,) = [e for e in plan.layers if e.op == "pool"]
     assert not e.table and e.requant is not None and e.requant.kind == "multiplier"
+
+
+@pytest.mark.parametrize("overflow", ["WRAP", "SAT_ZERO"])
+def test_mean_whose_output_overflows_is_refused_not_miscompiled(overflow):
+    """A mean over 3 elements of 16-bit codes into a 6-bit type that does not saturate (the DAG fuzzer's seed
+    1073): its codes fall where the sum overflows the output, so no multiplier (a rising map) reproduces it, and
+    its table of 196,606 sums would not fit -- refused with the reason, where it was once emitted with
+    thresholds bisected as if the mean rose and came out all zeros. Saturating the same type compiles exactly."""
+    def graph(overflow_mode: str):
+        gb = GraphBuilder(3)
+        x = gb.tensor("x", (3, 6), X_T)
+        h = gb.dense("phi", x, 12, FixedType(16, 2, False), relu=True)
+        m = gb.op("pool", "reduce", [h], (12,), FixedType(6, 2, False, "RND_MIN_INF", overflow_mode), op="mean",
+                  axes=[0], keepdims=False, divide="exact")
+        return gb.graph(x, gb.dense("rho", m, 3, FixedType(8, 1, True)))
+
+    with pytest.raises(UnsupportedQuantizationError, match=f"overflows its 6-bit {overflow} output type"):
+        check(graph(overflow))
+    plan, _ = check(graph("SAT"), events=500)
+    (e,) = [e for e in plan.layers if e.op == "pool"]
+    assert e.requant is not None and e.requant.kind == "multiplier"

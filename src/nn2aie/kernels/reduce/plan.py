@@ -157,9 +157,21 @@ def mean_multiplier(red: int, at: FixedType, yt: FixedType, divide: str, sum_lo:
         raise UnsupportedQuantizationError(where, f"the sum of {red} inputs can leave 32 bits",
                                            "use narrower inputs or fewer elements per mean")
 
-    def code(s: np.ndarray) -> np.ndarray:
-        return logical.mean_codes(np.asarray(s, dtype=np.int64), red, at, yt, divide, where)
+    def code(s: np.ndarray, t: FixedType = yt) -> np.ndarray:
+        return logical.mean_codes(np.asarray(s, dtype=np.int64), red, at, t, divide, where)
 
+    # the thresholds below assume a mean that never falls as the sum grows: true unless the output wraps, so the
+    # mean's unbounded codes (a wide signed type at the same fraction and rounding) must stay in the output's range
+    if yt.overflow not in ("SAT", "SAT_SYM"):  # WRAP / SAT_ZERO: an overflowing mean falls
+        wide = FixedType(min(62, yt.width + 34), yt.frac, True, yt.rounding, "SAT")
+        ends = code(np.array([sum_lo, sum_hi]), wide)
+        if ends.min() < yt.min_code or ends.max() > yt.max_code:
+            raise UnsupportedQuantizationError(
+                where, f"the mean over {red} elements overflows its {yt.width}-bit {yt.overflow} output type "
+                f"(codes {int(ends.min())}..{int(ends.max())} before the overflow) and needs a table of "
+                f"{sum_hi - sum_lo + 1} sums (at most {MAX_TABLE}); an int32 multiplier reproduces only a mean that "
+                "never falls",
+                "saturate the output type (overflow SAT) or widen it")
     lo, hi = int(code(np.array([sum_lo]))[0]), int(code(np.array([sum_hi]))[0])
     levels = np.arange(lo + 1, hi + 1, dtype=np.int64)
     left = np.full(levels.shape, sum_lo, dtype=np.int64)  # code(left) < level <= code(right)
