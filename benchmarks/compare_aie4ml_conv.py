@@ -3,12 +3,12 @@
     python benchmarks/compare_aie4ml_conv.py [--out benchmarks/results] [--venv /tmp/nn2aie-aie4ml-venv]
 
 Writes ``compare_aie4ml_conv.md`` / ``.json``. The models are onnxruntime-quantized CNNs with every scale rounded to a
-power of two (benchmarks/conv_models.py builders): a 2-D CNN (3x3 convs, 2x2 max pool, Gemm head) at 16x16 and a
-1-D CNN; both tools get the same file. nn2aie compiles at batch 1 and 4 in this process; aie4ml 0.2.1 runs in its own
-virtual environment (benchmarks/compare_aie4ml.py: created on first use from PyPI, ``from_onnx`` + ``run_pipeline``
-up to its physical plan, no Vitis) with the batch axis fixed to the same batch, on the same network with a
-channels-last graph input (a Transpose in front: aie4ml refuses a Conv that reads an NCHW graph input). Its tile
-count is the sum of its
+power of two (benchmarks/conv_models.py builders): a 2-D CNN (3x3 convs, 2x2 max pool, Gemm head) at 16x16, a 1-D
+CNN, and MLPerf Tiny's ResNet-8 (plain torch, BatchNorm folded by the exporter); both tools get the same file.
+nn2aie compiles at batch 1 and 4 in this process; aie4ml 0.2.1 runs in its own virtual environment
+(benchmarks/compare_aie4ml.py: created on first use from PyPI, ``from_onnx`` + ``run_pipeline`` up to its physical
+plan, no Vitis) with the batch axis fixed to the same batch, on the same network with a channels-last graph input
+(a Transpose in front: aie4ml refuses a Conv that reads an NCHW graph input). Its tile count is the sum of its
 kernels' rectangles; where it refuses the model, its error is reported as it gave it.
 """
 
@@ -26,7 +26,7 @@ import onnx
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench_common import machine  # noqa: E402
 from compare_aie4ml import ensure_aie4ml, run_aie4ml  # noqa: E402
-from conv_models import _ort_cnn, _pow2  # noqa: E402
+from conv_models import _ort_cnn, _ort_resnet8, _pow2  # noqa: E402
 
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -101,7 +101,9 @@ def main() -> int:
     models = {"CNN 2-D 16x16x3 (3 conv, max pool, Gemm), per-tensor scales": _fold_constants(
                   _pow2(_ort_cnn("2d", per_channel=False)[0])),
               "CNN 2-D 16x16x3, per-channel weight scales": _pow2(_ort_cnn("2d")[0]),
-              "CNN 1-D 64x4 (2 conv, max pool, mean, Gemm)": _fold_constants(_ort_cnn("1d")[0])}
+              "CNN 1-D 64x4 (2 conv, max pool, mean, Gemm)": _fold_constants(_ort_cnn("1d")[0]),
+              "MLPerf Tiny ResNet-8 32x32x3 (9 conv, 3 residual Add, global pool, Gemm)": _fold_constants(
+                  _ort_resnet8()[0])}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models.items():

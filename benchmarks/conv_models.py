@@ -108,9 +108,7 @@ def scaling_rows() -> list[dict]:
 
 # -- models -------------------------------------------------------------------------------------------------------
 def _ort_cnn(kind: str, per_channel: bool | None = None):
-    import onnx
     import torch
-    from onnxruntime import quantization as q
 
     class Cnn2d(torch.nn.Module):
         def __init__(self):
@@ -138,7 +136,20 @@ def _ort_cnn(kind: str, per_channel: bool | None = None):
 
     torch.manual_seed(0)
     net, shape = (Cnn2d(), (3, 16, 16)) if kind == "2d" else (Cnn1d(), (4, 64))
-    net.eval()
+    proto = _ort_quantize(net.eval(), shape, (kind == "2d") if per_channel is None else per_channel)
+    if kind != "2d":
+        proto = _pow2(proto)
+    gen = np.random.default_rng(1)
+    return proto, lambda n: gen.random((n, *shape), dtype=np.float32)
+
+
+def _ort_quantize(net, shape: tuple[int, ...], per_channel: bool):
+    """A float torch network exported (TorchScript, eval mode: BatchNorm folded into the convs) and quantized by
+    onnxruntime's ``quantize_static`` (QDQ, uint8 activations, int8 weights) on 32 random calibration images."""
+    import onnx
+    import torch
+    from onnxruntime import quantization as q
+
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp, quiet():
         src, dst = pathlib.Path(tmp) / "f.onnx", pathlib.Path(tmp) / "q.onnx"
@@ -152,14 +163,45 @@ def _ort_cnn(kind: str, per_channel: bool | None = None):
             def get_next(self):
                 return next(self.rows, None)
 
-        q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ,
-                          per_channel=(kind == "2d") if per_channel is None else per_channel,
+        q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
-        proto = onnx.load(str(dst))
-    if kind != "2d":
-        proto = _pow2(proto)
+        return onnx.load(str(dst))
+
+
+def _ort_resnet8():
+    """MLPerf Tiny's ResNet-8 topology in plain torch (float, seeded), quantized by onnxruntime and rounded to
+    power-of-two scales: the QDQ form both nn2aie and aie4ml read."""
+    import torch
+
+    class Stack(torch.nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+            self.b1 = torch.nn.BatchNorm2d(cout)
+            self.c2 = torch.nn.Conv2d(cout, cout, 3, padding=1)
+            self.b2 = torch.nn.BatchNorm2d(cout)
+            self.short = torch.nn.Conv2d(cin, cout, 1, stride=stride) if stride != 1 or cin != cout else None
+
+        def forward(self, x):
+            y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+            return torch.relu(y + (self.short(x) if self.short is not None else x))
+
+    class ResNet8(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(16)
+            self.stacks = torch.nn.Sequential(Stack(16, 16, 1), Stack(16, 32, 2), Stack(32, 64, 2))
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.stacks(torch.relu(self.bn(self.stem(x))))
+            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(0)
+    proto = _pow2(_ort_quantize(ResNet8().eval(), (3, 32, 32), per_channel=False))
     gen = np.random.default_rng(1)
-    return proto, lambda n: gen.random((n, *shape), dtype=np.float32)
+    return proto, lambda n: gen.random((n, 3, 32, 32), dtype=np.float32)
 
 
 def _pow2(model):
