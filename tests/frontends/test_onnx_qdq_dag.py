@@ -593,7 +593,7 @@ REFUSALS = {
     "wide_float_constant": (_wide_constant, UnsupportedQuantizationError, "32 bits"),
     "three_way_max": (_three_way_max, UnsupportedOpError, "3 inputs"),
     "unquantized_output": (_unquantized_output, UnsupportedQuantizationError, "without QuantizeLinear"),
-    "unsupported_op": (lambda: _one_op("Sigmoid"), UnsupportedOpError, "MatMul/Gemm/Add/Relu"),
+    "unsupported_op": (lambda: _one_op("Hardmax"), UnsupportedOpError, "MatMul/Gemm/Add/Relu"),
     "weights_first": (_weights_first, UnsupportedOpError, "W @ x"),
     "input_quantized_twice": (_input_quantized_twice, UnsupportedQuantizationError, "quantizes the graph input"),
 }

@@ -54,6 +54,7 @@ import numpy as np
 import onnx
 
 from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.frontends.float_functions import FUNCTION_OPS, Region, find_region, region_model, trimmed_table
 from nn2aie.frontends.onnx_common import (
     CONV_OPS,
     ModelLike,
@@ -92,10 +93,11 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
                  *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool",
-                 "Pad")
+                 "Pad", *FUNCTION_OPS)
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
-             "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax and GlobalAveragePool/"
-             "GlobalMaxPool between QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
+             "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax, GlobalAveragePool/"
+             "GlobalMaxPool and elementwise functions of one value (Sigmoid, Tanh, Erf, Exp, Sqrt, ...) between "
+             "QuantizeLinear/DequantizeLinear nodes (docs/frontends.md, ONNX QDQ)")
 _POW2_HINT = "re-export with power-of-two scales (e.g. quantize with scale = 2**-round(log2(s)))"
 _ZP_HINT = "re-export with symmetric quantization (zero point 0)"
 _QDQ_HINT = "put QuantizeLinear -> DequantizeLinear after it and let the DequantizeLinear output fan out"
@@ -312,6 +314,7 @@ class QdqParser:
                                            opset_version(model) or onnx.defs.onnx_opset_version())
         self.nodes = self.fold_qcdq_clips(nodes, constants(self.graph) | moved)
         self.index = {id(n): i for i, n in enumerate(self.graph.node)}
+        self.node_order = {id(n): i for i, n in enumerate(self.nodes)}
         self.consts = constants(self.graph) | moved | self.folded
         self.producer = producers_map(self.nodes)
         self.consumers = consumers_map(self.nodes)
@@ -808,6 +811,7 @@ class QdqParser:
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Pad": self.on_pad, "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
+                    **{op: self.on_function for op in FUNCTION_OPS},
                     **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -1279,7 +1283,9 @@ class QdqParser:
         self.check_float32(x.qtype.max_abs * col + b_max, x.qtype.frac, w.qtype.frac, acc_frac, y_type.frac)
 
     def on_unfused_float(self, node: onnx.NodeProto) -> None:
-        """BatchNormalization or Div that no MatMul / Gemm epilogue took."""
+        """BatchNormalization or Div that no MatMul / Gemm epilogue took (a Div may start a function's table)."""
+        if node.op_type == "Div" and self.function_region(node):
+            return
         raise UnsupportedOpError(self.where(node), f"{node.op_type} is supported only between a MatMul / Gemm and "
                                  "its QuantizeLinear (BatchNorm of a [batch, features] sum; Div by a constant)",
                                  "fold it into the preceding layer before quantizing, or place it right after one")
@@ -1467,7 +1473,81 @@ class QdqParser:
             return None  # the dense's Q output and one DequantizeLinear output, nothing else
         return producer if all(len(self.users(n)) == 1 and n not in self.graph_outputs for n in names) else None
 
+    # -- elementwise float functions of one value: lookup tables -----------------------------------------------
+    def const_size(self, name: str) -> int:
+        if name in self.consts:
+            return int(np.size(self.consts[name]))
+        return self.const_size(self.producer[name].input[0])  # Q / DQ of a constant
+
+    def const_nodes(self, names: list[str]) -> list[onnx.NodeProto]:
+        """The Q / DQ nodes computing the constants ``names`` from initializers, in order."""
+        out: list[onnx.NodeProto] = []
+        for name in names:
+            if name in self.consts or not name:
+                continue
+            node = self.producer[name]
+            out += [n for n in self.const_nodes(list(node.input)) if n not in out]
+            if node not in out:
+                out.append(node)
+        return out
+
+    def function_region(self, node: onnx.NodeProto) -> bool:
+        """Take ``node`` and the float nodes around it as one lookup table when together they compute a function
+        of one quantized value (frontends/float_functions.py); False when they do not."""
+        for name in dict.fromkeys(node.input):
+            val = self.vals.get(name)
+            if val is None or val.codes or val.pads is not None:
+                continue
+            region = find_region(node, name, self.node_order, self.consumers, self.producer, self.is_constant,
+                                 self.const_size, self.graph_outputs, ("QuantizeLinear",), self.where)
+            if region is not None:
+                self.lookup_table(region, val)
+                return True
+        return False
+
+    def lookup_table(self, region: Region, val: QVal) -> None:
+        """The region as an eltwise ``lut``: onnxruntime runs its nodes (and the quantizer) on every input code."""
+        q = region.sink
+        qtype = self.qparams(q, None, _ACT_TYPES, "activation")
+        x = val.qtype
+        scale, zero = (2.0 ** -x.frac, 0) if isinstance(x, _QType) else (x.scale[0], x.zero_point)
+        codes = np.arange(x.lo, x.hi + 1, dtype=np.int64)
+        consts = {**self.consts}
+        const_inputs = [i for n in region.nodes + [q] for i in n.input if i and self.is_constant(i)]
+        model = region_model(region, x.onnx_type, scale, zero, consts, list(self.model.opset_import),
+                             [*self.const_nodes(const_inputs), q], q.output[0], qtype.onnx_type, codes.size)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(x.onnx_type)
+        try:
+            got = _session(model, False).run(None, {"nn2aie_codes": codes.astype(dtype)})[0]
+        except Exception as exc:  # onnxruntime refuses the nodes: the model's own problem, named
+            raise UnsupportedOpError(self.where(region.nodes[0]), f"onnxruntime cannot evaluate the elementwise "
+                                     f"function {region.function} on its own ({type(exc).__name__}: {exc})",
+                                     "check that the model runs in onnxruntime") from exc
+        out = np.clip(np.asarray(got, dtype=np.int64), qtype.lo, qtype.hi)  # a QCDQ Clip after the quantizer
+        lo, table = trimmed_table(codes, out)
+        name = self.op_name(region.nodes[0], "lut")
+        tname = unique(f"{name}_table", self.taken)
+        self.tensors[tname] = Tensor(tname, (int(table.size),), qtype.fixed(), data=table, origin=q.output[0])
+        y = self.add_op(name, "eltwise", [val.tensor, tname], self.shape(val), qtype, q.output[0],
+                        {"op": "lut", "lo": int(lo), "function": region.function})
+        for node in region.nodes:
+            self.visit(node)
+        self.visit(q)
+        self.bind(q.output[0], QVal(y, qtype, codes=True))
+
+    def on_function(self, node: onnx.NodeProto) -> None:
+        if self.function_region(node):
+            return
+        val = self.value(node.input[0], node)  # refuses a non-quantized input with its reason
+        raise UnsupportedOpError(self.where(node), f"{node.op_type} of {node.input[0]} is supported as part of an "
+                                 "elementwise function of that one quantized value whose result one "
+                                 f"QuantizeLinear quantizes (input {val.qtype.describe()})",
+                                 "put QuantizeLinear -> DequantizeLinear after the function (nothing else reading "
+                                 "its float result) and use scalar constants in it")
+
     def on_relu(self, node: onnx.NodeProto) -> None:
+        if self.function_region(node):
+            return
         val = self.value(node.input[0], node)
         dense = self.foldable_relu(node, val)
         if dense is not None:  # Q -> DQ -> Relu after a dense: relu of its exact result, quantized the same way
@@ -1489,6 +1569,8 @@ class QdqParser:
         self.quantized_result(node, name, "eltwise", [val.tensor], self.shape(val), q, relu, {"op": kind, **attrs})
 
     def on_leaky_relu(self, node: onnx.NodeProto) -> None:
+        if self.function_region(node):
+            return
         val = self.value(node.input[0], node)
         alpha = float(attr(node, "alpha", 0.01))
         s = pow2_frac(alpha)
@@ -1502,6 +1584,8 @@ class QdqParser:
         self.unary(node, val, "leaky_relu", {"alpha_shift": s}, optional=False)
 
     def on_clip(self, node: onnx.NodeProto) -> None:
+        if self.function_region(node):
+            return
         val = self.value(node.input[0], node)
         fa = val.qtype.frac
         lo, hi = self.clip_bounds(node)
@@ -1544,6 +1628,8 @@ class QdqParser:
         return lo, hi
 
     def on_binary(self, node: onnx.NodeProto) -> None:
+        if self.function_region(node):  # the start of an elementwise function (GELU's Mul, HardSwish's Add, ...)
+            return
         kind = BINARY_OPS[node.op_type]
         where = self.where(node)
         if len(node.input) != 2:

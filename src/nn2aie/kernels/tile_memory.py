@@ -29,7 +29,7 @@ ALIGN = 32  # bytes: 256-bit vector loads are aligned (AM020, AIE-API)
 
 
 def _kind(name: str) -> str:
-    if name in ("weights", "param"):
+    if name in ("weights", "param", "lut_ab", "lut_cd"):
         return "weights"
     if name.startswith("in") and name.endswith(("_ping", "_pong")):
         return "input"
@@ -50,6 +50,8 @@ def _pair(name: str) -> str | None:
 def should_avoid(a: str, b: str) -> int:
     """How much buffers ``a`` and ``b`` should not share a bank (0: no matter; higher first)."""
     ka, kb = _kind(a), _kind(b)
+    if {a, b} == {"lut_ab", "lut_cd"}:
+        return 3  # the two copies of a table serve the 4 parallel accesses of a lookup only from two banks
     if {ka, kb} == {"weights", "input"}:
         return 3  # both loaded in the same inner-loop cycle
     if _pair(a) == b:

@@ -22,8 +22,11 @@ from nn2aie.kernels.eltwise.plan import COLUMN_ALIGN, LANES, EltwiseExec, plan
 from nn2aie.kernels.eltwise.tile import (
     affine_window,
     constant_window,
+    lut_arrays,
+    lut_entries_of,
     quantize_window,
     run_affine,
+    run_lut,
     run_quantize,
     run_tile,
 )
@@ -53,6 +56,20 @@ def source_path(index: int) -> str:
 
 def params_path(index: int) -> str:
     return f"data/params_l{index}.h"
+
+
+def _lut_parts(x: EltwiseExec, weights: np.ndarray) -> list[np.ndarray]:
+    """A tile's table parameters (kernel.weights holds them one after the other)."""
+    return [weights] if x.lut_variant == "scalar" else list(np.split(np.asarray(weights), 2))
+
+
+def _lut_buffers(x: EltwiseExec) -> list[tuple[str, int]]:
+    from nn2aie.kernels.eltwise.plan import lut_parallel_entries
+
+    if x.lut_variant == "scalar":
+        return [("param", x.lut_entries * dtype_bytes(x.c_dtype))]
+    size = 2 * lut_parallel_entries(x.lut_entries) * dtype_bytes(x.c_dtype)
+    return [("lut_ab", size), ("lut_cd", size)]
 
 
 class EltwiseFamily(OpFamily):
@@ -88,7 +105,8 @@ class EltwiseFamily(OpFamily):
         window = e.rows * slice_width
         ins = dtype_bytes(e.a_dtype) + (dtype_bytes(e.b_dtype) if e.b_dtype else 0)
         param = dtype_bytes(e.c_dtype) * e.planes if e.const == "table" else 0
-        return window * (2 * ins + 2 * dtype_bytes(e.out_dtype) + param)
+        tables = sum(size for _, size in _lut_buffers(e)) if e.const == "lut" else 0
+        return window * (2 * ins + 2 * dtype_bytes(e.out_dtype) + param) + tables
 
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
                     override: dict | None) -> None:
@@ -164,6 +182,8 @@ class EltwiseFamily(OpFamily):
                 param = affine_window(x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
             elif x.const == "table":
                 param = constant_window(graph, op, x, start).astype(numpy_dtype(x.c_dtype)).reshape(-1)
+            elif x.const == "lut":  # the same table on every tile of the op
+                param = np.concatenate(lut_arrays(graph, op, x)).astype(numpy_dtype(x.c_dtype))
             k = Kernel(name=f"{layer_id}_c{chain}", layer=op.name, chain=chain, position=0, role="single",
                        col=-1, row=-1, k_start=piece, n_start=start, weights=param, bias=None, family=self.name)
             k.memory = self.memory_map(x, k, device, frozenset())
@@ -203,6 +223,8 @@ class EltwiseFamily(OpFamily):
         buffers = plain.port_buffers(self.ports(x, kernel), skip)
         if x.const == "table":
             buffers.insert(0, ("param", x.planes * x.rows * x.slice * dtype_bytes(x.c_dtype)))
+        elif x.const == "lut":
+            buffers[:0] = _lut_buffers(x)
         return plain.memory_map(buffers, device, f"kernel {kernel.name} of op {x.op}")
 
     # -- emulation ----------------------------------------------------------------------------------------------
@@ -217,8 +239,12 @@ class EltwiseFamily(OpFamily):
             elif x.const == "table":
                 b = np.tile(k.weights.astype(np.int64).reshape(x.planes, x.rows, x.slice), (1, io.iterations, 1))
                 b = b[0] if x.planes == 1 else b
-            y = run_quantize(x, a, b) if x.kind == "quantize" else run_affine(x, a, b) if x.kind == "affine" else \
-                run_tile(x, a, b)
+            if x.kind == "lut":
+                y = run_lut(x, a, lut_entries_of(x, _lut_parts(x, k.weights)))
+            elif x.kind == "quantize":
+                y = run_quantize(x, a, b)
+            else:
+                y = run_affine(x, a, b) if x.kind == "affine" else run_tile(x, a, b)
             if io.trace is not None:
                 ins = [(ports[0], a)] + ([(ports[1], b)] if x.b_dtype else [])
                 plain.record(io.trace, k, ins, y, io.iterations)
@@ -227,6 +253,10 @@ class EltwiseFamily(OpFamily):
     # -- cost and resources -------------------------------------------------------------------------------------
     def _vector_ops(self, x: EltwiseExec) -> int:
         """Vector instructions per 16-lane step: UPS per operand, ADD/MUL, SRS per result, MAX/MIN."""
+        if x.arith == "lut":
+            # parallel: 16 lookups at the 4 parallel accesses of aie::lut per cycle (the index SRS, its clamp and
+            # the narrowing of the values run in other slots); scalar: one lookup (load, load, store) per cycle
+            return LANES // 4 if x.lut_variant == "parallel" else LANES
         if x.arith == "quantize":
             return 10  # UPS + SRS (to 16 bits), MUL, SRS, MAX + MIN (or SUB + AND + ADD), MUL, SRS
         if x.arith == "affine":
@@ -279,6 +309,8 @@ class EltwiseFamily(OpFamily):
     def render(self, e: OpExec, index: int, kernels: list[tuple[Kernel, str]], comment: str) -> dict[str, str]:
         x = _e(e)
         ctx = self._context(x, index, comment)
+        if x.const == "lut":
+            return self._render_lut(x, index, kernels, ctx)
         files = {header_path(index): _ENV.get_template("eltwise_kernel.h.j2").render(ctx),
                  source_path(index): _ENV.get_template("eltwise_kernel.cc.j2").render(ctx)}
         if x.const == "table":
@@ -289,11 +321,33 @@ class EltwiseFamily(OpFamily):
                 x.c_dtype, arrays)
         return files
 
+    def _render_lut(self, x: EltwiseExec, index: int, kernels: list[tuple[Kernel, str]], ctx: dict) -> dict[str, str]:
+        from nn2aie.kernels.eltwise.plan import lut_parallel_entries
+
+        parallel = x.lut_variant == "parallel"
+        size = 2 * lut_parallel_entries(x.lut_entries) if parallel else x.lut_entries
+        ctx |= {"variant": x.lut_variant, "key_t": plain.CXX_TYPES[x.key_dtype], "entries": x.lut_entries,
+                "lut_size": size, "bias": -x.lut_lo, "lut_lo": x.lut_lo}
+        files = {header_path(index): _ENV.get_template("eltwise_lut.h.j2").render(ctx),
+                 source_path(index): _ENV.get_template("eltwise_lut.cc.j2").render(ctx)}
+        names = ("ab", "cd") if parallel else ("",)
+        arrays = []
+        for k, ident in kernels:
+            for name, part in zip(names, _lut_parts(x, k.weights), strict=True):
+                what = f"copy {name} of the table" if name else "the table"
+                arrays.append((f"P_{ident}{'_' + name if name else ''}", f"{ident}: {what}", part))
+        layout = ("in the aie::lut<4, int16> layout (128-bit groups stored twice)" if parallel else
+                  "one entry per input code")
+        files[params_path(index)] = plain.param_header(
+            params_path(index), f"Eltwise op {index} ({ctx['comment']}): the lookup table of input codes "
+            f"[{x.lut_lo}, {x.lut_lo + x.lut_entries - 1}], {layout}.", x.c_dtype, arrays)
+        return files
+
     def includes(self, e: OpExec, index: int) -> list[str]:
         return [header_path(index)]
 
     def param_headers(self, e: OpExec, index: int) -> list[str]:
-        return [params_path(index)] if _e(e).const == "table" else []
+        return [params_path(index)] if _e(e).const in ("table", "lut") else []
 
     def instance(self, e: OpExec, index: int, kernel: Kernel, ident: str) -> KernelInstance:
         x = _e(e)
@@ -303,13 +357,23 @@ class EltwiseFamily(OpFamily):
             n = int(kernel.weights.size)
             args = (f"std::vector<{plain.CXX_TYPES[x.c_dtype]}>(P_{ident}, P_{ident} + {n})",)
             params = ("param",)
+        elif x.const == "lut":
+            t = plain.CXX_TYPES[x.c_dtype]
+            if x.lut_variant == "scalar":
+                n = int(kernel.weights.size)
+                args, params = (f"std::vector<{t}>(P_{ident}, P_{ident} + {n})",), ("param",)
+            else:
+                n = int(kernel.weights.size) // 2
+                args = tuple(f"std::vector<{t}>(P_{ident}_{c}, P_{ident}_{c} + {n})" for c in ("ab", "cd"))
+                params = ("lut_ab", "lut_cd")
         ins = {"in0": 0} | ({"in1": 1} if x.b_dtype else {})
         return KernelInstance(type_name=f"EltwiseL{index}", ctor_args=args, params=params,
                               source=source_path(index), in_ports=ins, out_ports={"out": 0})
 
     def describe(self, e: OpExec, index: int) -> str:
         x = _e(e)
-        operand = {"none": "", "scalar": f" constant {x.scalar}", "table": " constant tensor"}[x.const]
+        operand = {"none": "", "scalar": f" constant {x.scalar}", "table": " constant tensor",
+                   "lut": f" table of {x.lut_entries} entries ({x.lut_variant})"}[x.const]
         return (f"eltwise {x.kind}{operand}, {x.a_dtype}{' x ' + x.b_dtype if x.b_dtype else ''} -> "
                 f"{x.out_dtype}, {x.acc}, {x.width} columns over {x.cas_num} tile(s) of {x.slice}")
 
@@ -321,9 +385,12 @@ class EltwiseFamily(OpFamily):
 
     def native_driver(self, e: OpExec, index: int, entries: list[dict]) -> str:
         x = _e(e)
+        arrays: tuple[tuple[str, str], ...] = ()
+        if x.const == "lut" and x.lut_variant == "parallel":
+            arrays = (("L::p_t", "L::LUT_SIZE"), ("L::p_t", "L::LUT_SIZE"))
         spec = plain.DriverSpec(f"eltwise_l{index}", header_path(index), source_path(index),
-                                params_path(index) if x.const == "table" else None, 2 if x.b_dtype else 1,
-                                x.const == "table")
+                                params_path(index) if x.const in ("table", "lut") else None, 2 if x.b_dtype else 1,
+                                x.const in ("table", "lut"), arrays)
         return plain.driver_source(spec, entries)
 
     def native_run(self, e: OpExec, kernel: Kernel, trace: Any, iters: int, stem: Any) -> NativeRun:
@@ -338,5 +405,7 @@ class EltwiseFamily(OpFamily):
         return {"op": x.kind, "width": x.width, "slice": x.slice, "acc": x.acc, "shift": x.epi().shift,
                 "rounding": x.epi().rounding, "saturation": x.epi().saturation,
                 "constant": x.const, "elements": x.rows * x.pieces * x.width} | (
+                    {"lut": {"entries": x.lut_entries, "first_code": x.lut_lo, "variant": x.lut_variant,
+                             "function": op.attrs.get("function", "")}} if x.kind == "lut" else {}) | (
                     {"requant": {"kind": "multiplier", "reason": x.requant_reason,
                                  "negated_channels": sum(m < 0 for m in x.multipliers)}} if x.kind == "affine" else {})

@@ -14,7 +14,9 @@ from nn2aie.kernels.family import Fail
 
 BINARY = ("add", "sub", "mul", "max", "min")
 UNARY = ("relu", "clip", "leaky_relu", "identity", "quantize", "affine")
-OPS = BINARY + UNARY
+TABLED = ("lut",)  # a function of one activation given by a constant table of its output codes (second input)
+OPS = BINARY + UNARY + TABLED
+MAX_LUT_INPUT_BITS = 16
 EXACT_LIMIT = 1 << 62  # every exact intermediate stays below this (int64 arithmetic)
 
 
@@ -49,7 +51,7 @@ def _bound(value) -> tuple[int, int] | None:
 def result_frac(graph: Graph, op: Op) -> int:
     """The fraction of the op's exact result (docs/ops.md, the table of eltwise ops)."""
     kind = op.attrs["op"]
-    if kind == "affine":
+    if kind in ("affine", "lut"):
         return 0  # a table of the input code: no exact result at a fraction
     fa = graph.tensor(op.inputs[0]).type.frac
     if kind in ("add", "sub", "max", "min"):
@@ -99,9 +101,12 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
     kind = op.attrs.get("op")
     if kind not in OPS:
         fail(where, f"eltwise op {kind!r} is unknown (known: {', '.join(OPS)})")
-    arity = 2 if kind in BINARY else 1
+    arity = 2 if kind in BINARY + TABLED else 1
     if len(op.inputs) != arity or len(op.outputs) != 1:
         fail(where, f"eltwise {kind} takes {arity} input(s) and gives one output")
+    if kind == "lut":
+        verify_lut(graph, op, fail)
+        return
     a, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     ts = [graph.tensors[t] for t in op.inputs] + [y]
     for t in ts:  # an affine op's table holds its scales: per-tensor float scales are its codes' business only
@@ -172,6 +177,44 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
         fail(where, "the exact result needs more than 62 bits (operand fractions too far apart)")
 
 
+def verify_lut(graph: Graph, op: Op, fail: Fail) -> None:
+    """A lookup table: ``y = table[clip(x - lo, 0, entries - 1)]`` with ``table`` the constant second input (the
+    output code of every input code from ``lo``; beyond its ends the function is constant), attribute ``lo``."""
+    where = f"op {op.name}"
+    a, table, y = (graph.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    for t in (a, y):
+        if not isinstance(t.type, FixedType | ScaledType) or (isinstance(t.type, ScaledType) and t.type.channels != 1):
+            fail(where, f"tensor {t.name} is neither fixed point nor scaled per tensor")
+    if a.is_const or y.is_const:
+        fail(where, "a lookup table reads an activation and writes one")
+    if a.type.width > MAX_LUT_INPUT_BITS:
+        fail(where, f"the input has {a.type.width} bits; a table is indexed by at most {MAX_LUT_INPUT_BITS}")
+    if tuple(y.shape) != tuple(a.shape):
+        fail(where, f"output shape {y.shape} differs from the input shape {a.shape}")
+    if not table.is_const or len(table.shape) != 1 or table.shape[0] < 1 or table.data is None \
+            or table.data.shape != tuple(table.shape):
+        fail(where, f"the table {table.name} must be a constant vector of output codes")
+    if table.type != y.type:
+        fail(where, f"the table's type {table.type.describe()} differs from the output's {y.type.describe()}")
+    if table.data.min() < y.type.min_code or table.data.max() > y.type.max_code:
+        fail(f"tensor {table.name}", "table codes outside the range of the output type")
+    lo = op.attrs.get("lo")
+    if not isinstance(lo, int) or isinstance(lo, bool):
+        fail(where, f"lo={lo!r} must be an integer (the input code of the table's first entry)")
+    if lo < a.type.min_code or lo + table.shape[0] - 1 > a.type.max_code:
+        fail(where, f"the table covers input codes [{lo}, {lo + table.shape[0] - 1}], outside the input type's "
+             f"[{a.type.min_code}, {a.type.max_code}]")
+    unknown = set(op.attrs) - {"op", "lo", "function"}
+    if unknown:
+        fail(where, f"unknown attributes {sorted(unknown)} of a lookup table")
+
+
+def lut_lookup(codes: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
+    """``table[clip(x - lo, 0, len - 1)]``: the logical model of a lookup table (int64)."""
+    table = np.asarray(table, dtype=np.int64)
+    return table[np.clip(np.asarray(codes, dtype=np.int64) - lo, 0, table.size - 1)]
+
+
 def _aligned(x: np.ndarray, shift: int) -> np.ndarray:
     return np.asarray(x, dtype=np.int64) << np.int64(shift)
 
@@ -180,6 +223,8 @@ def evaluate(graph: Graph, op: Op, inputs: list[np.ndarray]) -> list[np.ndarray]
     kind = op.attrs["op"]
     a_t = graph.tensor(op.inputs[0])
     y_t = graph.tensor(op.outputs[0])
+    if kind == "lut":
+        return [lut_lookup(inputs[0], graph.tensor(op.inputs[1]).data, int(op.attrs["lo"]))]
     if kind == "affine":  # per channel (last axis): the source's step function of the (oriented) input code
         table = op.attrs["requant_table"]
         x = np.asarray(inputs[0], dtype=np.int64)

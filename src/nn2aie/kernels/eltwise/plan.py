@@ -74,6 +74,13 @@ class EltwiseExec(OpExec):
     # one event's rows); ``rows`` is then one piece's rows. Not for per-element constants (table, quantize).
     pieces: int = 1
     event_rows: int = 0  # rows per event (the iteration has rows * pieces / event_rows events)
+    # lut: the table's first input code, its entries, the variant ("parallel": aie::parallel_lookup on int16
+    # values in the 4-copy layout; "scalar": one copy in the output container, one element at a time) and the
+    # type the input codes are read as (the lookup's key)
+    lut_lo: int = 0
+    lut_entries: int = 0
+    lut_variant: str = ""
+    key_dtype: str = ""
 
     family: ClassVar[str] = "eltwise"
 
@@ -83,7 +90,8 @@ class EltwiseExec(OpExec):
     def to_json(self) -> dict:
         d = asdict(self)
         defaults = {"planes": 1, "wrap": False, "offset_shift": 0, "multipliers": [], "offsets": [],
-                    "requant_reason": "", "pieces": 1}
+                    "requant_reason": "", "pieces": 1, "lut_lo": 0, "lut_entries": 0, "lut_variant": "",
+                    "key_dtype": ""}
         d.pop("event_rows")  # a property of the tensor, not of the plan
         for key, value in defaults.items():  # fields of the per-element / per-channel kinds only
             if d[key] == value:
@@ -194,8 +202,53 @@ def quantize_planes(graph: Graph, op: Op, e: EltwiseExec) -> np.ndarray:
     return out
 
 
+LUT_GROUP_BYTES = 16  # aie::lut on AIE-ML: values repeat every 128 bits, in two copies (UG1603 "Lookup Tables")
+PARALLEL_KEYS = ("int8", "uint8", "int16")  # index types of aie::parallel_lookup (UG1529; UG1603's uint8 example)
+
+
+def lut_parallel_entries(entries: int) -> int:
+    """Entries of a parallel table padded to whole 128-bit groups of int16 values (the padding repeats the last
+    entry and is never indexed: the lookup saturates at ``entries - 1``)."""
+    per_group = LUT_GROUP_BYTES // 2
+    return -(-entries // per_group) * per_group
+
+
+def plan_lut(graph: Graph, op: Op, device: Device, batch: int, where: str) -> EltwiseExec:
+    """A lookup table (docs/ops.md ``lut``). ``parallel``: ``aie::parallel_lookup`` (4 lookups per cycle) with
+    int16 values in the layout ``aie::lut<4, int16>`` requires, when the key type has a lookup and each of the
+    two copies fits half a bank; otherwise ``scalar`` (one copy, one lookup per cycle) when the table fits a bank;
+    otherwise refused with the sizes."""
+    a_t, table, y_t = graph.tensor(op.inputs[0]), graph.tensor(op.inputs[1]), graph.tensor(op.outputs[0])
+    entries = int(table.shape[0])
+    lo = int(op.attrs["lo"])
+    key = a_t.type.container
+    if key == "uint16" and a_t.type.max_code < 1 << 15:
+        key = "int16"  # the codes read the same as int16
+    bank = device.bank_bytes
+    padded = lut_parallel_entries(entries)
+    out_bytes = 2 if y_t.type.container.endswith("16") else 1
+    if key in PARALLEL_KEYS and lo <= 0 and 2 * padded * 2 <= bank // 2:
+        variant, c_dtype = "parallel", "int16"
+    elif entries * out_bytes <= bank:
+        variant, c_dtype = "scalar", y_t.type.container
+    else:
+        raise UnsupportedQuantizationError(
+            where, f"its table has {entries} entries of {out_bytes} byte(s) ({entries * out_bytes} B): more than "
+            f"one {bank} B bank of a tile's data memory", "quantize the op's input to fewer bits")
+    epi = Epilogue(0, "floor", "none", y_t.type.min_code, y_t.type.max_code)
+    return EltwiseExec(
+        op=op.name, kind="lut", rows=batch * rows_per_event(tuple(a_t.shape)), width=int(a_t.shape[-1]),
+        event_rows=rows_per_event(tuple(a_t.shape)),
+        a_dtype=a_t.type.container, b_dtype="", const="lut", c_dtype=c_dtype, scalar=0,
+        out_dtype=y_t.type.container, acc="acc32", arith="lut", combine="none", second="", ua=0, ub=0,
+        epilogue=asdict(epi), epilogue2={}, lut_lo=lo, lut_entries=entries, lut_variant=variant, key_dtype=key)
+
+
 def plan(graph: Graph, op: Op, device: Device, batch: int) -> EltwiseExec:
     kind = op.attrs["op"]
+    if kind == "lut":
+        y_t = graph.tensor(op.outputs[0])
+        return plan_lut(graph, op, device, batch, f"op {op.name} output tensor {y_t.origin or y_t.name}")
     if kind in ("quantize", "affine"):
         y_t = graph.tensor(op.outputs[0])
         where = f"op {op.name} output tensor {y_t.origin or y_t.name}"

@@ -88,3 +88,37 @@ def run_tile(e: EltwiseExec, a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     if e.hi is not None:
         y = np.minimum(y, e.hi)
     return y
+
+
+def lut_arrays(graph: Graph, op: Op, e: EltwiseExec) -> list[np.ndarray]:
+    """The tile's table parameters: ``parallel``: two equal arrays (``lut_ab``, ``lut_cd``; to be placed in two
+    banks) in the ``aie::lut<4, int16>`` layout -- the entries padded to whole 128-bit groups of 8 int16 values,
+    each group stored twice in a row (UG1603 "Lookup Tables and Linear Approximation"); ``scalar``: the entries
+    once, in the output container."""
+    from nn2aie.kernels.eltwise.plan import LUT_GROUP_BYTES, lut_parallel_entries
+
+    table = np.asarray(graph.tensor(op.inputs[1]).data, dtype=np.int64)
+    if e.lut_variant == "scalar":
+        return [table]
+    padded = np.concatenate([table, np.full(lut_parallel_entries(table.size) - table.size, table[-1])])
+    groups = padded.reshape(-1, LUT_GROUP_BYTES // 2)
+    layout = np.concatenate([groups, groups], axis=1).reshape(-1)
+    return [layout, layout.copy()]
+
+
+def lut_entries_of(e: EltwiseExec, arrays: list[np.ndarray]) -> np.ndarray:
+    """The table a tile's parameters hold, read back through the layout (the emulator looks up in this)."""
+    from nn2aie.kernels.eltwise.plan import LUT_GROUP_BYTES
+
+    if e.lut_variant == "scalar":
+        return np.asarray(arrays[0], dtype=np.int64)
+    per_group = LUT_GROUP_BYTES // 2
+    groups = np.asarray(arrays[0], dtype=np.int64).reshape(-1, 2 * per_group)
+    return groups[:, :per_group].reshape(-1)[:e.lut_entries]
+
+
+def run_lut(e: EltwiseExec, a: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """``parallel``: index ``(x >> 0) + bias`` with ``bias = -lo``, saturated into ``[0, entries - 1]``
+    (``aie::parallel_lookup``, out-of-range policy saturate); ``scalar``: the same index, clamped by the kernel."""
+    index = np.clip(np.asarray(a, dtype=np.int64) - e.lut_lo, 0, e.lut_entries - 1)
+    return np.asarray(entries, dtype=np.int64)[index]

@@ -367,6 +367,81 @@ class accum {
   std::int64_t lanes_[Elems] = {};
 };
 
+// -- lookup tables (UG1529 "Lookup Tables"; UG1603 "Lookup Tables and Linear Approximation") -----------------------
+// aie::lut<4, T>(elems, lut_ab, lut_cd): a table of `elems` values of T for 4 parallel accesses. AIE-ML wants the
+// values in groups of 128 bits, each group stored twice in a row, in each of two arrays placed in different banks:
+// four copies of every value. The emulation reads entry k through that layout and checks that all four copies
+// agree (a table laid out any other way is reported, not silently looked up).
+enum class lut_oor_policy { saturate, truncate };
+
+template <unsigned ParallelAccesses, typename OffsetType, typename SlopeType = OffsetType>
+struct lut {
+  static_assert(ParallelAccesses == 4, "AIE-ML implements 4 parallel accesses");
+  static_assert(std::is_same_v<OffsetType, SlopeType>, "the emulation supports direct-lookup tables only");
+  using offset_type = OffsetType;
+  static constexpr unsigned group = 16 / sizeof(OffsetType);  // values per 128-bit group
+
+  lut(unsigned elems, const OffsetType* ab, const OffsetType* cd) : LUT_elems_(elems), LUT_ab_(ab), LUT_cd_(cd) {
+    if (elems == 0) aie_emu::fail("aie::lut with no elements");
+    aie_emu::check_alignment(ab, group, "aie::lut table ab");
+    aie_emu::check_alignment(cd, group, "aie::lut table cd");
+  }
+
+  // Emulation only: entry k, checked in all four places the layout keeps it.
+  OffsetType emu_entry(unsigned k) const {
+    const unsigned at = (k / group) * 2 * group + k % group;
+    const OffsetType v = LUT_ab_[at];
+    if (LUT_ab_[at + group] != v || LUT_cd_[at] != v || LUT_cd_[at + group] != v)
+      aie_emu::fail("aie::lut entry %u differs between its four copies (layout: 128-bit groups stored twice, in "
+                    "two arrays)", k);
+    return v;
+  }
+
+  unsigned LUT_elems_;
+  const OffsetType* LUT_ab_;
+  const OffsetType* LUT_cd_;
+};
+
+// aie::parallel_lookup<T, lut, policy>(lut, step_bits, bias).fetch(v): element i is the table entry at index
+// (v[i] >> step_bits) + bias; an index outside [0, elems - 1] saturates to the nearest end (policy saturate) or
+// wraps modulo elems (truncate; elems a power of two). Keys: int8, uint8, int16; values: int16 here (UG1529 lists
+// int16, int32 and bfloat16 for 16-bit keys; int8 and int16 for 8-bit keys).
+template <typename T, typename MyLUT, lut_oor_policy oor_policy = lut_oor_policy::saturate>
+class parallel_lookup {
+  static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::int16_t>,
+                "aie::parallel_lookup keys: int8, uint8, int16");
+  static_assert(std::is_same_v<typename MyLUT::offset_type, std::int16_t>, "the emulation supports int16 values");
+
+ public:
+  parallel_lookup(const MyLUT& l, unsigned step_bits = 0, int bias = 0) : lut_(l), step_(step_bits), bias_(bias) {
+    if (step_bits >= 8 * sizeof(T)) aie_emu::fail("aie::parallel_lookup step_bits %u leaves no index bits", step_bits);
+    if (oor_policy == lut_oor_policy::truncate && (l.LUT_elems_ & (l.LUT_elems_ - 1)) != 0)
+      aie_emu::fail("aie::parallel_lookup truncate needs a power-of-two table");
+  }
+
+  template <unsigned Elems>
+  vector<typename MyLUT::offset_type, Elems> fetch(const vector<T, Elems>& input) const {
+    static_assert(Elems <= 32, "aie::parallel_lookup fetches at most 32 values");
+    vector<typename MyLUT::offset_type, Elems> out;
+    const long long n = lut_.LUT_elems_;
+    for (unsigned i = 0; i < Elems; ++i) {
+      long long index = (static_cast<long long>(input.get(i)) >> step_) + bias_;  // arithmetic shift
+      if (oor_policy == lut_oor_policy::saturate) {
+        index = index < 0 ? 0 : (index > n - 1 ? n - 1 : index);
+      } else {
+        index &= n - 1;
+      }
+      out.set(lut_.emu_entry(static_cast<unsigned>(index)), i);
+    }
+    return out;
+  }
+
+ private:
+  const MyLUT& lut_;
+  unsigned step_;
+  int bias_;
+};
+
 // -- constructors of constant values ----------------------------------------------------------------------
 // aie::zeros<T, Elems>() (UG1529): a vector (element type T) or an accumulator (accumulator tag
 // T) with every element zero.
