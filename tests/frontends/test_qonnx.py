@@ -357,7 +357,8 @@ def test_brevitas_batchnorm_before_the_quantizer_compiles_bit_exact(brevitas):
 
 
 @pytest.mark.parametrize("overrides, error, where, text", [
-    (dict(extra="Sigmoid"), UnsupportedOpError, "node Extra", "operator Sigmoid is not supported"),
+    (dict(extra="Hardmax"), UnsupportedOpError, "node Extra", "operator Hardmax is not supported"),
+    (dict(extra="Sigmoid"), UnsupportedQuantizationError, "node Extra", "no Quant node between"),
     (dict(act_bits=24), UnsupportedQuantizationError, "node ActQuant", "bit width 24 is above 16"),
     (dict(hidden_quant=False), UnsupportedQuantizationError, "node fc2", "float tensor"),
     (dict(w_quant=False), UnsupportedQuantizationError, "node fc1", "weights W1_"),

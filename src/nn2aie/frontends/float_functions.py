@@ -17,7 +17,7 @@ integer ops keep their own handlers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -30,8 +30,11 @@ FUNCTION_OPS = ("Sigmoid", "Tanh", "Exp", "Log", "Erf", "Sqrt", "Reciprocal", "S
                 "Celu", "HardSigmoid", "HardSwish", "Gelu", "Mish", "Abs", "Neg", "Sin", "Cos", "Atan", "Pow",
                 "ThresholdedRelu", "Floor", "Ceil", "Round", "Sign")
 # elementwise ops that may sit among them (with constants of one element)
-ARITH_OPS = ("Mul", "Div", "Add", "Sub", "Relu", "Clip", "LeakyRelu", "Max", "Min", "Identity")
+ARITH_OPS = ("Mul", "Div", "Add", "Sub", "Relu", "Clip", "LeakyRelu", "Max", "Min", "Identity", "Greater", "Less",
+             "GreaterOrEqual", "LessOrEqual", "Equal", "Where", "Not", "Cast")  # (a softplus' threshold select)
 INEXACT = (*FUNCTION_OPS, "Div")  # a region is tabulated only when it holds one of these
+SELECTION_OPS = ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "Where", "Not", "Cast")
+REGION_ONLY_OPS = (*FUNCTION_OPS, *SELECTION_OPS)  # op types the frontends read only inside a region
 
 
 @dataclass
@@ -41,6 +44,11 @@ class Region:
     source: str
     nodes: list[onnx.NodeProto]
     sink: onnx.NodeProto
+    wide: list[tuple[onnx.NodeProto, str]] = field(default_factory=list)  # (node, constant of several elements)
+
+    @property
+    def inexact(self) -> bool:
+        return any(n.op_type in INEXACT for n in self.nodes)
 
     @property
     def function(self) -> str:
@@ -51,10 +59,11 @@ class Region:
 def find_region(start: onnx.NodeProto, source: str, order: dict[int, int],
                 consumers: dict[str, list[onnx.NodeProto]], producer: dict[str, onnx.NodeProto],
                 is_const: Callable[[str], bool], const_size: Callable[[str], int], graph_outputs: set[str],
-                quantizers: tuple[str, ...], where: Callable[[onnx.NodeProto], str]) -> Region | None:
-    """The region ``start`` (a node reading ``source``) belongs to, or None when it is not one (no inexact op, a
-    second activation, a float result leaving it). Raises a typed error for a region that is one but reads a
-    constant of several elements (a per-channel function has no single table)."""
+                quantizers: tuple[str, ...], where: Callable[[onnx.NodeProto], str],
+                require_inexact: bool = True) -> Region | None:
+    """The region ``start`` (a node reading ``source``) belongs to, or None when it is not one (no inexact op
+    while ``require_inexact``, a second activation, a float result leaving it). Constants of several elements are
+    listed in ``Region.wide`` (``refuse_wide_constants``: such a region has no single table)."""
     allowed = (*FUNCTION_OPS, *ARITH_OPS)
     if start.op_type not in allowed or start.domain not in ("", "ai.onnx"):
         return None
@@ -88,7 +97,7 @@ def find_region(start: onnx.NodeProto, source: str, order: dict[int, int],
                 members[id(p)] = p
                 changed = True
     nodes = sorted(members.values(), key=lambda n: order[id(n)])
-    if not any(n.op_type in INEXACT for n in nodes):
+    if require_inexact and not any(n.op_type in INEXACT for n in nodes):
         return None
     outputs = {o for n in nodes for o in n.output}
     for node in nodes:
@@ -100,13 +109,19 @@ def find_region(start: onnx.NodeProto, source: str, order: dict[int, int],
     sink = next(iter(sinks.values()))
     if sink.input[0] not in outputs or any(i in outputs for i in sink.input[1:]):
         return None
-    for node in nodes:
-        for name in node.input:
-            if name and name != source and name not in outputs and const_size(name) != 1:
-                raise UnsupportedOpError(where(node), f"the elementwise function of {source} reads the constant "
-                                         f"{name} of {const_size(name)} elements: one table per channel is not "
-                                         "supported yet", "use scalar constants in the activation function")
-    return Region(source, nodes, sink)
+    wide = [(node, name) for node in nodes for name in node.input
+            if name and name != source and name not in outputs and const_size(name) != 1]
+    return Region(source, nodes, sink, wide)
+
+
+def refuse_wide_constants(region: Region, const_size: Callable[[str], int],
+                          where: Callable[[onnx.NodeProto], str]) -> None:
+    """A region to be tabulated must read scalar constants only (a per-channel function has no single table)."""
+    if region.wide:
+        node, name = region.wide[0]
+        raise UnsupportedOpError(where(node), f"the elementwise function of {region.source} reads the constant "
+                                 f"{name} of {const_size(name)} elements: one table per channel is not supported "
+                                 "yet", "use scalar constants in the activation function")
 
 
 def region_model(region: Region, code_type: int, in_scale: float, in_zero: int, consts: dict[str, np.ndarray],

@@ -54,7 +54,14 @@ import numpy as np
 import onnx
 
 from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
-from nn2aie.frontends.float_functions import FUNCTION_OPS, Region, find_region, region_model, trimmed_table
+from nn2aie.frontends.float_functions import (
+    REGION_ONLY_OPS,
+    Region,
+    find_region,
+    refuse_wide_constants,
+    region_model,
+    trimmed_table,
+)
 from nn2aie.frontends.onnx_common import (
     CONV_OPS,
     ModelLike,
@@ -93,7 +100,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
                  *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool",
-                 "Pad", *FUNCTION_OPS)
+                 "Pad", *REGION_ONLY_OPS)
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax, GlobalAveragePool/"
              "GlobalMaxPool and elementwise functions of one value (Sigmoid, Tanh, Erf, Exp, Sqrt, ...) between "
@@ -304,6 +311,7 @@ def _binary_bounds(kind: str, am: int, fa: int, bm: int, fb: int) -> tuple[int, 
 
 
 class QdqParser:
+    QUANTIZERS: tuple[str, ...] = ("QuantizeLinear",)  # the op types that quantize a float result
     def __init__(self, model: onnx.ModelProto, file: str):
         self.model = model
         self.file = file
@@ -314,7 +322,6 @@ class QdqParser:
                                            opset_version(model) or onnx.defs.onnx_opset_version())
         self.nodes = self.fold_qcdq_clips(nodes, constants(self.graph) | moved)
         self.index = {id(n): i for i, n in enumerate(self.graph.node)}
-        self.node_order = {id(n): i for i, n in enumerate(self.nodes)}
         self.consts = constants(self.graph) | moved | self.folded
         self.producer = producers_map(self.nodes)
         self.consumers = consumers_map(self.nodes)
@@ -811,7 +818,7 @@ class QdqParser:
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Pad": self.on_pad, "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
-                    **{op: self.on_function for op in FUNCTION_OPS},
+                    **{op: self.on_function for op in REGION_ONLY_OPS},
                     **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -1494,36 +1501,41 @@ class QdqParser:
     def function_region(self, node: onnx.NodeProto) -> bool:
         """Take ``node`` and the float nodes around it as one lookup table when together they compute a function
         of one quantized value (frontends/float_functions.py); False when they do not."""
+        order = {id(n): i for i, n in enumerate(self.nodes)}
         for name in dict.fromkeys(node.input):
             val = self.vals.get(name)
             if val is None or val.codes or val.pads is not None:
                 continue
-            region = find_region(node, name, self.node_order, self.consumers, self.producer, self.is_constant,
-                                 self.const_size, self.graph_outputs, ("QuantizeLinear",), self.where)
-            if region is not None:
+            region = find_region(node, name, order, self.consumers, self.producer, self.is_constant,
+                                 self.const_size, self.graph_outputs, self.QUANTIZERS, self.where, False)
+            if region is not None and (region.inexact or self.off_grid(val.qtype) or self.off_grid_sink(region)):
+                refuse_wide_constants(region, self.const_size, self.where)
                 self.lookup_table(region, val)
                 return True
         return False
+
+    def off_grid(self, qtype) -> bool:
+        """A float scale or a zero point: the exact integer eltwise ops do not take it (a table does)."""
+        return isinstance(qtype, _SQType)
+
+    def off_grid_sink(self, region: Region) -> bool:
+        try:
+            return self.off_grid(self.qparams(region.sink, None, _ACT_TYPES, "activation"))
+        except (UnsupportedQuantizationError, UnsupportedOpError, BadFileError):
+            return False  # the node's own handler reports the quantizer
 
     def lookup_table(self, region: Region, val: QVal) -> None:
         """The region as an eltwise ``lut``: onnxruntime runs its nodes (and the quantizer) on every input code."""
         q = region.sink
         qtype = self.qparams(q, None, _ACT_TYPES, "activation")
-        x = val.qtype
-        scale, zero = (2.0 ** -x.frac, 0) if isinstance(x, _QType) else (x.scale[0], x.zero_point)
-        codes = np.arange(x.lo, x.hi + 1, dtype=np.int64)
-        consts = {**self.consts}
+        codes = np.arange(val.qtype.lo, val.qtype.hi + 1, dtype=np.int64)
         const_inputs = [i for n in region.nodes + [q] for i in n.input if i and self.is_constant(i)]
-        model = region_model(region, x.onnx_type, scale, zero, consts, list(self.model.opset_import),
-                             [*self.const_nodes(const_inputs), q], q.output[0], qtype.onnx_type, codes.size)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(x.onnx_type)
         try:
-            got = _session(model, False).run(None, {"nn2aie_codes": codes.astype(dtype)})[0]
-        except Exception as exc:  # onnxruntime refuses the nodes: the model's own problem, named
-            raise UnsupportedOpError(self.where(region.nodes[0]), f"onnxruntime cannot evaluate the elementwise "
-                                     f"function {region.function} on its own ({type(exc).__name__}: {exc})",
-                                     "check that the model runs in onnxruntime") from exc
-        out = np.clip(np.asarray(got, dtype=np.int64), qtype.lo, qtype.hi)  # a QCDQ Clip after the quantizer
+            out = self.tabulate(region, val.qtype, qtype, codes, self.const_nodes(const_inputs))
+        except Exception as exc:  # the runtime refuses the nodes: the model's own problem, named
+            raise UnsupportedOpError(self.where(region.nodes[0]), f"the source runtime cannot evaluate the "
+                                     f"elementwise function {region.function} on its own ({type(exc).__name__}: "
+                                     f"{exc})", "check that the model runs in its framework") from exc
         lo, table = trimmed_table(codes, out)
         name = self.op_name(region.nodes[0], "lut")
         tname = unique(f"{name}_table", self.taken)
@@ -1534,6 +1546,17 @@ class QdqParser:
             self.visit(node)
         self.visit(q)
         self.bind(q.output[0], QVal(y, qtype, codes=True))
+
+    def tabulate(self, region: Region, x, y, codes: np.ndarray, const_nodes: list[onnx.NodeProto]) -> np.ndarray:
+        """The output codes of ``region`` (quantizer included) on the input ``codes`` of type ``x``: onnxruntime
+        (as ``run_reference`` runs the model) on DequantizeLinear -> the region's nodes -> its QuantizeLinear."""
+        scale, zero = (2.0 ** -x.frac, 0) if isinstance(x, _QType) else (x.scale[0], x.zero_point)
+        q = region.sink
+        model = region_model(region, x.onnx_type, scale, zero, self.consts, list(self.model.opset_import),
+                             [*const_nodes, q], q.output[0], y.onnx_type, codes.size)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(x.onnx_type)
+        got = _session(model, False).run(None, {"nn2aie_codes": codes.astype(dtype)})[0]
+        return np.clip(np.asarray(got, dtype=np.int64), y.lo, y.hi)  # a QCDQ Clip after the quantizer
 
     def on_function(self, node: onnx.NodeProto) -> None:
         if self.function_region(node):
@@ -1546,13 +1569,13 @@ class QdqParser:
                                  "its float result) and use scalar constants in it")
 
     def on_relu(self, node: onnx.NodeProto) -> None:
-        if self.function_region(node):
-            return
         val = self.value(node.input[0], node)
         dense = self.foldable_relu(node, val)
         if dense is not None:  # Q -> DQ -> Relu after a dense: relu of its exact result, quantized the same way
             dense.attrs["activation"] = "relu"
             self.bind(node.output[0], val)
+            return
+        if self.function_region(node):
             return
         self.unary(node, val, "relu", {}, optional=True)
 

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
+from nn2aie.frontends.float_functions import REGION_ONLY_OPS, Region
 from nn2aie.frontends.onnx_common import (
     attr,
     check_inference,
@@ -48,6 +49,7 @@ from nn2aie.frontends.qonnx_frontend import (
     MAX_FIXED_BATCH,
     PASS_THROUGH_OPS,
     QONNX_DOMAINS,
+    QUANT_OP_TYPES,
     ROUNDING_TO_AP,
     STANDARD_DOMAINS,
     SUPPORTED_TEXT,
@@ -66,7 +68,7 @@ from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType, ScaledType
 
 _HANDLED = ("Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS,
-            *REDUCE_OPS, *PASS_THROUGH_OPS, "BatchNormalization", "Div")
+            *REDUCE_OPS, *PASS_THROUGH_OPS, "BatchNormalization", "Div", *REGION_ONLY_OPS)
 _QONNX_ONLY = ("Trunc", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
 _HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x op c; c - x is "rsub"
 _PROLOGUE_VIEWS = ("Reshape", "Flatten")
@@ -215,6 +217,8 @@ def _without_pass_through(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 class QonnxParser(QonnxParams, QdqParser):
     """QONNX model -> logical graph (a DAG), see the module docstring."""
+
+    QUANTIZERS = tuple(QUANT_OP_TYPES)
 
     def __init__(self, proto: onnx.ModelProto, file: str):
         self.original = proto
@@ -919,8 +923,39 @@ class QonnxParser(QonnxParams, QdqParser):
         if isinstance(xt, ScaledType) or is_scaled(y_type):
             self.exact = False
 
+    def off_grid(self, qtype) -> bool:
+        return is_scaled(qtype)
+
+    def tabulate(self, region: Region, x, y, codes: np.ndarray, const_nodes: list[onnx.NodeProto]) -> np.ndarray:
+        """The output codes of ``region`` and its Quant on the input ``codes`` of type ``x``: qonnx's
+        ``execute_onnx`` (the reference) on the float values the input's Quant writes for them."""
+        from onnx import helper, numpy_helper
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.core.onnx_exec import execute_onnx
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        xt = x.fixed()
+        if isinstance(xt, ScaledType):  # qonnx's Quant output: (q - zp) * scale in float32
+            values = (codes.astype(np.float32) - np.float32(xt.zero_point_of(0))) * np.float32(xt.scale[0])
+        else:
+            values = np.ldexp(codes, -xt.frac).astype(np.float32)
+        q = region.sink
+        nodes = [*const_nodes, *region.nodes, q]
+        needed = sorted({i for n in nodes for i in n.input if i in self.consts})
+        n = codes.size
+        graph = helper.make_graph(
+            nodes, "function", [helper.make_tensor_value_info(region.source, onnx.TensorProto.FLOAT, [n])],
+            [helper.make_tensor_value_info(q.output[0], onnx.TensorProto.FLOAT, [n])],
+            [numpy_helper.from_array(np.asarray(self.consts[i]), i) for i in needed])
+        model = ModelWrapper(helper.make_model(graph, opset_imports=list(self.model.opset_import)))
+        got = execute_onnx(model.transform(InferShapes()), {region.source: values})[q.output[0]]
+        return _quant_codes(y)(got)
+
     def on_unfused(self, node: onnx.NodeProto) -> None:
-        """BatchNormalization, Div or BipolarQuant that no dense layer's epilogue took."""
+        """BatchNormalization, Div or BipolarQuant that no dense layer's epilogue took (a Div may start a function's
+        table)."""
+        if node.op_type == "Div" and self.function_region(node):
+            return
         if node.op_type == BIPOLAR:
             self.qparams(node)  # raises: where a bipolar quantizer is supported
         producer = self.producer.get(node.input[0])
@@ -979,7 +1014,8 @@ class QonnxParser(QonnxParams, QdqParser):
                     "Dropout": self.on_identity, **{op: self.on_binary for op in BINARY_OPS},
                     "BatchNormalization": self.on_batchnorm, "Div": self.on_unfused, BIPOLAR: self.on_unfused,
                     **{op: self.on_reduce for op in REDUCE_OPS}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
-                    **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
+                    **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")},
+                    **{op: self.on_function for op in REGION_ONLY_OPS}}
         for node in self.nodes:
             if id(node) in self.visited or node.op_type == "Constant":
                 continue
