@@ -100,7 +100,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
                  *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool",
-                 "Pad", *REGION_ONLY_OPS)
+                 "Pad", "Softmax", *REGION_ONLY_OPS)
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax, GlobalAveragePool/"
              "GlobalMaxPool and elementwise functions of one value (Sigmoid, Tanh, Erf, Exp, Sqrt, ...) between "
@@ -818,7 +818,7 @@ class QdqParser:
                     "LeakyRelu": self.on_leaky_relu, "Concat": self.on_concat, "Split": self.on_split,
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Pad": self.on_pad, "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
-                    **{op: self.on_function for op in REGION_ONLY_OPS},
+                    **{op: self.on_function for op in REGION_ONLY_OPS}, "Softmax": self.on_softmax,
                     **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -1567,6 +1567,26 @@ class QdqParser:
                                  f"QuantizeLinear quantizes (input {val.qtype.describe()})",
                                  "put QuantizeLinear -> DequantizeLinear after the function (nothing else reading "
                                  "its float result) and use scalar constants in it")
+
+    def on_softmax(self, node: onnx.NodeProto) -> None:
+        """Softmax over the last axis of a quantized value, quantized by the next quantizer: the integer softmax of
+        docs/numerics.md (the source computes in float; benchmarks/softmax_mismatch.py measures the difference)."""
+        val = self.value(node.input[0], node)
+        where = self.where(node)
+        rank = len(self.onnx_shape(val)) + 1
+        opset = opset_version(self.model) or 13
+        axis = int(attr(node, "axis", -1 if opset >= 13 else 1))
+        axis = axis + rank if axis < 0 else axis
+        if axis != rank - 1 or (opset < 13 and rank != 2):
+            raise UnsupportedOpError(where, f"softmax over axis {attr(node, 'axis', None)} of a rank-{rank} tensor "
+                                     f"(opset {opset}); nn2aie normalises over the last axis", "transpose the axis "
+                                     "to normalise last, or export with opset >= 13 and axis=-1")
+        if val.tensor in self.cl and len(self.cl[val.tensor]) > 1:
+            raise UnsupportedOpError(where, "softmax over the channels of a conv result (held channels last)",
+                                     "flatten the conv result first, or apply the softmax on the host")
+        q, _ = self.quant_tail(node)  # a Relu after a softmax changes nothing: its values are >= 0
+        name = self.op_name(node, "softmax")
+        self.quantized_result(node, name, "softmax", [val.tensor], self.shape(val), q, None, {"axis": -1})
 
     def on_relu(self, node: onnx.NodeProto) -> None:
         val = self.value(node.input[0], node)

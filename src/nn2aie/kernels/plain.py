@@ -31,7 +31,7 @@ import numpy as np
 from nn2aie.devices import Device
 from nn2aie.errors import InternalCheckError
 from nn2aie.ir.execution import ceil_div
-from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
+from nn2aie.ir.physical import BufferAlloc, Kernel, SpatialView, dtype_bytes
 from nn2aie.kernels.family import NativeRun, PortSpec
 from nn2aie.kernels.tile_memory import allocate
 
@@ -63,6 +63,29 @@ def column_slices(width: int, parts: int, align: int) -> list[tuple[int, int]] |
     if (parts - 1) * per >= width:
         return None
     return [(p * per, per) for p in range(parts)]
+
+
+def piece_rows(total: int, per_event: int, pieces: int) -> int | None:
+    """Rows of one of ``pieces`` equal pieces of an iteration's ``total`` rows that are whole events or equal bands
+    of one event's ``per_event`` rows (a multiple of 4 rows), else None."""
+    if total % pieces:
+        return None
+    rows = total // pieces
+    if rows % 4 or not (rows % per_event == 0 or per_event % rows == 0):
+        return None
+    return rows
+
+
+def piece_view(rows: int, per_event: int, pieces: int, piece: int) -> SpatialView | None:
+    """Row piece ``piece`` (of ``rows`` rows) as a window of each event's rows (seen as a 1 x rows image): whole
+    events or a band; None when the rows are not shared out."""
+    if pieces == 1:
+        return None
+    if rows >= per_event:
+        count = rows // per_event
+        return SpatialView((1, per_event), (0, 0), (1, per_event), (piece * count, count))
+    bands = per_event // rows
+    return SpatialView((1, per_event), (0, piece % bands * rows), (1, rows), (piece // bands, 1))
 
 
 def memory_map(buffers: list[tuple[str, int]], device: Device, where: str) -> list[BufferAlloc]:

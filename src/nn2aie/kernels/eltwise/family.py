@@ -152,15 +152,7 @@ class EltwiseFamily(OpFamily):
 
     @staticmethod
     def _piece_rows(x: EltwiseExec, total: int, pieces: int) -> int | None:
-        """Rows of one of ``pieces`` equal pieces of the iteration's rows that are whole events or equal bands of
-        one event's rows (a multiple of 4 rows), else None."""
-        if total % pieces:
-            return None
-        rows = total // pieces
-        per_event = x.event_rows or total
-        if rows % 4 or not (rows % per_event == 0 or per_event % rows == 0):
-            return None
-        return rows
+        return plain.piece_rows(total, x.event_rows or total, pieces)
 
     def grow(self, e: OpExec, device: Device) -> dict | None:
         x = _e(e)
@@ -191,15 +183,7 @@ class EltwiseFamily(OpFamily):
         return kernels
 
     def _view(self, x: EltwiseExec, piece: int) -> SpatialView | None:
-        """A row piece as a window of each event's rows (seen as a 1 x rows image): whole events or a band."""
-        if x.pieces == 1:
-            return None
-        per_event = x.event_rows
-        if x.rows >= per_event:
-            count = x.rows // per_event
-            return SpatialView((1, per_event), (0, 0), (1, per_event), (piece * count, count))
-        bands = per_event // x.rows
-        return SpatialView((1, per_event), (0, piece % bands * x.rows), (1, x.rows), (piece // bands, 1))
+        return plain.piece_view(x.rows, x.event_rows, x.pieces, piece)
 
     def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
         x = _e(e)

@@ -404,13 +404,15 @@ struct lut {
 
 // aie::parallel_lookup<T, lut, policy>(lut, step_bits, bias).fetch(v): element i is the table entry at index
 // (v[i] >> step_bits) + bias; an index outside [0, elems - 1] saturates to the nearest end (policy saturate) or
-// wraps modulo elems (truncate; elems a power of two). Keys: int8, uint8, int16; values: int16 here (UG1529 lists
-// int16, int32 and bfloat16 for 16-bit keys; int8 and int16 for 8-bit keys).
+// wraps modulo elems (truncate; elems a power of two). Keys: int8, uint8, int16; values: int16, and int32 for
+// int16 keys (UG1529 lists int16, int32 and bfloat16 for 16-bit keys; int8 and int16 for 8-bit keys).
 template <typename T, typename MyLUT, lut_oor_policy oor_policy = lut_oor_policy::saturate>
 class parallel_lookup {
   static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::int16_t>,
                 "aie::parallel_lookup keys: int8, uint8, int16");
-  static_assert(std::is_same_v<typename MyLUT::offset_type, std::int16_t>, "the emulation supports int16 values");
+  static_assert(std::is_same_v<typename MyLUT::offset_type, std::int16_t> ||
+                    (std::is_same_v<typename MyLUT::offset_type, std::int32_t> && sizeof(T) == 2),
+                "the emulation supports int16 values, and int32 values for 16-bit keys");
 
  public:
   parallel_lookup(const MyLUT& l, unsigned step_bits = 0, int bias = 0) : lut_(l), step_(step_bits), bias_(bias) {
@@ -441,6 +443,32 @@ class parallel_lookup {
   unsigned step_;
   int bias_;
 };
+
+// -- reductions (UG1529 "Reductions") -------------------------------------------------------------------------
+// aie::reduce_max(v) / aie::reduce_min(v): the largest / smallest element.
+template <typename T, unsigned Elems>
+T reduce_max(const vector<T, Elems>& v) {
+  T r = v.get(0);
+  for (unsigned i = 1; i < Elems; ++i) r = v.get(i) > r ? v.get(i) : r;
+  return r;
+}
+template <typename T, unsigned Elems>
+T reduce_min(const vector<T, Elems>& v) {
+  T r = v.get(0);
+  for (unsigned i = 1; i < Elems; ++i) r = v.get(i) < r ? v.get(i) : r;
+  return r;
+}
+
+// aie::reduce_add(v): the sum of the elements in the element type; a sum the type cannot hold is reported (the
+// hardware would wrap).
+template <typename T, unsigned Elems>
+T reduce_add(const vector<T, Elems>& v) {
+  std::int64_t r = 0;
+  for (unsigned i = 0; i < Elems; ++i) r += v.get(i);
+  if (r < std::numeric_limits<T>::min() || r > std::numeric_limits<T>::max())
+    aie_emu::fail("reduce_add: the sum %lld leaves the element type (hardware would wrap)", (long long)r);
+  return static_cast<T>(r);
+}
 
 // -- constructors of constant values ----------------------------------------------------------------------
 // aie::zeros<T, Elems>() (UG1529): a vector (element type T) or an accumulator (accumulator tag

@@ -1,0 +1,1 @@
+"""The softmax family (docs/ops.md ``softmax``; docs/numerics.md, "Softmax")."""
