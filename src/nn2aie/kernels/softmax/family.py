@@ -136,7 +136,8 @@ class SoftmaxFamily(OpFamily):
             int(device.fact("heap_bytes_default")) - 8 * plain.ALIGN
         total = x.rows
         forced = int(override["cas_num"]) if override and "cas_num" in override else None
-        for pieces in [forced] if forced else range(1, device.compute_rows + 1):
+        channels = min(device.fact("memtile_dma_channels").values())  # a memory tile's ports per buffer
+        for pieces in [forced] if forced else range(1, channels + 1):
             rows = total if pieces == 1 else plain.piece_rows(total, x.event_rows, pieces)
             if rows is None:
                 if forced:
@@ -152,7 +153,7 @@ class SoftmaxFamily(OpFamily):
                 x.rows, x.pieces, x.cas_num, x.override = rows, pieces, pieces, forced is not None
                 return
         raise DoesNotFitError(f"op {x.op}", f"{total} rows of {x.slice} columns do not fit a tile, nor shared out "
-                              f"over up to {device.compute_rows} tiles", "use a smaller batch")
+                              f"over up to {channels} tiles", "use a smaller batch")
 
     def grow(self, e: OpExec, device: Device) -> dict | None:
         x = _s(e)
@@ -205,7 +206,8 @@ class SoftmaxFamily(OpFamily):
         x = _s(e)
         for k in kernels:
             a = io.read(k, "in0")  # [iterations * rows, slice]; columns past the row are padding
-            y = np.zeros_like(np.asarray(a, dtype=np.int64))
+            # padding lanes have t = 0, so the kernel writes clamp(z) there
+            y = np.full(np.shape(a), min(max(x.zero_point, x.lo), x.hi), dtype=np.int64)
             y[:, :x.width] = logical.rows(a[:, :x.width], self._params(x, k))
             if io.trace is not None:
                 plain.record(io.trace, k, [(self.ports(x, k)[0], a)], y, io.iterations)
