@@ -258,6 +258,9 @@ def _bit_exact_line(checked: dict) -> str:
             f"({checked['reference']}, {checked['events']} events)")
     if not checked["bit_exact"]:
         line += f"; first mismatch {checked['first_mismatch']}"
+    if checked.get("integer_algorithms"):
+        line += (f" (the source computes {', '.join(checked['integer_algorithms'])} in float, nn2aie by the "
+                 "integer algorithm of docs/numerics.md: a few outputs may differ by one code)")
     return line
 
 
