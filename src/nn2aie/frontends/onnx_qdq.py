@@ -100,7 +100,7 @@ REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Glo
 VIEW_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 SUPPORTED_OPS = ("QuantizeLinear", "DequantizeLinear", "MatMul", "Gemm", *BINARY_OPS, "Relu", "Clip", "LeakyRelu",
                  *VIEW_OPS, *REDUCE_OPS, "Constant", "BatchNormalization", "Div", "Conv", "MaxPool", "AveragePool",
-                 "Pad", "Softmax", *REGION_ONLY_OPS)
+                 "Pad", "Softmax", "LayerNormalization", *REGION_ONLY_OPS)
 _OPS_HINT = ("nn2aie reads MatMul/Gemm/Add/Relu, Sub/Mul/Max/Min, Clip/LeakyRelu, Concat/Split/Slice/Transpose/"
              "Reshape/Flatten/Squeeze/Unsqueeze/Identity, ReduceMean/ReduceSum/ReduceMax, GlobalAveragePool/"
              "GlobalMaxPool and elementwise functions of one value (Sigmoid, Tanh, Erf, Exp, Sqrt, ...) between "
@@ -819,6 +819,7 @@ class QdqParser:
                     "Slice": self.on_slice, "Transpose": self.on_transpose, "Identity": self.on_identity,
                     "Pad": self.on_pad, "BatchNormalization": self.on_unfused_float, "Div": self.on_unfused_float,
                     **{op: self.on_function for op in REGION_ONLY_OPS}, "Softmax": self.on_softmax,
+                    "LayerNormalization": self.on_layernorm,
                     **{op: self.on_binary for op in BINARY_OPS}, **{op: self.on_reduce for op in REDUCE_OPS},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")}}
         for node in self.nodes:
@@ -1572,21 +1573,72 @@ class QdqParser:
         """Softmax over the last axis of a quantized value, quantized by the next quantizer: the integer softmax of
         docs/numerics.md (the source computes in float; benchmarks/softmax_mismatch.py measures the difference)."""
         val = self.value(node.input[0], node)
-        where = self.where(node)
         rank = len(self.onnx_shape(val)) + 1
         opset = opset_version(self.model) or 13
-        axis = int(attr(node, "axis", -1 if opset >= 13 else 1))
-        axis = axis + rank if axis < 0 else axis
-        if axis != rank - 1 or (opset < 13 and rank != 2):
-            raise UnsupportedOpError(where, f"softmax over axis {attr(node, 'axis', None)} of a rank-{rank} tensor "
-                                     f"(opset {opset}); nn2aie normalises over the last axis", "transpose the axis "
-                                     "to normalise last, or export with opset >= 13 and axis=-1")
-        if val.tensor in self.cl and len(self.cl[val.tensor]) > 1:
-            raise UnsupportedOpError(where, "softmax over the channels of a conv result (held channels last)",
-                                     "flatten the conv result first, or apply the softmax on the host")
+        if opset < 13 and rank != 2:
+            raise UnsupportedOpError(self.where(node), f"softmax of a rank-{rank} tensor in opset {opset} (which "
+                                     "flattens from its axis)", "export with opset >= 13 and axis=-1")
+        self.last_axis(node, val, int(attr(node, "axis", -1 if opset >= 13 else 1)), "softmax")
         q, _ = self.quant_tail(node)  # a Relu after a softmax changes nothing: its values are >= 0
         name = self.op_name(node, "softmax")
         self.quantized_result(node, name, "softmax", [val.tensor], self.shape(val), q, None, {"axis": -1})
+
+    def last_axis(self, node: onnx.NodeProto, val: QVal, axis: int, what: str) -> None:
+        """Refuse an op that normalises over another axis than the last (or over a channels-first conv result)."""
+        rank = len(self.onnx_shape(val)) + 1
+        if (axis + rank if axis < 0 else axis) != rank - 1:
+            raise UnsupportedOpError(self.where(node), f"{what} over axis {axis} of a rank-{rank} tensor; nn2aie "
+                                     "normalises over the last axis", "transpose the axis to normalise last")
+        if val.tensor in self.cl and len(self.cl[val.tensor]) > 1:
+            raise UnsupportedOpError(self.where(node), f"{what} over the channels of a conv result (held channels "
+                                     "last)", "flatten the conv result first")
+
+    def float_values(self, name: str) -> np.ndarray | None:
+        """A float constant as the source computes it: a float initializer, or DequantizeLinear of integer codes
+        (``(code - zero_point) * scale`` in float32, per axis where the scale is a vector)."""
+        value = self.float_const(name)
+        if value is not None:
+            return value
+        node = self.producer.get(name)
+        if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in self.consts:
+            return None
+        codes = np.asarray(self.consts[node.input[0]])
+        scale = self.float_const(node.input[1])
+        zero = np.asarray(self.consts[node.input[2]]) if len(node.input) > 2 and node.input[2] in self.consts \
+            else np.zeros((), codes.dtype)
+        if scale is None or not np.issubdtype(codes.dtype, np.integer):
+            return None
+        if np.size(scale) > 1:  # per axis: broadcast along the node's axis
+            shape = [1] * codes.ndim
+            shape[int(attr(node, "axis", 1))] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape) if np.size(zero) > 1 else zero
+        return (codes.astype(np.float32) - zero.astype(np.float32)) * scale.astype(np.float32)
+
+    def on_layernorm(self, node: onnx.NodeProto) -> None:
+        """LayerNormalization over the last axis of a quantized value (float scale and bias constants), quantized
+        by the next quantizer: the integer layer norm of docs/numerics.md (the source computes in float)."""
+        val = self.value(node.input[0], node)
+        where = self.where(node)
+        self.last_axis(node, val, int(attr(node, "axis", -1)), "LayerNormalization")
+        if any(o and self.users(o) or o in self.graph_outputs for o in node.output[1:]):
+            raise UnsupportedOpError(where, "its Mean / InvStdDev outputs are used", "use only the normalised output")
+        n = self.shape(val)[-1]
+        consts = []
+        for index, what in ((1, "scale"), (2, "bias")):
+            name = node.input[index] if len(node.input) > index else ""
+            if not name:
+                consts.append(None)
+                continue
+            value = self.float_values(name)
+            if value is None or np.size(value) not in (1, n):
+                raise UnsupportedOpError(where, f"its {what} {name} is not a float constant of 1 or {n} values",
+                                         f"store the {what} as a float32 initializer")
+            consts.append([float(v) for v in np.broadcast_to(np.asarray(value, np.float32).reshape(-1), (n,))])
+        q, relu = self.quant_tail(node)
+        name = self.op_name(node, "layernorm")
+        attrs = {"axis": -1, "epsilon": float(np.float32(attr(node, "epsilon", 1e-5))), "gamma": consts[0],
+                 "beta": consts[1], "rms": False}
+        self.quantized_result(node, name, "layernorm", [val.tensor], self.shape(val), q, relu, attrs)
 
     def on_relu(self, node: onnx.NodeProto) -> None:
         val = self.value(node.input[0], node)

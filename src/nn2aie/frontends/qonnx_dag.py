@@ -68,7 +68,8 @@ from nn2aie.ir.logical import Graph, Op, Tensor
 from nn2aie.ir.types import FixedType, ScaledType
 
 _HANDLED = ("Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", *BINARY_OPS, "Relu", "Clip", "LeakyRelu", *VIEW_OPS,
-            *REDUCE_OPS, *PASS_THROUGH_OPS, "BatchNormalization", "Div", "Softmax", *REGION_ONLY_OPS)
+            *REDUCE_OPS, *PASS_THROUGH_OPS, "BatchNormalization", "Div", "Softmax", "LayerNormalization",
+            *REGION_ONLY_OPS)
 _QONNX_ONLY = ("Trunc", "MultiThreshold", "FloatQuant", "QuantAvgPool2d")
 _HOST_STEP_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}  # x op c; c - x is "rsub"
 _PROLOGUE_VIEWS = ("Reshape", "Flatten")
@@ -1015,7 +1016,8 @@ class QonnxParser(QonnxParams, QdqParser):
                     "BatchNormalization": self.on_batchnorm, "Div": self.on_unfused, BIPOLAR: self.on_unfused,
                     **{op: self.on_reduce for op in REDUCE_OPS}, **{op: self.on_quant for op in ("Quant", "IntQuant")},
                     **{op: self.on_reshape for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")},
-                    **{op: self.on_function for op in REGION_ONLY_OPS}, "Softmax": self.on_softmax}
+                    **{op: self.on_function for op in REGION_ONLY_OPS}, "Softmax": self.on_softmax,
+                    "LayerNormalization": self.on_layernorm}
         for node in self.nodes:
             if id(node) in self.visited or node.op_type == "Constant":
                 continue

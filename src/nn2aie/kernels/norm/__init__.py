@@ -1,0 +1,1 @@
+"""The norm family: LayerNorm and RMSNorm over the last axis (docs/ops.md ``layernorm``; docs/numerics.md)."""
