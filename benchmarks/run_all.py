@@ -39,8 +39,9 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
     ("conv_models.py", [], ["--events", "200"], "conv_models.md",
      "modelled (conv kernel efficiency and scaling), and measured on this machine (CNNs compiled and checked "
      "bit for bit against their source framework)"),
-    ("softmax_mismatch.py", [], ["--events", "2000"], "softmax_mismatch.md",
-     "measured on this machine (nn2aie's integer softmax against the float softmax of onnxruntime and qonnx)"),
+    ("float_ops_mismatch.py", [], ["--events", "2000"], "float_ops_mismatch.md",
+     "measured on this machine (nn2aie's integer softmax and layer norm against the float ops of onnxruntime and "
+     "qonnx)"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
     ("compare_aie4ml_conv.py", [], [], "compare_aie4ml_conv.md",
      "measured on this machine (tiles), next to the public aie4ml 0.2.1 on convolutional models"),

@@ -2,7 +2,7 @@
 softmax like the jet tagger) and QONNX (Brevitas: QuantIdentity -> torch.softmax -> QuantIdentity). The source
 computes the softmax in float; nn2aie computes the integer algorithm of docs/numerics.md. The emulated design
 must equal nn2aie's logical model exactly and its kernels must co-simulate natively; against the source at most
-0.1 % of the outputs may differ, each by one code (the goal of the issue; benchmarks/softmax_mismatch.py reports
+0.1 % of the outputs may differ, each by one code (the goal of the issue; benchmarks/float_ops_mismatch.py reports
 the measured table)."""
 
 from __future__ import annotations

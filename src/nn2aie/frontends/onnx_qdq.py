@@ -1571,7 +1571,7 @@ class QdqParser:
 
     def on_softmax(self, node: onnx.NodeProto) -> None:
         """Softmax over the last axis of a quantized value, quantized by the next quantizer: the integer softmax of
-        docs/numerics.md (the source computes in float; benchmarks/softmax_mismatch.py measures the difference)."""
+        docs/numerics.md (the source computes in float; benchmarks/float_ops_mismatch.py measures the difference)."""
         val = self.value(node.input[0], node)
         rank = len(self.onnx_shape(val)) + 1
         opset = opset_version(self.model) or 13

@@ -3,7 +3,7 @@
 A ``softmax`` op normalises each row of its input over the last axis. Where the source computes it in float
 (ONNX Softmax, torch.softmax between quantizers), nn2aie computes this integer algorithm instead, the same in the
 logical model, the emulator and the tile's C++ (the mismatch with the float source is measured, not hidden:
-benchmarks/softmax_mismatch.py). For a row of input codes ``x_1 .. x_N`` of scale ``s_x`` and an output type of
+benchmarks/float_ops_mismatch.py). For a row of input codes ``x_1 .. x_N`` of scale ``s_x`` and an output type of
 scale ``s_y`` (``e = floor(log2 s_y)``, so ``2**e <= s_y < 2**(e + 1)``), zero point ``z`` and range
 ``[lo, hi]``:
 

@@ -1,15 +1,15 @@
-"""Benchmark: how far nn2aie's integer softmax is from the float softmax of the source frameworks.
+"""Benchmark: how far nn2aie's integer softmax and layer norm are from the float ops of the source frameworks.
 
-    python benchmarks/softmax_mismatch.py [--events 20000] [--out benchmarks/results]
+    python benchmarks/float_ops_mismatch.py [--events 20000] [--out benchmarks/results]
 
-ONNX QDQ (onnxruntime computes ``Softmax`` in float32, then ``QuantizeLinear`` rounds half to even) and QONNX
-from Brevitas (qonnx runs ``Softmax`` in onnxruntime between two ``Quant`` nodes) define the softmax in float;
-nn2aie computes the integer algorithm of docs/numerics.md ("Softmax") in the logical model, the emulator and the
-tile C++ alike. Each case is a model built here (onnx.helper / Brevitas, seeded), compiled, and run on
+ONNX QDQ (onnxruntime computes ``Softmax`` / ``LayerNormalization`` in float32, then ``QuantizeLinear`` rounds
+half to even) and QONNX from Brevitas (qonnx runs them in onnxruntime between two ``Quant`` nodes) define these
+ops in float; nn2aie computes the integer algorithms of docs/numerics.md ("Softmax", "LayerNorm") in the logical
+model, the emulator and the tile C++ alike. Each case is a model built here (onnx.helper / Brevitas, seeded), compiled, and run on
 ``--events`` random events in the source framework and in nn2aie's emulator; the table gives the fraction of
 outputs whose code differs and the largest difference in codes (goal of issue 15: <= 0.1 %, never more than one
 code). Inputs: uniform over the input type's range ("uniform") and logits-like normal values ("peaked", std 2.5 in
-real units, which the softmax then concentrates). Writes softmax_mismatch.md / .json.
+real units, which the softmax then concentrates). Writes float_ops_mismatch.md / .json.
 """
 
 from __future__ import annotations
@@ -62,6 +62,61 @@ def qdq_softmax(n: int, s_in: float, t_in: int, s_out: float, t_out: int, z_out:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
+# name -> (row length, input scale, output scale, output type, output zero point, epsilon)
+LN_CASES = {
+    "N=16, int8 2^-4 -> int8 2^-5": (16, 2.0**-4, 2.0**-5, TensorProto.INT8, 0, 1e-5),
+    "N=32 (particle features), int8 2^-3 -> int8 2^-5": (32, 2.0**-3, 2.0**-5, TensorProto.INT8, 0, 1e-5),
+    "N=64, int8 2^-4 -> int8 x0.031 zp 3 (float scale)": (64, 2.0**-4, 0.031, TensorProto.INT8, 3, 1e-5),
+    "N=64, int8 2^-4 -> int16 2^-11": (64, 2.0**-4, 2.0**-11, TensorProto.INT16, 0, 1e-5),
+    "N=128, int8 2^-4 -> int8 2^-5, eps 1e-3": (128, 2.0**-4, 2.0**-5, TensorProto.INT8, 0, 1e-3),
+}
+
+
+def qdq_layernorm(n: int, s_in: float, s_out: float, t_out: int, z_out: int, eps: float) -> onnx.ModelProto:
+    rng = np.random.default_rng(n)
+    inits = [numpy_helper.from_array(np.float32(s_in), "s_in"), numpy_helper.from_array(np.int8(0), "z_in"),
+             numpy_helper.from_array(np.float32(s_out), "s_out"), numpy_helper.from_array(_NP[t_out](z_out), "z_out"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, n).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.uniform(-0.5, 0.5, n).astype(np.float32), "beta")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in", "z_in"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_in", "z_in"], ["xf"]),
+             helper.make_node("LayerNormalization", ["xf", "gamma", "beta"], ["p"], axis=-1, epsilon=eps),
+             helper.make_node("QuantizeLinear", ["p", "s_out", "z_out"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "s_out", "z_out"], ["y"])]
+    graph = helper.make_graph(nodes, "layernorm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def brevitas_layernorm(n: int):
+    import brevitas.nn as qnn
+    import torch
+    from brevitas.quant import Int8ActPerTensorFixedPoint
+
+    from nn2aie.examples.brevitas_models import export_brevitas_qonnx
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)
+            self.ln = torch.nn.LayerNorm(n)
+            self.o = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)
+
+        def forward(self, x):
+            return self.o(self.ln(self.q(x)))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.ln.weight.uniform_(0.5, 1.5)
+        net.ln.bias.uniform_(-0.5, 0.5)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(64, n) * 3)
+    return export_brevitas_qonnx(net.eval(), 0, input_shape=(n,))
+
+
 def brevitas_softmax(n: int):
     import brevitas.nn as qnn
     import torch
@@ -106,14 +161,15 @@ def measure(model, n: int, events: int, spread: float, seed: int) -> dict:
 
 def render_md(meta: dict, results: list[dict]) -> str:
     lines = [f"Date {meta['date']}; machine: {meta['machine']['cpu']} ({meta['machine']['cores']} cores); nn2aie "
-             f"{meta['machine']['nn2aie']}. Regenerate: `python benchmarks/softmax_mismatch.py`. {meta['events']:,} "
+             f"{meta['machine']['nn2aie']}. Regenerate: `python benchmarks/float_ops_mismatch.py`. {meta['events']:,} "
              "events per input distribution; the design equals nn2aie's logical model exactly (tests), the table "
              "compares it with the float source. Goal: <= 0.1 % of outputs, never more than one code.", "",
-             "| source | case | inputs | outputs | differ | fraction | max codes |", "|---|---|---|---:|---:|---:|---:|"]
+             "| op | source | case | inputs | outputs | differ | fraction | max codes |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
     for r in results:
         for kind, row in r["rows"].items():
-            lines.append(f"| {r['source']} | {r['case']} | {kind} | {row['outputs']:,} | {row['differ']:,} | "
-                         f"{100 * row['fraction']:.4f} % | {row['max_codes']} |")
+            lines.append(f"| {r['op']} | {r['source']} | {r['case']} | {kind} | {row['outputs']:,} | "
+                         f"{row['differ']:,} | {100 * row['fraction']:.4f} % | {row['max_codes']} |")
     worst = max(row["fraction"] for r in results for row in r["rows"].values())
     codes = max(row["max_codes"] for r in results for row in r["rows"].values())
     lines += ["", f"Worst case: {100 * worst:.4f} % of outputs, at most {codes} code(s)."]
@@ -126,21 +182,33 @@ def main() -> int:
     ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results")
     args = ap.parse_args()
     results = []
+    qdq, qonnx = "ONNX QDQ (onnxruntime)", "QONNX (Brevitas, qonnx)"
     for i, (name, case) in enumerate(QDQ_CASES.items()):
         rows = measure(qdq_softmax(*case), case[0], args.events, 2.5, i)
-        results.append({"source": "ONNX QDQ (onnxruntime)", "case": name, "rows": rows})
+        results.append({"op": "softmax", "source": qdq, "case": name, "rows": rows})
         print(name, rows, flush=True)
     for n in (16, 32):
         with quiet():
             model = brevitas_softmax(n)
         rows = measure(model, n, args.events, 2.5, 100 + n)
-        results.append({"source": "QONNX (Brevitas, qonnx)", "case": f"N={n}, int8 fixed point -> uint8 fixed point",
+        results.append({"op": "softmax", "source": qonnx, "case": f"N={n}, int8 fixed point -> uint8 fixed point",
+                        "rows": rows})
+        print(n, rows, flush=True)
+    for i, (name, case) in enumerate(LN_CASES.items()):
+        rows = measure(qdq_layernorm(*case), case[0], args.events, 2.5, 200 + i)
+        results.append({"op": "layernorm", "source": qdq, "case": name, "rows": rows})
+        print(name, rows, flush=True)
+    for n in (16, 64):
+        with quiet():
+            model = brevitas_layernorm(n)
+        rows = measure(model, n, args.events, 2.5, 300 + n)
+        results.append({"op": "layernorm", "source": qonnx, "case": f"N={n}, int8 fixed point -> int8 fixed point",
                         "rows": rows})
         print(n, rows, flush=True)
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(), "events": args.events}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "softmax_mismatch.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    (args.out / "softmax_mismatch.md").write_text(render_md(meta, results) + "\n")
+    (args.out / "float_ops_mismatch.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    (args.out / "float_ops_mismatch.md").write_text(render_md(meta, results) + "\n")
     worst = max(row["fraction"] for r in results for row in r["rows"].values())
     codes = max(row["max_codes"] for r in results for row in r["rows"].values())
     print(f"worst {100 * worst:.4f} %, {codes} code(s)")
