@@ -6,9 +6,9 @@ ONNX QDQ (onnxruntime computes ``Softmax`` / ``LayerNormalization`` in float32, 
 half to even) and QONNX from Brevitas (qonnx runs them in onnxruntime between two ``Quant`` nodes) define these
 ops in float; nn2aie computes the integer algorithms of docs/numerics.md ("Softmax", "LayerNorm") in the logical
 model, the emulator and the tile C++ alike. Each case is a model built here (onnx.helper / Brevitas, seeded),
-compiled, and run on ``--events`` random events in the source framework and in nn2aie's emulator; the table gives the fraction of
-outputs whose code differs and the largest difference in codes (goal of issue 15: <= 0.1 %, never more than one
-code). Inputs: uniform over the input type's range ("uniform") and logits-like normal values ("peaked", std 2.5 in
+compiled, and run on ``--events`` random events in the source framework and in nn2aie's emulator; the table
+gives the fraction of outputs whose code differs and the largest difference in codes (goal of issue 15: <= 0.1 %,
+never more than one code). Inputs: uniform over the input type's range ("uniform") and logits-like normal values ("peaked", std 2.5 in
 real units, which the softmax then concentrates). Writes float_ops_mismatch.md / .json.
 """
 
