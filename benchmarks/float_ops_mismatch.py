@@ -8,8 +8,8 @@ ops in float; nn2aie computes the integer algorithms of docs/numerics.md ("Softm
 model, the emulator and the tile C++ alike. Each case is a model built here (onnx.helper / Brevitas, seeded),
 compiled, and run on ``--events`` random events in the source framework and in nn2aie's emulator; the table
 gives the fraction of outputs whose code differs and the largest difference in codes (goal of issue 15: <= 0.1 %,
-never more than one code). Inputs: uniform over the input type's range ("uniform") and logits-like normal values ("peaked", std 2.5 in
-real units, which the softmax then concentrates). Writes float_ops_mismatch.md / .json.
+never more than one code). Inputs: uniform over the input type's range ("uniform") and logits-like normal values
+("peaked", std 2.5 in real units, which the softmax then concentrates). Writes float_ops_mismatch.md / .json.
 """
 
 from __future__ import annotations
