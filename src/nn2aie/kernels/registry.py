@@ -15,13 +15,14 @@ def families() -> tuple[OpFamily, ...]:
     from nn2aie.kernels.conv.family import ConvFamily
     from nn2aie.kernels.dense.family import DenseFamily
     from nn2aie.kernels.eltwise.family import EltwiseFamily
+    from nn2aie.kernels.matmul.family import MatmulFamily
     from nn2aie.kernels.norm.family import NormFamily
     from nn2aie.kernels.reduce.family import ReduceFamily
     from nn2aie.kernels.softmax.family import SoftmaxFamily
     from nn2aie.kernels.view.family import ViewFamily
 
     return (DenseFamily(), EltwiseFamily(), ViewFamily(), ReduceFamily(), ConvFamily(), SoftmaxFamily(),
-            NormFamily())
+            NormFamily(), MatmulFamily())
 
 
 @cache
