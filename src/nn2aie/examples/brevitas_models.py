@@ -385,3 +385,124 @@ def make_ds_cnn(seed: int = 0, filters: int = 64, blocks: int = 4, classes: int 
         _seed_batchnorms(torch, model, seed + 1)
     model.eval()
     return model
+
+
+def _calibrated(torch: Any, model: Any, shape: tuple[int, ...], seed: int) -> Any:
+    """Seeded, activation ranges calibrated in train mode on three random batches, returned in eval mode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train()
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for _ in range(3):
+                model(torch.randn(16, *shape, generator=gen))
+    return model.eval()
+
+
+def make_brevitas_attention(tokens: int = 32, dim: int = 16, heads: int = 4, seed: int = 0) -> Any:
+    """A transformer encoder block over ``tokens`` particles of ``dim`` features in Brevitas with 8-bit fixed-point
+    quantizers: Q / K / V projections (QuantLinear), ``heads`` heads (``torch.matmul`` of the projections, scaled by
+    ``1 / sqrt(dim / heads)`` -- a power of two when the head size is a power of four), softmax, the weighted sum of
+    the values, the output projection, a residual add, LayerNorm, a GELU feed-forward (2 x dim) and a second residual
+    add; every float result goes through a QuantIdentity. Input [1, tokens, dim]."""
+    import math
+
+    torch = _require("torch")
+    qnn = _require("brevitas.nn")
+    quant = _require("brevitas.quant")
+    head = dim // heads
+
+    def q(act: Any = quant.Int8ActPerTensorFixedPoint) -> Any:
+        return qnn.QuantIdentity(act_quant=act)
+
+    def lin(i: int, o: int) -> Any:
+        return qnn.QuantLinear(i, o, bias=False, weight_quant=quant.Int8WeightPerTensorFixedPoint)
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qin = q()
+            self.wq, self.wk, self.wv = lin(dim, dim), lin(dim, dim), lin(dim, dim)
+            self.aq, self.ak, self.av = q(), q(), q()
+            self.scores, self.probs, self.context = q(), q(quant.Uint8ActPerTensorFixedPoint), q()
+            self.wo, self.oq, self.res1 = lin(dim, dim), q(), q()
+            self.norm, self.nq = torch.nn.LayerNorm(dim), q()
+            self.f1, self.f1q, self.gq = lin(dim, 2 * dim), q(), q()
+            self.f2, self.f2q, self.res2 = lin(2 * dim, dim), q(), q()
+
+        def split(self, t: Any) -> Any:  # [B, T, D] -> [B, H, T, D / H]
+            return t.reshape(-1, tokens, heads, head).transpose(1, 2)
+
+        def forward(self, x: Any) -> Any:
+            x = self.qin(x)
+            qh, kh, vh = (self.split(a(w(x))) for a, w in ((self.aq, self.wq), (self.ak, self.wk), (self.av, self.wv)))
+            s = self.scores(torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(head)))
+            c = self.context(torch.matmul(self.probs(torch.softmax(s, dim=-1)), vh))
+            h = self.res1(self.oq(self.wo(c.transpose(1, 2).reshape(-1, tokens, dim))) + x)
+            f = self.f1q(self.f1(self.nq(self.norm(h))))
+            return self.res2(self.f2q(self.f2(self.gq(torch.nn.functional.gelu(f)))) + h)
+
+    torch.manual_seed(seed)
+    block = Block()
+    with torch.no_grad():
+        block.norm.weight.uniform_(0.5, 1.5)
+        block.norm.bias.uniform_(-0.25, 0.25)
+    return _calibrated(torch, block, (tokens, dim), seed + 1)
+
+
+def make_brevitas_mixer(particles: int = 16, features: int = 16, blocks: int = 2, classes: int = 5,
+                        seed: int = 0) -> Any:
+    """An MLP-Mixer jet tagger in Brevitas (8-bit fixed point): ``blocks`` mixer blocks over ``particles`` x
+    ``features`` -- LayerNorm, token mixing (a GELU MLP over the particle axis of the transposed tensor), a residual
+    add; LayerNorm, channel mixing (a GELU MLP over the features), a residual add -- then the mean over particles and
+    a dense head. Input [1, particles, features]."""
+    torch = _require("torch")
+    qnn = _require("brevitas.nn")
+    quant = _require("brevitas.quant")
+
+    def q() -> Any:
+        return qnn.QuantIdentity(act_quant=quant.Int8ActPerTensorFixedPoint)
+
+    def lin(i: int, o: int) -> Any:
+        return qnn.QuantLinear(i, o, bias=False, weight_quant=quant.Int8WeightPerTensorFixedPoint)
+
+    class Mlp(torch.nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.a, self.aq, self.gq, self.b, self.bq = lin(width, 2 * width), q(), q(), lin(2 * width, width), q()
+
+        def forward(self, x: Any) -> Any:
+            return self.bq(self.b(self.gq(torch.nn.functional.gelu(self.aq(self.a(x))))))
+
+    class MixerBlock(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n1, self.n1q, self.tokens, self.r1 = torch.nn.LayerNorm(features), q(), Mlp(particles), q()
+            self.n2, self.n2q, self.channels, self.r2 = torch.nn.LayerNorm(features), q(), Mlp(features), q()
+
+        def forward(self, x: Any) -> Any:
+            t = self.tokens(self.n1q(self.n1(x)).transpose(1, 2)).transpose(1, 2)
+            x = self.r1(t + x)
+            return self.r2(self.channels(self.n2q(self.n2(x))) + x)
+
+    class Mixer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qin, self.embed, self.eq = q(), lin(features, features), q()
+            self.blocks = torch.nn.ModuleList([MixerBlock() for _ in range(blocks)])
+            self.pool, self.head, self.out = q(), lin(features, classes), q()
+
+        def forward(self, x: Any) -> Any:
+            x = self.eq(self.embed(self.qin(x)))
+            for block in self.blocks:
+                x = block(x)
+            return self.out(self.head(self.pool(x.mean(dim=1))))
+
+    torch.manual_seed(seed)
+    model = Mixer()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.25, 0.25)
+    return _calibrated(torch, model, (particles, features), seed + 1)

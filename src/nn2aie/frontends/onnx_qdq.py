@@ -1173,6 +1173,10 @@ class QdqParser:
     # -- dense ----------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
         where = self.where(node)
+        if node.op_type == "MatMul" and len(node.input) == 2 and not self.is_constant(node.input[0]) \
+                and not self.is_constant(node.input[1]):
+            self.on_matmul_of_activations(node)
+            return
         if self.is_constant(node.input[0]):
             raise UnsupportedOpError(where, f"multiplies the constant {node.input[0]} by an activation (W @ x)",
                                      "put the activation first (x @ W, transposing the weights)")
@@ -1217,6 +1221,50 @@ class QdqParser:
         codes = self.rows_in_logical_order(x, codes, node)
         layer = LinearLayer("dense", {}, x_shape[:-1] + (n,), (*x_shape[:-1], n))
         self.linear_layer(node, x, w, codes, bias_src, layer)
+
+    def on_matmul_of_activations(self, node: onnx.NodeProto) -> None:
+        """``MatMul`` of two quantized values ``[*L, M, K] @ [*L, K, N]`` (attention scores, weighted sums, token
+        mixing), optionally followed by ``Mul`` / ``Div`` by a power-of-two constant (a ``1 / sqrt(d)`` with ``d`` a
+        power of four), then one quantizer: a ``matmul`` op (exact sums, one requantisation)."""
+        where = self.where(node)
+        a, b = self.value(node.input[0], node), self.value(node.input[1], node)
+        for val, name in ((a, node.input[0]), (b, node.input[1])):
+            if self.off_grid(val.qtype):
+                raise UnsupportedQuantizationError(where, f"multiplies {name} of {val.qtype.describe()}: a product "
+                                                   "of two activations needs power-of-two scales with zero point 0 "
+                                                   "so far", _POW2_HINT)
+            if val.tensor in self.cl and len(self.cl[val.tensor]) > 1:
+                raise UnsupportedOpError(where, f"multiplies the channels-first conv result {name}",
+                                         "flatten or transpose it explicitly first")
+        sa, sb = self.shape(a), self.shape(b)
+        if len(sa) < 2 or len(sb) != len(sa) or sa[:-2] != sb[:-2] or sa[-1] != sb[-2]:
+            raise UnsupportedOpError(where, f"multiplies per-event shapes {list(sa)} @ {list(sb)}; nn2aie takes "
+                                     "[*L, M, K] @ [*L, K, N] with the same leading axes (no broadcasting)",
+                                     "reshape / transpose the operands to that form")
+        shift, last = 0, node
+        while True:  # power-of-two scalings of the float result before its quantizer
+            out = last.output[0]
+            users = [] if out in self.graph_outputs else self.users(out)
+            if len(users) != 1 or users[0].op_type not in ("Mul", "Div"):
+                break
+            step = users[0]
+            other = [i for i in step.input if i != out]
+            value = self.float_values(other[0]) if len(other) == 1 and self.is_constant(other[0]) else None
+            exponent = pow2_frac(float(np.asarray(value).reshape(-1)[0])) if value is not None and \
+                np.size(value) == 1 else None
+            if exponent is None or (step.op_type == "Div" and step.input[0] != out):
+                raise UnsupportedOpError(self.where(step), "scales a product of two activations by something other "
+                                         "than a power-of-two constant", "scale one operand before the MatMul (e.g. "
+                                         "the queries by 1 / sqrt(d)), or use a head size that is a power of four")
+            shift += exponent if step.op_type == "Mul" else -exponent
+            self.visit(step)
+            last = step
+        q, relu = self.quant_tail(last)
+        bound = sa[-1] * a.qtype.max_abs * b.qtype.max_abs
+        self.check_float32(bound, a.qtype.frac, b.qtype.frac)
+        name = self.op_name(node, "matmul")
+        self.quantized_result(node, name, "matmul", [a.tensor, b.tensor], (*sa[:-1], sb[-1]), q, relu,
+                              {"frac_shift": int(shift)} if shift else {})
 
     def linear_layer(self, node: onnx.NodeProto, x: QVal, w: QConst, codes: np.ndarray, bias_src,
                      layer: LinearLayer) -> None:

@@ -419,6 +419,10 @@ class QonnxParser(QonnxParams, QdqParser):
     # -- dense ------------------------------------------------------------------------------------------------
     def on_dense(self, node: onnx.NodeProto) -> None:
         where = self.where(node)
+        if node.op_type == "MatMul" and len(node.input) == 2 and not self.is_constant(node.input[0]) \
+                and not self.is_constant(node.input[1]):
+            self.on_matmul_of_activations(node)
+            return
         if self.is_constant(node.input[0]):
             raise UnsupportedOpError(where, f"the activation is the second operand ({node.input[0]} is a constant)",
                                      "the activation must be the first operand (x @ W)")
