@@ -42,6 +42,9 @@ SECTIONS = [  # (script, arguments, quick arguments, results file, what it is)
     ("float_ops_mismatch.py", [], ["--events", "2000"], "float_ops_mismatch.md",
      "measured on this machine (nn2aie's integer softmax and layer norm against the float ops of onnxruntime and "
      "qonnx)"),
+    ("attention_models.py", [], ["--events", "200"], "attention_models.md",
+     "modelled (tiles, latency, throughput, the softmax's share of the work), and measured on this machine (the "
+     "distance to the float source) -- transformer and mixer blocks"),
     ("compare_aie4ml.py", [], [], "compare_aie4ml.md", "measured on this machine, next to the public aie4ml 0.2.1"),
     ("compare_aie4ml_conv.py", [], [], "compare_aie4ml_conv.md",
      "measured on this machine (tiles), next to the public aie4ml 0.2.1 on convolutional models"),
