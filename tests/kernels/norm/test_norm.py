@@ -21,7 +21,7 @@ from nn2aie.kernels.norm.logical import params, rows
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from family_graphs import check  # noqa: E402
-from properties import run  # noqa: E402
+from norm_properties import run  # noqa: E402
 
 
 def norm_graph(n: int, x_t, y_t, per_event: int = 1, **attrs) -> Graph:

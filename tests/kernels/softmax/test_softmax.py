@@ -22,7 +22,7 @@ from nn2aie.passes.pipeline import CompileOptions, compile_graph
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from family_graphs import check  # noqa: E402
-from properties import run  # noqa: E402
+from softmax_properties import run  # noqa: E402
 
 
 def softmax_graph(n: int, x_t, y_t, per_event: int = 1) -> Graph:
