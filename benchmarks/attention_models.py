@@ -64,7 +64,8 @@ def row(model, batch: int, overrides: dict, events: int, seed: int) -> dict:
 
 
 def render_md(meta: dict, results: list[dict]) -> str:
-    lines = [f"Date {meta['date']}; machine: {meta['machine']['cpu']} ({meta['machine']['cores']} cores); nn2aie "
+    lines = ["# Transformer and mixer blocks: tiles, modelled latency, the softmax's share", "",
+             f"Date {meta['date']}; machine: {meta['machine']['cpu']} ({meta['machine']['cores']} cores); nn2aie "
              f"{meta['machine']['nn2aie']}; device xcve2802. Regenerate: `python benchmarks/attention_models.py`. "
              "Latency, throughput and cycles are modelled (the softmax, layer-norm and matmul cost models are "
              "stated instruction counts, not calibrated); the distance to the source is measured on "

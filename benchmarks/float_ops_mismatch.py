@@ -160,7 +160,8 @@ def measure(model, n: int, events: int, spread: float, seed: int) -> dict:
 
 
 def render_md(meta: dict, results: list[dict]) -> str:
-    lines = [f"Date {meta['date']}; machine: {meta['machine']['cpu']} ({meta['machine']['cores']} cores); nn2aie "
+    lines = ["# Softmax and LayerNorm against the float sources", "",
+             f"Date {meta['date']}; machine: {meta['machine']['cpu']} ({meta['machine']['cores']} cores); nn2aie "
              f"{meta['machine']['nn2aie']}. Regenerate: `python benchmarks/float_ops_mismatch.py`. {meta['events']:,} "
              "events per input distribution; the design equals nn2aie's logical model exactly (tests), the table "
              "compares it with the float source. Goal: <= 0.1 % of outputs, never more than one code.", "",
