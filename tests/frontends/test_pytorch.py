@@ -20,6 +20,7 @@ nn = torch.nn
 import nn2aie  # noqa: E402
 from nn2aie.api import compile_loaded  # noqa: E402
 from nn2aie.errors import IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError  # noqa: E402
+from nn2aie.passes.pipeline import CompileOptions  # noqa: E402
 
 JET = [16, 64, 32, 32, 5]
 WIDE = [384, 256, 200, 10]
@@ -295,11 +296,42 @@ def _cal(k: int = 8) -> np.ndarray:
     return _inputs(64, k, seed=0)
 
 
-def test_sigmoid_is_refused_with_the_module_path():
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 2)).eval()
+def test_leaky_relu_is_refused_with_the_module_path():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.LeakyReLU(), nn.Linear(8, 2)).eval()
     with pytest.raises(UnsupportedOpError) as err:
         nn2aie.from_pytorch(model, torch.randn(1, 8), calibration=_cal())
-    assert "model.3 (Sigmoid)" in str(err.value) and "nn.ReLU" in str(err.value)
+    assert "model.3 (LeakyReLU)" in str(err.value) and "nn.ReLU" in str(err.value)
+
+
+ACTIVATION_MODELS = {
+    # a jet tagger with GELU, LayerNorm, tanh and a softmax output
+    "gelu_layernorm_softmax": lambda: nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 32),
+                                                    nn.LayerNorm(32), nn.Tanh(), nn.Linear(32, 5), nn.Softmax(dim=-1)),
+    "every_table_activation": lambda: nn.Sequential(
+        nn.Linear(16, 16), nn.SiLU(), nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 8), nn.Hardswish(),
+        nn.Linear(8, 8), nn.ELU(), nn.Linear(8, 8), nn.Mish(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 8),
+        nn.Hardsigmoid(), nn.Linear(8, 4), nn.GELU(approximate="tanh")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATION_MODELS))
+def test_activations_softmax_and_layernorm_compile(name):
+    """Plain torch activations become lookup tables (bit-exact with the emitted QDQ model, which onnxruntime runs),
+    Softmax and LayerNorm nn2aie's integer algorithms (at most a few outputs one code away)."""
+    torch.manual_seed(0)
+    model = ACTIVATION_MODELS[name]().eval()
+    cal = torch.randn(512, 16)
+    compiled = compile_loaded(nn2aie.from_pytorch(model, cal[:1], calibration=cal), CompileOptions(batch=4))
+    kinds = [op.attrs.get("op", op.kind) for op in compiled.model.graph.ops]
+    assert kinds.count("lut") == (2 if name == "gelu_layernorm_softmax" else 8), kinds
+    x = np.random.default_rng(1).normal(0, 1, (2000, 16)).astype(np.float32)
+    ours, ref = compiled.emulate(x), compiled.reference(x)
+    if name == "every_table_activation":
+        assert np.array_equal(ours, ref)
+    else:
+        assert np.mean(ours != ref) <= 1e-3
+    report = compiled.native_cosim(x[:8])
+    assert report.kernels and all(k.match for k in report.kernels)
 
 
 def test_conv1d_is_refused_with_the_module_path():

@@ -5,7 +5,9 @@ Two paths, chosen from the module's contents:
 * **Brevitas** (any submodule from ``brevitas.nn``): the module already carries its quantizers. It is exported to
   QONNX in memory (``brevitas.export.export_qonnx``) and loaded by the QONNX frontend; the reference is qonnx's
   own execution of that export (equal to the Brevitas forward for fixed-point quantizers).
-* **plain torch** (``nn.Linear``, ``nn.ReLU``, ``nn.Identity``, ``nn.Dropout`` in eval mode, ``nn.Flatten``;
+* **plain torch** (``nn.Linear``, ``nn.ReLU``, ``nn.Identity``, ``nn.Dropout`` in eval mode, ``nn.Flatten``,
+  the activations ``nn.Sigmoid`` / ``Tanh`` / ``GELU`` / ``SiLU`` / ``ELU`` / ``Hardswish`` / ``Hardsigmoid`` /
+  ``Mish`` / ``Softplus`` (and their functional forms), ``nn.Softmax(dim=-1)``, ``nn.LayerNorm(features)``;
   in a custom ``forward`` also ``F.relu`` / ``torch.relu`` / ``.relu()``, ``a + b`` / ``torch.add`` of two tensors
   (residuals), ``torch.cat``, ``torch.mean`` / ``torch.sum`` / ``.mean()`` / ``.sum()`` over feature axes,
   ``torch.flatten(x, 1)``, ``.reshape`` / ``.view`` / ``torch.reshape`` with integer sizes): a DAG traced with
@@ -56,13 +58,9 @@ _HINT_MLP = ("nn2aie's PyTorch frontend takes MLPs made of nn.Linear, nn.ReLU, n
              "nn.Flatten before the first Linear; use nn.ReLU for activations, flatten inputs yourself, or export a "
              "quantized ONNX QDQ / Brevitas QONNX model")
 _NEAREST = {
-    "Sigmoid": "nn.ReLU (the only activation the AIE-ML dense kernels implement)",
-    "Tanh": "nn.ReLU (the only activation the AIE-ML dense kernels implement)",
-    "GELU": "nn.ReLU", "SiLU": "nn.ReLU", "ELU": "nn.ReLU", "LeakyReLU": "nn.ReLU", "ReLU6": "nn.ReLU",
-    "Hardtanh": "nn.ReLU", "Softmax": "drop the Softmax from the compiled model and apply it on the host",
-    "LogSoftmax": "drop it from the compiled model and apply it on the host",
+    "LeakyReLU": "nn.ReLU", "ReLU6": "nn.ReLU", "Hardtanh": "nn.ReLU",
+    "LogSoftmax": "nn.Softmax(dim=-1), or apply it on the host",
     "BatchNorm1d": "place it right before or after an nn.Linear (it is folded into it)",
-    "LayerNorm": "remove it or fold a fixed affine transform into an nn.Linear",
     "Conv1d": "nn.Linear on flattened inputs (dense layers only)",
     "Conv2d": "nn.Linear on flattened inputs (dense layers only)",
     "LSTM": "an unrolled MLP of nn.Linear + nn.ReLU", "GRU": "an unrolled MLP of nn.Linear + nn.ReLU",
@@ -347,11 +345,55 @@ def _fold_relus(nodes: list[_Node], outputs: list[int]) -> None:
     outputs[:] = [renum[o] for o in outputs]
 
 
+def _functions(nn: Any, F: Any, torch: Any) -> dict:
+    """Elementwise activation modules and functions: (ONNX op, its attributes, the torch function for calibration,
+    whether the result is non-negative). The QDQ frontend compiles each into a lookup table that onnxruntime fills
+    on every input code (bit-exact with the emitted model)."""
+    return {
+        nn.Sigmoid: ("Sigmoid", {}, torch.sigmoid, True), nn.Tanh: ("Tanh", {}, torch.tanh, False),
+        nn.SiLU: ("SiLU", {}, F.silu, False), nn.Hardswish: ("HardSwish", {}, F.hardswish, False),
+        nn.Hardsigmoid: ("HardSigmoid", {"alpha": 1.0 / 6, "beta": 0.5}, F.hardsigmoid, True),
+        nn.Mish: ("Mish", {}, F.mish, False), nn.Softplus: ("Softplus", {}, F.softplus, True),
+        torch.sigmoid: ("Sigmoid", {}, torch.sigmoid, True), torch.tanh: ("Tanh", {}, torch.tanh, False),
+        F.silu: ("SiLU", {}, F.silu, False), F.hardswish: ("HardSwish", {}, F.hardswish, False),
+        F.mish: ("Mish", {}, F.mish, False), F.softplus: ("Softplus", {}, F.softplus, True),
+    }
+
+
+def _function_node(spec: tuple, path: str) -> tuple[str, str, None, dict]:
+    op, attrs, fn, positive = spec
+    return "function", path, None, {"onnx": op, "onnx_attrs": attrs, "fn": fn, "positive": positive}
+
+
 def _classify(node: Any, gm: Any, nn: Any, F: Any, torch: Any) -> tuple[str, str, Any, dict]:
     """(label, path, module or None, attributes) of one traced call."""
+    functions = _functions(nn, F, torch)
     if node.op == "call_module":
         path = str(node.target)
         mod = gm.get_submodule(path)
+        if type(mod) in functions:
+            if isinstance(mod, nn.Softplus) and (mod.beta != 1 or mod.threshold != 20):
+                raise UnsupportedOpError(_where(path, mod), "Softplus with beta or threshold other than 1 / 20",
+                                         "use nn.Softplus()")
+            return _function_node(functions[type(mod)], path)
+        if isinstance(mod, nn.GELU):
+            fn = F.gelu if mod.approximate == "none" else (lambda x: F.gelu(x, approximate="tanh"))
+            return _function_node(("Gelu", {"approximate": mod.approximate}, fn, False), path)
+        if isinstance(mod, nn.ELU):
+            alpha = float(mod.alpha)
+            return _function_node(("Elu", {"alpha": alpha}, lambda x: F.elu(x, alpha), False), path)
+        if isinstance(mod, nn.Softmax):
+            if mod.dim not in (-1, None):
+                raise UnsupportedOpError(_where(path, mod), f"softmax over dim {mod.dim}", "use nn.Softmax(dim=-1)")
+            return "softmax", path, mod, {}
+        if isinstance(mod, nn.LayerNorm):
+            if len(mod.normalized_shape) != 1:
+                raise UnsupportedOpError(_where(path, mod), f"normalises over {list(mod.normalized_shape)}",
+                                         "normalise over the last axis only (nn.LayerNorm(features))")
+            weight = mod.weight.detach().to(torch.float64).cpu().numpy() if mod.weight is not None else None
+            bias = mod.bias.detach().to(torch.float64).cpu().numpy() if mod.bias is not None else None
+            return "layernorm", path, mod, {"eps": float(mod.eps), "weight": weight, "bias": bias,
+                                            "n": int(mod.normalized_shape[0])}
         if isinstance(mod, nn.Linear):
             return "linear", path, mod, {}
         if isinstance(mod, nn.ReLU):
@@ -384,6 +426,8 @@ def _classify(node: Any, gm: Any, nn: Any, F: Any, torch: Any) -> tuple[str, str
         fname = getattr(target, "__name__", str(target))
         if target in (F.relu, torch.relu, torch.relu_):
             return "relu", node.name, None, {}
+        if target in functions and not kwargs and len(args) == 1:
+            return _function_node(functions[target], node.name)
         if target is torch.flatten and _flatten_args_ok(node):
             return "flatten", node.name, None, {}
         if target in (operator.add, torch.add):
@@ -487,6 +531,23 @@ def _calibrate(nodes: list[_Node], x_cal: np.ndarray) -> None:
                 v = np.maximum(v, 0.0)
         elif n.kind == "relu":
             v = np.maximum(vals[0], 0.0)
+        elif n.kind == "function":
+            import torch
+
+            v = n.attrs["fn"](torch.from_numpy(vals[0])).numpy()
+        elif n.kind == "softmax":
+            e = np.exp(vals[0] - vals[0].max(axis=-1, keepdims=True))
+            v = e / e.sum(axis=-1, keepdims=True)
+        elif n.kind == "layernorm":
+            x = vals[0]
+            if x.shape[-1] != n.attrs["n"]:
+                raise IllegalConfigError(n.where, f"normalises {n.attrs['n']} features, gets {x.shape[-1]}",
+                                         "pass an input the module accepts")
+            v = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + n.attrs["eps"])
+            if n.attrs["weight"] is not None:
+                v = v * n.attrs["weight"]
+            if n.attrs["bias"] is not None:
+                v = v + n.attrs["bias"]
         elif n.kind == "add":
             if vals[0].shape != vals[1].shape:
                 raise UnsupportedOpError(n.where, f"adds shapes {list(vals[0].shape[1:])} and "
@@ -666,6 +727,27 @@ def _emit_qdq(nodes: list[_Node], outputs: list[int], act_bits: int, weight_bits
         elif n.kind == "relu":
             onodes.append(helper.make_node("Relu", ins, [f"{p}_out"], name=p))
             requant(k, f"{p}_out", p, relu_t)
+        elif n.kind == "function":
+            op = n.attrs["onnx"]
+            if op == "SiLU":  # x * sigmoid(x)
+                onodes.append(helper.make_node("Sigmoid", ins, [f"{p}_sigmoid"], name=f"{p}_sigmoid"))
+                onodes.append(helper.make_node("Mul", [ins[0], f"{p}_sigmoid"], [f"{p}_out"], name=p))
+            else:
+                onodes.append(helper.make_node(op, ins, [f"{p}_out"], name=p, **n.attrs["onnx_attrs"]))
+            requant(k, f"{p}_out", p, relu_t if n.attrs["positive"] else signed_t)
+        elif n.kind == "softmax":
+            onodes.append(helper.make_node("Softmax", ins, [f"{p}_out"], name=p, axis=-1))
+            requant(k, f"{p}_out", p, relu_t)
+        elif n.kind == "layernorm":
+            size = n.attrs["n"]
+            extra = []
+            for part, default in (("weight", 1.0), ("bias", 0.0)):
+                values = n.attrs[part] if n.attrs[part] is not None else np.full(size, default)
+                inits.append(numpy_helper.from_array(np.asarray(values, np.float32), f"{p}_{part}"))
+                extra.append(f"{p}_{part}")
+            onodes.append(helper.make_node("LayerNormalization", [ins[0], *extra], [f"{p}_out"], name=p, axis=-1,
+                                           epsilon=n.attrs["eps"]))
+            requant(k, f"{p}_out", p, signed_t)
         elif n.kind == "add":
             onodes.append(helper.make_node("Add", ins, [f"{p}_out"], name=p))
             requant(k, f"{p}_out", p, signed_t)
