@@ -415,8 +415,37 @@ class _Converter:
         self.emit(layer.name, "pool", [src], y, {"op": "max", **geo, "ceil_mode": False})
         self.env[out] = self.cast(y, self.result_type(layer), f"{layer.name}_cast", layer.name)
 
+    def _table_activation(self, layer, out: str, function: str) -> None:
+        """sigmoid / tanh: hls4ml's own C++ run on every input code gives the table
+        (frontends/hls4ml_tables.py), an eltwise ``lut``."""
+        from nn2aie.frontends.float_functions import trimmed_table
+        from nn2aie.frontends.hls4ml_tables import activation_codes
+
+        if layer.inputs[0] in self.pending:  # a Dense that waited for a ReLU: it keeps its own result type
+            p = self.pending.pop(layer.inputs[0])
+            self.env[layer.inputs[0]] = self.emit_dense(p, p.name, p.result_t, "linear", p.name)
+        src = self.env[layer.inputs[0]]
+        in_t = self.type_of(src)
+        out_t = fixed_type(layer.get_output_variable().type.precision, f"hls4ml layer {layer.name} result")
+        table_t = fixed_type(layer.get_attr("table_t").precision, f"hls4ml layer {layer.name} table_t")
+        codes = np.arange(in_t.min_code, in_t.max_code + 1, dtype=np.int64)
+        outs = activation_codes(function, in_t, out_t, int(layer.get_attr("table_size", 1024)), table_t)
+        lo, table = trimmed_table(codes, outs)
+        tname = self.new_tensor(f"{layer.name}_table", (int(table.size),), out_t, layer.name)
+        self.tensors[tname] = Tensor(tname, (int(table.size),), out_t, data=table, origin=layer.name)
+        self.env[out] = self.new_tensor(layer.name, self.tensors[src].shape, out_t, layer.name)
+        self.emit(layer.name, "eltwise", [src, tname], layer.name, {"op": "lut", "lo": int(lo),
+                                                                     "function": f"hls4ml {function}"})
+
     def _activation(self, layer, out: str) -> None:
         act = _activation_kind(layer)
+        function = str(layer.get_attr("activation", "")).lower()
+        if act is None and _layer_class(layer) == "Activation":
+            from nn2aie.frontends.hls4ml_tables import FUNCTIONS
+
+            if function in FUNCTIONS:
+                self._table_activation(layer, out, function)
+                return
         if act is None:
             what = f"activation '{layer.get_attr('activation')}'"
             if _layer_class(layer) == "ParametrizedActivation" or layer.get_attr("activ_param") is not None:
