@@ -1,9 +1,14 @@
-"""hls4ml table activations through the nn2aie backend plugin: ``sigmoid`` / ``tanh`` Activation layers become
+"""hls4ml table activations through the nn2aie backend plugin: ``sigmoid`` / ``tanh`` (torch models) and
+``softplus`` / ``softsign`` / ``selu`` (Keras 3 models) Activation layers become
 lookup tables that hls4ml's own C++ (nnet_activation.h, with the layer's types and table size) fills on every input
 code, so ``predict`` equals hls4ml's Vitis C simulation exactly (>= 1000 inputs that hit the input type's ties and
 overflow)."""
 
 from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # as tests/frontends/test_keras3_hls4ml.py: before keras is imported
 
 import shutil
 import sys
@@ -55,3 +60,33 @@ def test_table_activations_equal_hls4ml_csim(name, tmp_path):
     bad = np.argwhere(got != want)
     assert not len(bad), f"{len(bad)} outputs differ, first at {bad[0].tolist()}"
     assert len(np.unique(got)) > 20
+
+
+def keras_convert(act: str, backend: str, out_dir: str):
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, name="d1"),
+                              keras.layers.Activation(act, name="a1"), keras.layers.Dense(4, name="d2")])
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
+    layers = cfg["LayerName"]
+    for key in layers:
+        layers[key].setdefault("Precision", {})
+    layers[next(iter(layers))]["Precision"]["result"] = CASE.x_t
+    for name, result in (("d1", DENSE_T), ("d2", CASE.out_t)):
+        layers[name]["Precision"].update(weight=plugin.WEIGHT_T, bias=plugin.BIAS_T, accum=plugin.WIDE_T,
+                                         result=result)
+    layers["a1"]["Precision"]["result"] = "ap_fixed<8,2,AP_RND,AP_SAT>"
+    return hls4ml.converters.convert_from_keras_model(model, output_dir=out_dir, backend=backend,
+                                                      io_type="io_parallel", hls_config=cfg)
+
+
+@needs_gxx
+@pytest.mark.parametrize("act", ["softplus", "softsign", "selu"])
+def test_keras_table_activations_equal_hls4ml_csim(act, tmp_path):
+    vitis = keras_convert(act, "Vitis", str(tmp_path / "vitis"))
+    vitis.compile()
+    ours = keras_convert(act, "nn2aie", str(tmp_path / "aie"))
+    ours.compile()
+    x = np.random.default_rng(0).normal(0, 3, (1200, 16))
+    want, got = vitis.predict(x), ours.predict(x)
+    assert np.array_equal(got, want) and len(np.unique(got)) > 20

@@ -416,7 +416,7 @@ class _Converter:
         self.env[out] = self.cast(y, self.result_type(layer), f"{layer.name}_cast", layer.name)
 
     def _table_activation(self, layer, out: str, function: str) -> None:
-        """sigmoid / tanh: hls4ml's own C++ run on every input code gives the table
+        """sigmoid / tanh / softplus / softsign / selu: hls4ml's own C++ run on every input code gives the table
         (frontends/hls4ml_tables.py), an eltwise ``lut``."""
         from nn2aie.frontends.float_functions import trimmed_table
         from nn2aie.frontends.hls4ml_tables import activation_codes

@@ -1,6 +1,6 @@
 """hls4ml's own activation functions run on every input code: the lookup table of an ``Activation`` layer.
 
-hls4ml computes sigmoid and tanh (and softplus, softsign, selu, elu) by indexing a table it fills at start-up in C++
+hls4ml computes sigmoid, tanh, softplus, softsign and selu by indexing a table it fills at start-up in C++
 (``nnet_activation.h``: the index is a function of the input's value, the entry a ``table_t`` value, the result
 cast into the layer's ``res_T``). The output code is therefore a function of the input code, and nn2aie gets it
 from hls4ml itself: a small C++ program includes hls4ml's ``nnet_utils`` and ``ap_types`` headers (shipped inside
@@ -22,9 +22,9 @@ import numpy as np
 from nn2aie.errors import MissingToolError, UnsupportedOpError
 from nn2aie.ir.types import FixedType
 
-# hls4ml activation name -> whether its nnet function takes a parameter (the ones checked against hls4ml's C
-# simulation; softplus / softsign / selu / elu use the same machinery but are not checked yet)
-FUNCTIONS = {"sigmoid": False, "tanh": False}
+# hls4ml activation name -> whether its nnet function takes a parameter (each checked against hls4ml's C
+# simulation: tests/frontends/test_hls4ml_activations.py; elu takes a param_t alpha, not read here yet)
+FUNCTIONS = {"sigmoid": False, "tanh": False, "softplus": False, "softsign": False, "selu": False}
 _AP_ROUNDING = {"RND_CONV": "AP_RND_CONV", "RND": "AP_RND", "TRN": "AP_TRN", "TRN_ZERO": "AP_TRN_ZERO",
                 "RND_ZERO": "AP_RND_ZERO", "RND_INF": "AP_RND_INF", "RND_MIN_INF": "AP_RND_MIN_INF"}
 _AP_OVERFLOW = {"SAT": "AP_SAT", "WRAP": "AP_WRAP", "SAT_SYM": "AP_SAT_SYM", "SAT_ZERO": "AP_SAT_ZERO"}
