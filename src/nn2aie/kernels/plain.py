@@ -22,6 +22,7 @@ only uses those names.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ import jinja2
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import InternalCheckError
+from nn2aie.errors import DoesNotFitError, IllegalConfigError, InternalCheckError
 from nn2aie.ir.execution import ceil_div
 from nn2aie.ir.physical import BufferAlloc, Kernel, SpatialView, dtype_bytes
 from nn2aie.kernels.family import NativeRun, PortSpec
@@ -63,6 +64,80 @@ def column_slices(width: int, parts: int, align: int) -> list[tuple[int, int]] |
     if (parts - 1) * per >= width:
         return None
     return [(p * per, per) for p in range(parts)]
+
+
+def validate_cas_num(layer: str, override: dict) -> None:
+    """The ``cas_num`` override of the plain families must be a positive whole number of tiles."""
+    if "cas_num" in override and (type(override["cas_num"]) is not int or override["cas_num"] < 1):
+        raise IllegalConfigError(f"override for layer {layer}", f"cas_num {override['cas_num']!r} is not a "
+                                 "positive integer", "give cas_num as a whole number of tiles, e.g. 2")
+
+
+def tile_budget(device: Device) -> int:
+    """Bytes of a tile's data memory left for an op's buffers (stack, heap and alignment slack taken off)."""
+    return device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
+        int(device.fact("heap_bytes_default")) - 8 * ALIGN
+
+
+def row_pieces_limit(device: Device) -> int:
+    """Tiles a whole-row op shares its rows over at most: a memory tile's DMA ports per buffer."""
+    return min(device.fact("memtile_dma_channels").values())
+
+
+def share_rows(op: str, total: int, per_event: int, width: int, need: Callable[[int], int], device: Device,
+               override: dict | None) -> tuple[int, int]:
+    """``(rows per tile, pieces)`` for an op whose tiles each take whole rows of its ``total`` rows: the fewest
+    pieces (whole events or bands, ``piece_rows``) whose buffers (``need(rows)`` bytes) fit a tile, or the
+    user's ``cas_num``; typed refusals with the sizes."""
+    budget = tile_budget(device)
+    forced = int(override["cas_num"]) if override and "cas_num" in override else None
+    limit = row_pieces_limit(device)
+    for pieces in [forced] if forced else range(1, limit + 1):
+        rows = total if pieces == 1 else piece_rows(total, per_event, pieces)
+        if rows is None:
+            if forced:
+                raise IllegalConfigError(f"override for layer {op}", f"cas_num {pieces} does not share {total} "
+                                         "rows into equal pieces of whole events or bands (multiples of 4 rows)",
+                                         "use a divisor of the batch, e.g. 2")
+            continue
+        if need(rows) <= budget:
+            return rows, pieces
+        if forced:
+            raise DoesNotFitError(f"op {op}", f"{pieces} tile(s) of {rows} rows x {width} columns need "
+                                  f"{need(rows)} B, a tile has {budget} B free",
+                                  "use more tiles (cas_num) or a smaller batch")
+    raise DoesNotFitError(f"op {op}", f"{total} rows of {width} columns do not fit a tile, nor shared out over up "
+                          f"to {limit} tiles", "use a smaller batch")
+
+
+def grow_rows(rows: int, pieces: int, per_event: int, device: Device) -> dict | None:
+    """The DSE step of a whole-row op: twice the pieces, where they still share the rows evenly."""
+    more = pieces * 2
+    if more <= row_pieces_limit(device) and piece_rows(rows * pieces, per_event, more):
+        return {"cas_num": more}
+    return None
+
+
+def row_ports(rows: int, per_event: int, pieces: int, piece: int, width: int, in_dtype: str,
+              out_dtype: str) -> list[PortSpec]:
+    """One input and one output port of whole rows ``[rows, width]`` (piece ``piece`` of ``pieces``)."""
+    view = piece_view(rows, per_event, pieces, piece)
+    return [PortSpec("in0", "in", 0, 0, width, None, in_dtype, rows, view),
+            PortSpec("out", "out", 0, 0, width, None, out_dtype, rows, view)]
+
+
+def row_port_slices(rows: int, per_event: int, pieces: int, width: int) -> list[tuple]:
+    """``port_slices`` of a whole-row op: one slice of every column, one window per piece."""
+    if pieces == 1:
+        return [(0, width)]
+    views = [piece_view(rows, per_event, pieces, p) for p in range(pieces)]
+    return [(0, width, p, v.events if v is not None else None) for p, v in enumerate(views)]
+
+
+def word_padded_width(columns: int, dtype: str) -> int:
+    """Columns of a row padded to whole 32-bit words (the DMA granularity)."""
+    per_word = max(1, 4 // dtype_bytes(dtype))
+    return ceil_div(columns, per_word) * per_word
 
 
 def piece_rows(total: int, per_event: int, pieces: int) -> int | None:

@@ -87,9 +87,7 @@ class EltwiseFamily(OpFamily):
     # -- planning -----------------------------------------------------------------------------------------------
     def validate_override(self, layer: str, override: dict) -> None:
         super().validate_override(layer, override)
-        if "cas_num" in override and (type(override["cas_num"]) is not int or override["cas_num"] < 1):
-            raise IllegalConfigError(f"override for layer {layer}", f"cas_num {override['cas_num']!r} is not a "
-                                     "positive integer", "give cas_num as a whole number of tiles, e.g. 2")
+        plain.validate_cas_num(layer, override)
 
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         for t in [op.inputs[0]] + ([op.inputs[1]] if len(op.inputs) > 1 else []):
@@ -111,8 +109,7 @@ class EltwiseFamily(OpFamily):
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
                     override: dict | None) -> None:
         x = _e(e)
-        budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
-            int(device.fact("heap_bytes_default")) - 8 * plain.ALIGN
+        budget = plain.tile_budget(device)
         if override and "cas_num" in override:
             parts = int(override["cas_num"])
             slices = plain.column_slices(x.width, parts, COLUMN_ALIGN)

@@ -98,9 +98,7 @@ class MatmulFamily(OpFamily):
     # -- planning -----------------------------------------------------------------------------------------------
     def validate_override(self, layer: str, override: dict) -> None:
         super().validate_override(layer, override)
-        if "cas_num" in override and (type(override["cas_num"]) is not int or override["cas_num"] < 1):
-            raise IllegalConfigError(f"override for layer {layer}", f"cas_num {override['cas_num']!r} is not a "
-                                     "positive integer", "give cas_num as a whole number of tiles, e.g. 2")
+        plain.validate_cas_num(layer, override)
 
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         a, b, y = (graph.tensor(t) for t in (*op.inputs, op.outputs[0]))
@@ -114,7 +112,7 @@ class MatmulFamily(OpFamily):
         epi = plan_epilogue(y.type, logical.acc_frac(graph, op), "acc32", False, bound, device, where)
         m, k, n = int(a.shape[-2]), int(a.shape[-1]), int(b.shape[-1])
         return MatmulExec(op=op.name, mats=math.prod(a.shape[:-2]), batch=batch, m=m, k=k, n=n,
-                          kp=plain_width(k, a.type.container), np_=ceil_div(n, LANES) * LANES,
+                          kp=plain.word_padded_width(k, a.type.container), np_=ceil_div(n, LANES) * LANES,
                           a_dtype=a.type.container, b_dtype=b.type.container, out_dtype=y.type.container,
                           acc="acc32", epilogue=asdict(epi))
 
@@ -133,11 +131,10 @@ class MatmulFamily(OpFamily):
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
                     override: dict | None) -> None:
         x = _m(e)
-        budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
-            int(device.fact("heap_bytes_default")) - 8 * plain.ALIGN
+        budget = plain.tile_budget(device)
         total = x.batch * x.mats
         forced = int(override["cas_num"]) if override and "cas_num" in override else None
-        channels = min(device.fact("memtile_dma_channels").values())
+        channels = plain.row_pieces_limit(device)
         for pieces in [forced] if forced else range(1, channels + 1):
             if not self._shares(x, pieces):
                 if forced:
@@ -286,8 +283,3 @@ class MatmulFamily(OpFamily):
         return {"op": "matmul", "matrices": x.mats, "m": x.m, "k": x.k, "n": x.n, "acc": x.acc,
                 "shift": x.epi().shift, "rounding": x.epi().rounding, "saturation": x.epi().saturation}
 
-
-def plain_width(columns: int, dtype: str) -> int:
-    """Columns of a row padded to whole 32-bit words (the DMA granularity)."""
-    per_word = max(1, 4 // dtype_bytes(dtype))
-    return ceil_div(columns, per_word) * per_word

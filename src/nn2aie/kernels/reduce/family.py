@@ -58,9 +58,7 @@ class ReduceFamily(OpFamily):
     # -- planning -----------------------------------------------------------------------------------------------
     def validate_override(self, layer: str, override: dict) -> None:
         super().validate_override(layer, override)
-        if "cas_num" in override and (type(override["cas_num"]) is not int or override["cas_num"] < 1):
-            raise IllegalConfigError(f"override for layer {layer}", f"cas_num {override['cas_num']!r} is not a "
-                                     "positive integer", "give cas_num as a whole number of tiles, e.g. 2")
+        plain.validate_cas_num(layer, override)
 
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         return plan(graph, op, device, batch)
@@ -73,8 +71,7 @@ class ReduceFamily(OpFamily):
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
                     override: dict | None) -> None:
         x = _r(e)
-        budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
-            int(device.fact("heap_bytes_default")) - 8 * plain.ALIGN
+        budget = plain.tile_budget(device)
         choices = [int(override["cas_num"])] if override and "cas_num" in override else \
             range(1, ceil_div(x.width, COLUMN_ALIGN) + 1)
         for parts in choices:

@@ -15,10 +15,10 @@ import jinja2
 import numpy as np
 
 from nn2aie.devices import Device
-from nn2aie.errors import DoesNotFitError, IllegalConfigError, UnsupportedQuantizationError
+from nn2aie.errors import UnsupportedQuantizationError
 from nn2aie.ir.execution import OpExec, ceil_div, rows_per_event
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.physical import BufferAlloc, Kernel, SpatialView, dtype_bytes
+from nn2aie.ir.physical import BufferAlloc, Kernel, dtype_bytes
 from nn2aie.kernels import plain
 from nn2aie.kernels.family import Fail, KernelInstance, NativeRun, OpFamily, PortSpec
 from nn2aie.kernels.softmax import logical
@@ -107,9 +107,7 @@ class SoftmaxFamily(OpFamily):
     # -- planning -----------------------------------------------------------------------------------------------
     def validate_override(self, layer: str, override: dict) -> None:
         super().validate_override(layer, override)
-        if "cas_num" in override and (type(override["cas_num"]) is not int or override["cas_num"] < 1):
-            raise IllegalConfigError(f"override for layer {layer}", f"cas_num {override['cas_num']!r} is not a "
-                                     "positive integer", "give cas_num as a whole number of tiles, e.g. 2")
+        plain.validate_cas_num(layer, override)
 
     def plan(self, graph: Graph, op: Op, device: Device, batch: int, override: dict) -> OpExec:
         x, y = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
@@ -132,34 +130,13 @@ class SoftmaxFamily(OpFamily):
     def parallelise(self, graph: Graph, e: OpExec, device: Device, max_weight_bytes: int,
                     override: dict | None) -> None:
         x = _s(e)
-        budget = device.data_memory_bytes - int(device.fact("stack_bytes_default")) - \
-            int(device.fact("heap_bytes_default")) - 8 * plain.ALIGN
-        total = x.rows
-        forced = int(override["cas_num"]) if override and "cas_num" in override else None
-        channels = min(device.fact("memtile_dma_channels").values())  # a memory tile's ports per buffer
-        for pieces in [forced] if forced else range(1, channels + 1):
-            rows = total if pieces == 1 else plain.piece_rows(total, x.event_rows, pieces)
-            if rows is None:
-                if forced:
-                    raise IllegalConfigError(f"override for layer {x.op}", f"cas_num {pieces} does not share "
-                                             f"{total} rows into equal pieces of whole events or bands (multiples "
-                                             "of 4 rows)", "use a divisor of the batch, e.g. 2")
-                continue
-            if self._bytes(x, rows) <= budget or forced:
-                if self._bytes(x, rows) > budget:
-                    raise DoesNotFitError(f"op {x.op}", f"{pieces} tile(s) of {rows} rows x {x.slice} columns need "
-                                          f"{self._bytes(x, rows)} B, a tile has {budget} B free",
-                                          "use more tiles (cas_num) or a smaller batch")
-                x.rows, x.pieces, x.cas_num, x.override = rows, pieces, pieces, forced is not None
-                return
-        raise DoesNotFitError(f"op {x.op}", f"{total} rows of {x.slice} columns do not fit a tile, nor shared out "
-                              f"over up to {channels} tiles", "use a smaller batch")
+        x.rows, x.pieces = plain.share_rows(x.op, x.rows, x.event_rows, x.slice, lambda rows: self._bytes(x, rows),
+                                            device, override)
+        x.cas_num, x.override = x.pieces, bool(override and "cas_num" in override)
 
     def grow(self, e: OpExec, device: Device) -> dict | None:
         x = _s(e)
-        if x.pieces * 2 <= device.compute_rows and plain.piece_rows(x.rows * x.pieces, x.event_rows, x.pieces * 2):
-            return {"cas_num": x.pieces * 2}
-        return None
+        return plain.grow_rows(x.rows, x.pieces, x.event_rows, device)
 
     # -- physical -----------------------------------------------------------------------------------------------
     def partition(self, graph: Graph, op: Op, e: OpExec, device: Device, layer_id: str) -> list[Kernel]:
@@ -173,21 +150,13 @@ class SoftmaxFamily(OpFamily):
             kernels.append(k)
         return kernels
 
-    def _view(self, x: SoftmaxExec, piece: int) -> SpatialView | None:
-        return plain.piece_view(x.rows, x.event_rows, x.pieces, piece)
-
     def ports(self, e: OpExec, kernel: Kernel) -> list[PortSpec]:
         x = _s(e)
-        view = self._view(x, kernel.k_start)
-        return [PortSpec("in0", "in", 0, 0, x.slice, None, x.a_dtype, x.rows, view),
-                PortSpec("out", "out", 0, 0, x.slice, None, x.out_dtype, x.rows, view)]
+        return plain.row_ports(x.rows, x.event_rows, x.pieces, kernel.k_start, x.slice, x.a_dtype, x.out_dtype)
 
     def port_slices(self, e: OpExec, direction: str, index: int = 0) -> list[tuple]:
         x = _s(e)
-        if x.pieces == 1:
-            return [(0, x.slice)]
-        views = [self._view(x, p) for p in range(x.pieces)]
-        return [(0, x.slice, p, v.events if v is not None else None) for p, v in enumerate(views)]
+        return plain.row_port_slices(x.rows, x.event_rows, x.pieces, x.slice)
 
     def memory_map(self, e: OpExec, kernel: Kernel, device: Device, skip: frozenset[str]) -> list[BufferAlloc]:
         x = _s(e)

@@ -20,19 +20,13 @@ from typing import ClassVar
 import numpy as np
 
 from nn2aie.errors import UnsupportedOpError
-from nn2aie.ir.execution import OpExec, ceil_div, rows_per_event
+from nn2aie.ir.execution import OpExec, rows_per_event
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.physical import dtype_bytes
+from nn2aie.kernels.plain import word_padded_width
 from nn2aie.kernels.view import logical
 
 LANES = 16
 MAX_TABLE = 4096  # index entries per event (int32 each): at most 16 KB of the tile's data memory
-
-
-def padded_width(columns: int, dtype: str) -> int:
-    """Columns of a row padded to whole 32-bit words (the DMA granularity)."""
-    per_word = max(1, 4 // dtype_bytes(dtype))
-    return ceil_div(columns, per_word) * per_word
 
 
 @dataclass
@@ -91,10 +85,10 @@ def plan(graph: Graph, op: Op, batch: int, reads: list[str] | None = None) -> Vi
     dtype = y.type.container
     in_rows = [rows_per_event(tuple(t.shape)) for t in ins]
     in_cols = [int(t.shape[-1]) if t.shape else 1 for t in ins]
-    in_widths = [padded_width(c, dtype) for c in in_cols]
+    in_widths = [word_padded_width(c, dtype) for c in in_cols]
     out_rows = rows_per_event(tuple(y.shape))
     out_cols = int(y.shape[-1]) if y.shape else 1
-    out_width = padded_width(out_cols, dtype)
+    out_width = word_padded_width(out_cols, dtype)
     if out_rows * out_width > MAX_TABLE:
         if reads != list(op.inputs) or (column_alias(graph, op) is None and column_window(graph, op) is None):
             raise too_large(op, out_rows * out_width)
