@@ -210,3 +210,37 @@ def test_div_round_matches_oracle_on_any_denominator(xs, den, mode):
 def test_div_round_by_a_power_of_two_is_shift_round(mode):
     xs = np.arange(-300, 301, dtype=np.int64)
     assert np.array_equal(div_round(xs, 16, mode), shift_round(xs, 4, mode))
+
+
+def test_isqrt_int64_equals_math_isqrt():
+    import math
+
+    from nn2aie.numerics import isqrt_int64
+
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.integers(0, 1 << 62, 20000), np.arange(0, 5000),
+                        np.array([(1 << 31) - 1, 1 << 31, (1 << 61) - 1, 1 << 61, (1 << 62) - 1])])
+    squares = np.array([s * s + d for s in rng.integers(0, 1 << 31, 2000).tolist() for d in (-1, 0, 1) if s * s + d >= 0
+                        and s * s + d < 1 << 62], dtype=np.int64)
+    v = np.concatenate([v, squares])
+    assert isqrt_int64(v).tolist() == [math.isqrt(int(x)) for x in v]
+
+
+def test_shift_round_half_even_per_element_shifts():
+    from fractions import Fraction
+
+    from nn2aie.numerics import shift_round_half_even
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-(1 << 50), 1 << 50, 5000)
+    s = rng.integers(1, 40, 5000)
+    x[:8] = [3, 5, -3, -5, 1, -1, 6, -6]
+    s[:8] = 1
+
+    def want(v: int, k: int) -> int:
+        q = Fraction(v, 1 << k)
+        f = q.numerator // q.denominator
+        r = q - f
+        return f + (1 if r > Fraction(1, 2) or (r == Fraction(1, 2) and f % 2) else 0)
+
+    assert shift_round_half_even(x, s).tolist() == [want(int(a), int(b)) for a, b in zip(x, s, strict=True)]

@@ -135,6 +135,28 @@ def shift_round(x: np.ndarray, shift: int, mode: str) -> np.ndarray:
     return q + (above | up).astype(x.dtype)
 
 
+def shift_round_half_even(x: np.ndarray, shift) -> np.ndarray:
+    """``x / 2**shift`` rounded half to even (the AIE SRS in mode ``conv_even``) with ``shift >= 1`` a scalar or one
+    per element (a per-row shift, as the softmax and norm kernels use); int64 in, int64 out."""
+    x = np.asarray(x, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    q = x >> s
+    r = x - (q << s)
+    half = np.int64(1) << (s - 1)
+    return q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(np.int64)
+
+
+def isqrt_int64(v: np.ndarray) -> np.ndarray:
+    """``floor(sqrt(v))`` of int64 values ``0 <= v < 2**62``, exactly: a float64 estimate corrected by whole steps
+    (its error is a few units at most; ``s * s`` fits int64 for ``s < 2**31``)."""
+    v = np.asarray(v, dtype=np.int64)
+    s = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    for _ in range(4):
+        s = np.where(s * s > v, s - 1, s)
+        s = np.where((s + 1) * (s + 1) <= v, s + 1, s)
+    return s
+
+
 def div_round(num, den, mode: str) -> np.ndarray:
     """``num / den`` rounded to an integer with the AIE-ML rounding ``mode`` (den > 0, element-wise): the exact
     rational form of ``shift_round`` (which is ``div_round(x, 2**shift, mode)``), for scales that are not powers of

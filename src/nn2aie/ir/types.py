@@ -197,6 +197,11 @@ class ScaledType:
 TensorType = FixedType | FloatType | ScaledType
 
 
+def code_step(t: FixedType | ScaledType) -> Fraction:
+    """The real value of one code step of a per-tensor type, exactly: ``2**-frac`` or the scale."""
+    return Fraction(2) ** -t.frac if isinstance(t, FixedType) else t.scale_of(0)
+
+
 def type_from_json(data: dict) -> TensorType:
     data = dict(data)
     kind = data.pop("kind")

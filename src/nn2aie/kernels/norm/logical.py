@@ -28,8 +28,9 @@ from fractions import Fraction
 import numpy as np
 
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.types import FixedType, ScaledType
+from nn2aie.ir.types import FixedType, ScaledType, code_step
 from nn2aie.kernels.family import Fail
+from nn2aie.numerics import isqrt_int64, shift_round_half_even
 
 MAX_INPUT_BITS = 8
 MAX_ROW = 1 << 11
@@ -58,10 +59,6 @@ class NormParams:
     width: int
 
 
-def scale_of(t) -> Fraction:
-    return Fraction(2) ** -t.frac if isinstance(t, FixedType) else Fraction(t.scale[0])
-
-
 def _round_half_even(v: Fraction) -> int:
     q = math.floor(v)
     r = v - q
@@ -71,7 +68,7 @@ def _round_half_even(v: Fraction) -> int:
 def params(graph: Graph, op: Op) -> NormParams:
     x, y = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
     n = int(x.shape[-1])
-    s_x, s_y = scale_of(x.type), scale_of(y.type)
+    s_x, s_y = code_step(x.type), code_step(y.type)
     eps = Fraction(float(op.attrs["epsilon"]))
     eps_term = _round_half_even(eps * n * n / (s_x * s_x) * (1 << EPS_BITS))
     gamma = [Fraction(float(g)) for g in (op.attrs.get("gamma") or [1.0] * n)]
@@ -125,27 +122,18 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
         fail(where, f"attributes {sorted(op.attrs)}: layernorm runs over the last axis (axis -1) only")
 
 
-def srs_even(x: np.ndarray, shift) -> np.ndarray:
-    """``x / 2**shift`` rounded half to even (AIE SRS, conv_even), ``shift`` >= 1 (scalar or per element)."""
-    x = np.asarray(x, dtype=np.int64)
-    s = np.asarray(shift, dtype=np.int64)
-    q = x >> s
-    r = x - (q << s)
-    half = np.int64(1) << (s - 1)
-    return q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(np.int64)
-
-
 def inverse_root(v: np.ndarray, w: np.ndarray, ub: int) -> tuple[np.ndarray, np.ndarray]:
-    """Step 3 per row: ``(r, k)`` (int64), with Python integers (isqrt is exact there)."""
-    r = np.zeros(w.shape, dtype=np.int64)
-    k = np.ones(w.shape, dtype=np.int64)
-    for i, (var, total) in enumerate(zip(v.reshape(-1).tolist(), w.reshape(-1).tolist(), strict=True)):
-        if var == 0:
-            continue
-        m = max(0, (61 - total.bit_length()) // 2)
-        r.reshape(-1)[i] = (1 << 60) // math.isqrt(total << (2 * m))
-        k.reshape(-1)[i] = 56 - m - ub
-    return r, k
+    """Step 3 per row: ``(r, k)`` (int64; ``w < 2**47`` for 8-bit inputs, so ``w * 2**(2m) < 2**61``)."""
+    w = np.asarray(w, dtype=np.int64)
+    bits = np.zeros(w.shape, dtype=np.int64)
+    rest = w.copy()
+    while np.any(rest):  # bitlength of W, exactly
+        bits += rest > 0
+        rest >>= 1
+    m = np.maximum(0, (61 - bits) // 2)
+    r = (np.int64(1) << np.int64(60)) // np.maximum(isqrt_int64(w << (2 * m)), 1)
+    zero = np.asarray(v) == 0
+    return np.where(zero, 0, r), np.where(zero, 1, 56 - m - ub)
 
 
 def rows(x: np.ndarray, p: NormParams) -> np.ndarray:
@@ -160,10 +148,10 @@ def rows(x: np.ndarray, p: NormParams) -> np.ndarray:
         c, v = n * a - total, n * squares - total * total
     w = (v << EPS_BITS) + p.eps_term
     r, k = inverse_root(v, w, p.u)
-    u = srs_even(c * r, k)
+    u = shift_round_half_even(c * r, k)
     g = np.asarray(p.gains, dtype=np.int64)
     b = np.asarray(p.offsets, dtype=np.int64) << np.int64(p.t)
-    vout = srs_even(u * g + b, p.u + p.f)
+    vout = shift_round_half_even(u * g + b, p.u + p.f)
     return np.clip(vout + p.zero_out, p.lo, p.hi)
 
 

@@ -27,8 +27,9 @@ from fractions import Fraction
 import numpy as np
 
 from nn2aie.ir.logical import Graph, Op
-from nn2aie.ir.types import FixedType, ScaledType
+from nn2aie.ir.types import FixedType, ScaledType, code_step
 from nn2aie.kernels.family import Fail
+from nn2aie.numerics import shift_round_half_even
 
 MAX_INPUT_BITS = 8  # d_j is a 16-bit lookup index; 16-bit inputs would need a two-level table
 ROUNDING = "conv_even"  # both SRS steps (aie::rounding_mode)
@@ -49,26 +50,11 @@ class SoftmaxParams:
     width: int  # N
 
 
-def scale_of(t) -> Fraction:
-    """The real value of one code step of a per-tensor type (exact)."""
-    return Fraction(2) ** -t.frac if isinstance(t, FixedType) else Fraction(t.scale[0])
-
-
-def srs_even(x: np.ndarray, shift) -> np.ndarray:
-    """``x / 2**shift`` rounded half to even (the AIE SRS in mode conv_even), ``shift`` >= 1 per element."""
-    x = np.asarray(x, dtype=np.int64)
-    s = np.asarray(shift, dtype=np.int64)
-    q = x >> s
-    r = x - (q << s)
-    half = np.int64(1) << (s - 1)
-    return q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(np.int64)
-
-
 def params(graph: Graph, op: Op) -> SoftmaxParams:
     x, y = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
     n = int(x.shape[-1])
     q = min(24, 31 - n.bit_length())
-    s_x = float(scale_of(x.type))
+    s_x = float(code_step(x.type))
     span = x.type.max_code - x.type.min_code
     table = []
     for d in range(span + 1):
@@ -76,7 +62,7 @@ def params(graph: Graph, op: Op) -> SoftmaxParams:
         table.append(t)
         if t == 0:
             break
-    s_y = scale_of(y.type)
+    s_y = code_step(y.type)
     e = math.floor(math.log2(s_y))
     while Fraction(2) ** e > s_y:  # exact floor(log2) of the rational scale
         e -= 1
@@ -104,8 +90,8 @@ def verify(graph: Graph, op: Op, fail: Fail) -> None:
         fail(where, f"the input has {x.type.width} bits; the softmax tile takes at most {MAX_INPUT_BITS}")
     if not 1 <= x.shape[-1] <= MAX_ROW:
         fail(where, f"rows of {x.shape[-1]} elements; at most {MAX_ROW}")
-    if scale_of(y.type) >= 1:
-        fail(where, f"output scale {float(scale_of(y.type))} is not below 1 (a probability needs a finer grid)")
+    if code_step(y.type) >= 1:
+        fail(where, f"output scale {float(code_step(y.type))} is not below 1 (a probability needs a finer grid)")
     if y.type.width > 16:
         fail(where, "the output has more than 16 bits")
     if set(op.attrs) - {"axis", "source"} or op.attrs.get("axis", -1) != -1:
@@ -122,8 +108,8 @@ def rows(x: np.ndarray, p: SoftmaxParams) -> np.ndarray:
     bits = np.floor(np.log2(s.astype(np.float64))).astype(np.int64) + 1  # bitlength of S (S < 2**31: exact)
     big = 1 << (29 + bits)
     r = big // s
-    u = srs_even(t * r, bits - 1)
-    v = srs_even(u * np.int64(p.c), p.shift2)
+    u = shift_round_half_even(t * r, bits - 1)
+    v = shift_round_half_even(u * np.int64(p.c), p.shift2)
     return np.clip(v + p.zero_point, p.lo, p.hi)
 
 
