@@ -124,24 +124,27 @@ def refuse_wide_constants(region: Region, const_size: Callable[[str], int],
                                  "yet", "use scalar constants in the activation function")
 
 
-def region_model(region: Region, code_type: int, in_scale: float, in_zero: int, consts: dict[str, np.ndarray],
-                 opsets: list[onnx.OperatorSetIdProto], sink_nodes: list[onnx.NodeProto], out_name: str,
-                 out_type: int, n: int, dequantize: list[onnx.NodeProto] | None = None) -> onnx.ModelProto:
-    """A model computing the region on ``n`` input codes: ``codes -> dequantize -> region -> sink_nodes``.
-    ``dequantize`` (default: a DequantizeLinear of ``in_scale`` / ``in_zero``) must write ``region.source``."""
-    codes = "nn2aie_codes"
-    extra = []
-    if dequantize is None:
+def region_model(region: Region, const_nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
+                 opsets: list[onnx.OperatorSetIdProto], n: int, out_type: int,
+                 dequantize: tuple[int, float, int] | None = None) -> onnx.ModelProto:
+    """A model computing the region and its quantizer on ``n`` inputs: ``const_nodes`` (Q / DQ of the constants
+    it reads), the region's nodes, ``region.sink``. ``dequantize = (code type, scale, zero point)``: the model
+    reads integer codes (``nn2aie_codes``) and dequantizes them into ``region.source``, as a DequantizeLinear does;
+    None: it reads the float values of ``region.source`` directly (a QONNX Quant output)."""
+    first, in_type, extra, front = region.source, onnx.TensorProto.FLOAT, [], []
+    if dequantize is not None:
+        code_type, scale, zero = dequantize
+        first, in_type = "nn2aie_codes", code_type
         zp_type = {onnx.TensorProto.INT8: np.int8, onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT16: np.int16,
                    onnx.TensorProto.UINT16: np.uint16}[code_type]
-        extra = [numpy_helper.from_array(np.asarray(in_scale, dtype=np.float32), "nn2aie_scale"),
-                 numpy_helper.from_array(np.asarray(in_zero, dtype=zp_type), "nn2aie_zero")]
-        dequantize = [helper.make_node("DequantizeLinear", [codes, "nn2aie_scale", "nn2aie_zero"], [region.source])]
-    nodes = [*dequantize, *region.nodes, *sink_nodes]
+        extra = [numpy_helper.from_array(np.asarray(scale, dtype=np.float32), "nn2aie_scale"),
+                 numpy_helper.from_array(np.asarray(zero, dtype=zp_type), "nn2aie_zero")]
+        front = [helper.make_node("DequantizeLinear", [first, "nn2aie_scale", "nn2aie_zero"], [region.source])]
+    nodes = [*front, *const_nodes, *region.nodes, region.sink]
     needed = sorted({i for node in nodes for i in node.input if i in consts})
     graph = helper.make_graph(
-        nodes, "function", [helper.make_tensor_value_info(codes, code_type, [n])],
-        [helper.make_tensor_value_info(out_name, out_type, [n])],
+        nodes, "function", [helper.make_tensor_value_info(first, in_type, [n])],
+        [helper.make_tensor_value_info(region.sink.output[0], out_type, [n])],
         [numpy_helper.from_array(np.asarray(consts[i]), i) for i in needed] + extra)
     return helper.make_model(graph, opset_imports=list(opsets))
 

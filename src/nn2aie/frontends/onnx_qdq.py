@@ -1600,9 +1600,8 @@ class QdqParser:
         """The output codes of ``region`` (quantizer included) on the input ``codes`` of type ``x``: onnxruntime
         (as ``run_reference`` runs the model) on DequantizeLinear -> the region's nodes -> its QuantizeLinear."""
         scale, zero = (2.0 ** -x.frac, 0) if isinstance(x, _QType) else (x.scale[0], x.zero_point)
-        q = region.sink
-        model = region_model(region, x.onnx_type, scale, zero, self.consts, list(self.model.opset_import),
-                             [*const_nodes, q], q.output[0], y.onnx_type, codes.size)
+        model = region_model(region, const_nodes, self.consts, list(self.model.opset_import), codes.size,
+                             y.onnx_type, (x.onnx_type, scale, zero))
         dtype = onnx.helper.tensor_dtype_to_np_dtype(x.onnx_type)
         got = _session(model, False).run(None, {"nn2aie_codes": codes.astype(dtype)})[0]
         return np.clip(np.asarray(got, dtype=np.int64), y.lo, y.hi)  # a QCDQ Clip after the quantizer

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from nn2aie.errors import BadFileError, IllegalConfigError, UnsupportedOpError, UnsupportedQuantizationError
-from nn2aie.frontends.float_functions import REGION_ONLY_OPS, Region
+from nn2aie.frontends.float_functions import REGION_ONLY_OPS, Region, region_model
 from nn2aie.frontends.onnx_common import (
     attr,
     check_inference,
@@ -934,7 +934,6 @@ class QonnxParser(QonnxParams, QdqParser):
     def tabulate(self, region: Region, x, y, codes: np.ndarray, const_nodes: list[onnx.NodeProto]) -> np.ndarray:
         """The output codes of ``region`` and its Quant on the input ``codes`` of type ``x``: qonnx's
         ``execute_onnx`` (the reference) on the float values the input's Quant writes for them."""
-        from onnx import helper, numpy_helper
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.core.onnx_exec import execute_onnx
         from qonnx.transformation.infer_shapes import InferShapes
@@ -944,16 +943,9 @@ class QonnxParser(QonnxParams, QdqParser):
             values = (codes.astype(np.float32) - np.float32(xt.zero_point_of(0))) * np.float32(xt.scale[0])
         else:
             values = np.ldexp(codes, -xt.frac).astype(np.float32)
-        q = region.sink
-        nodes = [*const_nodes, *region.nodes, q]
-        needed = sorted({i for n in nodes for i in n.input if i in self.consts})
-        n = codes.size
-        graph = helper.make_graph(
-            nodes, "function", [helper.make_tensor_value_info(region.source, onnx.TensorProto.FLOAT, [n])],
-            [helper.make_tensor_value_info(q.output[0], onnx.TensorProto.FLOAT, [n])],
-            [numpy_helper.from_array(np.asarray(self.consts[i]), i) for i in needed])
-        model = ModelWrapper(helper.make_model(graph, opset_imports=list(self.model.opset_import)))
-        got = execute_onnx(model.transform(InferShapes()), {region.source: values})[q.output[0]]
+        model = ModelWrapper(region_model(region, const_nodes, self.consts, list(self.model.opset_import),
+                                          codes.size, onnx.TensorProto.FLOAT))
+        got = execute_onnx(model.transform(InferShapes()), {region.source: values})[region.sink.output[0]]
         return _quant_codes(y)(got)
 
     def on_unfused(self, node: onnx.NodeProto) -> None:
